@@ -1,0 +1,1 @@
+"""Speech engines: voice activity detection, recognition and synthesis (the only place they are imported)."""
