@@ -83,6 +83,23 @@ class HttpResult:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecordingFinished:
+    """A Record action ended; ``path`` is the WAV written, ``duration`` in seconds."""
+
+    path: str
+    duration: float
+
+
 ControlEvent = (
-    SpeechStarted | SpeechEnded | Transcript | DtmfDigit | NoInput | PlaybackFinished | Hangup | TimerFired | HttpResult
+    SpeechStarted
+    | SpeechEnded
+    | Transcript
+    | DtmfDigit
+    | NoInput
+    | PlaybackFinished
+    | Hangup
+    | TimerFired
+    | HttpResult
+    | RecordingFinished
 )

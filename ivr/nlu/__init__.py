@@ -1,0 +1,1 @@
+"""Natural-language understanding: intents from flow examples and slot parsers."""
