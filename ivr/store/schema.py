@@ -1,0 +1,114 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` create exactly these."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("caller", sa.String(255), nullable=False, server_default=""),
+    sa.Column("called", sa.String(255), nullable=False, server_default=""),
+    sa.Column("flow", sa.String(255), nullable=False, server_default=""),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("outcome", sa.String(64)),
+    sa.Column("intent", sa.String(128)),
+    sa.Column("queue", sa.String(128)),
+    sa.Column("agent", sa.String(128)),
+    sa.Column("context", sa.JSON, nullable=False),
+)
+
+turns = sa.Table(
+    "turns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(128), sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("speaker", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("intent", sa.String(128)),
+    sa.Column("confidence", sa.Float),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(128), sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+)
+
+notes = sa.Table(
+    "notes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(128), sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("agent", sa.String(128), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("disposition", sa.String(64), nullable=False, server_default=""),
+    sa.Column("text", sa.Text, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(128), primary_key=True),
+    sa.Column("user_name", sa.String(128), sa.ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("label", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False, server_default=""),
+    sa.Column("state_since", sa.Float, nullable=False),
+    sa.Column("last_call_end", sa.Float),
+    sa.Column("missed_offers", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("call_id", sa.String(128)),
+)
+
+queue_entries = sa.Table(
+    "queue_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(128), sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("queue", sa.String(128), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("enqueued_at", sa.Float, nullable=False),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("agent", sa.String(128)),
+    sa.Column("outcome", sa.String(64)),
+    sa.Column("context", sa.JSON, nullable=False),
+)
+
+INDEXES = [
+    sa.Index("ix_calls_started_at", calls.c.started_at),
+    sa.Index("ix_turns_call_id", turns.c.call_id),
+    sa.Index("ix_events_call_id", events.c.call_id),
+    sa.Index("ix_notes_call_id", notes.c.call_id),
+    sa.Index("ix_notes_agent", notes.c.agent),
+    sa.Index("ix_queue_entries_state", queue_entries.c.state),
+    sa.Index("ix_queue_entries_call_id", queue_entries.c.call_id),
+    sa.Index("ix_queue_entries_enqueued_at", queue_entries.c.enqueued_at),
+]

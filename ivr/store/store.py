@@ -1,0 +1,411 @@
+"""Call records, transcripts, users, agents and queue state in one SQL database.
+
+SQLite (WAL, foreign keys on) by default, PostgreSQL by URL. Every write is its own committed
+transaction, so a crash of the process loses nothing already written, and a second connection (the
+console in another process) sees it at once. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from ivr.errors import IvrError
+from ivr.store import schema as t
+from ivr.store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+SPEAKERS = ("caller", "bot", "agent")
+OPEN_ENTRY_STATES = ("waiting", "offering", "connected")
+
+
+class StoreError(IvrError):
+    """The database could not be opened or a record was not valid."""
+
+
+def _json_dumps(value: object) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    # NORMAL in WAL mode is durable against a crash of the process (only power loss can drop the
+    # last transactions), and keeps each committed write well under a millisecond.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def database_url(url_or_path: str | Path) -> str:
+    """A SQLAlchemy URL for a URL or a file path (a plain path means a SQLite file)."""
+    text = str(url_or_path)
+    if "://" in text:
+        return text
+    if text == ":memory:":
+        return "sqlite://"
+    path = Path(text).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def open_store(url_or_path: str | Path) -> Store:
+    """Open (creating and migrating as needed) the store at a SQLite path or a database URL.
+
+    ``postgresql+psycopg://user:pass@host/db`` selects PostgreSQL (install the ``postgres`` extra).
+    """
+    url = database_url(url_or_path)
+    try:
+        if url.startswith("sqlite"):
+            kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+            if url == "sqlite://":
+                kwargs["poolclass"] = StaticPool
+            engine = sa.create_engine(url, json_serializer=_json_dumps, **kwargs)
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(url, json_serializer=_json_dumps, pool_pre_ping=True)
+        upgrade(engine)
+    except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:
+        raise StoreError(
+            f"cannot open the store at {url_or_path}: {exc}. Check the path is writable, or the database URL, "
+            "server and credentials (PostgreSQL needs: pip install 'ivr[postgres]')."
+        ) from exc
+    return Store(engine)
+
+
+def _row(row: sa.Row[Any] | None) -> dict[str, Any] | None:
+    return dict(row._mapping) if row is not None else None
+
+
+class Store:
+    """Thread-safe access to the ivr database; create with :func:`open_store`."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time: serialise writers here instead of spinning on busy errors.
+        self._write_lock = threading.RLock()
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    # ----------------------------------------------------------------- calls
+    def start_call(self, call_id: str, caller: str, called: str, flow: str, started_at: float) -> None:
+        """Record a new call (idempotent: a second start of the same id updates its fields)."""
+        with self._write() as conn:
+            exists = conn.execute(sa.select(t.calls.c.id).where(t.calls.c.id == call_id)).first()
+            values = {"caller": caller, "called": called, "flow": flow, "started_at": started_at}
+            if exists:
+                conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+            else:
+                conn.execute(t.calls.insert().values(id=call_id, context={}, **values))
+
+    def _ensure_call(self, conn: sa.Connection, call_id: str, at: float) -> None:
+        if conn.execute(sa.select(t.calls.c.id).where(t.calls.c.id == call_id)).first() is None:
+            conn.execute(t.calls.insert().values(id=call_id, started_at=at, context={}))
+
+    def mark_answered(self, call_id: str, at: float) -> None:
+        """Record when the call was answered."""
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, at)
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(answered_at=at))
+
+    def add_turn(
+        self,
+        call_id: str,
+        at: float,
+        speaker: str,
+        text: str,
+        intent: str | None = None,
+        confidence: float | None = None,
+    ) -> None:
+        """Append one thing said: ``speaker`` is 'caller', 'bot' or 'agent'."""
+        if speaker not in SPEAKERS:
+            raise StoreError(f"speaker must be one of {', '.join(SPEAKERS)}, not {speaker!r}")
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, at)
+            conn.execute(
+                t.turns.insert().values(
+                    call_id=call_id, at=at, speaker=speaker, text=text, intent=intent, confidence=confidence
+                )
+            )
+            if speaker == "caller" and intent:
+                conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(intent=intent))
+
+    def add_event(self, call_id: str, at: float, kind: str, data: dict[str, Any]) -> None:
+        """Append one event of the call (transfer, dtmf, error, queue...) with JSON-able data."""
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, at)
+            conn.execute(t.events.insert().values(call_id=call_id, at=at, kind=kind, data=data))
+
+    def set_context(self, call_id: str, context: dict[str, Any]) -> None:
+        """Replace the call's context (intent, confidence, slots, variables, path...)."""
+        values: dict[str, Any] = {"context": context}
+        if isinstance(context.get("intent"), str):
+            values["intent"] = context["intent"]
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, 0.0)
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+
+    def end_call(self, call_id: str, at: float, outcome: str) -> None:
+        """Record the end of the call and its outcome ('completed', 'transferred', 'abandoned', 'error'...)."""
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, at)
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(ended_at=at, outcome=outcome))
+
+    def set_call_fields(self, call_id: str, **fields: Any) -> None:
+        """Update summary columns of a call (``queue``, ``agent``, ``outcome``...)."""
+        with self._write() as conn:
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**fields))
+
+    def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """The call with its context, ``turns``, ``events``, ``notes`` and ``queue_entries`` (oldest first)."""
+        with self._read() as conn:
+            call = _row(conn.execute(sa.select(t.calls).where(t.calls.c.id == call_id)).first())
+            if call is None:
+                return None
+            for name, table in (("turns", t.turns), ("events", t.events), ("notes", t.notes)):
+                rows = conn.execute(
+                    sa.select(table).where(table.c.call_id == call_id).order_by(table.c.at, table.c.id)
+                ).all()
+                call[name] = [dict(r._mapping) for r in rows]
+            entries = conn.execute(
+                sa.select(t.queue_entries).where(t.queue_entries.c.call_id == call_id).order_by(t.queue_entries.c.id)
+            ).all()
+            call["queue_entries"] = [dict(r._mapping) for r in entries]
+        return call
+
+    def list_calls(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+        agent: str | None = None,
+        outcome: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Call summaries (no turns), newest first; ``search`` matches the id, numbers, intent or transcript."""
+        query = sa.select(t.calls)
+        if since is not None:
+            query = query.where(t.calls.c.started_at >= since)
+        if until is not None:
+            query = query.where(t.calls.c.started_at < until)
+        if agent:
+            query = query.where(t.calls.c.agent == agent)
+        if outcome:
+            query = query.where(t.calls.c.outcome == outcome)
+        if search:
+            pattern = f"%{search.lower()}%"
+            in_turns = sa.select(t.turns.c.id).where(
+                t.turns.c.call_id == t.calls.c.id, sa.func.lower(t.turns.c.text).like(pattern)
+            )
+            query = query.where(
+                sa.or_(
+                    sa.func.lower(t.calls.c.id).like(pattern),
+                    sa.func.lower(t.calls.c.caller).like(pattern),
+                    sa.func.lower(t.calls.c.called).like(pattern),
+                    sa.func.lower(sa.func.coalesce(t.calls.c.intent, "")).like(pattern),
+                    in_turns.exists(),
+                )
+            )
+        query = query.order_by(t.calls.c.started_at.desc()).limit(max(1, min(limit, 1000))).offset(max(0, offset))
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def count_calls(self) -> int:
+        """How many calls are stored."""
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t.calls)).scalar_one())
+
+    def add_note(self, call_id: str, agent: str, at: float, text: str, disposition: str = "") -> None:
+        """An agent's disposition note on a call."""
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, at)
+            conn.execute(
+                t.notes.insert().values(call_id=call_id, agent=agent, at=at, text=text, disposition=disposition)
+            )
+
+    # ----------------------------------------------------------------- users and tokens
+    def add_user(self, name: str, password_hash: str, role: str, at: float) -> None:
+        """Create a user, or replace the password and role of an existing one."""
+        with self._write() as conn:
+            if conn.execute(sa.select(t.users.c.name).where(t.users.c.name == name)).first():
+                conn.execute(
+                    t.users.update().where(t.users.c.name == name).values(password_hash=password_hash, role=role)
+                )
+            else:
+                conn.execute(t.users.insert().values(name=name, password_hash=password_hash, role=role, created_at=at))
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        """The user record (name, password_hash, role) or None."""
+        with self._read() as conn:
+            return _row(conn.execute(sa.select(t.users).where(t.users.c.name == name)).first())
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """All users (without password hashes), by name."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.users.c.name, t.users.c.role, t.users.c.created_at).order_by(t.users.c.name)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def delete_user(self, name: str) -> bool:
+        """Remove a user and their API tokens; True if it existed."""
+        with self._write() as conn:
+            conn.execute(t.api_tokens.delete().where(t.api_tokens.c.user_name == name))
+            return conn.execute(t.users.delete().where(t.users.c.name == name)).rowcount > 0
+
+    def add_token(self, token_hash: str, user_name: str, label: str, at: float) -> None:
+        """Store the hash of a new API token for a user."""
+        with self._write() as conn:
+            conn.execute(
+                t.api_tokens.insert().values(token_hash=token_hash, user_name=user_name, label=label, created_at=at)
+            )
+
+    def user_for_token(self, token_hash: str) -> dict[str, Any] | None:
+        """The user an API token hash belongs to, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(t.users)
+                .join(t.api_tokens, t.api_tokens.c.user_name == t.users.c.name)
+                .where(t.api_tokens.c.token_hash == token_hash)
+            ).first()
+            return _row(row)
+
+    # ----------------------------------------------------------------- agents and queue state
+    def save_agent_state(
+        self,
+        name: str,
+        state: str,
+        reason: str,
+        state_since: float,
+        last_call_end: float | None,
+        missed_offers: int,
+        call_id: str | None,
+    ) -> None:
+        """Persist one agent's live state (insert or update)."""
+        values = {
+            "state": state,
+            "reason": reason,
+            "state_since": state_since,
+            "last_call_end": last_call_end,
+            "missed_offers": missed_offers,
+            "call_id": call_id,
+        }
+        with self._write() as conn:
+            if conn.execute(sa.select(t.agents.c.name).where(t.agents.c.name == name)).first():
+                conn.execute(t.agents.update().where(t.agents.c.name == name).values(**values))
+            else:
+                conn.execute(t.agents.insert().values(name=name, **values))
+
+    def load_agent_states(self) -> dict[str, dict[str, Any]]:
+        """Every persisted agent state, by agent name."""
+        with self._read() as conn:
+            return {r.name: dict(r._mapping) for r in conn.execute(sa.select(t.agents)).all()}
+
+    def add_queue_entry(
+        self, call_id: str, queue: str, priority: int, enqueued_at: float, context: dict[str, Any]
+    ) -> int:
+        """A caller joins a queue: returns the entry id."""
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, enqueued_at)
+            result = conn.execute(
+                t.queue_entries.insert().values(
+                    call_id=call_id,
+                    queue=queue,
+                    priority=priority,
+                    state="waiting",
+                    enqueued_at=enqueued_at,
+                    context=context,
+                )
+            )
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(queue=queue))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def update_queue_entry(self, entry_id: int, **fields: Any) -> None:
+        """Change fields of a queue entry (state, agent, answered_at, ended_at, outcome)."""
+        with self._write() as conn:
+            conn.execute(t.queue_entries.update().where(t.queue_entries.c.id == entry_id).values(**fields))
+            if fields.get("agent"):
+                call_id = conn.execute(
+                    sa.select(t.queue_entries.c.call_id).where(t.queue_entries.c.id == entry_id)
+                ).scalar()
+                if call_id is not None and fields.get("state") == "connected":
+                    conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(agent=fields["agent"]))
+
+    def open_queue_entries(self) -> list[dict[str, Any]]:
+        """Entries still waiting, being offered or connected, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.queue_entries)
+                .where(t.queue_entries.c.state.in_(OPEN_ENTRY_STATES))
+                .order_by(t.queue_entries.c.enqueued_at, t.queue_entries.c.id)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def queue_entries_between(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Queue entries that joined in [since, until), without their context."""
+        cols = [c for c in t.queue_entries.c if c.name != "context"]
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(*cols)
+                .where(t.queue_entries.c.enqueued_at >= since, t.queue_entries.c.enqueued_at < until)
+                .order_by(t.queue_entries.c.enqueued_at)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def calls_between(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Call summaries (with context) that started in [since, until), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.calls)
+                .where(t.calls.c.started_at >= since, t.calls.c.started_at < until)
+                .order_by(t.calls.c.started_at)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def agent_history(self, agent: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Calls an agent was connected to, newest first, with their notes count."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    t.queue_entries.c.call_id,
+                    t.queue_entries.c.queue,
+                    t.queue_entries.c.enqueued_at,
+                    t.queue_entries.c.answered_at,
+                    t.queue_entries.c.ended_at,
+                    t.queue_entries.c.outcome,
+                    t.calls.c.caller,
+                    t.calls.c.intent,
+                )
+                .join(t.calls, t.calls.c.id == t.queue_entries.c.call_id)
+                .where(t.queue_entries.c.agent == agent, t.queue_entries.c.answered_at.is_not(None))
+                .order_by(t.queue_entries.c.answered_at.desc())
+                .limit(limit)
+            ).all()
+            return [dict(r._mapping) for r in rows]
