@@ -60,3 +60,7 @@ class AudioDeviceError(IvrError):
 
 class SipError(IvrError):
     """The SIP endpoint could not start or a SIP operation failed."""
+
+
+class SynthesisError(IvrError):
+    """Speech synthesis failed: unknown voice, bad setting, or the espeak-ng engine misbehaved."""
