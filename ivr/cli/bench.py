@@ -1,0 +1,72 @@
+"""``ivr bench``: the benchmarks whose medians are recorded in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _emit(name: str, result: dict[str, Any], record: Path | None) -> None:
+    """Print a benchmark result as JSON and, with ``record``, store it in a JSON results file."""
+    result = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()} {_cpu_count()} cores",
+        **result,
+    }
+    click.echo(json.dumps(result, indent=2, default=str))
+    if record is not None:
+        data = json.loads(record.read_text()) if record.exists() else {}
+        data[name] = result
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+_record_option = click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also store the result in this JSON file (e.g. docs/benchmarks.json).",
+)
+
+
+@click.group()
+def bench() -> None:
+    """Measure speed and accuracy on this machine (medians; run on an otherwise idle machine)."""
+
+
+def _run(name: str, fn: Callable[[], dict[str, Any]], record: Path | None) -> None:
+    _emit(name, fn(), record)
+
+
+@bench.command()
+@click.option("--repeats", default=5, show_default=True, help="Measurements per figure.")
+@_record_option
+def speech(repeats: int, record: Path | None) -> None:
+    """ASR real-time factor and end-of-utterance latency, TTS time to first audio, English WER."""
+    from ivr.bench.asr import run_asr_bench
+    from ivr.bench.tts import run_tts_bench
+
+    _run("speech", lambda: {"asr": run_asr_bench(repeats), "tts": run_tts_bench(max(repeats, 7))}, record)
+
+
+@bench.command()
+@click.option("--seeds", default=3, show_default=True, help="Random 10-shot draws to average over.")
+@_record_option
+def intents(seeds: int, record: Path | None) -> None:
+    """10-shot Banking77 intent accuracy (cross-validated on the train split) and latency."""
+    from ivr.bench.intents import run_intents_bench
+
+    _run("intents", lambda: run_intents_bench(seeds), record)

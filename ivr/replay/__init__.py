@@ -1,0 +1,1 @@
+"""Audio-fixture replay: scripted callers run through the real call pipeline, faster than real time."""

@@ -1,0 +1,264 @@
+"""Run replay scenarios through the same VAD, ASR, NLU, flow and TTS code a SIP call uses."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ivr.audio.wavfile import write_wav
+from ivr.replay.channel import ReplayChannel
+from ivr.replay.scenario import Scenario, load_scenario
+from ivr.runtime import FlowRuntime
+from ivr.services import SpeechServices
+from ivr.session import CallResult, CallSession
+
+
+@dataclass
+class ReplayReport:
+    """The outcome of one scenario: pass/fail, the reasons, and a readable transcript of the call."""
+
+    scenario: Scenario
+    failures: list[str] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
+    result: CallResult | None = None
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True when every expectation held."""
+        return not self.failures
+
+    def render(self) -> str:
+        """The transcript and the verdict as text for a terminal."""
+        verdict = "PASS" if self.passed else "FAIL"
+        lines = [f"=== {self.scenario.name} ({self.scenario.path}) {verdict}", *self.transcript]
+        lines += [f"  ✗ {failure}" for failure in self.failures]
+        return "\n".join(lines)
+
+
+class _Recorder:
+    """Observes the session: feeds the scripted caller and writes the readable transcript."""
+
+    def __init__(self, channel: ReplayChannel, report: ReplayReport) -> None:
+        self.channel = channel
+        self.report = report
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.channel.on_event(kind, data)
+        self.report.events.append((kind, data))
+        at = f"[{data.get('at', 0.0):6.2f}]"
+        line = None
+        if kind == "prompt":
+            line = f"{at} BOT: {data.get('text') or '[audio ' + str(data.get('audio')) + ']'}"
+        elif kind == "transcript":
+            line = f"{at} CALLER: {data['text']!r} (confidence {data['confidence']:.2f})"
+        elif kind == "dtmf":
+            line = f"{at} CALLER keys: {data['digits']}"
+        elif kind == "no_input":
+            line = f"{at} (no input)"
+        elif kind == "barge_in":
+            line = f"{at} (caller barged in by {data['by']})"
+        elif kind == "transfer":
+            line = f"{at} TRANSFER → {data['target']}"
+        elif kind == "hangup":
+            line = f"{at} BOT hangs up ({data['reason']})"
+        elif kind == "http":
+            line = f"{at} webhook {data['method']} {data['url']}"
+        elif kind == "intent" and data.get("intent"):
+            line = f"{at}   → intent {data['intent']} ({data.get('confidence') or 0:.2f})"
+        elif kind == "error":
+            line = f"{at} ERROR {data['error']}"
+        elif kind == "turn_latency":
+            line = f"{at}   turn latency {data['seconds'] * 1000:.0f} ms"
+        if line:
+            self.report.transcript.append(line)
+
+
+class MockWebServer:
+    """Serves a scenario's mock webhooks (``"GET /path": {status, json}``) on 127.0.0.1."""
+
+    def __init__(self, routes: dict[str, dict[str, Any]]) -> None:
+        self.routes = routes
+        self.requests: list[str] = []
+        handler = self._handler()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> MockWebServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                key = f"{self.command} {self.path}"
+                outer.requests.append(key)
+                route = outer.routes.get(key, {"status": 404, "json": {"error": "not found"}})
+                import time
+
+                time.sleep(float(route.get("delay", 0)))
+                body = json.dumps(route.get("json", {})).encode()
+                self.send_response(int(route.get("status", 200)))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _reply
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+class ReplayRunner:
+    """Runs scenarios, sharing loaded speech engines between them."""
+
+    def __init__(
+        self,
+        engine: str | None = None,
+        model: str | None = None,
+        realtime: bool = False,
+        record_dir: Path | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.realtime = realtime
+        self.record_dir = record_dir
+        self._services: dict[tuple[str, str | None], SpeechServices] = {}
+
+    def services(self, engine: str, model: str | None) -> SpeechServices:
+        """The speech services for an engine, loaded once."""
+        key = (engine, model)
+        if key not in self._services:
+            self._services[key] = SpeechServices.create(engine, model)
+        return self._services[key]
+
+    def run_file(self, path: str | Path) -> ReplayReport:
+        """Load and run one scenario file."""
+        return self.run(load_scenario(path))
+
+    def run(self, scenario: Scenario) -> ReplayReport:
+        """Run one scenario and check its expectations."""
+        import time
+
+        report = ReplayReport(scenario)
+        started = time.perf_counter()
+        runtime = FlowRuntime.from_file(scenario.flow)
+        engine = self.engine or scenario.engine or runtime.default_engine()
+        model = self.model or scenario.model
+        services = self.services(engine, model)
+        channel = ReplayChannel(
+            scenario.steps,
+            scenario.audio,
+            scenario.rate,
+            caller=scenario.caller,
+            called=scenario.called,
+            realtime=self.realtime,
+        )
+        with MockWebServer(scenario.http) as web:
+            variables = {k: (web.base_url if v == "$HTTP" else v) for k, v in scenario.variables.items()}
+            interpreter = runtime.new_interpreter(channel, variables)
+            session = CallSession(
+                channel, interpreter, services, flow_name=runtime.name, observer=_Recorder(channel, report)
+            )
+            report.result = session.run()
+        report.seconds = time.perf_counter() - started
+        _check(report, channel)
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            write_wav(self.record_dir / f"{scenario.name}.caller.wav", bytes(channel.caller_audio), scenario.rate)
+            write_wav(self.record_dir / f"{scenario.name}.bot.wav", bytes(channel.bot_audio), scenario.rate)
+        return report
+
+    def close(self) -> None:
+        """Stop the worker pools."""
+        for services in self._services.values():
+            services.shutdown()
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", text.lower()).strip()
+
+
+def _contains(prompts: list[str] | tuple[str, ...], wanted: str) -> bool:
+    return _norm(wanted) in _norm(" ".join(prompts))
+
+
+def _check(report: ReplayReport, channel: ReplayChannel) -> None:
+    scenario = report.scenario
+    result = report.result
+    assert result is not None
+    fail = report.failures.append
+    for entry in channel.log:
+        for wanted in entry.step.bot:
+            if not _contains(entry.prompts_before, wanted):
+                fail(
+                    f"line {entry.step.line}: expected the bot to say {wanted!r} before this step; it said "
+                    f"{entry.prompts_before!r}"
+                )
+    for wanted in scenario.final_bot:
+        if not _contains(channel.prompts_since_last_step, wanted):
+            fail(f"expected the bot to end by saying {wanted!r}; it said {channel.prompts_since_last_step!r}")
+    for step in channel.steps_left:
+        fail(f"line {step.line}: the call ended before this caller step")
+    expect = scenario.expect
+    context = result.context
+    if "outcome" in expect and result.outcome != expect["outcome"]:
+        fail(f"expected outcome {expect['outcome']!r}, got {result.outcome!r}")
+    if "intent" in expect:
+        seen = [str(d.get("intent")) for k, d in report.events if k == "intent" and d.get("intent")]
+        if str(expect["intent"]) not in seen:
+            fail(f"expected intent {expect['intent']!r}, detected {seen or 'none'}")
+    for name, value in (expect.get("slots") or {}).items():
+        got = (context.get("slots") or {}).get(name)
+        if str(got) != str(value):
+            fail(f"expected slot {name} = {value!r}, got {got!r}")
+    for name, value in (expect.get("variables") or {}).items():
+        got = (context.get("variables") or {}).get(name)
+        if str(got) != str(value):
+            fail(f"expected variable {name} = {value!r}, got {got!r}")
+    if "transfer" in expect:
+        want = expect["transfer"] or {}
+        if not channel.transfers:
+            fail(f"expected a transfer to {want}, there was none")
+        else:
+            target, _headers = channel.transfers[-1]
+            wanted_target = want.get("queue") or want.get("uri")
+            if wanted_target and target != wanted_target:
+                fail(f"expected a transfer to {wanted_target!r}, got {target!r}")
+            transfer_ctx: dict[str, Any] = next((d["context"] for k, d in report.events if k == "transfer"), {})
+            for key in want.get("context", []):
+                if key not in transfer_ctx and key not in (transfer_ctx.get("slots") or {}):
+                    fail(f"expected context key {key!r} in the transfer, got {sorted(transfer_ctx)}")
+    if "barge_in" in expect:
+        happened = any(k == "barge_in" for k, _ in report.events)
+        if happened != bool(expect["barge_in"]):
+            fail(f"expected barge_in={expect['barge_in']}, it {'did' if happened else 'did not'} happen")
+    prompts = [str(d.get("text")) for k, d in report.events if k == "prompt"]
+    for wanted in expect.get("prompts", []):
+        if not _contains(prompts, wanted):
+            fail(f"expected the bot to say {wanted!r} at some point")
+    for unwanted in expect.get("no_prompt", []):
+        if _contains(prompts, unwanted):
+            fail(f"the bot said {unwanted!r}, which it must not")
+    if any(k == "error" for k, _ in report.events):
+        fail("the call hit an internal error: " + "; ".join(str(d["error"]) for k, d in report.events if k == "error"))

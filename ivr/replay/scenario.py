@@ -1,0 +1,213 @@
+"""Replay scenarios: a scripted caller (audio, keys, silence, hang-up) and what the bot must do.
+
+A scenario is a YAML file next to its recordings in ``audio_fixtures/``::
+
+    flow: ../../flows/hotline.yaml      # relative to this file
+    caller: "+15551234567"              # optional caller number
+    called: "1000"                      # optional dialled number
+    rate: 8000                          # 8000 (telephone) or 16000
+    variables: {api_base: $HTTP}        # flow variables; $HTTP is the local mock web server
+    http:                               # mock webhooks served on 127.0.0.1 while the scenario runs
+      GET /orders/12345: {status: 200, json: {status: shipped}}
+    steps:
+      - bot: "thanks for calling"       # the bot's prompts before the next caller step contain this
+      - say: order_status.wav           # the caller speaks (a WAV next to this file)
+      - dtmf: "12345#"                  # the caller keys digits
+      - silence: 6                      # the caller says nothing for 6 s
+      - say: agent.wav
+        barge_in: true                  # spoken over the prompt, `after` seconds into it
+        after: 0.8
+      - hangup: true
+    expect:
+      intent: order_status
+      slots: {order_number: "12345"}
+      transfer: {queue: support, context: [intent, order_number]}
+      outcome: transferred
+      barge_in: true
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from ivr.audio.wavfile import read_wav
+from ivr.errors import AudioFormatError, ConfigError, Diagnostic
+
+STEP_KEYS = {"bot", "say", "dtmf", "silence", "hangup", "barge_in", "after", "text"}
+EXPECT_KEYS = {"intent", "slots", "transfer", "outcome", "barge_in", "prompts", "no_prompt", "variables"}
+TOP_KEYS = {
+    "flow",
+    "caller",
+    "called",
+    "rate",
+    "engine",
+    "model",
+    "variables",
+    "http",
+    "steps",
+    "expect",
+    "name",
+    "description",
+}
+
+
+@dataclass(frozen=True)
+class CallerStep:
+    """One thing the caller does, with the bot prompts that must have been heard just before it."""
+
+    line: int
+    audio: str | None = None
+    text: str = ""
+    dtmf: str = ""
+    silence: float = 0.0
+    hangup: bool = False
+    barge_in: bool = False
+    after: float = 0.4
+    bot: tuple[str, ...] = ()
+
+
+@dataclass
+class Scenario:
+    """A loaded, checked scenario."""
+
+    path: Path
+    name: str
+    flow: Path
+    steps: list[CallerStep]
+    expect: dict[str, Any]
+    final_bot: tuple[str, ...] = ()
+    caller: str = "+15550100"
+    called: str = ""
+    rate: int = 8000
+    engine: str | None = None
+    model: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    http: dict[str, dict[str, Any]] = field(default_factory=dict)
+    audio: dict[str, bytes] = field(default_factory=dict)
+
+
+class _Checker:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.errors: list[Diagnostic] = []
+
+    def error(self, node: Any, key: Any, message: str) -> None:
+        line, col = _position(node, key)
+        self.errors.append(Diagnostic(str(self.path), line, col, message))
+
+
+def _position(node: Any, key: Any) -> tuple[int, int]:
+    try:
+        if isinstance(node, CommentedMap) and key is not None:
+            line, col = node.lc.key(key)
+            return line + 1, col + 1
+        if isinstance(node, CommentedSeq) and key is not None:
+            line, col = node.lc.item(key)
+            return line + 1, col + 1
+        return node.lc.line + 1, node.lc.col + 1
+    except Exception:
+        return 0, 0
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and check a scenario; every problem is reported at once as ``file:line:col: message``."""
+    path = Path(path)
+    check = _Checker(path)
+    try:
+        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([Diagnostic(str(path), 0, 0, "no such scenario file")]) from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError([Diagnostic(str(path), line, col, f"YAML syntax error: {exc.problem}")]) from None
+    if not isinstance(data, CommentedMap):
+        raise ConfigError([Diagnostic(str(path), 1, 1, "a scenario is a mapping with `flow:` and `steps:`")])
+    for key in data:
+        if key not in TOP_KEYS:
+            check.error(data, key, f"unknown key {key!r}; expected one of {', '.join(sorted(TOP_KEYS))}")
+    flow = path.parent / str(data.get("flow", ""))
+    if "flow" not in data:
+        check.error(data, None, "missing `flow:` (path of the flow YAML, relative to this scenario)")
+    elif not flow.is_file():
+        check.error(data, "flow", f"flow file {flow} does not exist")
+    rate = data.get("rate", 8000)
+    if rate not in (8000, 16000):
+        check.error(data, "rate", f"rate must be 8000 or 16000, not {rate!r}")
+        rate = 8000
+    scenario = Scenario(
+        path=path,
+        name=str(data.get("name") or path.stem),
+        flow=flow,
+        steps=[],
+        expect=dict(data.get("expect") or {}),
+        caller=str(data.get("caller", "+15550100")),
+        called=str(data.get("called", "")),
+        rate=int(rate),
+        engine=data.get("engine"),
+        model=data.get("model"),
+        variables=dict(data.get("variables") or {}),
+        http={str(k): dict(v or {}) for k, v in (data.get("http") or {}).items()},
+    )
+    expect = data.get("expect") or CommentedMap()
+    if isinstance(expect, CommentedMap):
+        for key in expect:
+            if key not in EXPECT_KEYS:
+                check.error(
+                    expect, key, f"unknown expectation {key!r}; expected one of {', '.join(sorted(EXPECT_KEYS))}"
+                )
+    steps = data.get("steps")
+    if not isinstance(steps, CommentedSeq) or not steps:
+        check.error(data, "steps" if "steps" in data else None, "`steps:` must be a non-empty list")
+        steps = CommentedSeq()
+    pending_bot: list[str] = []
+    for index, raw in enumerate(steps):
+        if not isinstance(raw, CommentedMap):
+            check.error(steps, index, "each step is a mapping, e.g. `- say: answer.wav` or `- bot: text`")
+            continue
+        for key in raw:
+            if key not in STEP_KEYS:
+                check.error(raw, key, f"unknown step key {key!r}; expected one of {', '.join(sorted(STEP_KEYS))}")
+        if "bot" in raw:
+            bot = raw["bot"]
+            pending_bot.extend([str(b) for b in bot] if isinstance(bot, list) else [str(bot)])
+            if len(raw) > 1:
+                check.error(raw, "bot", "`bot:` stands alone in its step (it checks the prompts before the next one)")
+            continue
+        actions = [k for k in ("say", "dtmf", "silence", "hangup") if k in raw]
+        if len(actions) != 1:
+            check.error(steps, index, "a caller step has exactly one of say, dtmf, silence, hangup")
+            continue
+        audio = None
+        if "say" in raw:
+            audio = str(raw["say"])
+            wav = path.parent / audio
+            if audio not in scenario.audio:
+                try:
+                    scenario.audio[audio] = read_wav(wav, scenario.rate).pcm
+                except AudioFormatError as exc:
+                    check.error(raw, "say", exc.problem if wav.exists() else f"audio file {wav} does not exist")
+        scenario.steps.append(
+            CallerStep(
+                line=_position(steps, index)[0],
+                audio=audio,
+                text=str(raw.get("text", "")),
+                dtmf=str(raw.get("dtmf", "")),
+                silence=float(raw.get("silence", 0.0)),
+                hangup=bool(raw.get("hangup", False)),
+                barge_in=bool(raw.get("barge_in", False)),
+                after=float(raw.get("after", 0.8 if raw.get("barge_in") else 0.4)),
+                bot=tuple(pending_bot),
+            )
+        )
+        pending_bot = []
+    scenario.final_bot = tuple(pending_bot)
+    if check.errors:
+        raise ConfigError(check.errors)
+    return scenario

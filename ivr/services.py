@@ -1,0 +1,142 @@
+"""Per-process services shared by every call: speech engines, prompt audio, webhooks, a worker pool.
+
+Speech models are heavy: one instance per process serves all calls; each call asks for its own
+recognizer and endpointer. CPU-heavy work (final recognition, webhooks) runs in a worker pool, off the
+thread that moves a call's audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import numpy as np
+import requests
+
+from ivr.audio.frame import AudioFrame
+from ivr.events import HttpResult
+from ivr.flow import actions as fa
+from ivr.speech.interfaces import AsrEngine, Synthesizer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class SpeechServices:
+    """The engines a call session uses. Build one per process with ``SpeechServices.create``."""
+
+    asr: AsrEngine
+    tts: Synthesizer
+    workers: int = 4
+    _pool: ThreadPoolExecutor = field(init=False, repr=False)
+    _http: requests.Session = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ivr-work")
+        self._http = requests.Session()
+
+    @classmethod
+    def create(
+        cls, engine: str = "whisper", model: str | None = None, voice: str | None = None, workers: int = 4
+    ) -> SpeechServices:
+        """Load the speech engines once (the recognizer model and the synthesizer)."""
+        from ivr.speech.asr import load_engine
+        from ivr.speech.tts import get_synthesizer
+
+        return cls(asr=load_engine(engine, model), tts=get_synthesizer(voice=voice), workers=workers)
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` in the worker pool."""
+        return self._pool.submit(fn)
+
+    def shutdown(self) -> None:
+        """Stop the worker pool (waits for running work)."""
+        self._pool.shutdown(wait=True)
+
+    # ----------------------------------------------------------- endpointing
+
+    def new_endpointer(self, sample_rate: int, listen: fa.Listen) -> Any:
+        """A fresh endpointer configured from a Listen action's timeouts."""
+        from ivr.speech.vad import Endpointer, EndpointerConfig
+
+        config = EndpointerConfig(
+            end_silence=listen.end_silence,
+            max_speech=listen.max_speech,
+            no_input_timeout=listen.no_input_timeout,
+        )
+        return Endpointer(sample_rate, config)
+
+    def new_barge_in_detector(self, sample_rate: int) -> Any:
+        """A fresh barge-in detector (speech over a playing prompt, ignoring short noises)."""
+        from ivr.speech.vad import BargeInDetector
+
+        return BargeInDetector(sample_rate)
+
+    # --------------------------------------------------------------- audio
+
+    def load_prompt(self, path: str, sample_rate: int) -> bytes:
+        """A WAV prompt file as PCM16 at ``sample_rate`` (cached)."""
+        return _load_prompt(path, sample_rate)
+
+    def beep(self, sample_rate: int) -> bytes:
+        """A short 1 kHz beep (before recording a message)."""
+        return _beep(sample_rate)
+
+    # ---------------------------------------------------------------- http
+
+    def http(self, request: fa.HttpRequest) -> HttpResult:
+        """Perform a flow's webhook with timeout and retries; never raises."""
+        attempts = request.retries + 1
+        error = ""
+        status = 0
+        for attempt in range(attempts):
+            try:
+                response = self._http.request(
+                    request.method.upper(),
+                    request.url,
+                    headers=request.headers,
+                    json=request.json,  # type: ignore[arg-type]
+                    timeout=request.timeout,
+                )
+                status = response.status_code
+                data: object
+                try:
+                    data = response.json()
+                except ValueError:
+                    data = response.text
+                if response.ok:
+                    return HttpResult(ok=True, status=status, data=data)
+                error = f"HTTP {status}"
+                if status < 500:
+                    break  # a client error will not get better by retrying
+            except requests.RequestException as exc:
+                error = type(exc).__name__ + (": timed out" if isinstance(exc, requests.Timeout) else "")
+            if attempt + 1 < attempts:
+                time.sleep(min(0.25 * 2**attempt, 2.0))
+        log.warning("webhook %s %s failed: %s", request.method, request.url, error)
+        return HttpResult(ok=False, status=status, error=error)
+
+
+@lru_cache(maxsize=256)
+def _load_prompt(path: str, sample_rate: int) -> bytes:
+    from ivr.audio.wavfile import read_wav
+
+    return read_wav(path, sample_rate).pcm
+
+
+@lru_cache(maxsize=4)
+def _beep(sample_rate: int) -> bytes:
+    t = np.arange(int(sample_rate * 0.25)) / sample_rate
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * t)
+    return (tone * 32767).astype("<i2").tobytes()
+
+
+def silence_frames(sample_rate: int, seconds: float) -> list[AudioFrame]:
+    """``seconds`` of silence as frames."""
+    return [AudioFrame.silence(sample_rate) for _ in range(round(seconds * 50))]

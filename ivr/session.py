@@ -1,0 +1,518 @@
+"""The call session: runs one call of a flow over a Channel, through VAD → ASR → NLU → flow → TTS.
+
+The flow interpreter decides; the session executes its actions on the channel and turns what the caller
+does into events for it. The same session serves a SIP call, an audio-fixture replay and a local
+microphone. Time for caller-facing timers (no-input, end of speech, DTMF gaps) is counted in 20 ms frames
+received from the channel, so a replay can run faster than real time with the same behaviour; waits on
+work (recognition, webhooks) are measured on the wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ivr.audio.frame import FRAME_MS, AudioFrame, pcm_from_frames
+from ivr.audio.wavfile import write_wav
+from ivr.channel import Channel
+from ivr.events import (
+    ControlEvent,
+    DtmfDigit,
+    Hangup,
+    HttpResult,
+    NoInput,
+    RecordingFinished,
+    SpeechEnded,
+    SpeechStarted,
+    Transcript,
+)
+from ivr.flow import actions as fa
+from ivr.services import SpeechServices
+from ivr.speech.interfaces import Recognizer
+
+log = logging.getLogger(__name__)
+
+FRAME_SECONDS = FRAME_MS / 1000
+
+
+class CallObserver(Protocol):
+    """Who wants to know what happens in a call (replay runner, metrics, the console)."""
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """``kind`` is one of: prompt, listen, speech_started, transcript, dtmf, no_input, barge_in,
+        http, transfer, hangup, error, turn_latency, recording, end."""
+        ...
+
+
+class CallStore(Protocol):
+    """The part of ``ivr.store`` a session writes to (each write is durable when it returns)."""
+
+    def start_call(self, call_id: str, caller: str, called: str, flow: str, started_at: float) -> None: ...
+    def mark_answered(self, call_id: str, at: float) -> None: ...
+    def add_turn(
+        self,
+        call_id: str,
+        at: float,
+        speaker: str,
+        text: str,
+        intent: str | None = None,
+        confidence: float | None = None,
+    ) -> None: ...
+    def add_event(self, call_id: str, at: float, kind: str, data: dict[str, Any]) -> None: ...
+    def set_context(self, call_id: str, context: dict[str, Any]) -> None: ...
+    def end_call(self, call_id: str, at: float, outcome: str) -> None: ...
+
+
+class Interpreter(Protocol):
+    """What the session needs of ``ivr.flow``'s per-call interpreter."""
+
+    finished: bool
+
+    def start(self) -> list[fa.FlowAction]: ...
+    def handle(self, event: ControlEvent) -> list[fa.FlowAction]: ...
+    def context(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class SessionConfig:
+    """Per-server settings of call handling."""
+
+    fallback_queue: str = "support"
+    recordings_dir: str = "var/recordings"
+    max_call_seconds: float = 3600.0
+    apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
+    goodbye_drain_seconds: float = 30.0
+
+
+@dataclass
+class CallResult:
+    """How a call ended and what the bot learned."""
+
+    call_id: str
+    outcome: str
+    context: dict[str, Any] = field(default_factory=dict)
+    transfer_target: str | None = None
+    turn_latencies: list[float] = field(default_factory=list)
+
+
+class _CallEnded(Exception):
+    """The caller hung up (or the channel died): unwinds the session loop."""
+
+
+class CallSession:
+    """Runs one call: give it a channel, an interpreter for the flow, and the shared speech services."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        interpreter: Interpreter,
+        services: SpeechServices,
+        *,
+        flow_name: str = "",
+        store: CallStore | None = None,
+        observer: CallObserver | None = None,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.channel = channel
+        self.interp = interpreter
+        self.services = services
+        self.flow_name = flow_name
+        self.store = store
+        self.observer = observer
+        self.config = config or SessionConfig()
+        self.call_id = channel.call_id or uuid.uuid4().hex
+        self.rate = channel.sample_rate
+        self.now = 0.0  # seconds of caller audio received (the call clock)
+        self._prompt_barge_in = True
+        self._control: deque[ControlEvent] = deque()
+        self._result = CallResult(self.call_id, "completed")
+        self._endpoint_wall: float | None = None
+        self._endpoint_hangover = 0.0
+
+    # ----------------------------------------------------------------- public
+
+    def run(self) -> CallResult:
+        """Run the call to its end; never raises (errors end in the apology and a fallback)."""
+        started = time.time()
+        self._store("start_call", self.call_id, self.channel.caller, self.channel.called, self.flow_name, started)
+        self._store("mark_answered", self.call_id, started)
+        try:
+            self._run_actions(self.interp.start())
+        except _CallEnded:
+            if self._result.outcome == "completed":
+                self._result.outcome = "caller_hangup"
+        except Exception as exc:  # a failing call must never take down the server
+            log.exception("call %s: unexpected error", self.call_id)
+            self._notify("error", {"error": repr(exc)})
+            self._fallback()
+        finally:
+            self._finish()
+        return self._result
+
+    # ------------------------------------------------------------- main loop
+
+    def _run_actions(self, initial: list[fa.FlowAction]) -> None:
+        pending: deque[fa.FlowAction] = deque(initial)
+        while pending:
+            action = pending.popleft()
+            event = self._execute(action)
+            if event is None:
+                continue
+            if isinstance(event, Hangup):
+                self._result.outcome = "caller_hangup"
+                self.interp.handle(event)
+                raise _CallEnded
+            pending.extend(self._handle(event))
+
+    def _handle(self, event: ControlEvent) -> list[fa.FlowAction]:
+        actions = self.interp.handle(event)
+        if isinstance(event, Transcript):
+            ctx = self.interp.context()
+            self._notify("intent", {"intent": ctx.get("intent"), "confidence": ctx.get("confidence")})
+            self._store(
+                "add_turn", self.call_id, time.time(), "caller", event.text, ctx.get("intent"), ctx.get("confidence")
+            )
+        return actions
+
+    def _execute(self, action: fa.FlowAction) -> ControlEvent | None:
+        if isinstance(action, fa.Say):
+            self._say(action)
+            return None
+        if isinstance(action, fa.Listen):
+            return self._listen(action)
+        if isinstance(action, fa.HttpRequest):
+            return self._http(action)
+        if isinstance(action, fa.Record):
+            return self._record(action)
+        if isinstance(action, fa.Transfer):
+            self._transfer(action)
+            return None
+        if isinstance(action, fa.Hangup):
+            self._hangup(action.reason)
+            return None
+        raise TypeError(f"unknown flow action {action!r}")
+
+    # ------------------------------------------------------------------ say
+
+    def _say(self, action: fa.Say) -> None:
+        self._prompt_barge_in = action.barge_in
+        text = action.text
+        first = True
+        if action.audio:
+            chunks: Any = [self.services.load_prompt(action.audio, self.rate)]
+        else:
+            chunks = self.services.tts.stream(text, self.rate)
+        for chunk in chunks:
+            if first:
+                self._mark_first_reply_audio()
+                first = False
+            self.channel.play(chunk)
+        self._notify("prompt", {"text": text, "audio": action.audio, "barge_in": action.barge_in})
+        self._store("add_turn", self.call_id, time.time(), "bot", text or f"[audio {action.audio}]")
+
+    def _mark_first_reply_audio(self) -> None:
+        if self._endpoint_wall is None:
+            return
+        processing = time.perf_counter() - self._endpoint_wall
+        latency = processing + self._endpoint_hangover
+        self._result.turn_latencies.append(latency)
+        self._notify("turn_latency", {"seconds": latency, "processing": processing})
+        self._endpoint_wall = None
+
+    # --------------------------------------------------------------- frames
+
+    def _next_frame(self, timeout: float = 0.2) -> AudioFrame | None:
+        """One step of the call clock: the next caller frame (control events are queued aside)."""
+        for event in self.channel.poll_control():
+            self._control.append(event)
+        frame = self.channel.receive_audio(timeout)
+        if frame is not None:
+            self.now += FRAME_SECONDS
+            if self.now > self.config.max_call_seconds:
+                log.warning("call %s: maximum call length reached", self.call_id)
+                self._control.append(Hangup())
+        for event in self.channel.poll_control():
+            self._control.append(event)
+        return frame
+
+    def _take_control(self) -> ControlEvent | None:
+        return self._control.popleft() if self._control else None
+
+    def _check_hangup(self) -> None:
+        if any(isinstance(e, Hangup) for e in self._control):
+            raise _CallEnded
+
+    # --------------------------------------------------------------- listen
+
+    def _listen(self, action: fa.Listen) -> ControlEvent:
+        """Wait for the caller's answer; returns exactly one event for the interpreter."""
+        self._notify("listen", {"speech": action.speech, "dtmf": action.dtmf, "grammar": action.grammar})
+        vad = self.services.new_endpointer(self.rate, action)
+        barge = self.services.new_barge_in_detector(self.rate)
+        recognizer: Recognizer | None = None
+        digits = ""
+        last_digit_at = 0.0
+        waiting_since: float | None = None  # call time when the prompt finished and the timer started
+        while True:
+            frame = self._next_frame()
+            event = self._take_control()
+            while event is not None:
+                if isinstance(event, Hangup):
+                    return event
+                if isinstance(event, DtmfDigit) and action.dtmf:
+                    if self.channel.playback_pending() > 0 and self._prompt_barge_in:
+                        self.channel.stop_playback()
+                        self._notify("barge_in", {"by": "dtmf"})
+                    for key in event.digit:
+                        if key == action.dtmf_terminator:
+                            if digits:
+                                return self._digits(digits)
+                            continue
+                        digits += key
+                        last_digit_at = self.now
+                        if len(digits) >= action.dtmf_max_digits:
+                            return self._digits(digits)
+                event = self._take_control()
+            if digits and self.now - last_digit_at >= action.dtmf_inter_digit_timeout:
+                return self._digits(digits)
+            if frame is None:
+                continue
+            playing = self.channel.playback_pending() > 0
+            if playing and recognizer is None:
+                if action.speech and self._prompt_barge_in and barge.process(frame):
+                    self.channel.stop_playback()
+                    self._notify("barge_in", {"by": "speech", "at": self.now})
+                    recognizer = self._start_recognizer(action, barge.preroll())
+                    vad.force_speech(self.now)
+                continue
+            if waiting_since is None:
+                waiting_since = self.now
+            if digits:
+                continue
+            if not action.speech:
+                if self.now - waiting_since >= action.no_input_timeout:
+                    return self._no_input()
+                continue
+            for vad_event in vad.process(frame):
+                if isinstance(vad_event, SpeechStarted) and recognizer is None:
+                    self._notify("speech_started", {"at": self.now})
+                    recognizer = self._start_recognizer(action, vad.preroll())
+                    continue
+                if isinstance(vad_event, SpeechEnded):
+                    if recognizer is None:
+                        recognizer = self._start_recognizer(action, vad.preroll())
+                    return self._final_transcript(recognizer, action, vad_event)
+                if isinstance(vad_event, NoInput):
+                    return self._no_input()
+            if recognizer is not None:
+                partial = recognizer.accept(frame)
+                if partial is not None and partial.text:
+                    self._notify("partial", {"text": partial.text})
+            elif self.now - waiting_since >= action.no_input_timeout:
+                return self._no_input()
+
+    def _start_recognizer(self, action: fa.Listen, preroll: list[AudioFrame]) -> Recognizer:
+        recognizer = self.services.asr.new_recognizer(self.rate, list(action.grammar) if action.grammar else None)
+        for frame in preroll:
+            recognizer.accept(frame)
+        return recognizer
+
+    def _final_transcript(self, recognizer: Recognizer, action: fa.Listen, ended: SpeechEnded) -> ControlEvent:
+        self._endpoint_wall = time.perf_counter()
+        self._endpoint_hangover = action.end_silence if ended.reason == "silence" else 0.0
+        future: Future[Transcript] = self.services.submit(recognizer.finish)
+        transcript = self._wait(future, None, 0.0)
+        self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence})
+        return transcript
+
+    def _digits(self, digits: str) -> DtmfDigit:
+        self._notify("dtmf", {"digits": digits})
+        self._store("add_turn", self.call_id, time.time(), "caller", f"[DTMF {digits}]")
+        self._endpoint_wall = time.perf_counter()
+        self._endpoint_hangover = 0.0
+        return DtmfDigit(digits)
+
+    def _no_input(self) -> NoInput:
+        self._notify("no_input", {"at": self.now})
+        return NoInput()
+
+    # ------------------------------------------------------------ waiting
+
+    def _wait(self, future: Future[Any], filler: str | None, filler_after: float) -> Any:
+        """Wait for background work while keeping the call alive (caller audio flowing, hang-up noticed)
+        and, after ``filler_after`` seconds, playing ``filler`` so the caller hears no dead air."""
+        started = time.perf_counter()
+        filler_played = False
+        while True:
+            try:
+                return future.result(timeout=0.0 if self._realtime else 0.05)
+            except TimeoutError:
+                pass
+            if self._realtime:
+                self._next_frame(timeout=0.02)
+                self._check_hangup()
+            waited = time.perf_counter() - started
+            if filler and not filler_played and waited >= filler_after:
+                filler_played = True
+                self._say(fa.Say(text=filler, barge_in=False))
+
+    @property
+    def _realtime(self) -> bool:
+        return bool(getattr(self.channel, "realtime", True))
+
+    # ----------------------------------------------------------------- http
+
+    def _http(self, action: fa.HttpRequest) -> HttpResult:
+        self._notify("http", {"method": action.method, "url": action.url})
+        future: Future[HttpResult] = self.services.submit(lambda: self.services.http(action))
+        result: HttpResult = self._wait(future, action.filler, action.filler_after)
+        self._store(
+            "add_event",
+            self.call_id,
+            time.time(),
+            "http",
+            {"url": action.url, "status": result.status, "ok": result.ok, "error": result.error},
+        )
+        return result
+
+    # --------------------------------------------------------------- record
+
+    def _record(self, action: fa.Record) -> ControlEvent:
+        self._drain_playback()
+        if action.beep:
+            self.channel.play(self.services.beep(self.rate))
+            self._drain_playback()
+        vad = self.services.new_endpointer(
+            self.rate,
+            fa.Listen(
+                no_input_timeout=action.max_seconds, end_silence=action.end_silence, max_speech=action.max_seconds
+            ),
+        )
+        frames: list[AudioFrame] = []
+        started = self.now
+        heard = False
+        while self.now - started < action.max_seconds:
+            frame = self._next_frame()
+            event = self._take_control()
+            if isinstance(event, Hangup):
+                break  # keep what the caller said before hanging up
+            if isinstance(event, DtmfDigit) and action.terminator in event.digit:
+                break
+            if frame is None:
+                continue
+            frames.append(frame)
+            events = vad.process(frame)
+            heard = heard or any(isinstance(e, SpeechStarted) for e in events)
+            if heard and any(isinstance(e, SpeechEnded) for e in events):
+                break
+        path = f"{self.config.recordings_dir}/{self.call_id}-{int(time.time())}.wav"
+        write_wav(path, pcm_from_frames(frames), self.rate)
+        duration = len(frames) * FRAME_SECONDS
+        self._notify("recording", {"path": path, "duration": duration})
+        self._store("add_event", self.call_id, time.time(), "recording", {"path": path, "duration": duration})
+        if any(isinstance(e, Hangup) for e in self._control):
+            self.interp.handle(RecordingFinished(path, duration))
+            raise _CallEnded
+        return RecordingFinished(path, duration)
+
+    # ------------------------------------------------------- transfer / end
+
+    def _drain_playback(self) -> None:
+        """Let queued prompts finish playing (the caller should hear the last words before we act)."""
+        deadline = self.now + self.config.goodbye_drain_seconds
+        while self.channel.playback_pending() > 0 and self.now < deadline:
+            if self._next_frame(timeout=0.1) is None and not self._realtime:
+                break
+            self._check_hangup()
+
+    def _transfer(self, action: fa.Transfer) -> None:
+        target = action.queue or action.uri or self.config.fallback_queue
+        context = {**self.interp.context(), **action.context, "call_id": self.call_id}
+        self._store("set_context", self.call_id, context)
+        self._drain_playback()
+        headers = transfer_headers(context)
+        self._notify("transfer", {"target": target, "queue": action.queue, "uri": action.uri, "context": context})
+        accepted = self.channel.transfer(target, headers)
+        self._store("add_event", self.call_id, time.time(), "transfer", {"target": target, "accepted": accepted})
+        self._result.outcome = "transferred"
+        self._result.transfer_target = target
+        raise _CallEnded
+
+    def _hangup(self, reason: str) -> None:
+        self._drain_playback()
+        self._notify("hangup", {"reason": reason})
+        self.channel.hangup()
+        self._result.outcome = reason or "completed"
+        raise _CallEnded
+
+    def _fallback(self) -> None:
+        """After an unexpected error: apologise and transfer to the fallback queue (or hang up)."""
+        try:
+            self._say(fa.Say(text=self.config.apology, barge_in=False))
+            self._transfer(fa.Transfer(queue=self.config.fallback_queue))
+        except _CallEnded:
+            pass
+        except Exception:
+            log.exception("call %s: fallback failed; hanging up", self.call_id)
+            self._result.outcome = "error"
+            try:
+                self.channel.hangup()
+            except Exception:
+                log.exception("call %s: hangup failed", self.call_id)
+        else:
+            self._result.outcome = "error"
+
+    def _finish(self) -> None:
+        try:
+            context = self.interp.context()
+        except Exception:
+            log.exception("call %s: reading the flow context failed", self.call_id)
+            context = {}
+        self._result.context = context
+        self._store("set_context", self.call_id, {**context, "call_id": self.call_id})
+        self._store("end_call", self.call_id, time.time(), self._result.outcome)
+        self._notify("end", {"outcome": self._result.outcome, "context": context})
+
+    # -------------------------------------------------------------- helpers
+
+    def _notify(self, kind: str, data: dict[str, Any]) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer.on_event(kind, {"at": self.now, **data})
+        except Exception:
+            log.exception("call %s: observer failed on %s", self.call_id, kind)
+
+    def _store(self, method: str, *args: Any) -> None:
+        """Write to the store; a failing store is logged, never fatal to the call."""
+        if self.store is None:
+            return
+        try:
+            getattr(self.store, method)(*args)
+        except Exception:
+            log.exception("call %s: store.%s failed", self.call_id, method)
+
+
+def transfer_headers(context: dict[str, Any]) -> dict[str, str]:
+    """SIP headers that carry the call context to the agent (X-IVR-*), ASCII-safe and short."""
+    headers = {"X-IVR-Call-Id": str(context.get("call_id", ""))}
+    if context.get("intent"):
+        headers["X-IVR-Intent"] = str(context["intent"])
+    if context.get("confidence") is not None:
+        headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
+    if context.get("flow"):
+        headers["X-IVR-Flow"] = str(context["flow"])
+    for key, value in (context.get("slots") or {}).items():
+        name = "".join(ch if ch.isalnum() else "-" for ch in str(key)).strip("-").title()
+        headers[f"X-IVR-Slot-{name}"] = _header_value(value)
+    return headers
+
+
+def _header_value(value: object) -> str:
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return text.encode("ascii", "replace").decode()[:200]
