@@ -64,8 +64,8 @@ def open_store(url_or_path: str | Path) -> Store:
 
     ``postgresql+psycopg://user:pass@host/db`` selects PostgreSQL (install the ``postgres`` extra).
     """
-    url = database_url(url_or_path)
     try:
+        url = database_url(url_or_path)
         if url.startswith("sqlite"):
             kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
             if url == "sqlite://":
