@@ -393,6 +393,7 @@ class CallSession:
                 no_input_timeout=action.max_seconds, end_silence=action.end_silence, max_speech=action.max_seconds
             ),
         )
+        self._notify("listen", {"record": True})
         frames: list[AudioFrame] = []
         started = self.now
         heard = False
@@ -514,5 +515,5 @@ def transfer_headers(context: dict[str, Any]) -> dict[str, str]:
 
 
 def _header_value(value: object) -> str:
-    text = str(value).replace("\r", " ").replace("\n", " ")
+    text = " ".join(str(value).split())
     return text.encode("ascii", "replace").decode()[:200]

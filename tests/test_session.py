@@ -1,0 +1,282 @@
+"""The call session with small fakes for the flow and the speech engines (real VAD, real replay channel)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import wave
+from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.audio.frame import AudioFrame
+from ivr.audio.wavfile import read_wav
+from ivr.events import ControlEvent, DtmfDigit, Hangup, HttpResult, NoInput, RecordingFinished, Transcript
+from ivr.flow import actions as fa
+from ivr.replay.channel import ReplayChannel
+from ivr.replay.scenario import CallerStep
+from ivr.services import SpeechServices
+from ivr.session import CallSession, SessionConfig, transfer_headers
+
+
+class ScriptedAsr:
+    """Recognizes each utterance as the next text of a script."""
+
+    name = "fake"
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = list(texts)
+        self.grammars: list[Sequence[str] | None] = []
+
+    def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Any:
+        self.grammars.append(grammar)
+        asr = self
+
+        class Rec:
+            frames = 0
+
+            def accept(self, frame: AudioFrame) -> Transcript | None:
+                self.frames += 1
+                return None
+
+            def finish(self) -> Transcript:
+                return Transcript(asr.texts.pop(0) if asr.texts else "", 0.9)
+
+            def reset(self) -> None:
+                self.frames = 0
+
+        return Rec()
+
+
+class ToneTts:
+    """'Speaks' 0.1 s of quiet audio per word, so prompts have a realistic length."""
+
+    def synthesize(self, text: str, sample_rate: int) -> bytes:
+        return bytes(int(sample_rate * 0.1 * max(1, len(text.split()))) * 2)
+
+    def stream(self, text: str, sample_rate: int) -> Iterator[bytes]:
+        yield self.synthesize(text, sample_rate)
+
+
+class ScriptedFlow:
+    """An interpreter that answers each event with the next list of actions."""
+
+    def __init__(self, start: list[fa.FlowAction], replies: list[list[fa.FlowAction]] | None = None,
+                 fail_on: type | None = None) -> None:
+        self._start = start
+        self._replies = list(replies or [])
+        self.events: list[ControlEvent] = []
+        self.finished = False
+        self.fail_on = fail_on
+
+    def start(self) -> list[fa.FlowAction]:
+        return self._start
+
+    def handle(self, event: ControlEvent) -> list[fa.FlowAction]:
+        self.events.append(event)
+        if self.fail_on is not None and isinstance(event, self.fail_on):
+            raise RuntimeError("flow blew up")
+        return self._replies.pop(0) if self._replies else []
+
+    def context(self) -> dict[str, Any]:
+        return {"flow": "test", "intent": "agent", "confidence": 0.8, "slots": {"order number": "12345"}}
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args: self.calls.append((name, args))
+
+
+@pytest.fixture
+def services_factory() -> Iterator[Callable[[Sequence[str]], SpeechServices]]:
+    made: list[SpeechServices] = []
+
+    def make(texts: Sequence[str] = ()) -> SpeechServices:
+        services = SpeechServices(asr=ScriptedAsr(texts), tts=ToneTts())
+        made.append(services)
+        return services
+
+    yield make
+    for services in made:
+        services.shutdown()
+
+
+def _run(flow: ScriptedFlow, steps: list[CallerStep], services: SpeechServices, audio: dict[str, bytes] | None = None,
+         store: MemoryStore | None = None, config: SessionConfig | None = None) -> tuple[Any, ReplayChannel, list]:
+    channel = ReplayChannel(steps, audio or {}, 8000, max_seconds=120)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+
+    session = CallSession(channel, flow, services, flow_name="test", store=store, observer=Observer(), config=config)
+    return session.run(), channel, events
+
+
+@pytest.fixture(scope="module")
+def hello_pcm(espeak_wav: Callable[..., Path]) -> bytes:
+    return read_wav(espeak_wav("I would like to talk to a person please", rate=8000, lead=0.2, tail=0.2), 8000).pcm
+
+
+def test_speech_answer_reaches_the_flow_and_transfer_carries_context(services_factory, hello_pcm) -> None:
+    flow = ScriptedFlow(
+        [fa.Say("Welcome. How can I help?"), fa.Listen()],
+        [[fa.Say("Transferring you now."), fa.Transfer(queue="support")]],
+    )
+    store = MemoryStore()
+    result, channel, events = _run(flow, [CallerStep(line=1, audio="hello")], services_factory(["talk to a person"]),
+                                   {"hello": hello_pcm}, store)
+    assert result.outcome == "transferred"
+    assert isinstance(flow.events[0], Transcript) and flow.events[0].text == "talk to a person"
+    target, headers = channel.transfers[0]
+    assert target == "support"
+    assert headers["X-IVR-Intent"] == "agent"
+    assert headers["X-IVR-Slot-Order-Number"] == "12345"
+    kinds = [name for name, _ in store.calls]
+    assert kinds[0] == "start_call" and kinds[-1] == "end_call"
+    assert ("add_turn" in kinds) and store.calls[-1][1][2] == "transferred"
+    # the caller heard the whole goodbye before the transfer
+    assert channel.playback_pending() == 0
+    assert any(k == "turn_latency" for k, _ in events)
+
+
+def test_silence_gives_no_input_after_the_timeout(services_factory) -> None:
+    flow = ScriptedFlow([fa.Say("Hello?"), fa.Listen(no_input_timeout=2.0)], [[fa.Hangup("no_input")]])
+    result, channel, events = _run(flow, [CallerStep(line=1, silence=10)], services_factory())
+    assert isinstance(flow.events[0], NoInput)
+    no_input_at = next(d["at"] for k, d in events if k == "no_input")
+    prompt_end = 0.1 * 1  # one word at 0.1 s
+    assert prompt_end + 2.0 - 0.04 <= no_input_at <= prompt_end + 2.2
+    assert result.outcome == "no_input"
+
+
+def test_dtmf_digits_are_collected_until_the_terminator(services_factory) -> None:
+    flow = ScriptedFlow([fa.Say("Key your order number then hash."), fa.Listen(speech=False, dtmf_max_digits=10)],
+                        [[fa.Hangup()]])
+    _run(flow, [CallerStep(line=1, dtmf="12345#")], services_factory())
+    assert flow.events == [DtmfDigit("12345")]
+
+
+def test_dtmf_inter_digit_timeout_ends_collection(services_factory) -> None:
+    flow = ScriptedFlow([fa.Listen(dtmf_max_digits=6, dtmf_inter_digit_timeout=1.0)], [[fa.Hangup()]])
+    _run(flow, [CallerStep(line=1, dtmf="42")], services_factory())
+    assert flow.events == [DtmfDigit("42")]
+
+
+def test_speech_over_a_prompt_barges_in(services_factory, hello_pcm) -> None:
+    long_prompt = " ".join(["word"] * 60)  # six seconds
+    flow = ScriptedFlow([fa.Say(long_prompt), fa.Listen()], [[fa.Hangup()]])
+    _result, channel, events = _run(flow, [CallerStep(line=1, audio="hello", barge_in=True, after=1.0)],
+                                    services_factory(["operator"]), {"hello": hello_pcm})
+    barge = [d for k, d in events if k == "barge_in"]
+    assert barge and barge[0]["by"] == "speech"
+    assert barge[0]["at"] < 1.6  # the caller started at ~1.0 s (plus espeak's 0.2 s lead)
+    assert isinstance(flow.events[0], Transcript)
+    # the rest of the six-second prompt was dropped, not played
+    played_until = len(channel.bot_audio) / 2 / 8000
+    assert played_until < 6.0
+
+
+def test_no_barge_in_when_the_prompt_forbids_it(services_factory, hello_pcm) -> None:
+    flow = ScriptedFlow([fa.Say(" ".join(["word"] * 30), barge_in=False), fa.Listen(no_input_timeout=1.0)],
+                        [[fa.Hangup()]])
+    _r, _c, events = _run(flow, [CallerStep(line=1, audio="hello", barge_in=True, after=0.5)],
+                          services_factory(["ignored"]), {"hello": hello_pcm})
+    assert not any(k == "barge_in" for k, _ in events)
+    assert isinstance(flow.events[0], NoInput)
+
+
+def test_caller_hangup_mid_prompt_ends_the_call_and_is_recorded(services_factory) -> None:
+    flow = ScriptedFlow([fa.Say(" ".join(["word"] * 50)), fa.Listen()])
+    store = MemoryStore()
+    result, _c, _e = _run(flow, [CallerStep(line=1, hangup=True, barge_in=True, after=0.5)], services_factory(),
+                          store=store)
+    assert result.outcome == "caller_hangup"
+    assert store.calls[-1][0] == "end_call" and store.calls[-1][1][2] == "caller_hangup"
+
+
+def test_an_error_in_the_flow_apologises_and_transfers_to_the_fallback_queue(services_factory) -> None:
+    flow = ScriptedFlow([fa.Say("Hi"), fa.Listen(no_input_timeout=1.0)], fail_on=NoInput)
+    result, channel, events = _run(flow, [CallerStep(line=1, silence=5)], services_factory(),
+                                   config=SessionConfig(fallback_queue="fallback"))
+    assert result.outcome == "transferred"
+    assert channel.transfers[0][0] == "fallback"
+    prompts = [d["text"] for k, d in events if k == "prompt"]
+    assert "Sorry, something went wrong" in prompts[-1]
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    delay = 1.3
+
+    def do_GET(self) -> None:
+        threading.Event().wait(self.delay)
+        body = json.dumps({"status": "shipped"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_slow_webhook_plays_filler_and_returns_the_result(services_factory, slow_server) -> None:
+    request = fa.HttpRequest("GET", f"{slow_server}/orders/1", timeout=5, filler="One moment please.",
+                             filler_after=0.5)
+    flow = ScriptedFlow([request], [[fa.Hangup()]])
+    _r, _c, events = _run(flow, [], services_factory())
+    result = flow.events[0]
+    assert isinstance(result, HttpResult) and result.ok and result.data == {"status": "shipped"}
+    assert "One moment please." in [d["text"] for k, d in events if k == "prompt"]
+
+
+def test_failing_webhook_reports_failure_without_raising(services_factory) -> None:
+    request = fa.HttpRequest("GET", "http://127.0.0.1:9/nothing-listens-here", timeout=0.5, retries=1)
+    flow = ScriptedFlow([request], [[fa.Hangup()]])
+    _run(flow, [], services_factory())
+    result = flow.events[0]
+    assert isinstance(result, HttpResult) and not result.ok and result.error
+
+
+def test_record_writes_what_the_caller_said(services_factory, hello_pcm, tmp_path) -> None:
+    flow = ScriptedFlow([fa.Say("Leave a message after the tone."), fa.Record(max_seconds=10, end_silence=1.0)],
+                        [[fa.Hangup()]])
+    _run(flow, [CallerStep(line=1, audio="hello", after=0.3)], services_factory(), {"hello": hello_pcm},
+         config=SessionConfig(recordings_dir=str(tmp_path)))
+    finished = flow.events[0]
+    assert isinstance(finished, RecordingFinished)
+    with wave.open(finished.path) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+    speech_seconds = len(hello_pcm) / 2 / 8000
+    assert speech_seconds <= seconds <= speech_seconds + 3.0
+
+
+def test_hangup_reaches_the_flow_when_the_caller_leaves_while_listening(services_factory) -> None:
+    flow = ScriptedFlow([fa.Listen()])
+    _run(flow, [CallerStep(line=1, hangup=True)], services_factory())
+    assert flow.events == [Hangup()]
+
+
+def test_transfer_headers_are_ascii_and_single_line() -> None:
+    headers = transfer_headers({"call_id": "c1", "intent": "billing", "slots": {"name": "Zoë\r\nX-Evil: 1"}})
+    assert headers["X-IVR-Slot-Name"] == "Zo? X-Evil: 1"
+    assert all("\n" not in v for v in headers.values())
