@@ -39,6 +39,10 @@ class Transcript:
     words: tuple[Word, ...] = ()
     final: bool = True
     engine: str = ""
+    # Set when a grammar was given and the speech matched none of its phrases: ``text`` is then empty,
+    # ``confidence`` 0, and ``heard`` holds what the engine made of the speech (for logs, not for routing).
+    rejected: bool = False
+    heard: str = ""
 
 
 @dataclass(frozen=True)
