@@ -1,0 +1,1 @@
+"""Benchmarks behind `ivr bench`: each returns a dict of medians measured on this machine."""
