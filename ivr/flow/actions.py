@@ -19,8 +19,11 @@ class Say:
 class Listen:
     """Wait for the caller's answer by speech and/or DTMF after the prompts queued before it.
 
-    The session replies with exactly one of: Transcript (final), DtmfDigit(s) collected as a
-    ``DtmfDigit`` per key, NoInput, or Hangup. ``grammar`` limits or biases recognition to phrases.
+    The session replies with exactly one of: Transcript (final), DtmfDigit, NoInput, or Hangup.
+    DTMF: the session collects the keys of one answer itself, until ``dtmf_max_digits`` keys, the
+    ``dtmf_terminator`` key (not included) or ``dtmf_inter_digit_timeout`` seconds without a key, and
+    delivers them as ONE event, e.g. ``DtmfDigit(digit="1234")``. ``grammar`` limits or biases
+    recognition to phrases.
     """
 
     speech: bool = True
