@@ -33,6 +33,11 @@ class FlowRuntime:
         """The flow's name."""
         return self.flow.name
 
+    @property
+    def language(self) -> str:
+        """The flow's language (e.g. ``en-US``)."""
+        return self.flow.language
+
     def default_engine(self) -> str:
         """The recognizer engine this flow's language needs."""
         return engine_for_language(self.flow.language)

@@ -36,10 +36,12 @@ class SpeechServices:
     workers: int = 4
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
     _http: requests.Session = field(init=False, repr=False)
+    _voices: dict[str, Synthesizer] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ivr-work")
         self._http = requests.Session()
+        self._voices = {}
 
     @classmethod
     def create(
@@ -50,6 +52,16 @@ class SpeechServices:
         from ivr.speech.tts import get_synthesizer
 
         return cls(asr=load_engine(engine, model), tts=get_synthesizer(voice=voice), workers=workers)
+
+    def tts_for(self, language: str | None) -> Synthesizer:
+        """The synthesizer for a flow's language (English uses the default voice)."""
+        if not language or language.lower().startswith("en"):
+            return self.tts
+        if language not in self._voices:
+            from ivr.speech.tts import get_synthesizer
+
+            self._voices[language] = get_synthesizer(language=language.split("-")[0].lower())
+        return self._voices[language]
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn`` in the worker pool."""

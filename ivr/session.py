@@ -114,6 +114,7 @@ class CallSession:
         services: SpeechServices,
         *,
         flow_name: str = "",
+        language: str | None = None,
         store: CallStore | None = None,
         observer: CallObserver | None = None,
         config: SessionConfig | None = None,
@@ -122,6 +123,7 @@ class CallSession:
         self.interp = interpreter
         self.services = services
         self.flow_name = flow_name
+        self.tts = services.tts_for(language)
         self.store = store
         self.observer = observer
         self.config = config or SessionConfig()
@@ -206,7 +208,7 @@ class CallSession:
         if action.audio:
             chunks: Any = [self.services.load_prompt(action.audio, self.rate)]
         else:
-            chunks = self.services.tts.stream(text, self.rate)
+            chunks = self.tts.stream(text, self.rate)
         for chunk in chunks:
             if first:
                 self._mark_first_reply_audio()
@@ -327,6 +329,7 @@ class CallSession:
         self._endpoint_hangover = action.end_silence if ended.reason == "silence" else 0.0
         future: Future[Transcript] = self.services.submit(recognizer.finish)
         transcript = self._wait(future, None, 0.0)
+        self._notify("asr", {"seconds": time.perf_counter() - self._endpoint_wall})
         self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence})
         return transcript
 

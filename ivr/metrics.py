@@ -1,0 +1,65 @@
+"""Prometheus metrics of a running server (``/metrics``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+
+
+class Metrics:
+    """The server's counters and histograms, in their own registry (so tests can run several servers)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.active_calls = Gauge("ivr_active_calls", "Calls in progress", registry=self.registry)
+        self.calls = Counter("ivr_calls", "Finished calls by outcome", ["outcome"], registry=self.registry)
+        self.turn_latency = Histogram(
+            "ivr_turn_latency_seconds",
+            "End of the caller's speech to the first audio of the reply",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.asr_seconds = Histogram(
+            "ivr_asr_seconds", "Time from the endpoint to the final transcript", buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.flow_reloads = Counter("ivr_flow_reloads", "Flow files reloaded", ["result"], registry=self.registry)
+
+    def observer(self) -> MetricsObserver:
+        """A call observer that feeds these metrics."""
+        return MetricsObserver(self)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
+
+
+class MetricsObserver:
+    """Turns session events into metric updates."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Record turn latency, recognition time and the call outcome."""
+        if kind == "turn_latency":
+            self.metrics.turn_latency.observe(float(data["seconds"]))
+        elif kind == "asr":
+            self.metrics.asr_seconds.observe(float(data["seconds"]))
+        elif kind == "end":
+            self.metrics.calls.labels(outcome=str(data.get("outcome", "unknown"))).inc()
+
+
+class FanOut:
+    """Sends each session event to several observers."""
+
+    def __init__(self, *observers: Any) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Forward to every observer."""
+        for observer in self.observers:
+            observer.on_event(kind, data)

@@ -1,0 +1,139 @@
+"""``ivr serve``: SIP calls routed to flows, the shared speech engines, the store and the web console."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ivr.flow.registry import FlowRegistry
+from ivr.metrics import FanOut, Metrics
+from ivr.runtime import FlowRuntime, engine_for_language
+from ivr.services import SpeechServices
+from ivr.session import CallSession, SessionConfig
+from ivr.sip.channel import SipChannel
+from ivr.sip.config import SipConfig
+from ivr.sip.server import SipServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``ivr serve`` needs."""
+
+    flows_dir: Path
+    sip: SipConfig = field(default_factory=SipConfig)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+    database: str = "var/ivr.db"
+    queues_file: Path | None = None
+    whisper_model: str | None = None
+    vosk_model: str | None = None
+    session: SessionConfig = field(default_factory=SessionConfig)
+    reload_interval: float = 1.0
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+class IvrServer:
+    """The whole server: start(), then stop(grace) on shutdown."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
+        self.services: dict[str, SpeechServices] = {}
+        self.store: Any = None
+        self.web: Any = None
+        self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
+        self._stop = threading.Event()
+        self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
+        self._active = 0
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Load the engines the flows need, open the store, start the web console and SIP."""
+        from ivr.store import open_store
+
+        self.store = open_store(self.config.database)
+        for engine in sorted({engine_for_language(flow.language) for flow in self.flows.flows()}):
+            self.services[engine] = self._load_services(engine)
+        self._start_web()
+        self.sip.start()
+        self._reloader.start()
+        log.info("ivr serving %d flow(s) on sip:%s:%d, web http://%s:%d", len(self.flows.flows()),
+                 self.config.sip.host, self.sip.port, self.config.web_host, self.config.web_port)
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop taking calls, let current calls finish up to ``grace_seconds``, then shut everything down."""
+        self._stop.set()
+        self.sip.stop(grace_seconds)
+        if self.web is not None:
+            self.web.shutdown()
+        for services in self.services.values():
+            services.shutdown()
+
+    # -------------------------------------------------------------------- calls
+
+    def route(self, called: str) -> bool:
+        """Whether a dialled number reaches a flow (the default flow catches everything else)."""
+        return self.flows.route(called) is not None
+
+    def handle_call(self, channel: SipChannel) -> None:
+        """Run one answered call to its end (on the SIP server's worker thread for this call)."""
+        flow = self.flows.route(channel.called)
+        if flow is None:
+            channel.hangup()
+            return
+        runtime = FlowRuntime(flow)
+        engine = runtime.default_engine()
+        services = self.services.get(engine) or self._load_services(engine)
+        interpreter = runtime.new_interpreter(channel, self.config.variables)
+        with self._lock:
+            self._active += 1
+            self.metrics.active_calls.set(self._active)
+        try:
+            session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
+                                  store=self.store,
+                                  observer=FanOut(self.metrics.observer()), config=self.config.session)
+            session.run()
+        finally:
+            with self._lock:
+                self._active -= 1
+                self.metrics.active_calls.set(self._active)
+
+    def _load_services(self, engine: str) -> SpeechServices:
+        with self._lock:
+            if engine not in self.services:
+                model = self.config.whisper_model if engine == "whisper" else self.config.vosk_model
+                started = time.perf_counter()
+                self.services[engine] = SpeechServices.create(engine, model)
+                log.info("loaded %s in %.1f s", engine, time.perf_counter() - started)
+            return self.services[engine]
+
+    # ---------------------------------------------------------------------- web
+
+    def _start_web(self) -> None:
+        from ivr.web.serve import start_web
+
+        self.web = start_web(self, self.config.web_host, self.config.web_port)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports."""
+        return {"status": "ok", "active_calls": self._active, "flows": [f.name for f in self.flows.flows()],
+                "engines": sorted(self.services)}
+
+    # ------------------------------------------------------------------ reload
+
+    def _reload_loop(self) -> None:
+        while not self._stop.wait(self.config.reload_interval):
+            try:
+                for message in self.flows.refresh():
+                    log.warning("%s", message)
+            except Exception:
+                log.exception("flow reload failed")
