@@ -1,0 +1,368 @@
+"""Queues and agents from YAML (``config/queues.yaml``), checked with ``file:line:col`` diagnostics.
+
+Every problem in the file is collected before :class:`~ivr.errors.ConfigError` is raised, so the
+designer fixes them all in one pass.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from ivr.errors import ConfigError, Diagnostic
+
+STRATEGIES = ("longest-idle", "round-robin", "ring-all")
+CONNECTIONS = ("bridged", "refer")
+OVERFLOW_KINDS = ("queue", "voicemail", "node")
+OVERFLOW_WHEN = ("max_wait", "no_agents")
+ANNOUNCE_FIELDS = frozenset({"position", "wait_minutes", "wait_text", "queue"})
+DEFAULT_ANNOUNCEMENT = "You are number {position} in the queue. Your estimated wait is {wait_text}."
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """A human agent: login name (same as the console user), SIP URI, skills, optional ring timeout."""
+
+    name: str
+    uri: str
+    skills: frozenset[str] = frozenset()
+    ring_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class PriorityRule:
+    """Priority from a flow variable: ``values`` maps the variable's value (as text, lower case) to a number."""
+
+    variable: str
+    values: Mapping[str, int] = field(default_factory=dict)
+    default: int = 0
+
+    def priority_for(self, context: Mapping[str, Any]) -> int:
+        """The priority for a caller's context (looks in variables, slots, then the top level)."""
+        for scope in ("variables", "slots"):
+            inner = context.get(scope)
+            if isinstance(inner, Mapping) and self.variable in inner:
+                return self._lookup(inner[self.variable])
+        if self.variable in context:
+            return self._lookup(context[self.variable])
+        return self.default
+
+    def _lookup(self, value: object) -> int:
+        return self.values.get(str(value).strip().lower(), self.default)
+
+
+@dataclass(frozen=True)
+class Overflow:
+    """Where a caller goes when the wait is too long or nobody is logged in."""
+
+    kind: str  # queue | voicemail | node
+    target: str
+    when: frozenset[str] = frozenset(OVERFLOW_WHEN)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """Periodic position / estimated-wait announcement (text the call session speaks)."""
+
+    every: float = 30.0
+    first_after: float = 0.0
+    text: str = DEFAULT_ANNOUNCEMENT
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """One queue: who may take its calls, how they are offered and what happens when the wait is long."""
+
+    name: str
+    strategy: str = "longest-idle"
+    agents: tuple[str, ...] | None = None  # None: every agent with the required skills
+    skills: frozenset[str] = frozenset()
+    ring_timeout: float = 15.0
+    wrap_up: float = 10.0
+    max_wait: float | None = None
+    connection: str = "bridged"
+    priority: PriorityRule | None = None
+    announce: Announcement | None = None
+    music_on_hold: str | None = None
+    overflow: Overflow | None = None
+    handle_time: float = 180.0  # assumed average handle time for the estimated wait, until calls are measured
+
+
+@dataclass(frozen=True)
+class AcdConfig:
+    """Everything in ``queues.yaml``."""
+
+    agents: Mapping[str, AgentConfig]
+    queues: Mapping[str, QueueConfig]
+    max_missed_offers: int = 3
+    service_level_seconds: float = 20.0
+    path: str = ""
+
+    def members(self, queue: str) -> list[AgentConfig]:
+        """Agents that may take calls of ``queue``: listed members (or everyone) with the required skills."""
+        q = self.queues[queue]
+        names = q.agents if q.agents is not None else tuple(self.agents)
+        return [self.agents[n] for n in names if n in self.agents and q.skills <= self.agents[n].skills]
+
+
+class _Checker:
+    """Collects diagnostics with positions while walking the YAML tree."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.diagnostics: list[Diagnostic] = []
+
+    def at(self, node: Any, key: Any, message: str, *, value: bool = False) -> None:
+        line, col = 0, 0
+        try:
+            if isinstance(node, CommentedMap) and key in node:
+                line, col = node.lc.value(key) if value else node.lc.key(key)
+            elif isinstance(node, CommentedSeq) and isinstance(key, int):
+                line, col = node.lc.item(key)
+            elif node is not None and hasattr(node, "lc"):
+                line, col = node.lc.line, node.lc.col
+            line, col = line + 1, col + 1
+        except (AttributeError, KeyError, TypeError):
+            pass
+        self.diagnostics.append(Diagnostic(self.path, line, col, message))
+
+    def mapping(self, parent: Any, key: Any, what: str) -> CommentedMap | None:
+        node = parent[key]
+        if node is None:
+            return CommentedMap()
+        if not isinstance(node, CommentedMap):
+            self.at(parent, key, f"{what} must be a mapping (key: value lines)", value=True)
+            return None
+        return node
+
+    def known_keys(self, node: CommentedMap, allowed: set[str], what: str) -> None:
+        for key in node:
+            if key not in allowed:
+                self.at(node, key, f"unknown key {key!r} in {what}; expected one of: {', '.join(sorted(allowed))}")
+
+    def number(self, node: CommentedMap, key: str, default: float | None, *, minimum: float = 0.0) -> float | None:
+        if key not in node:
+            return default
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            self.at(node, key, f"{key} must be a number of seconds >= {minimum:g}, not {value!r}", value=True)
+            return default
+        return float(value)
+
+    def names(self, node: CommentedMap, key: str, what: str) -> tuple[str, ...] | None:
+        if key not in node:
+            return None
+        value = node[key]
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.at(node, key, f"{what} must be a list of names, for example [billing, english]", value=True)
+            return ()
+        return tuple(value)
+
+    def choice(self, node: CommentedMap, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = node.get(key, default)
+        if value not in choices:
+            self.at(node, key, f"{key} must be one of {', '.join(choices)}, not {value!r}", value=True)
+            return default
+        return str(value)
+
+
+_AGENT_KEYS = {"uri", "skills", "ring_timeout"}
+_QUEUE_KEYS = {
+    "strategy", "agents", "skills", "ring_timeout", "wrap_up", "max_wait", "connection", "priority",
+    "announce", "music_on_hold", "overflow", "handle_time",
+}  # fmt: skip
+_TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds"}
+
+
+def _agent(c: _Checker, agents: CommentedMap, name: str) -> AgentConfig | None:
+    node = c.mapping(agents, name, f"agent {name!r}")
+    if node is None:
+        return None
+    c.known_keys(node, _AGENT_KEYS, f"agent {name!r}")
+    uri = node.get("uri")
+    if not isinstance(uri, str) or not uri.startswith(("sip:", "sips:")):
+        where = (node, "uri") if "uri" in node else (agents, name)
+        c.at(*where, f"agent {name!r} needs a SIP URI, for example uri: sip:{name}@10.0.0.5", value="uri" in node)
+        uri = ""
+    skills = c.names(node, "skills", "skills") or ()
+    return AgentConfig(str(name), uri, frozenset(skills), c.number(node, "ring_timeout", None, minimum=1))
+
+
+def _priority(c: _Checker, node: CommentedMap) -> PriorityRule | None:
+    p = c.mapping(node, "priority", "priority")
+    if p is None:
+        return None
+    c.known_keys(p, {"variable", "values", "default"}, "priority")
+    variable = p.get("variable")
+    if not isinstance(variable, str) or not variable:
+        c.at(node, "priority", "priority needs variable: the flow variable to read (for example vip)")
+        return None
+    values: dict[str, int] = {}
+    raw = p.get("values", {})
+    if not isinstance(raw, Mapping):
+        c.at(p, "values", "priority values must map a variable value to a number, for example {gold: 10}", value=True)
+    else:
+        for k, v in raw.items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                c.at(raw, k, f"priority for {k!r} must be a whole number (higher goes first), not {v!r}", value=True)
+            else:
+                values[str(k).lower()] = v
+    default = p.get("default", 0)
+    if isinstance(default, bool) or not isinstance(default, int):
+        c.at(p, "default", "priority default must be a whole number", value=True)
+        default = 0
+    return PriorityRule(variable, values, default)
+
+
+def _announce(c: _Checker, node: CommentedMap) -> Announcement | None:
+    a = c.mapping(node, "announce", "announce")
+    if a is None:
+        return None
+    c.known_keys(a, {"every", "first_after", "text"}, "announce")
+    text = a.get("text", DEFAULT_ANNOUNCEMENT)
+    if not isinstance(text, str):
+        c.at(a, "text", "announce text must be a string", value=True)
+        text = DEFAULT_ANNOUNCEMENT
+    else:
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+        except ValueError as exc:
+            c.at(
+                a, "text", f"announce text has a bad placeholder ({exc}); use {{position}} or {{wait_text}}", value=True
+            )
+            fields = set()
+        for f in sorted(fields - ANNOUNCE_FIELDS):
+            c.at(a, "text", f"unknown placeholder {{{f}}}; use: {', '.join(sorted(ANNOUNCE_FIELDS))}", value=True)
+    every = c.number(a, "every", 30.0, minimum=5) or 30.0
+    return Announcement(every, c.number(a, "first_after", 0.0) or 0.0, text)
+
+
+def _overflow(c: _Checker, node: CommentedMap) -> Overflow | None:
+    o = c.mapping(node, "overflow", "overflow")
+    if o is None:
+        return None
+    c.known_keys(o, {*OVERFLOW_KINDS, "when"}, "overflow")
+    kinds = [k for k in OVERFLOW_KINDS if k in o]
+    if len(kinds) != 1:
+        c.at(node, "overflow", "overflow needs exactly one target: queue: NAME, voicemail: BOX or node: FLOW_NODE")
+        return None
+    target = o[kinds[0]]
+    if not isinstance(target, str) or not target:
+        c.at(o, kinds[0], f"overflow {kinds[0]} must be a name", value=True)
+        return None
+    when = c.names(o, "when", "overflow when") or OVERFLOW_WHEN
+    for w in when:
+        if w not in OVERFLOW_WHEN:
+            c.at(o, "when", f"overflow when must list {' and/or '.join(OVERFLOW_WHEN)}, not {w!r}", value=True)
+    return Overflow(kinds[0], target, frozenset(w for w in when if w in OVERFLOW_WHEN))
+
+
+def _queue(c: _Checker, queues: CommentedMap, name: str, agents: Mapping[str, AgentConfig]) -> QueueConfig | None:
+    node = c.mapping(queues, name, f"queue {name!r}")
+    if node is None:
+        return None
+    c.known_keys(node, _QUEUE_KEYS, f"queue {name!r}")
+    members = c.names(node, "agents", "agents")
+    for i, member in enumerate(members or ()):
+        if member not in agents:
+            seq = node["agents"]
+            c.at(seq if isinstance(seq, CommentedSeq) else node, i if isinstance(seq, CommentedSeq) else "agents",
+                 f"queue {name!r} lists unknown agent {member!r}; define it under agents:")  # fmt: skip
+    moh = node.get("music_on_hold")
+    if moh is not None:
+        moh_path = Path(str(moh))
+        if not moh_path.is_absolute():
+            moh_path = Path(c.path).parent / moh_path
+        if not moh_path.is_file():
+            c.at(node, "music_on_hold", f"music on hold file {str(moh)!r} not found (looked at {moh_path})", value=True)
+        moh = str(moh_path.resolve())
+    return QueueConfig(
+        name=str(name),
+        strategy=c.choice(node, "strategy", STRATEGIES, "longest-idle"),
+        agents=members,
+        skills=frozenset(c.names(node, "skills", "skills") or ()),
+        ring_timeout=c.number(node, "ring_timeout", 15.0, minimum=1) or 15.0,
+        wrap_up=c.number(node, "wrap_up", 10.0) or 0.0,
+        max_wait=c.number(node, "max_wait", None, minimum=1),
+        connection=c.choice(node, "connection", CONNECTIONS, "bridged"),
+        priority=_priority(c, node) if "priority" in node else None,
+        announce=_announce(c, node) if "announce" in node else None,
+        music_on_hold=moh,
+        overflow=_overflow(c, node) if "overflow" in node else None,
+        handle_time=c.number(node, "handle_time", 180.0, minimum=1) or 180.0,
+    )
+
+
+def _check_overflow_targets(c: _Checker, queues_node: CommentedMap, queues: dict[str, QueueConfig]) -> None:
+    for name, q in queues.items():
+        if q.overflow and q.overflow.kind == "queue":
+            if q.overflow.target not in queues:
+                c.at(
+                    queues_node[name], "overflow", f"overflow queue {q.overflow.target!r} is not defined under queues:"
+                )
+                continue
+            seen, current = {name}, q.overflow.target
+            while current in queues:
+                if current in seen:
+                    c.at(queues_node[name], "overflow", f"overflow of queue {name!r} loops back to {current!r}")
+                    break
+                seen.add(current)
+                nxt = queues[current].overflow
+                current = nxt.target if nxt and nxt.kind == "queue" else ""
+
+
+def parse_queues(text: str, path: str = "<queues>") -> AcdConfig:
+    """Parse and check queue configuration text; raises ConfigError listing every problem."""
+    c = _Checker(path)
+    try:
+        root = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        raise ConfigError([Diagnostic(path, line, col, f"not valid YAML: {exc.problem}")]) from None
+    if not isinstance(root, CommentedMap):
+        raise ConfigError([Diagnostic(path, 1, 1, "the file must be a mapping with agents: and queues:")])
+    c.known_keys(root, _TOP_KEYS, "the file")
+    agents: dict[str, AgentConfig] = {}
+    agents_node = (c.mapping(root, "agents", "agents") if "agents" in root else None) or CommentedMap()
+    for name in agents_node:
+        agent = _agent(c, agents_node, name)
+        if agent:
+            agents[agent.name] = agent
+    queues: dict[str, QueueConfig] = {}
+    queues_node = (c.mapping(root, "queues", "queues") if "queues" in root else None) or CommentedMap()
+    if "queues" not in root:
+        c.at(root, None, "no queues: defined; add at least one queue")
+    for name in queues_node:
+        queue = _queue(c, queues_node, name, agents)
+        if queue:
+            queues[queue.name] = queue
+    if queues_node:
+        _check_overflow_targets(c, queues_node, queues)
+    missed = root.get("max_missed_offers", 3)
+    if isinstance(missed, bool) or not isinstance(missed, int) or missed < 1:
+        c.at(root, "max_missed_offers", "max_missed_offers must be a whole number >= 1", value=True)
+        missed = 3
+    service_level = c.number(root, "service_level_seconds", 20.0, minimum=1) or 20.0
+    if c.diagnostics:
+        raise ConfigError(sorted(c.diagnostics, key=lambda d: (d.line, d.column)))
+    return AcdConfig(agents, queues, missed, service_level, path)
+
+
+def load_queues(path: str | Path) -> AcdConfig:
+    """Load and check a queue configuration file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Diagnostic(str(p), 0, 0, f"cannot read the queue configuration: {exc.strerror}")]) from None
+    return parse_queues(text, str(p))

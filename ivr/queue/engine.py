@@ -1,0 +1,616 @@
+"""The ACD: waiting callers, agent states, and who gets offered which call next.
+
+Deterministic: time comes from an injectable clock and timers advance only in :meth:`Acd.tick` (a
+background thread calls it every 100 ms after :meth:`Acd.start`; tests call it after moving a fake
+clock). Every state change is written through to the store, so a console in another process sees it and
+agent states survive a restart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.errors import IvrError
+from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig
+from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
+from ivr.store import Store, mask_sensitive
+
+log = logging.getLogger(__name__)
+
+AGENT_STATES = ("offline", "available", "break", "ringing", "on_call", "wrap_up")
+SETTABLE_STATES = ("offline", "available", "break")
+MAX_OVERFLOW_HOPS = 5
+
+
+class QueueError(IvrError):
+    """A queue operation was asked with an unknown queue, agent or state."""
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Speak this to the waiting caller (position and estimated wait)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Connected:
+    """An agent answered: bridged calls are joined by the connector; 'refer' calls were transferred."""
+
+    agent: str
+    uri: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Overflowed:
+    """The caller leaves the queue for ``kind`` ('queue', 'voicemail', 'node') ``target``."""
+
+    kind: str
+    target: str
+    reason: str
+
+
+QueueUpdate = Announce | Connected | Overflowed
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the session needs when a caller joins a queue."""
+
+    call_id: str
+    queue: str
+    priority: int
+    position: int
+    estimated_wait: float
+    music_on_hold: str | None
+
+
+@dataclass
+class _Agent:
+    config: AgentConfig
+    state: str = "offline"
+    reason: str = ""
+    since: float = 0.0
+    last_call_end: float | None = None
+    missed: int = 0
+    call_id: str | None = None
+    wrap_until: float = 0.0
+    after_call: str | None = None  # state asked for while on a call, applied when it ends
+
+
+@dataclass
+class _Entry:
+    entry_id: int
+    call_id: str
+    queue: str
+    priority: int
+    context: dict[str, Any]
+    enqueued_at: float
+    seq: int
+    state: str = "waiting"  # waiting | offering | connected | abandoned | overflowed | completed
+    agent: str | None = None
+    answered_at: float | None = None
+    offers: dict[str, Offer] = field(default_factory=dict)
+    offer_started: dict[str, float] = field(default_factory=dict)
+    missed_by: set[str] = field(default_factory=set)
+    next_announce: float | None = None
+    updates: list[QueueUpdate] = field(default_factory=list)
+    hops: int = 0
+
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Acd:
+    """Automatic call distribution over the queues and agents of an :class:`AcdConfig`."""
+
+    def __init__(
+        self,
+        config: AcdConfig,
+        connector: AgentConnector,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        resume_waiting: bool = False,
+        context_url: Callable[[str], str] | None = None,
+    ) -> None:
+        self.config = config
+        self.connector = connector
+        self.store = store
+        self.clock = clock
+        self._context_url = context_url
+        self._lock = threading.RLock()
+        self._agents = {name: _Agent(a, since=clock()) for name, a in config.agents.items()}
+        self._entries: dict[str, _Entry] = {}  # open entries by call id
+        self._offers: dict[str, _Entry] = {}
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._rr: dict[str, int] = {}
+        self._handle_times: dict[str, deque[float]] = {q: deque(maxlen=20) for q in config.queues}
+        self._listeners: list[Listener] = []
+        self._dispatching = False
+        self._redispatch = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed_updates: dict[str, _Entry] = {}  # overflowed callers whose session has not polled yet
+        if store is not None:
+            self._restore(store, resume_waiting)
+
+    # ----------------------------------------------------------------- public API: calls
+    def enqueue(
+        self, call_id: str, queue: str, priority: int | None = None, context: Mapping[str, Any] | None = None
+    ) -> Ticket:
+        """A caller joins ``queue``; ``priority`` (higher first) defaults to the queue's priority rule."""
+        if queue not in self.config.queues:
+            raise QueueError(f"unknown queue {queue!r}; queues: {', '.join(self.config.queues)}")
+        ctx = dict(context or {})
+        q = self.config.queues[queue]
+        if priority is None:
+            priority = q.priority.priority_for(ctx) if q.priority else 0
+        with self._lock:
+            old = self._entries.get(call_id)
+            if old is not None:
+                self._close(old, "overflowed", f"requeued:{queue}")
+            entry = self._add_entry(call_id, queue, priority, ctx, self.clock())
+            self._emit("enqueued", call_id=call_id, queue=queue, priority=priority)
+            self._after_join(entry)
+            ticket = Ticket(
+                call_id, queue, priority, self._position(entry), self._estimated_wait(entry), q.music_on_hold
+            )
+        return ticket
+
+    def abandon(self, call_id: str) -> None:
+        """The caller hung up while waiting or ringing (counted as abandoned), or during the agent call."""
+        with self._lock:
+            entry = self._entries.get(call_id)
+            if entry is None:
+                return
+            if entry.state == "connected":
+                self._finish(entry)
+                return
+            self._withdraw_offers(entry)
+            self._close(entry, "abandoned", "abandoned")
+            log.info("call %s abandoned queue %s after %.1fs", call_id, entry.queue, self.clock() - entry.enqueued_at)
+            self._dispatch()
+
+    def call_finished(self, call_id: str) -> None:
+        """The connected agent call ended: the agent goes to wrap-up."""
+        with self._lock:
+            entry = self._entries.get(call_id)
+            if entry is not None and entry.state == "connected":
+                self._finish(entry)
+
+    def poll(self, call_id: str) -> list[QueueUpdate]:
+        """Updates for the call session since the last poll (announcements, connected, overflowed)."""
+        with self._lock:
+            entry = self._entries.get(call_id) or self._closed_updates.pop(call_id, None)
+            if entry is None:
+                return []
+            updates, entry.updates = entry.updates, []
+            return updates
+
+    def offer_result(self, offer_id: str, result: OfferResult) -> None:
+        """The connector's report on an offer (any thread)."""
+        with self._lock:
+            entry = self._offers.pop(offer_id, None)
+            if entry is None or offer_id not in entry.offers:
+                if result is OfferResult.ANSWERED:  # answered too late (ring-all race): drop that leg
+                    self.connector.cancel(offer_id)
+                return
+            offer = entry.offers.pop(offer_id)
+            entry.offer_started.pop(offer_id, None)
+            agent = self._agents[offer.agent]
+            now = self.clock()
+            if result is OfferResult.ANSWERED:
+                self._connect(entry, agent, offer, now)
+            else:
+                self._missed(entry, agent, result, now)
+                if not entry.offers and entry.state == "offering":
+                    entry.state = "waiting"
+                    self._save_entry(entry, state="waiting", agent=None)
+            self._dispatch()
+
+    # ----------------------------------------------------------------- public API: agents
+    def set_agent_state(self, name: str, state: str, reason: str = "") -> None:
+        """Log an agent in ('available'), out ('offline') or on 'break' (with a reason)."""
+        if state not in SETTABLE_STATES:
+            raise QueueError(f"an agent can be set {', '.join(SETTABLE_STATES)}, not {state!r}")
+        with self._lock:
+            agent = self._agent(name)
+            if agent.state in ("on_call", "wrap_up") and state != "available":
+                agent.after_call = state
+                agent.reason = reason
+                if agent.state == "on_call":
+                    self._save_agent(agent)
+                    return
+            if agent.state == "on_call":
+                return  # back to available after the call anyway
+            if agent.state == "ringing":
+                for entry in list(self._entries.values()):
+                    for offer_id, offer in list(entry.offers.items()):
+                        if offer.agent == name:
+                            self._cancel_offer(entry, offer_id)
+                    if entry.state == "offering" and not entry.offers:
+                        entry.state = "waiting"
+                        self._save_entry(entry, state="waiting", agent=None)
+            if state == "available":
+                agent.missed = 0
+            self._set_state(agent, state, reason if state == "break" else "")
+            self._dispatch()
+
+    def agent_names(self) -> list[str]:
+        """Configured agent names."""
+        return list(self._agents)
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on every change (keep it quick; it runs under the ACD lock)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live view: per queue, the waiting callers in order; every agent's state."""
+        with self._lock:
+            now = self.clock()
+            queues: dict[str, Any] = {}
+            for name in self.config.queues:
+                entries = sorted((e for e in self._entries.values() if e.queue == name), key=self._order)
+                queues[name] = [
+                    {
+                        "call_id": e.call_id,
+                        "state": e.state,
+                        "priority": e.priority,
+                        "wait": round(now - e.enqueued_at, 1),
+                        "agent": e.agent or ", ".join(o.agent for o in e.offers.values()) or None,
+                    }
+                    for e in entries
+                ]
+            agents = {
+                n: {"state": a.state, "reason": a.reason, "since": a.since, "call_id": a.call_id, "missed": a.missed}
+                for n, a in self._agents.items()
+            }
+            return {"queues": queues, "agents": agents, "at": now}
+
+    # ----------------------------------------------------------------- timers
+    def tick(self) -> None:
+        """Advance timers: ring timeouts, wrap-up ends, announcements, maximum wait; then offer calls."""
+        with self._lock:
+            now = self.clock()
+            for entry in list(self._entries.values()):
+                for offer_id, offer in list(entry.offers.items()):
+                    if now - entry.offer_started[offer_id] >= offer.ring_timeout:
+                        self.connector.cancel(offer_id)
+                        self.offer_result(offer_id, OfferResult.NO_ANSWER)
+            for agent in self._agents.values():
+                if agent.state == "wrap_up" and now >= agent.wrap_until:
+                    self._end_wrap_up(agent)
+            for entry in list(self._entries.values()):
+                if entry.state == "waiting":
+                    self._check_overflow(entry, now)
+                due = entry.next_announce is not None and now >= entry.next_announce
+                if due and entry.state in ("waiting", "offering"):
+                    self._announce(entry)
+            self._dispatch()
+
+    def start(self, interval: float = 0.1) -> None:
+        """Run :meth:`tick` in a daemon thread every ``interval`` seconds."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.tick()
+                except Exception:  # the ticker must survive a bad connector or store hiccup
+                    log.exception("ACD tick failed")
+
+        self._thread = threading.Thread(target=run, name="acd-ticker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the ticker thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+    # ----------------------------------------------------------------- internals
+    def _agent(self, name: str) -> _Agent:
+        if name not in self._agents:
+            raise QueueError(f"unknown agent {name!r}; add it to the queue configuration")
+        return self._agents[name]
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        event = {"type": kind, "at": self.clock(), **data}
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("ACD listener failed")
+
+    def _add_entry(self, call_id: str, queue: str, priority: int, ctx: dict[str, Any], at: float) -> _Entry:
+        entry_id = self.store.add_queue_entry(call_id, queue, priority, at, ctx) if self.store else next(self._ids)
+        entry = _Entry(entry_id, call_id, queue, priority, ctx, at, next(self._seq))
+        announce = self.config.queues[queue].announce
+        if announce is not None:
+            entry.next_announce = at + announce.first_after
+        self._entries[call_id] = entry
+        return entry
+
+    def _after_join(self, entry: _Entry) -> None:
+        now = self.clock()
+        self._check_overflow(entry, now)
+        if entry.state == "waiting":
+            self._dispatch()
+        if entry.state in ("waiting", "offering") and entry.next_announce is not None and now >= entry.next_announce:
+            self._announce(entry)
+
+    def _order(self, entry: _Entry) -> tuple[int, float, int]:
+        return (-entry.priority, entry.enqueued_at, entry.seq)
+
+    def _position(self, entry: _Entry) -> int:
+        ahead = [e for e in self._entries.values() if e.queue == entry.queue and e.state in ("waiting", "offering")]
+        return sum(1 for e in ahead if self._order(e) < self._order(entry)) + 1
+
+    def _staffed(self, queue: str) -> list[_Agent]:
+        return [self._agents[a.name] for a in self.config.members(queue) if self._agents[a.name].state != "offline"]
+
+    def _estimated_wait(self, entry: _Entry) -> float:
+        q = self.config.queues[entry.queue]
+        times = self._handle_times[entry.queue]
+        handle = sum(times) / len(times) if times else q.handle_time
+        staffed = max(1, len(self._staffed(entry.queue)))
+        free = sum(1 for a in self._staffed(entry.queue) if a.state == "available")
+        ahead = self._position(entry) - 1
+        if ahead < free:
+            return 0.0
+        return (ahead - free + 1) * handle / staffed
+
+    def _announce(self, entry: _Entry) -> None:
+        q = self.config.queues[entry.queue]
+        assert q.announce is not None and entry.next_announce is not None
+        wait = self._estimated_wait(entry)
+        minutes = max(1, round(wait / 60))
+        wait_text = "less than a minute" if wait < 60 else f"about {minutes} minute{'s' if minutes > 1 else ''}"
+        text = q.announce.text.format(
+            position=self._position(entry), wait_minutes=minutes, wait_text=wait_text, queue=entry.queue
+        )
+        entry.updates.append(Announce(text))
+        entry.next_announce += q.announce.every
+        now = self.clock()
+        if entry.next_announce <= now:  # after a long pause, don't speak a backlog
+            entry.next_announce = now + q.announce.every
+        self._emit("announce", call_id=entry.call_id, queue=entry.queue, text=text)
+
+    def _check_overflow(self, entry: _Entry, now: float) -> None:
+        q = self.config.queues[entry.queue]
+        if q.overflow is None:
+            return
+        reason = ""
+        if "max_wait" in q.overflow.when and q.max_wait is not None and now - entry.enqueued_at >= q.max_wait:
+            reason = "max_wait"
+        elif "no_agents" in q.overflow.when and not self._staffed(entry.queue):
+            reason = "no_agents"
+        if not reason:
+            return
+        target = q.overflow
+        log.info(
+            "call %s overflows queue %s to %s %s (%s)", entry.call_id, entry.queue, target.kind, target.target, reason
+        )
+        self._close(entry, "overflowed", f"overflow:{reason}")
+        if target.kind == "queue" and entry.hops < MAX_OVERFLOW_HOPS:
+            new = self._add_entry(entry.call_id, target.target, entry.priority, entry.context, now)
+            new.hops = entry.hops + 1
+            new.updates = entry.updates  # undelivered announcements still reach the session
+            self._closed_updates.pop(entry.call_id, None)
+            self._emit(
+                "enqueued", call_id=new.call_id, queue=new.queue, priority=new.priority, overflow_from=entry.queue
+            )
+            self._after_join(new)
+        else:
+            entry.updates.append(Overflowed(target.kind, target.target, reason))
+
+    def _pick(self, entry: _Entry, reserved: set[str]) -> list[_Agent]:
+        q = self.config.queues[entry.queue]
+        members = self.config.members(entry.queue)
+        free = [self._agents[m.name] for m in members if self._agents[m.name].state == "available"]
+        free = [a for a in free if a.config.name not in reserved]
+        if not free:
+            return []
+        fresh = [a for a in free if a.config.name not in entry.missed_by]
+        if not fresh:  # everyone free has missed this caller once: give them another chance
+            entry.missed_by.clear()
+            fresh = free
+        if q.strategy == "ring-all":
+            return fresh
+        if q.strategy == "round-robin":
+            order = [m.name for m in members]
+            start = self._rr.get(q.name, -1)
+            ranked = sorted(fresh, key=lambda a: (order.index(a.config.name) - start - 1) % len(order))
+            self._rr[q.name] = order.index(ranked[0].config.name)
+            return [ranked[0]]
+        return [min(fresh, key=lambda a: a.since)]  # longest-idle: longest in 'available'
+
+    def _dispatch(self) -> None:
+        if self._dispatching:
+            self._redispatch = True
+            return
+        self._dispatching = True
+        try:
+            while True:
+                self._redispatch = False
+                self._dispatch_once()
+                if not self._redispatch:
+                    break
+        finally:
+            self._dispatching = False
+
+    def _dispatch_once(self) -> None:
+        waiting = sorted((e for e in self._entries.values() if e.state == "waiting"), key=self._order)
+        reserved: set[str] = set()
+        for entry in waiting:
+            agents = self._pick(entry, reserved)
+            if not agents:
+                continue
+            now = self.clock()
+            q = self.config.queues[entry.queue]
+            entry.state = "offering"
+            self._save_entry(entry, state="offering", agent=agents[0].config.name if len(agents) == 1 else None)
+            for agent in agents:
+                reserved.add(agent.config.name)
+                offer = self._make_offer(entry, agent, q, now)
+                entry.offers[offer.offer_id] = offer
+                entry.offer_started[offer.offer_id] = now
+                self._offers[offer.offer_id] = entry
+                agent.call_id = entry.call_id
+                self._set_state(agent, "ringing", "")
+                self._emit("offer", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name)
+            for offer in list(entry.offers.values()):
+                if offer.offer_id in entry.offers:  # may be answered synchronously by the connector
+                    self.connector.offer(offer, self.offer_result)
+
+    def _make_offer(self, entry: _Entry, agent: _Agent, q: QueueConfig, now: float) -> Offer:
+        offer_id = f"{entry.call_id}#{next(self._ids)}"
+        url = self._context_url(entry.call_id) if self._context_url else ""
+        headers = context_headers(
+            entry.call_id, entry.queue, entry.priority, now - entry.enqueued_at, entry.context, url
+        )
+        timeout = agent.config.ring_timeout or q.ring_timeout
+        return Offer(
+            offer_id, entry.call_id, entry.queue, agent.config.name, agent.config.uri, q.connection, timeout, headers
+        )
+
+    def _cancel_offer(self, entry: _Entry, offer_id: str) -> None:
+        offer = entry.offers.pop(offer_id)
+        entry.offer_started.pop(offer_id, None)
+        self._offers.pop(offer_id, None)
+        self.connector.cancel(offer_id)
+        agent = self._agents[offer.agent]
+        if agent.state == "ringing" and agent.call_id == entry.call_id:
+            agent.call_id = None
+            self._set_state(agent, "available", "")
+
+    def _withdraw_offers(self, entry: _Entry) -> None:
+        for offer_id in list(entry.offers):
+            self._cancel_offer(entry, offer_id)
+
+    def _connect(self, entry: _Entry, agent: _Agent, offer: Offer, now: float) -> None:
+        self._withdraw_offers(entry)  # ring-all: the others stop ringing
+        entry.state, entry.agent, entry.answered_at = "connected", agent.config.name, now
+        agent.missed, agent.call_id = 0, entry.call_id
+        self._set_state(agent, "on_call", "")
+        self._save_entry(entry, state="connected", agent=agent.config.name, answered_at=now)
+        entry.updates.append(Connected(agent.config.name, offer.uri, offer.mode))
+        log.info("call %s connected to %s after %.1fs", entry.call_id, agent.config.name, now - entry.enqueued_at)
+        self._emit("connected", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name)
+
+    def _missed(self, entry: _Entry, agent: _Agent, result: OfferResult, now: float) -> None:
+        entry.missed_by.add(agent.config.name)
+        agent.call_id = None
+        agent.missed += 1
+        limit = self.config.max_missed_offers
+        if agent.missed >= limit:
+            reason = f"missed {agent.missed} offered calls in a row (last: {result.value})"
+            log.warning("agent %s set on break: %s", agent.config.name, reason)
+            self._set_state(agent, "break", reason)
+        else:
+            self._set_state(agent, "available", "")
+        self._emit("missed", call_id=entry.call_id, agent=agent.config.name, result=result.value)
+
+    def _finish(self, entry: _Entry) -> None:
+        now = self.clock()
+        q = self.config.queues[entry.queue]
+        if entry.answered_at is not None:
+            self._handle_times[entry.queue].append(now - entry.answered_at)
+        self._close(entry, "completed", "completed")
+        agent = self._agents.get(entry.agent or "")
+        if agent is not None and agent.call_id == entry.call_id:
+            agent.call_id, agent.last_call_end = None, now
+            agent.wrap_until = now + q.wrap_up
+            self._set_state(agent, "wrap_up", "")
+            if q.wrap_up <= 0:
+                self._end_wrap_up(agent)
+        self._dispatch()
+
+    def _end_wrap_up(self, agent: _Agent) -> None:
+        state, agent.after_call = agent.after_call or "available", None
+        self._set_state(agent, state, agent.reason if state == "break" else "")
+        self._dispatch()
+
+    def _close(self, entry: _Entry, state: str, outcome: str) -> None:
+        now = self.clock()
+        entry.state = state
+        self._entries.pop(entry.call_id, None)
+        if state == "overflowed":
+            self._closed_updates[entry.call_id] = entry
+            while len(self._closed_updates) > 1000:
+                self._closed_updates.pop(next(iter(self._closed_updates)))
+        self._save_entry(entry, state=state, ended_at=now, outcome=outcome)
+        self._emit(state, call_id=entry.call_id, queue=entry.queue, wait=now - entry.enqueued_at)
+
+    def _set_state(self, agent: _Agent, state: str, reason: str) -> None:
+        agent.state, agent.reason, agent.since = state, reason, self.clock()
+        self._save_agent(agent)
+        self._emit("agent", agent=agent.config.name, state=state, reason=reason)
+
+    def _save_agent(self, agent: _Agent) -> None:
+        if self.store is not None:
+            self.store.save_agent_state(
+                agent.config.name,
+                agent.state,
+                agent.reason,
+                agent.since,
+                agent.last_call_end,
+                agent.missed,
+                agent.call_id,
+            )
+
+    def _save_entry(self, entry: _Entry, **fields: Any) -> None:
+        if self.store is not None:
+            self.store.update_queue_entry(entry.entry_id, **fields)
+
+    def _restore(self, store: Store, resume_waiting: bool) -> None:
+        now = self.clock()
+        for name, row in store.load_agent_states().items():
+            agent = self._agents.get(name)
+            if agent is None:
+                continue
+            state = row["state"]
+            if state in ("ringing", "on_call", "wrap_up"):
+                state = "available"  # the call it was on belonged to the previous process
+            agent.state, agent.reason, agent.since = (
+                state,
+                row["reason"] if state == "break" else "",
+                row["state_since"],
+            )
+            agent.last_call_end, agent.missed = row["last_call_end"], row["missed_offers"]
+            self._save_agent(agent)
+        for row in store.open_queue_entries():
+            if resume_waiting and row["queue"] in self.config.queues and row["state"] != "connected":
+                entry = _Entry(row["id"], row["call_id"], row["queue"], row["priority"], dict(row["context"] or {}),
+                               row["enqueued_at"], next(self._seq))  # fmt: skip
+                self._entries[entry.call_id] = entry
+                store.update_queue_entry(entry.entry_id, state="waiting", agent=None)
+            else:
+                outcome = "completed" if row["state"] == "connected" else "interrupted"
+                store.update_queue_entry(row["id"], state=outcome, ended_at=now, outcome=outcome)
+        log.info("ACD restored %d agents and %d waiting callers", len(self._agents), len(self._entries))
+
+
+def safe_log_text(text: str) -> str:
+    """Caller speech as it may appear in logs: card and account numbers masked."""
+    return mask_sensitive(text)

@@ -1,0 +1,270 @@
+"""ACD scenarios with a fake connector and a fake clock, persisted in a real SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ivr.errors import ConfigError
+from ivr.queue import Acd, Announce, Connected, OfferResult, Overflowed, QueueError, load_queues, parse_queues
+from ivr.queue.testing import FakeClock, FakeConnector
+from ivr.store import Store, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASIC = """
+max_missed_offers: 2
+agents:
+  ann: {uri: "sip:ann@127.0.0.1", skills: [en]}
+  bob: {uri: "sip:bob@127.0.0.1", skills: [en, es]}
+  cid: {uri: "sip:cid@127.0.0.1", skills: [en]}
+queues:
+  support:
+    skills: [en]
+    ring_timeout: 10
+    wrap_up: 5
+    priority: {variable: vip, values: {true: 10}}
+    announce: {every: 30, text: "You are number {position}. Wait {wait_text}."}
+  spanish:
+    skills: [es]
+    ring_timeout: 10
+  all:
+    strategy: ring-all
+    ring_timeout: 10
+  rr:
+    strategy: round-robin
+    wrap_up: 0
+  short:
+    max_wait: 60
+    overflow: {queue: support, when: [max_wait]}
+  lonely:
+    agents: [cid]
+    overflow: {voicemail: box1, when: [no_agents]}
+"""
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, text: str = BASIC) -> None:
+        self.clock = FakeClock()
+        self.connector = FakeConnector()
+        self.store: Store = open_store(tmp_path / "ivr.db")
+        self.acd = Acd(parse_queues(text), self.connector, self.store, self.clock)
+
+    def login(self, *names: str) -> None:
+        for name in names:
+            self.acd.set_agent_state(name, "available")
+            self.clock.advance(1)  # distinct idle times: earlier login = longer idle
+
+    def later(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.acd.tick()
+
+    def agent(self, name: str) -> dict[str, object]:
+        return dict(self.acd.snapshot()["agents"][name])
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+def test_vip_caller_is_offered_first_and_fifo_otherwise(rig: Rig) -> None:
+    rig.acd.enqueue("c1", "support", context={"variables": {"vip": False}})
+    rig.clock.advance(1)
+    rig.acd.enqueue("c2", "support")
+    rig.clock.advance(1)
+    ticket = rig.acd.enqueue("c3", "support", context={"variables": {"vip": True}})
+    assert ticket.priority == 10 and ticket.position == 1
+    assert [e["call_id"] for e in rig.acd.snapshot()["queues"]["support"]] == ["c3", "c1", "c2"]
+    rig.login("ann")
+    assert [(o.call_id, o.agent) for o in rig.connector.ringing()] == [("c3", "ann")]
+    rig.connector.answer("ann")
+    assert rig.acd.poll("c3") == [Announce("You are number 1. Wait about 3 minutes."),
+                                  Connected("ann", "sip:ann@127.0.0.1", "bridged")]  # fmt: skip
+    rig.login("cid")
+    assert [o.call_id for o in rig.connector.ringing()] == ["c1"]
+
+
+def test_only_agents_with_the_skills_are_offered(rig: Rig) -> None:
+    rig.login("ann", "cid", "bob")
+    rig.acd.enqueue("c1", "spanish")
+    assert rig.connector.ringing_agents() == ["bob"]
+
+
+def test_ring_no_answer_moves_on_and_counts_a_miss(rig: Rig) -> None:
+    rig.login("ann", "bob")
+    rig.acd.enqueue("c1", "support")
+    assert rig.connector.ringing_agents() == ["ann"]  # longest idle
+    rig.later(9)
+    assert rig.connector.ringing_agents() == ["ann"]
+    rig.later(1)
+    assert rig.connector.ringing_agents() == ["bob"]
+    assert rig.connector.cancelled == [rig.connector.offers[0].offer_id]
+    assert rig.agent("ann")["state"] == "available" and rig.agent("ann")["missed"] == 1
+    offer = rig.connector.answer("bob")
+    assert offer.headers["X-IVR-Call-Id"] == "c1" and offer.headers["X-IVR-Queue"] == "support"
+    entry = rig.store.get_call("c1")["queue_entries"][0]  # type: ignore[index]
+    assert entry["state"] == "connected" and entry["agent"] == "bob"
+
+
+def test_agent_missing_n_offers_goes_on_break_with_reason(rig: Rig) -> None:
+    rig.login("ann")
+    rig.acd.enqueue("c1", "support")
+    rig.connector.reject("ann", OfferResult.NO_ANSWER)
+    assert rig.connector.ringing_agents() == ["ann"]  # the only agent gets another chance
+    rig.later(10)
+    state = rig.agent("ann")
+    assert state["state"] == "break" and "missed 2 offered calls" in str(state["reason"])
+    assert rig.connector.ringing() == []
+    assert rig.store.load_agent_states()["ann"]["reason"] == state["reason"]  # supervisors see why
+    rig.acd.set_agent_state("ann", "available")
+    assert rig.connector.ringing_agents() == ["ann"] and rig.agent("ann")["missed"] == 0
+
+
+def test_agent_going_offline_mid_offer_passes_the_call_on(rig: Rig) -> None:
+    rig.login("ann", "bob")
+    rig.acd.enqueue("c1", "support")
+    first = rig.connector.ringing()[0]
+    rig.acd.set_agent_state("ann", "offline")
+    assert first.offer_id in rig.connector.cancelled
+    assert rig.connector.ringing_agents() == ["bob"]
+    assert rig.agent("ann")["state"] == "offline" and rig.agent("ann")["missed"] == 0
+
+
+def test_caller_hanging_up_while_waiting_is_counted_abandoned(rig: Rig) -> None:
+    rig.login("ann")
+    rig.acd.enqueue("c1", "support")
+    rig.acd.enqueue("c2", "support")
+    rig.later(12)  # ann missed c1 after 10 s; c1 offered again
+    rig.acd.abandon("c2")
+    rig.acd.abandon("c1")  # hangs up while ann's phone rings
+    assert rig.connector.ringing() == [] and rig.agent("ann")["state"] == "available"
+    states = {e["call_id"]: (e["state"], e["outcome"]) for e in rig.store.queue_entries_between(0, 2e9)}
+    assert states == {"c1": ("abandoned", "abandoned"), "c2": ("abandoned", "abandoned")}
+    assert rig.acd.snapshot()["queues"]["support"] == []
+
+
+def test_max_wait_overflows_to_another_queue(rig: Rig) -> None:
+    rig.acd.enqueue("c1", "short")
+    rig.later(59)
+    assert rig.acd.snapshot()["queues"]["short"][0]["call_id"] == "c1"
+    rig.later(1)
+    assert rig.acd.snapshot()["queues"]["short"] == []
+    assert rig.acd.snapshot()["queues"]["support"][0]["call_id"] == "c1"
+    rig.login("ann")
+    rig.connector.answer("ann")
+    assert Connected("ann", "sip:ann@127.0.0.1", "bridged") in rig.acd.poll("c1")
+
+
+def test_no_agent_logged_in_overflows_to_voicemail_at_once(rig: Rig) -> None:
+    ticket = rig.acd.enqueue("c1", "lonely")
+    assert ticket.queue == "lonely"
+    assert rig.acd.poll("c1") == [Overflowed("voicemail", "box1", "no_agents")]
+    assert rig.acd.poll("c1") == []
+    rig.login("cid")
+    rig.acd.enqueue("c2", "lonely")
+    assert rig.connector.ringing_agents() == ["cid"]
+
+
+def test_ring_all_rings_everyone_and_first_answer_wins(rig: Rig) -> None:
+    rig.login("ann", "bob", "cid")
+    rig.acd.enqueue("c1", "all")
+    assert sorted(rig.connector.ringing_agents()) == ["ann", "bob", "cid"]
+    rig.connector.answer("bob")
+    assert rig.connector.ringing() == []
+    agents = rig.acd.snapshot()["agents"]
+    assert (agents["bob"]["state"], agents["ann"]["state"], agents["ann"]["missed"]) == ("on_call", "available", 0)
+
+
+def test_round_robin_rotates(rig: Rig) -> None:
+    rig.login("cid", "bob", "ann")
+    served = []
+    for i in range(4):
+        rig.acd.enqueue(f"c{i}", "rr")
+        offer = rig.connector.ringing()[0]
+        rig.connector.answer(offer.agent)
+        rig.acd.call_finished(offer.call_id)  # wrap_up 0: available at once
+        served.append(offer.agent)
+    assert served == ["ann", "bob", "cid", "ann"]
+
+
+def test_wrap_up_then_next_call(rig: Rig) -> None:
+    rig.login("ann")
+    rig.acd.enqueue("c1", "support")
+    rig.acd.enqueue("c2", "support")
+    rig.connector.answer("ann")
+    rig.acd.call_finished("c1")
+    assert rig.agent("ann")["state"] == "wrap_up" and rig.connector.ringing() == []
+    rig.later(5)
+    assert rig.connector.ringing_agents() == ["ann"] and rig.connector.ringing()[0].call_id == "c2"
+
+
+def test_announcements_repeat_with_position(rig: Rig) -> None:
+    rig.acd.set_agent_state("ann", "break", "lunch")
+    rig.acd.enqueue("c1", "support")
+    rig.acd.enqueue("c2", "support")
+    assert rig.acd.poll("c2") == [Announce("You are number 2. Wait about 6 minutes.")]  # 2 x 180 s / 1 staffed
+    rig.later(29)
+    assert rig.acd.poll("c2") == []
+    rig.acd.abandon("c1")
+    rig.later(1)
+    assert rig.acd.poll("c2") == [Announce("You are number 1. Wait about 3 minutes.")]
+
+
+def test_agent_states_survive_a_restart_and_waiting_callers_resume(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.acd.set_agent_state("ann", "break", "training")
+    rig.acd.enqueue("c1", "spanish")
+    second = Acd(parse_queues(BASIC), rig.connector, open_store(tmp_path / "ivr.db"), rig.clock, resume_waiting=True)
+    snap = second.snapshot()
+    assert snap["agents"]["ann"]["state"] == "break" and snap["agents"]["ann"]["reason"] == "training"
+    assert [e["call_id"] for e in snap["queues"]["spanish"]] == ["c1"]
+    second.set_agent_state("bob", "available")
+    assert rig.connector.ringing()[-1].agent == "bob"
+
+
+def test_unknown_queue_and_state_are_clear_errors(rig: Rig) -> None:
+    with pytest.raises(QueueError, match="unknown queue 'nope'"):
+        rig.acd.enqueue("c1", "nope")
+    with pytest.raises(QueueError, match="can be set"):
+        rig.acd.set_agent_state("ann", "on_call")
+    with pytest.raises(QueueError, match="unknown agent"):
+        rig.acd.set_agent_state("zed", "available")
+
+
+def test_context_headers_are_masked_and_ascii(rig: Rig) -> None:
+    rig.login("ann")
+    rig.acd.enqueue(
+        "c1",
+        "support",
+        context={
+            "caller": "+15550100",
+            "intent": "billing",
+            "confidence": 0.87,
+            "slots": {"card": "4111 1111 1111 1234", "name": "Zoë\r\nX-Evil: 1"},
+        },
+    )
+    headers = rig.connector.ringing()[0].headers
+    assert headers["X-IVR-Caller"] == "+15550100" and headers["X-IVR-Intent"] == "billing"
+    assert headers["X-IVR-Confidence"] == "0.87"
+    assert "**** **** **** 1234" in headers["X-IVR-Slots"] and "4111" not in headers["X-IVR-Slots"]
+    assert all(v.isascii() and "\n" not in v and "\r" not in v for v in headers.values())
+
+
+def test_config_errors_have_positions(tmp_path: Path) -> None:
+    path = tmp_path / "queues.yaml"
+    path.write_text("agents:\n  ann: {uri: ann@x}\nqueues:\n  q:\n    strategy: fastest\n    overflow: {queue: nope}\n")
+    with pytest.raises(ConfigError) as info:
+        load_queues(path)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith(f"{path}:2:") and "needs a SIP URI" in lines[0]
+    assert lines[1].startswith(f"{path}:5:15: strategy must be one of")
+    assert "overflow queue 'nope' is not defined" in lines[2]
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_queues("queues: [unclosed", "x.yaml")
+
+
+def test_shipped_example_config_loads() -> None:
+    config = load_queues(ROOT / "config" / "queues.yaml")
+    assert set(config.queues) == {"support", "orders", "spanish"}
