@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from ivr.speech.tts.config import SynthesizerConfig
 from ivr.speech.tts.espeak import ESPEAK_RATE, EspeakEngine, VoiceSettings, shared_engine
 
 _CHUNK_SECONDS = 1.0  # size of the pieces a cached prompt is streamed in (what espeak-ng produces too)
-_END = object()
 
 
 class EspeakSynthesizer:
@@ -69,21 +67,33 @@ class EspeakSynthesizer:
         pcm = self.cache.get(key, sample_rate)
         if pcm is not None:
             return _chunks(pcm, sample_rate)
-        render = _Render(sample_rate, lambda audio: self.cache.put(key, audio, sample_rate))
-        self.engine.render(text, self.settings, render)
+        with _in_flight_lock:
+            render = _in_flight.get(key)
+            started = render is None
+            if render is None:
+                render = _in_flight[key] = _Render(key, sample_rate, self.cache)
+        if started:
+            self.engine.render(text, self.settings, render)
         return render.chunks()
 
 
 class _Render:
-    """One prompt being rendered: resamples espeak-ng's buffers and queues them for the listener."""
+    """One prompt being rendered: resamples espeak-ng's buffers for any number of listeners.
 
-    def __init__(self, sample_rate: int, on_complete: Callable[[bytes], None]) -> None:
+    Calls asking for a prompt that is still being rendered listen to the same render (from its start), so a
+    burst of calls hearing the same greeting costs one render.
+    """
+
+    def __init__(self, key: str, sample_rate: int, cache: PromptCache) -> None:
+        self.key = key
         self.sample_rate = sample_rate
-        self._on_complete = on_complete
+        self._cache = cache
         self._resampler: soxr.ResampleStream | None = soxr.ResampleStream(
             ESPEAK_RATE, sample_rate, 1, dtype="float32", quality="HQ")
         self._parts: list[bytes] = []
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._done = False
+        self._error: SynthesisError | None = None
+        self._changed = threading.Condition()
 
     def audio(self, samples: np.ndarray) -> None:
         """Called by the engine with int16 samples at espeak-ng's rate."""
@@ -93,37 +103,45 @@ class _Render:
     def finished(self, error: SynthesisError | None) -> None:
         """Called by the engine when the prompt is done."""
         resampler, self._resampler = self._resampler, None
-        if error is not None or resampler is None:
-            self._queue.put(error or SynthesisError("speech synthesis ended twice"))
-            return
-        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        del resampler  # release the native resampler before the listener can see the end (and exit)
-        self._emit(tail)
-        pcm, self._parts = b"".join(self._parts), []
         try:
-            self._on_complete(pcm)  # cached before the listener sees the end: a repeat right after is a hit
+            if error is None and resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                del resampler  # release the native resampler before listeners see the end (and may exit)
+                self._emit(tail)
+                # Cached before anyone sees the end: a repeat right after is a hit.
+                self._cache.put(self.key, b"".join(self._parts), self.sample_rate)
         finally:
-            self._queue.put(_END)
+            with _in_flight_lock:
+                if _in_flight.get(self.key) is self:
+                    del _in_flight[self.key]
+            with self._changed:
+                self._error = error
+                self._done = True
+                self._changed.notify_all()
 
     def _emit(self, samples: np.ndarray) -> None:
         if len(samples):
             pcm = float_to_pcm16(samples)
-            self._parts.append(pcm)
-            self._queue.put(pcm)
+            with self._changed:
+                self._parts.append(pcm)
+                self._changed.notify_all()
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield audio as it arrives; raise the engine's error if rendering failed."""
+        """Yield the audio from its start as it arrives; raise the engine's error if rendering failed."""
+        index = 0
         while True:
-            try:
-                item = self._queue.get(timeout=60.0)
-            except queue.Empty:
-                raise SynthesisError("speech synthesis produced nothing for 60 s; is espeak-ng stuck?") from None
-            if item is _END:
-                return
-            if isinstance(item, SynthesisError):
-                raise item
-            assert isinstance(item, bytes)
-            yield item
+            with self._changed:
+                while index >= len(self._parts) and not self._done:
+                    if not self._changed.wait(timeout=60.0):
+                        raise SynthesisError("speech synthesis produced nothing for 60 s; is espeak-ng stuck?")
+                if index < len(self._parts):
+                    chunk = self._parts[index]
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            index += 1
+            yield chunk
 
 
 def _clean(text: str) -> str:
@@ -136,6 +154,8 @@ def _chunks(pcm: bytes, sample_rate: int) -> Iterator[bytes]:
         yield pcm[start : start + size]
 
 
+_in_flight: dict[str, _Render] = {}  # renders not finished yet, by cache key
+_in_flight_lock = threading.Lock()
 _synthesizers: dict[tuple[SynthesizerConfig, Path | None], EspeakSynthesizer] = {}
 _synthesizers_lock = threading.Lock()
 
