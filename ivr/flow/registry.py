@@ -1,0 +1,162 @@
+"""All flows of a directory, kept current while the server runs (hot reload), and call routing.
+
+The registry never starts threads: the server calls ``refresh()`` now and then. A changed file is
+reloaded; if the edit is invalid the last good version keeps running and the errors are logged and kept
+in ``errors``. A call holds the ``Flow`` object it got from ``get``/``route`` until it ends, so reloads
+never change a call in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ivr.errors import Diagnostic, FlowError
+from ivr.flow.loader import ClassifierFactory, default_classifier_factory, load_flow
+from ivr.flow.schema import Flow
+
+log = logging.getLogger(__name__)
+
+FLOW_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class _Entry:
+    flow: Flow | None
+    stamps: dict[Path, tuple[int, int]]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (0, -1)
+    return (info.st_mtime_ns, info.st_size)
+
+
+def user_part(address: str) -> str:
+    """``sip:1000@pbx.example.com`` → ``1000``; a bare number or name is returned as is."""
+    address = address.strip().strip("<>")
+    for scheme in ("sips:", "sip:", "tel:"):
+        if address.startswith(scheme):
+            address = address[len(scheme):]
+    return address.split("@", 1)[0].split(";", 1)[0]
+
+
+class FlowRegistry:
+    """Loads every ``*.yaml`` flow directly in ``directory`` (sub-directories hold sub-flows and are
+    not loaded on their own).
+
+    ``strict=True`` (the server's start-up) raises FlowError listing the problems of every invalid
+    file; otherwise invalid files are skipped and reported in ``errors``. ``default_flow`` names the flow
+    used for numbers no flow claims (default: a flow named 'hotline' or 'default', else the first by name).
+    """
+
+    def __init__(self, directory: str | Path, known_queues: Iterable[str] = (),
+                 classifier_factory: ClassifierFactory | None = default_classifier_factory,
+                 default_flow: str | None = None, strict: bool = True) -> None:
+        self.directory = Path(directory)
+        self.known_queues = tuple(known_queues)
+        self.classifier_factory = classifier_factory
+        self.default_flow = default_flow
+        self.errors: dict[str, list[Diagnostic]] = {}
+        self._entries: dict[Path, _Entry] = {}
+        if not self.directory.is_dir():
+            raise FlowError([Diagnostic(str(self.directory), 0, 0, "flow directory not found; create it or "
+                                                                  "point the server at the folder of your flows")])
+        self.refresh()
+        if strict and self.errors:
+            raise FlowError([d for diagnostics in self.errors.values() for d in diagnostics])
+        if not self.names():
+            raise FlowError([Diagnostic(str(self.directory), 0, 0, "no valid flow files (*.yaml) here")])
+        if default_flow is not None and default_flow not in self.names():
+            raise FlowError([Diagnostic(str(self.directory), 0, 0,
+                                        f"default flow '{default_flow}' not found; flows: {', '.join(self.names())}")])
+
+    # ---- lookup ------------------------------------------------------------------------------------
+
+    def _flows(self) -> dict[str, Flow]:
+        return {e.flow.name: e.flow for e in self._entries.values() if e.flow is not None}
+
+    def names(self) -> list[str]:
+        """Names of the flows currently loaded."""
+        return sorted(self._flows())
+
+    def get(self, name: str) -> Flow:
+        """The current version of flow ``name``; raises FlowError when there is none."""
+        flow = self._flows().get(name)
+        if flow is None:
+            raise FlowError([Diagnostic(str(self.directory), 0, 0,
+                                        f"no flow named '{name}'; loaded flows: {', '.join(self.names())}")])
+        return flow
+
+    def route(self, called: str) -> Flow:
+        """The flow for a dialled number or SIP URI: the flow listing its user part in ``numbers:``, a flow
+        of that name, else the default flow."""
+        wanted = user_part(called)
+        flows = self._flows()
+        for flow in flows.values():
+            if wanted in flow.numbers:
+                return flow
+        if wanted in flows:
+            return flows[wanted]
+        return self.get(self._default_name())
+
+    def _default_name(self) -> str:
+        names = self.names()
+        if self.default_flow and self.default_flow in names:
+            return self.default_flow
+        for candidate in ("hotline", "default"):
+            if candidate in names:
+                return candidate
+        return names[0]
+
+    # ---- reload ------------------------------------------------------------------------------------
+
+    def refresh(self) -> list[str]:
+        """Re-stat the flow files (and their sub-flows); reload what changed. Returns the names of flows
+        (re)loaded. An invalid edit keeps the previous version and its errors go to ``errors`` and the log."""
+        reloaded: list[str] = []
+        present = {p for p in sorted(self.directory.iterdir()) if p.suffix in FLOW_SUFFIXES and p.is_file()}
+        for gone in set(self._entries) - present:
+            entry = self._entries.pop(gone)
+            self.errors.pop(str(gone), None)
+            if entry.flow is not None:
+                log.warning("flow file %s was removed; flow '%s' is no longer available", gone, entry.flow.name)
+        for path in sorted(present):
+            entry = self._entries.get(path)
+            if entry is not None and all(_stamp(p) == s for p, s in entry.stamps.items()):
+                continue
+            name = self._load(path, entry)
+            if name:
+                reloaded.append(name)
+        return reloaded
+
+    def _load(self, path: Path, entry: _Entry | None) -> str | None:
+        try:
+            flow = load_flow(path, self.known_queues, self.classifier_factory)
+        except FlowError as exc:
+            self.errors[str(path)] = exc.diagnostics
+            stamps = {path: _stamp(path)}
+            if entry is not None:
+                stamps = {**entry.stamps, path: _stamp(path)}
+            kept = entry.flow if entry is not None else None
+            self._entries[path] = _Entry(kept, stamps)
+            action = f"keeping the last good version of '{kept.name}'" if kept else "flow not loaded"
+            log.error("invalid flow %s (%s):\n%s", path, action, "\n".join(str(d) for d in exc.diagnostics))
+            return None
+        clash = [p for p, e in self._entries.items() if p != path and e.flow is not None and e.flow.name == flow.name]
+        if clash:
+            diagnostic = Diagnostic(str(path), 0, 0, f"flow name '{flow.name}' is already used by {clash[0]}; "
+                                                     "give each flow a unique 'name'")
+            self.errors[str(path)] = [diagnostic]
+            self._entries[path] = _Entry(entry.flow if entry else None, {path: _stamp(path)})
+            log.error("%s", diagnostic)
+            return None
+        self.errors.pop(str(path), None)
+        self._entries[path] = _Entry(flow, {source: _stamp(source) for source in flow.sources})
+        if entry is not None:
+            log.info("reloaded flow '%s' from %s", flow.name, path)
+        return flow.name
