@@ -92,6 +92,7 @@ class FlowCompiler:
         self.intents: dict[str, tuple[str, ...]] = {}
         self.agent_intent: str | None = None
         self.declared_queues: frozenset[str] = known_queues
+        self.broken_links = False  # a missing or misspelt link: unreachable nodes would only be echoes
 
     # ---- entry -------------------------------------------------------------------------------------
 
@@ -293,6 +294,7 @@ class FlowCompiler:
                                                             "description")]
             hint = did_you_mean(unknown[0], NODE_TYPES) if unknown else ""
             r.error(key_node, f"node '{name}' has no type: give it one of {', '.join(NODE_TYPES)}{hint}")
+            self.broken_links = True
             return None
         if len(kinds) > 1:
             second = value.key_node(kinds[1])
@@ -300,14 +302,19 @@ class FlowCompiler:
                             "type (split it into two nodes joined by 'next')")
             return None
         kind = kinds[0]
-        r.check_keys(value, (kind, *NODE_EXTRA_KEYS[kind], "description"), f"{kind} node '{name}'")
+        allowed = (kind, *NODE_EXTRA_KEYS[kind], "description")
+        if any(key not in allowed for key in value.entries):
+            self.broken_links = True
+        r.check_keys(value, allowed, f"{kind} node '{name}'")
         body = value.get(kind)
         assert body is not None
         builder: Callable[[str, Y, Y, Y], Node | None] = getattr(self, f"_{kind}_node")
         node = builder(name, key_node, value, body)
-        for key in NODE_EXTRA_KEYS[kind]:
-            if key in ("next",) and key not in value.entries and kind not in ("ask",):
-                r.error(key_node, f"{kind} node '{name}' needs 'next': the node to go to afterwards")
+        if node is None:
+            self.broken_links = True
+        if "next" in NODE_EXTRA_KEYS[kind] and kind != "ask" and "next" not in value.entries:
+            self.broken_links = True
+            r.error(key_node, f"{kind} node '{name}' needs 'next': the node to go to afterwards")
         return node
 
     def _next(self, value: Y, name: str, key: str = "next", label: str = "next") -> str:
@@ -662,6 +669,7 @@ class FlowCompiler:
                     edges[from_node].append(target)
                 continue
             where = f" ({_label} of '{from_node}')" if from_node else f" ({_label})"
+            self.broken_links = True
             if nodes_node is not None:
                 r.error(at, f"node '{target}' does not exist{where}{did_you_mean(target, nodes)}")
         for at, intent in self.refs.intents:
@@ -681,7 +689,7 @@ class FlowCompiler:
                 if queue not in self.declared_queues:
                     r.error(at, f"unknown queue '{queue}'{did_you_mean(queue, self.declared_queues)}; known "
                                 f"queues: {', '.join(sorted(self.declared_queues))}")
-        if start not in nodes:
+        if start not in nodes or self.broken_links:
             return
         seen: set[str] = set()
         todo = [start, *[root for root in self.refs.roots if root in nodes]]

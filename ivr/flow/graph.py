@@ -16,7 +16,6 @@ from ivr.flow.schema import (
     HttpNode,
     Node,
     RecordNode,
-    ReturnNode,
     SayNode,
     SetNode,
     SubflowNode,
@@ -90,9 +89,9 @@ def _edges(node: Node, flow: Flow) -> list[tuple[str, str, str]]:
         if node.next:
             out.append((node.next, "confirmed" if node.confirm else "next", "solid"))
         for which, handler in (("no_input", node.no_input), ("no_match", node.no_match)):
-            target = handler.goto or node.otherwise
-            if target:
-                out.append((target, f"{which} ×{handler.retries + 1}", "dashed"))
+            exit_to = handler.goto or node.otherwise
+            if exit_to:
+                out.append((exit_to, f"{which} ×{handler.retries + 1}", "dashed"))
     elif isinstance(node, BranchNode):
         out.extend((case.goto, case.condition.source, "solid") for case in node.cases)
         out.append((node.otherwise, "otherwise", "dashed"))
@@ -131,13 +130,14 @@ def flow_to_dot(flow: Flow) -> str:
             label = "\\n".join(_wrap(part, 30, 2) for part in labels if part)
             lines.append(f'  {_q(node.name)} -> {_q(target)} [label="{label}", style={style}];')
     g = flow.globals
-    specials = [(g.agent_target, "agent" + (f" / {g.agent_dtmf}" if g.agent_dtmf else "") + " (anywhere)"),
-                (g.max_turns_target, f"> {g.max_turns} turns"), (g.on_error, "on error")]
-    for index, (target, label) in enumerate(specials):
-        if target and target in flow.nodes:
+    agent_label = "agent" + (f" / {g.agent_dtmf}" if g.agent_dtmf else "") + " (anywhere)"
+    specials = [(g.agent_target, agent_label), (g.max_turns_target, f"> {g.max_turns} turns"),
+                (g.on_error, "on error")]
+    for index, (special, special_label) in enumerate(specials):
+        if special and special in flow.nodes:
             anchor = f"__global{index}"
-            lines.append(f'  "{anchor}" [shape=plaintext, label={_q(label)}, fontcolor="#aa3333"];')
-            lines.append(f'  "{anchor}" -> {_q(target)} [style=dotted, color="#aa3333"];')
+            lines.append(f'  "{anchor}" [shape=plaintext, label={_q(special_label)}, fontcolor="#aa3333"];')
+            lines.append(f'  "{anchor}" -> {_q(special)} [style=dotted, color="#aa3333"];')
     if not g.on_error:
         fallback = g.fallback_queue or (flow.queues[0] if flow.queues else "")
         text = f"on error: apologise, transfer to {fallback}" if fallback else "on error: apologise, hang up"

@@ -121,10 +121,10 @@ class FlowRegistry:
         reloaded: list[str] = []
         present = {p for p in sorted(self.directory.iterdir()) if p.suffix in FLOW_SUFFIXES and p.is_file()}
         for gone in set(self._entries) - present:
-            entry = self._entries.pop(gone)
+            removed = self._entries.pop(gone)
             self.errors.pop(str(gone), None)
-            if entry.flow is not None:
-                log.warning("flow file %s was removed; flow '%s' is no longer available", gone, entry.flow.name)
+            if removed.flow is not None:
+                log.warning("flow file %s was removed; flow '%s' is no longer available", gone, removed.flow.name)
         for path in sorted(present):
             entry = self._entries.get(path)
             if entry is not None and all(_stamp(p) == s for p, s in entry.stamps.items()):

@@ -94,6 +94,10 @@ def parse_yaml(text: str, path: str) -> tuple[Y | None, list[Diagnostic]]:
         problem = exc.problem or exc.context or "invalid YAML"
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         message = f"YAML syntax error: {problem}"
+        context_mark = exc.context_mark
+        if exc.context and context_mark is not None and context_mark is not mark:
+            message += (f" ({exc.context.strip()} started at line {context_mark.line + 1}, "
+                        f"column {context_mark.column + 1})")
         if "duplicate key" in problem:
             message = f"YAML syntax error: {problem.split(' with value')[0]}; each key may appear only once"
         return None, [Diagnostic(path, line, col, message)]
