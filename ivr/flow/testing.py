@@ -20,7 +20,8 @@ from ivr.flow.interpreter import CallInterpreter
 from ivr.flow.schema import Flow
 from ivr.nlu.types import IntentClassifier, IntentMatch
 
-_STOP = frozenset("a an the i i'd i'm me my to is it of for please can you want like would on in and".split())
+_STOP = frozenset({"a", "an", "the", "i", "i'd", "i'm", "me", "my", "to", "is", "it", "of", "for", "please", "can",
+                   "you", "want", "like", "would", "on", "in", "and"})
 
 
 def _words(text: str) -> set[str]:
