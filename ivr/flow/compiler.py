@@ -93,6 +93,8 @@ class FlowCompiler:
         self.agent_intent: str | None = None
         self.declared_queues: frozenset[str] = known_queues
         self.broken_links = False  # a missing or misspelt link: unreachable nodes would only be echoes
+        self.unsure_slot = False
+        self.failed_nodes: set[str] = set()  # written but not compiled: links to them are not 'missing'
 
     # ---- entry -------------------------------------------------------------------------------------
 
@@ -149,6 +151,8 @@ class FlowCompiler:
                 node = self._node(node_name, key_node, value)
                 if node is not None:
                     nodes[node_name] = node
+                else:
+                    self.failed_nodes.add(node_name)
         start = r.string(root.get("start"), "'start'", "") or ""
         if start and root.get("start") is not None:
             self.refs.targets.append((root.get("start"), start, "", "start"))  # type: ignore[arg-type]
@@ -156,7 +160,8 @@ class FlowCompiler:
         return Flow(name=name, path=self.shown, directory=self.path.parent, start=start, nodes=nodes,
                     version=version, language=language, description=description, intents=self.intents,
                     intent_threshold=threshold, variables=variables, numbers=numbers, queues=queue_list,
-                    globals=globals_, sources=tuple(sorted(self.sources)))
+                    globals=globals_, sources=tuple(sorted(self.sources)),
+                    defines=frozenset(variables) | frozenset(self.refs.defined))
 
     def _variables(self, node: Y | None) -> dict[str, object]:
         if node is None or not self.r.is_map(node, "'variables'"):
@@ -365,6 +370,7 @@ class FlowCompiler:
             return None
         r.check_keys(body, ASK_KEYS, f"ask node '{name}'")
         node = AskNode(name, key_node.line, key_node.col)
+        self.unsure_slot = False  # an unknown slot type: skip the checks that depend on it
         node.prompt = self._template(body.get("prompt"), "'prompt'")
         node.audio = self._audio(body.get("audio"), "'audio'")
         mode = r.string(body.get("input"), "'input'", "both") or "both"
@@ -379,6 +385,7 @@ class FlowCompiler:
             r.error(slot_node, f"unknown slot type '{node.slot}'{did_you_mean(node.slot, SLOT_KINDS)}; use one "
                                f"of {', '.join(SLOT_KINDS)}")
             node.slot = None
+            self.unsure_slot = True
         node.save_as = r.name(body.get("save_as"), "'save_as'", name) or name
         if body.get("save_as") is not None and slot_node is None:
             r.error(body.key_node("save_as"), "'save_as' only applies to a 'slot'; intents are kept in "
@@ -392,10 +399,10 @@ class FlowCompiler:
         node.min_value = r.number(min_node, "'min'", 0.0, float("-inf")) if min_node else None
         node.max_value = r.number(max_node, "'max'", 0.0, float("-inf")) if max_node else None
         for key in ("min_digits", "max_digits"):
-            if body.get(key) is not None and node.slot != "digits":
+            if body.get(key) is not None and node.slot != "digits" and not self.unsure_slot:
                 r.error(body.key_node(key), f"'{key}' only applies to 'slot: digits'")
         for key in ("min", "max"):
-            if body.get(key) is not None and node.slot != "number":
+            if body.get(key) is not None and node.slot != "number" and not self.unsure_slot:
                 r.error(body.key_node(key), f"'{key}' only applies to 'slot: number'")
         node.terminator = self._dtmf_key(body.get("terminator"), "'terminator'") or "#"
         node.timeout = r.number(body.get("timeout"), "'timeout'", 5.0, positive=True)
@@ -462,6 +469,8 @@ class FlowCompiler:
                     r.error(intent_node, f"key '{key}' selects intent '{intent}' but 'on' of '{name}' has no "
                                          f"target for it; add '{intent}: <node>' under 'on'")
         node.next = self._target(value, "next", name, "next")
+        if self.unsure_slot:
+            return
         if node.slot is None:
             if value.get("next") is not None:
                 r.error(value.key_node("next"), f"ask node '{name}' asks for intents: use 'on' (intent → node), "
@@ -639,6 +648,7 @@ class FlowCompiler:
         else:
             node.flow = flow
             self.sources.update(flow.sources)
+            self.refs.defined.update(flow.defines)  # what the sub-flow sets is visible after it returns
         return node
 
     def _hangup_node(self, name: str, key_node: Y, value: Y, body: Y) -> Node | None:
@@ -664,7 +674,7 @@ class FlowCompiler:
         r = self.r
         edges: dict[str, list[str]] = {name: [] for name in nodes}
         for at, target, from_node, _label in self.refs.targets:
-            if target in nodes:
+            if target in nodes or target in self.failed_nodes:
                 if from_node in edges:
                     edges[from_node].append(target)
                 continue

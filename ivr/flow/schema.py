@@ -232,6 +232,7 @@ class Flow:
     queues: tuple[str, ...] = ()
     globals: Globals = field(default_factory=Globals)
     sources: tuple[Path, ...] = ()
+    defines: frozenset[str] = frozenset()
     classifier: IntentClassifier | None = None
 
     def subflows(self) -> list[Flow]:
