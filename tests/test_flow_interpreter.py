@@ -140,7 +140,8 @@ def test_billing_offer_yes_goes_to_billing_queue(hotline: Flow) -> None:
     c.press("2")
     assert c.said()[-2].startswith("Invoices are emailed")
     c.say("yeah")
-    assert c.transfer is not None and c.transfer.queue == "billing" and c.transfer.context["reason"] == "billing question"
+    assert c.transfer is not None and c.transfer.queue == "billing"
+    assert c.transfer.context["reason"] == "billing question"
 
 
 def test_http_not_found_offers_another_number(hotline: Flow) -> None:
