@@ -409,3 +409,31 @@ class Store:
                 .limit(limit)
             ).all()
             return [dict(r._mapping) for r in rows]
+
+    def live_queue_rows(self) -> list[dict[str, Any]]:
+        """Open queue entries (no context) with the caller number and intent of their call, oldest first."""
+        cols = [c for c in t.queue_entries.c if c.name != "context"]
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(*cols, t.calls.c.caller, t.calls.c.intent)
+                .join(t.calls, t.calls.c.id == t.queue_entries.c.call_id)
+                .where(t.queue_entries.c.state.in_(OPEN_ENTRY_STATES))
+                .order_by(t.queue_entries.c.enqueued_at, t.queue_entries.c.id)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def live_fingerprint(self) -> tuple[Any, ...]:
+        """A cheap value that changes whenever queues, agents or call records change (for live views)."""
+        qe, ag, ca = t.queue_entries.c, t.agents.c, t.calls.c
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(
+                    sa.select(sa.func.max(qe.id)).scalar_subquery(),
+                    sa.select(sa.func.max(qe.answered_at)).scalar_subquery(),
+                    sa.select(sa.func.max(qe.ended_at)).scalar_subquery(),
+                    sa.select(sa.func.max(ag.state_since)).scalar_subquery(),
+                    sa.select(sa.func.max(ca.started_at)).scalar_subquery(),
+                    sa.select(sa.func.count()).select_from(t.notes).scalar_subquery(),
+                )
+            ).one()
+            return tuple(row)

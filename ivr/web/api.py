@@ -1,0 +1,137 @@
+"""REST API (JSON): calls, queues, agents, figures. Bearer token or console session (+ CSRF header)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ivr.errors import IvrError
+from ivr.queue import Acd
+from ivr.store import Store
+from ivr.web import figures as fig
+from ivr.web.auth import api_auth, current_user
+from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.openapi import openapi_document
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _store() -> Store:
+    return current_app.extensions["ivr.store"]
+
+
+def _acd() -> Acd | None:
+    return current_app.extensions["ivr.acd"]
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+def _queue_config() -> Any:
+    acd = _acd()
+    return acd.config if acd is not None else current_app.extensions["ivr.config"].queues
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())
+
+
+@bp.get("/calls")
+@api_auth("supervisor")
+def list_calls() -> Any:
+    args = request.args
+    try:
+        since = float(args["since"]) if "since" in args else None
+        until = float(args["until"]) if "until" in args else None
+        limit = int(args.get("limit", 50))
+        offset = int(args.get("offset", 0))
+    except ValueError:
+        return _error(400, "since and until are UNIX seconds; limit and offset whole numbers")
+    rows = _store().list_calls(since=since, until=until, search=args.get("q") or None, agent=args.get("agent"),
+                               outcome=args.get("outcome"), limit=limit, offset=offset)  # fmt: skip
+    return jsonify(calls=[masked_call(r) for r in rows])
+
+
+@bp.get("/calls/<call_id>")
+@api_auth("agent")
+def get_call(call_id: str) -> Any:
+    user = current_user()
+    assert user is not None
+    call = _store().get_call(call_id)
+    if call is None or not can_see_call(user, call):
+        return _error(404, f"no call {call_id!r} visible to you")
+    return jsonify(masked_call(call))
+
+
+@bp.post("/calls/<call_id>/notes")
+@api_auth("agent")
+def add_note(call_id: str) -> Any:
+    user = current_user()
+    assert user is not None
+    call = _store().get_call(call_id)
+    if call is None or not can_see_call(user, call):
+        return _error(404, f"no call {call_id!r} visible to you")
+    body = request.get_json(silent=True) or {}
+    text = str(body.get("text", "")).strip()[:4000]
+    if not text and not body.get("disposition"):
+        return _error(400, "send JSON with text and/or disposition")
+    _store().add_note(call_id, user.name, time.time(), text, str(body.get("disposition", ""))[:64])
+    return jsonify(ok=True), 201
+
+
+@bp.get("/queues")
+@api_auth("agent")
+def queues() -> Any:
+    return jsonify(queue_view(_store(), _queue_config()))
+
+
+@bp.get("/agents")
+@api_auth("agent")
+def agents() -> Any:
+    return jsonify(agents=queue_view(_store(), _queue_config())["agents"])
+
+
+@bp.get("/agents/<name>/current")
+@api_auth("agent")
+def agent_current(name: str) -> Any:
+    user = current_user()
+    assert user is not None
+    if user.name != name and not user.at_least("supervisor"):
+        return _error(403, "agents can only see their own screen pop")
+    return jsonify(call=screen_pop(_store(), name))
+
+
+@bp.route("/agents/<name>/state", methods=["PUT", "POST"])
+@api_auth("agent")
+def agent_state(name: str) -> Any:
+    user = current_user()
+    assert user is not None
+    if user.name != name and not user.at_least("supervisor"):
+        return _error(403, "agents can only change their own state")
+    acd = _acd()
+    if acd is None:
+        return _error(503, "agent states can only be changed where the queues run (ivr serve)")
+    body = request.get_json(silent=True) or {}
+    try:
+        acd.set_agent_state(name, str(body.get("state", "")), str(body.get("reason", ""))[:200])
+    except IvrError as exc:
+        return _error(400, str(exc))
+    return jsonify(next(a for a in queue_view(_store(), acd.config)["agents"] if a["name"] == name))
+
+
+@bp.get("/figures")
+@api_auth("supervisor")
+def figures() -> Any:
+    settings = current_app.extensions["ivr.config"]
+    try:
+        day = dt.date.fromisoformat(request.args["day"]) if "day" in request.args else dt.date.today()
+        days = min(90, max(1, int(request.args.get("days", 1))))
+    except ValueError:
+        return _error(400, "day is YYYY-MM-DD and days a whole number (1-90)")
+    trend = fig.daily_trend(_store(), days, day, settings.service_level_seconds)
+    return jsonify(today=trend[-1], trend=trend)

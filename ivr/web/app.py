@@ -1,0 +1,125 @@
+"""The Flask application: agent and supervisor console, REST API, live events, health check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, stream_with_context
+from markupsafe import Markup
+
+from ivr.queue import Acd, AcdConfig
+from ivr.store import Store, mask_sensitive
+from ivr.web import api, pages
+from ivr.web.auth import check_csrf, csrf_token, current_user, login_required
+from ivr.web.live import LiveBroker
+from ivr.web.webhook import CrmWebhook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebConfig:
+    """Console settings. ``secret_key`` signs sessions: set it (or IVR_SECRET_KEY) so logins survive restarts."""
+
+    secret_key: str | None = None
+    service_level_seconds: float | None = None  # default: queues.yaml's service_level_seconds, else 20
+    trend_days: int = 14
+    crm_webhook_url: str | None = None
+    crm_webhook_headers: Mapping[str, str] = field(default_factory=dict)
+    queues: AcdConfig | None = None  # queue names and agents when no ACD runs in this process
+    live_poll_interval: float = 1.0
+    secure_cookies: bool = False  # True behind HTTPS
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> WebConfig:
+        """Build from a dict, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _format_time(value: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return dt.datetime.fromtimestamp(value).strftime(fmt) if value else ""
+
+
+def _format_pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def _format_secs(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f} s"
+
+
+def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping[str, Any] | None = None) -> Flask:
+    """The console app over ``store``; pass the process's ``acd`` for live queues and agent state changes."""
+    settings = config if isinstance(config, WebConfig) else WebConfig.from_mapping(config or {})
+    queue_config = acd.config if acd is not None else settings.queues
+    if settings.service_level_seconds is None:
+        settings.service_level_seconds = queue_config.service_level_seconds if queue_config else 20.0
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or os.environ.get("IVR_SECRET_KEY") or secrets.token_hex(32),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=1_000_000,
+    )
+    app.extensions["ivr.store"] = store
+    app.extensions["ivr.acd"] = acd
+    app.extensions["ivr.config"] = settings
+    broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
+    app.extensions["ivr.live"] = broker
+    if settings.crm_webhook_url:
+        webhook = CrmWebhook(store, settings.crm_webhook_url, headers=settings.crm_webhook_headers)
+        app.extensions["ivr.webhook"] = webhook
+        if acd is not None:
+            acd.subscribe(webhook.on_acd_event)
+
+    app.before_request(check_csrf)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.jinja_env.filters.update(time=_format_time, pct=_format_pct, secs=_format_secs, mask=mask_sensitive)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {"current_user": current_user(), "csrf_token": csrf_token}
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'",
+        )
+        if current_user() is not None:
+            resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        try:
+            store.count_calls()
+        except Exception as exc:  # report, don't crash: this is what monitoring asks
+            log.warning("health check: database not reachable: %s", exc)
+            return jsonify(status="error", database=False), 503
+        return jsonify(status="ok", database=True, acd=acd is not None, live_clients=broker.client_count())
+
+    @app.get("/events")
+    @login_required("agent")
+    def events() -> Response:
+        live: LiveBroker = current_app.extensions["ivr.live"]
+        resp = Response(stream_with_context(live.stream()), mimetype="text/event-stream")
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["X-Accel-Buffering"] = "no"
+        return resp
+
+    app.jinja_env.globals["Markup"] = Markup
+    return app

@@ -1,0 +1,96 @@
+"""What the console pages and the API show, built from the store (so another process can serve it)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ivr.queue import AcdConfig
+from ivr.store import Store, mask_data, mask_sensitive
+from ivr.web.auth import User
+
+
+def queue_view(store: Store, config: AcdConfig | None, now: float | None = None) -> dict[str, Any]:
+    """Per queue: callers waiting (in offer order) and connected; every agent's state."""
+    now = time.time() if now is None else now
+    names = list(config.queues) if config else []
+    queues: dict[str, dict[str, list[dict[str, Any]]]] = {n: {"waiting": [], "connected": []} for n in names}
+    rows = sorted(store.live_queue_rows(), key=lambda r: (-r["priority"], r["enqueued_at"], r["id"]))
+    for row in rows:
+        q = queues.setdefault(row["queue"], {"waiting": [], "connected": []})
+        item = {
+            "call_id": row["call_id"],
+            "caller": row["caller"],
+            "intent": row["intent"],
+            "priority": row["priority"],
+            "state": row["state"],
+            "agent": row["agent"],
+            "enqueued_at": row["enqueued_at"],
+            "wait": round((row["answered_at"] or now) - row["enqueued_at"], 1),
+        }
+        if row["state"] == "connected":
+            q["connected"].append(item)
+        else:
+            item["position"] = len(q["waiting"]) + 1
+            q["waiting"].append(item)
+    states = store.load_agent_states()
+    agent_names = list(config.agents) if config else []
+    agent_names += [n for n in states if n not in agent_names]
+    agents = []
+    for name in agent_names:
+        s = states.get(name)
+        agents.append(
+            {
+                "name": name,
+                "state": s["state"] if s else "offline",
+                "reason": s["reason"] if s else "",
+                "since": s["state_since"] if s else None,
+                "call_id": s["call_id"] if s else None,
+                "missed_offers": s["missed_offers"] if s else 0,
+            }
+        )
+    return {"at": now, "queues": queues, "agents": agents}
+
+
+def masked_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A stored call as shown to people: card and account numbers masked everywhere in it."""
+    out = dict(call)
+    out["turns"] = [{**t, "text": mask_sensitive(t["text"])} for t in call.get("turns", [])]
+    out["notes"] = [{**n, "text": mask_sensitive(n["text"])} for n in call.get("notes", [])]
+    out["events"] = [{**e, "data": mask_data(e["data"])} for e in call.get("events", [])]
+    out["context"] = mask_data(call.get("context") or {})
+    out["queue_entries"] = [{**e, "context": mask_data(e.get("context") or {})} for e in call.get("queue_entries", [])]
+    return out
+
+
+def can_see_call(user: User, call: dict[str, Any]) -> bool:
+    """Supervisors see every call; an agent only calls offered to or taken by them."""
+    if user.at_least("supervisor"):
+        return True
+    if call.get("agent") == user.name:
+        return True
+    return any(e.get("agent") == user.name for e in call.get("queue_entries", []))
+
+
+def screen_pop(store: Store, agent: str, now: float | None = None) -> dict[str, Any] | None:
+    """The call ringing on, or connected to, ``agent`` with everything the bot learned (masked)."""
+    now = time.time() if now is None else now
+    state = store.load_agent_states().get(agent)
+    if state is None or state["state"] not in ("ringing", "on_call") or not state["call_id"]:
+        return None
+    call = store.get_call(state["call_id"])
+    if call is None:
+        return None
+    entry = call["queue_entries"][-1] if call["queue_entries"] else {}
+    context = {**(entry.get("context") or {}), **(call["context"] or {})}
+    first_enqueued = call["queue_entries"][0]["enqueued_at"] if call["queue_entries"] else now
+    pop = masked_call(call)
+    pop["context"] = mask_data(context)
+    pop["agent_state"] = state["state"]
+    pop["queue"] = entry.get("queue")
+    pop["priority"] = entry.get("priority", 0)
+    pop["wait"] = round((entry.get("answered_at") or now) - first_enqueued, 1)
+    pop["intent"] = context.get("intent") or call["intent"]
+    pop["confidence"] = context.get("confidence")
+    pop["slots"] = mask_data(context.get("slots") or {})
+    return pop

@@ -1,0 +1,108 @@
+"""The OpenAPI 3.1 description of the REST API, served at ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ivr import __version__
+
+
+def _op(summary: str, role: str, *, params: list[dict[str, Any]] | None = None, body: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Needs the {role} role (or higher).",
+        "security": [{"bearer": []}, {"session": []}],
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {}}},
+            "401": {"description": "Not signed in / no valid token"},
+            "403": {"description": "Role too low"},
+        },
+    }
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    return op
+
+
+def _q(name: str, kind: str, text: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
+
+
+def _p(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API description as a JSON-able dict."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ivr console API",
+            "version": __version__,
+            "description": "Calls, transcripts, queues, agents and figures. Card and account numbers are masked. "
+            "Create a token with `ivr users token NAME` and send `Authorization: Bearer <token>`. "
+            "Browser sessions must send X-CSRF-Token on POST/PUT.",
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+            }
+        },
+        "paths": {
+            "/api/calls": {
+                "get": _op(
+                    "Search call records, newest first",
+                    "supervisor",
+                    params=[
+                        _q("q", "string", "text in id, numbers, intent or transcript"),
+                        _q("since", "number", "UNIX seconds"),
+                        _q("until", "number", "UNIX seconds"),
+                        _q("agent", "string", "agent name"),
+                        _q("outcome", "string", "call outcome"),
+                        _q("limit", "integer", "at most 1000"),
+                        _q("offset", "integer", "skip this many"),
+                    ],
+                )
+            },
+            "/api/calls/{call_id}": {
+                "get": _op(
+                    "One call: context, transcript with timestamps, events, notes, queue entries",
+                    "agent",
+                    params=[_p("call_id")],
+                )
+            },
+            "/api/calls/{call_id}/notes": {
+                "post": _op("Add a disposition note {text, disposition}", "agent", params=[_p("call_id")], body=True)
+            },
+            "/api/queues": {"get": _op("Live queues: waiting and connected callers, agent states", "agent")},
+            "/api/agents": {"get": _op("Agent states", "agent")},
+            "/api/agents/{name}/current": {
+                "get": _op(
+                    "The screen pop of the call ringing on or connected to an agent", "agent", params=[_p("name")]
+                )
+            },
+            "/api/agents/{name}/state": {
+                "put": _op(
+                    "Set an agent available, on break (with reason) or offline {state, reason}",
+                    "agent",
+                    params=[_p("name")],
+                    body=True,
+                )
+            },
+            "/api/figures": {
+                "get": _op(
+                    "Figures of a day and the trend of the days before it",
+                    "supervisor",
+                    params=[
+                        _q("day", "string", "YYYY-MM-DD, default today"),
+                        _q("days", "integer", "trend length (1-90)"),
+                    ],
+                )
+            },
+            "/healthz": {
+                "get": {"summary": "Liveness and database check", "responses": {"200": {"description": "OK"}}}
+            },
+        },
+    }

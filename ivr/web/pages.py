@@ -1,0 +1,206 @@
+"""Console pages: login, agent desk, supervisor views, call records, users (HTML, escaped by Jinja)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from ivr.errors import IvrError
+from ivr.queue import Acd
+from ivr.store import Store
+from ivr.web import figures as fig
+from ivr.web.auth import ROLES, add_user, check_login, csrf_token, current_user, login_required
+from ivr.web.charts import bar_chart
+from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+
+bp = Blueprint("console", __name__)
+
+
+def _store() -> Store:
+    return current_app.extensions["ivr.store"]
+
+
+def _acd() -> Acd | None:
+    return current_app.extensions["ivr.acd"]
+
+
+def _settings() -> Any:
+    return current_app.extensions["ivr.config"]
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return ""
+
+
+@bp.route("/")
+def index() -> Response:
+    user = current_user()
+    if user is None:
+        return redirect(url_for("console.login"))
+    return redirect(url_for("console.supervisor" if user.at_least("supervisor") else "console.agent"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = ""
+    if request.method == "POST":
+        user = check_login(_store(), request.form.get("name", ""), request.form.get("password", ""))
+        if user is None:
+            error = "Wrong name or password."
+        else:
+            session.clear()
+            session["user"] = user.name
+            csrf_token()
+            default = url_for("console.supervisor" if user.at_least("supervisor") else "console.agent")
+            return redirect(_safe_next(request.args.get("next")) or default)
+    return render_template("login.html", error=error), (401 if error else 200)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Response:
+    session.clear()
+    return redirect(url_for("console.login"))
+
+
+@bp.route("/agent")
+@login_required("agent")
+def agent() -> str:
+    user = current_user()
+    assert user is not None
+    acd = _acd()
+    return render_template(
+        "agent.html",
+        is_agent=acd is not None and user.name in acd.agent_names(),
+        history=_store().agent_history(user.name, limit=20),
+        **_agent_panel_args(user.name),
+    )
+
+
+def _agent_panel_args(name: str) -> dict[str, Any]:
+    view = queue_view(_store(), _queue_config())
+    me = next((a for a in view["agents"] if a["name"] == name), None)
+    return {"me": me, "pop": screen_pop(_store(), name)}
+
+
+def _queue_config() -> Any:
+    acd = _acd()
+    return acd.config if acd is not None else _settings().queues
+
+
+@bp.route("/agent/panel")
+@login_required("agent")
+def agent_panel() -> str:
+    user = current_user()
+    assert user is not None
+    return render_template("_agent_panel.html", **_agent_panel_args(user.name))
+
+
+@bp.route("/agent/state", methods=["POST"])
+@login_required("agent")
+def agent_state() -> Any:
+    user = current_user()
+    assert user is not None
+    acd = _acd()
+    if acd is None:
+        abort(503, "agent states can only be changed where the queues run (ivr serve)")
+    try:
+        acd.set_agent_state(user.name, request.form.get("state", ""), request.form.get("reason", "")[:200])
+    except IvrError as exc:
+        flash(str(exc))
+    if request.headers.get("X-Requested-With") == "fetch":
+        return render_template("_agent_panel.html", **_agent_panel_args(user.name))
+    return redirect(url_for("console.agent"))
+
+
+@bp.route("/agent/note", methods=["POST"])
+@login_required("agent")
+def agent_note() -> Any:
+    user = current_user()
+    assert user is not None
+    call = _store().get_call(request.form.get("call_id", ""))
+    if call is None or not can_see_call(user, call):
+        abort(404)
+    text = request.form.get("text", "").strip()[:4000]
+    if text or request.form.get("disposition"):
+        _store().add_note(call["id"], user.name, time.time(), text, request.form.get("disposition", "")[:64])
+    if request.headers.get("X-Requested-With") == "fetch":
+        return render_template("_agent_panel.html", **_agent_panel_args(user.name))
+    return redirect(url_for("console.agent"))
+
+
+@bp.route("/supervisor")
+@login_required("supervisor")
+def supervisor() -> str:
+    return render_template("supervisor.html", **_live_args(), **_figures_args())
+
+
+def _live_args() -> dict[str, Any]:
+    return {"view": queue_view(_store(), _queue_config())}
+
+
+def _figures_args() -> dict[str, Any]:
+    settings = _settings()
+    today = dt.date.today()
+    since, until = fig.day_bounds(today)
+    figures = fig.figures(_store(), since, until, settings.service_level_seconds)
+    trend = fig.daily_trend(_store(), settings.trend_days, today, settings.service_level_seconds)
+    charts = [
+        bar_chart("Calls per hour today", fig.hourly_calls(_store(), today)),
+        bar_chart("Calls per day", [(d["day"][5:], float(d["calls"])) for d in trend]),
+        bar_chart("Containment per day", [(d["day"][5:], d["containment"]) for d in trend], unit="%"),
+        bar_chart("Abandonment per day", [(d["day"][5:], d["abandonment"]) for d in trend], unit="%"),
+        bar_chart("Average wait per day (s)", [(d["day"][5:], d["wait_average"]) for d in trend], unit="s"),
+        bar_chart("Service level per day", [(d["day"][5:], d["service_level"]) for d in trend], unit="%"),
+    ]
+    return {"figures": figures, "charts": charts}
+
+
+@bp.route("/supervisor/live")
+@login_required("supervisor")
+def supervisor_live() -> str:
+    return render_template("_live.html", **_live_args())
+
+
+@bp.route("/supervisor/figures")
+@login_required("supervisor")
+def supervisor_figures() -> str:
+    return render_template("_figures.html", **_figures_args())
+
+
+@bp.route("/calls")
+@login_required("supervisor")
+def calls() -> str:
+    q = request.args.get("q", "").strip()[:200]
+    page = max(0, request.args.get("page", 0, type=int))
+    rows = _store().list_calls(search=q or None, limit=50, offset=page * 50)
+    return render_template("calls.html", calls=rows, q=q, page=page)
+
+
+@bp.route("/calls/<call_id>")
+@login_required("agent")
+def call_detail(call_id: str) -> str:
+    user = current_user()
+    assert user is not None
+    call = _store().get_call(call_id)
+    if call is None or not can_see_call(user, call):
+        abort(404)
+    return render_template("call.html", call=masked_call(call))
+
+
+@bp.route("/admin/users", methods=["GET", "POST"])
+@login_required("admin")
+def users() -> Any:
+    if request.method == "POST":
+        try:
+            add_user(_store(), request.form.get("name", ""), request.form.get("password", ""), request.form["role"])
+            flash(f"user {request.form.get('name')} saved")
+        except (IvrError, KeyError) as exc:
+            flash(f"not saved: {exc}")
+        return redirect(url_for("console.users"))
+    return render_template("users.html", users=_store().list_users(), roles=ROLES)
