@@ -1,0 +1,123 @@
+"""The agent console in a real headless Chromium: sign in, change state, screen pop without reload."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
+
+from ivr.queue import Acd, parse_queues
+from ivr.queue.testing import FakeClock, FakeConnector
+from ivr.store import open_store
+from ivr.web import create_app
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+QUEUES = """
+agents:
+  ann: {uri: "sip:ann@127.0.0.1"}
+queues:
+  support: {ring_timeout: 60, wrap_up: 0}
+"""
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    store = open_store(tmp_path / "ivr.db")
+    store.add_user("ann", generate_password_hash("ann-password", "pbkdf2:sha256:1000"), "agent", 0.0)
+    connector = FakeConnector()
+    acd = Acd(parse_queues(QUEUES), connector, store, FakeClock(time.time()))
+    app = create_app(store, acd, {"secret_key": "browser-test", "live_poll_interval": 0.2})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_port}", "store": store, "acd": acd, "connector": connector}
+    server.shutdown()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("needs Debian chromium and chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> float:
+    """Seconds until ``condition()`` is truthy (fails after ``timeout``)."""
+    started = time.monotonic()
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except Exception:  # element not there yet / replaced while reading
+            pass
+        if time.monotonic() - started > timeout:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_agent_signs_in_gets_a_screen_pop_and_changes_state(console: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    store, acd, connector = console["store"], console["acd"], console["connector"]
+    browser.get(console["url"] + "/agent")
+    assert "/login" in browser.current_url  # no caller data without signing in
+    browser.find_element(By.ID, "name").send_keys("ann")
+    browser.find_element(By.ID, "password").send_keys("ann-password")
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: browser.find_element(By.ID, "agent-state").text == "offline")
+
+    browser.execute_script("window.__same_page = true;")  # gone if anything reloads the page
+    browser.find_element(By.ID, "go-available").click()
+    wait_for(lambda: browser.find_element(By.ID, "agent-state").text == "available")
+    assert acd.snapshot()["agents"]["ann"]["state"] == "available"
+    wait_for(lambda: "live" in browser.find_element(By.TAG_NAME, "body").get_attribute("class"))
+
+    now = time.time()
+    store.start_call("call-1", "+15550142", "100", "support", now - 40)
+    store.add_turn("call-1", now - 30, "bot", "Thanks for calling Acme. How can I help?")
+    said = 'my card 4111 1111 1111 1234 was charged twice <img src=x onerror="window.__xss=1">'
+    store.add_turn("call-1", now - 25, "caller", said, intent="billing_dispute", confidence=0.91)
+    store.set_context("call-1", {"intent": "billing_dispute", "confidence": 0.91, "slots": {"amount": "42"}})
+    acd.enqueue("call-1", "support", priority=3)
+    latency = wait_for(lambda: browser.find_element(By.ID, "pop-intent").text == "billing_dispute")
+    pop = browser.find_element(By.ID, "pop").text
+    assert "Incoming call" in pop and "+15550142" in pop
+    assert "was charged twice" in pop and "**** **** **** 1234" in pop and "4111" not in pop
+    assert '<img src=x onerror="window.__xss=1">' in pop  # shown as text, never run
+    assert browser.execute_script("return window.__xss") is None
+    assert browser.execute_script("return window.__same_page") is True
+    assert latency < 2.0, f"screen pop took {latency:.2f}s"
+
+    connector.answer("ann")
+    wait_for(lambda: "On call" in browser.find_element(By.ID, "pop-title").text)
+    acd.call_finished("call-1")
+    wait_for(lambda: browser.find_element(By.ID, "no-call").is_displayed())
+
+    browser.find_element(By.NAME, "reason").send_keys("lunch")
+    browser.find_element(By.ID, "go-break").click()
+    wait_for(lambda: browser.find_element(By.ID, "agent-state").text == "break")
+    assert browser.find_element(By.ID, "agent-reason").text == "lunch"
+    assert acd.snapshot()["agents"]["ann"]["reason"] == "lunch"
+    assert browser.execute_script("return window.__same_page") is True
