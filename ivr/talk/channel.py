@@ -128,7 +128,7 @@ class LocalAudioChannel:
                 device=self.output_device.index,
                 channels=1,
                 dtype="int16",
-                latency="low",
+                latency="high",
                 callback=self._on_output,
             )
             self._input_stream = sd.RawInputStream(
@@ -137,7 +137,7 @@ class LocalAudioChannel:
                 device=self.input_device.index,
                 channels=1,
                 dtype="int16",
-                latency="low",
+                latency="high",
                 callback=self._on_input,
                 finished_callback=self._on_input_finished,
             )
