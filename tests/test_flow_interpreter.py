@@ -395,3 +395,14 @@ def test_error_without_fallback_queue_hangs_up(tmp_path: Path) -> None:
     out = interp.start()
     assert out[-1] == Hangup("error") and interp.outcome == "error"
     assert interp.handle(events.NoInput()) == []
+
+
+def test_demo_flow_with_the_real_intent_classifier() -> None:
+    pytest.importorskip("ivr.nlu.intents", reason="the intent classifier is not installed")
+    flow = load_flow(ROOT / "flows" / "hotline.yaml")  # the project's classifier, built from the examples
+    c = ScriptedCall(flow, http=found)
+    c.say("I want to find out where my package is")
+    assert c.said()[-1].startswith("Sure. Please say or key in your order number")
+    c2 = ScriptedCall(flow)
+    c2.say("I need to speak with a representative please")
+    assert c2.transfer is not None and c2.transfer.queue == "support"
