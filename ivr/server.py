@@ -36,6 +36,7 @@ class ServerConfig:
     session: SessionConfig = field(default_factory=SessionConfig)
     reload_interval: float = 1.0
     variables: dict[str, Any] = field(default_factory=dict)
+    secret_key: str | None = None
 
 
 class IvrServer:
@@ -48,6 +49,7 @@ class IvrServer:
         self.services: dict[str, SpeechServices] = {}
         self.store: Any = None
         self.web: Any = None
+        self.web_port = config.web_port
         self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
@@ -61,12 +63,12 @@ class IvrServer:
         from ivr.store import open_store
 
         self.store = open_store(self.config.database)
-        for engine in sorted({engine_for_language(flow.language) for flow in self.flows.flows()}):
+        for engine in sorted({engine_for_language(flow.language) for flow in self._all_flows()}):
             self.services[engine] = self._load_services(engine)
         self._start_web()
         self.sip.start()
         self._reloader.start()
-        log.info("ivr serving %d flow(s) on sip:%s:%d, web http://%s:%d", len(self.flows.flows()),
+        log.info("ivr serving %d flow(s) on sip:%s:%d, web http://%s:%d", len(self.flows.names()),
                  self.config.sip.host, self.sip.port, self.config.web_host, self.config.web_port)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
@@ -82,14 +84,14 @@ class IvrServer:
 
     def route(self, called: str) -> bool:
         """Whether a dialled number reaches a flow (the default flow catches everything else)."""
-        return self.flows.route(called) is not None
+        return bool(self.flows.names())
+
+    def _all_flows(self) -> list[Any]:
+        return [self.flows.get(name) for name in self.flows.names()]
 
     def handle_call(self, channel: SipChannel) -> None:
         """Run one answered call to its end (on the SIP server's worker thread for this call)."""
         flow = self.flows.route(channel.called)
-        if flow is None:
-            channel.hangup()
-            return
         runtime = FlowRuntime(flow)
         engine = runtime.default_engine()
         services = self.services.get(engine) or self._load_services(engine)
@@ -119,13 +121,21 @@ class IvrServer:
     # ---------------------------------------------------------------------- web
 
     def _start_web(self) -> None:
-        from ivr.web.serve import start_web
+        from flask import Response
+        from werkzeug.serving import make_server
 
-        self.web = start_web(self, self.config.web_host, self.config.web_port)
+        from ivr.web.app import create_app
+
+        app = create_app(self.store, None, {"secret_key": self.config.secret_key})
+        app.add_url_rule("/metrics", "metrics",
+                         lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
+        self.web = make_server(self.config.web_host, self.config.web_port, app, threaded=True)
+        self.web_port = self.web.server_port
+        threading.Thread(target=self.web.serve_forever, name="ivr-web", daemon=True).start()
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` reports."""
-        return {"status": "ok", "active_calls": self._active, "flows": [f.name for f in self.flows.flows()],
+        return {"status": "ok", "active_calls": self._active, "flows": self.flows.names(),
                 "engines": sorted(self.services)}
 
     # ------------------------------------------------------------------ reload

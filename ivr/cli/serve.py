@@ -1,0 +1,56 @@
+"""``ivr serve``: answer SIP calls with the flows in a folder; web console, API and metrics alongside."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from ivr.session import SessionConfig
+
+
+@click.command()
+@click.option("--flows", "flows_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("flows"),
+              show_default=True, help="Folder of flow YAML files (hot-reloaded).")
+@click.option("--sip-host", default="0.0.0.0", show_default=True, help="Address to listen on for SIP.")
+@click.option("--sip-port", default=5060, show_default=True, help="SIP port.")
+@click.option("--transport", default="udp,tcp", show_default=True, help="SIP transports: udp, tcp or both.")
+@click.option("--web-host", default="127.0.0.1", show_default=True, help="Address of the web console.")
+@click.option("--web-port", default=8080, show_default=True, help="Port of the web console, API and /metrics.")
+@click.option("--max-calls", default=30, show_default=True, help="Concurrent calls; more get 503.")
+@click.option("--allow-from", multiple=True, help="Source address or network allowed to call (repeatable).")
+@click.option("--database", default="var/ivr.db", show_default=True, help="SQLite path or database URL.")
+@click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
+@click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
+def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
+          max_calls: int, allow_from: tuple[str, ...], database: str, fallback_queue: str,
+          variables: tuple[str, ...], grace: float) -> None:
+    """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
+    from ivr.server import IvrServer, ServerConfig
+    from ivr.sip.config import SipConfig
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    extra = {}
+    for item in variables:
+        name, _, value = item.partition("=")
+        if not name or not _:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--var")
+        extra[name] = value
+    sip = SipConfig(host=sip_host, port=sip_port, transports=tuple(t.strip() for t in transport.split(",") if t),
+                    max_calls=max_calls, allow_from=allow_from)
+    config = ServerConfig(flows_dir=flows_dir, sip=sip, web_host=web_host, web_port=web_port, database=database,
+                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
+    server = IvrServer(config)
+    server.start()
+    click.echo(f"ivr: serving {', '.join(server.flows.names())} on sip:{sip_host}:{server.sip.port} "
+               f"({transport}); console http://{web_host}:{server.web_port}/  (Ctrl-C stops)")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    click.echo(f"ivr: stopping; letting current calls finish (up to {grace:.0f} s)")
+    server.stop(grace)
