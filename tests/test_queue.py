@@ -268,3 +268,12 @@ def test_config_errors_have_positions(tmp_path: Path) -> None:
 def test_shipped_example_config_loads() -> None:
     config = load_queues(ROOT / "config" / "queues.yaml")
     assert set(config.queues) == {"support", "orders", "spanish"}
+
+
+def test_queue_benchmark_runs_small(tmp_path: Path) -> None:
+    from ivr.queue.bench import bench_queue_view_api, bench_transfer_to_offer
+
+    offer = bench_transfer_to_offer(open_store(tmp_path / "a.db"), callers=10, queues=2)
+    assert offer["callers"] == 10 and offer["median_ms"] > 0
+    view = bench_queue_view_api(open_store(tmp_path / "b.db"), stored_calls=300, requests=3)
+    assert view["stored_calls"] == 350 and view["waiting"] == 50
