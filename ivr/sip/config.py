@@ -1,0 +1,117 @@
+"""Settings of the SIP edge: where to listen, who may call, how many calls, optional registration."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ivr.errors import SipError
+
+# pjsua2 wheels are built with PJSUA_MAX_CALLS = 32; one slot stays free so an extra INVITE can still
+# be answered with 503 by us rather than a bare 486 from the library.
+PJSUA_MAX_CALLS = 32
+MAX_CALLS_LIMIT = PJSUA_MAX_CALLS - 1
+
+SUPPORTED_TRANSPORTS = ("udp", "tcp")
+SUPPORTED_CODECS = ("PCMU/8000", "PCMA/8000", "G722/16000")
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """Register the server's address with a registrar or PBX, answering its digest challenge."""
+
+    registrar: str
+    """Registrar URI, e.g. ``sip:pbx.example.com:5060``."""
+    username: str
+    password: str
+    realm: str = "*"
+    """Digest realm to answer; ``*`` answers any realm."""
+    id_uri: str = ""
+    """Address of record; defaults to ``sip:USERNAME@REGISTRAR-HOST``."""
+    expires: int = 300
+
+    def address_of_record(self) -> str:
+        """The AOR registered (``id_uri`` or one derived from the registrar and username)."""
+        if self.id_uri:
+            return self.id_uri
+        host = self.registrar.split(":", 1)[1] if ":" in self.registrar else self.registrar
+        host = host.split(";", 1)[0]
+        return f"sip:{self.username}@{host}"
+
+
+@dataclass
+class SipConfig:
+    """How the SIP server listens and which calls it takes.
+
+    ``max_calls``, ``allow_from`` and ``ring_seconds`` are read for every new call, so they can be
+    changed on a running server.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5060
+    transports: tuple[str, ...] = ("udp",)
+    max_calls: int = 20
+    """Concurrent calls (ringing or answered); more get 503 Service Unavailable."""
+    allow_from: tuple[str, ...] = ()
+    """Source addresses or networks (``10.0.0.0/8``) allowed to call; empty allows everyone. Others: 403."""
+    registration: RegistrationConfig | None = None
+    ring_seconds: float = 0.0
+    """Send 180 Ringing and wait this long before answering (0 answers at once)."""
+    rtp_port: int = 0
+    """First RTP port (0 lets the OS choose free ports)."""
+    rtp_port_range: int = 0
+    public_address: str = ""
+    """Address to put in Contact/SDP when behind NAT (default: ``host``)."""
+    user_agent: str = "ivr"
+    log_level: int = 1
+    """pjsip log verbosity (0-6) forwarded to the ``ivr.sip.pjsip`` logger."""
+    transfer_timeout: float = 5.0
+    """Seconds to wait for the peer to accept a REFER."""
+
+    def check(self) -> None:
+        """Raise SipError listing every problem with these settings."""
+        problems: list[str] = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port {self.port} is out of range; use 1-65535 (or 0 for any free port)")
+        if not self.transports:
+            problems.append("no transport given; use udp, tcp or both")
+        for t in self.transports:
+            if t not in SUPPORTED_TRANSPORTS:
+                problems.append(f"transport {t!r} is not supported; use one of {', '.join(SUPPORTED_TRANSPORTS)}")
+        if not 1 <= self.max_calls <= MAX_CALLS_LIMIT:
+            problems.append(
+                f"max_calls {self.max_calls} is out of range; pjsua2 handles 1-{MAX_CALLS_LIMIT} calls per process"
+            )
+        for entry in self.allow_from:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                problems.append(f"allow_from entry {entry!r} is not an IP address or network like 10.0.0.0/8")
+        if self.ring_seconds < 0:
+            problems.append("ring_seconds must be 0 or more")
+        if self.registration is not None and not self.registration.registrar.startswith(("sip:", "sips:")):
+            problems.append(f"registrar {self.registration.registrar!r} must be a SIP URI like sip:pbx.example.com")
+        if problems:
+            raise SipError("invalid SIP settings:\n  " + "\n  ".join(problems))
+
+    def is_allowed(self, source: str) -> bool:
+        """True if a request from ``source`` (``ip``, ``ip:port`` or ``[v6]:port``) may place a call."""
+        if not self.allow_from:
+            return True
+        ip = parse_source_ip(source)
+        if ip is None:
+            return False
+        return any(ip in ipaddress.ip_network(entry, strict=False) for entry in self.allow_from)
+
+
+def parse_source_ip(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP part of ``ip``, ``ip:port`` or ``[v6]:port``; None if it cannot be parsed."""
+    text = source.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None

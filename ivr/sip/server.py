@@ -1,0 +1,608 @@
+"""``SipServer``: a pjsua2 user agent that answers calls and hands each one to ``on_call`` as a SipChannel.
+
+Thread model (kept deliberately simple):
+
+- **SIP thread** (``ivr-sip``): creates the pjsua2 Endpoint and is the only thread that calls pjsua2.
+  It runs with ``threadCnt = 0`` and polls ``libHandleEvents``, so every SIP callback (incoming call,
+  call state, transfer status, registration) also runs here. Other threads ask it to act (hang up,
+  transfer) through a command queue; nothing else ever needs ``libRegisterThread``.
+- **pjmedia threads** (created by pjlib): the conference clock calls each call's ``CallAudioPort`` every
+  20 ms, and RFC 4733 digits arrive on the media worker. Both only touch the channel's buffers.
+- **call workers** (``ivr-call-N``): one Python thread per answered call runs ``on_call(channel)``; when it
+  returns the call is hung up if still connected. Blocking there is fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import pjsua2 as pj
+
+from ivr.errors import SipError
+from ivr.sip.channel import SipChannel
+from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
+from ivr.sip.media import CallAudioPort
+from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_user
+
+log = logging.getLogger("ivr.sip")
+pjsip_log = logging.getLogger("ivr.sip.pjsip")
+
+OnCall = Callable[[SipChannel], None]
+Route = Callable[[str], bool]
+
+# Codec priorities: wideband first so a caller offering G.722 gets it; everything else is disabled so an
+# offer with only, say, speex or G.729 is refused with 488.
+CODEC_PRIORITIES = {"G722/16000/1": 130, "PCMU/8000/1": 129, "PCMA/8000/1": 128}
+
+OUTCOMES = (
+    "completed",
+    "transferred",
+    "cancelled",
+    "failed",
+    "rejected_capacity",
+    "rejected_forbidden",
+    "rejected_unrouted",
+    "rejected_shutdown",
+)
+"""Every outcome counted in ``SipStats.outcomes``."""
+
+
+@dataclass
+class SipStats:
+    """Counters for metrics; written on the SIP thread, safe to read from anywhere."""
+
+    active_calls: int = 0
+    """Calls ringing or answered right now."""
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """Finished or rejected calls by outcome (see OUTCOMES)."""
+    setup_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    """Time from receiving an INVITE to sending 200 OK, for recent answered calls."""
+
+
+@dataclass
+class _CallEntry:
+    call: _ServerCall
+    sip_call_id: str
+    caller: str
+    called: str
+    remote: str
+    headers: dict[str, str]
+    received_at: float
+    answered: bool = False
+    confirmed: bool = False
+    counted: bool = False
+    local_hangup: bool = False
+    outcome: str = ""
+    channel: SipChannel | None = None
+    port: CallAudioPort | None = None
+    worker: threading.Thread | None = None
+    transfer_future: Future[bool] | None = None
+    transfer_accepted: bool = False
+
+
+class _LogWriter(pj.LogWriter):
+    """Forwards pjsip's log to Python logging (called from any pjlib thread; never blocks)."""
+
+    def write(self, entry: pj.LogEntry) -> None:
+        level = logging.ERROR if entry.level <= 1 else logging.WARNING if entry.level == 2 else logging.DEBUG
+        pjsip_log.log(level, "%s", entry.msg.rstrip())
+
+
+class _ServerAccount(pj.Account):
+    def __init__(self, server: SipServer) -> None:
+        super().__init__()
+        self.server = server
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        self.server._guard(self.server._on_incoming, self, prm)
+
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        self.server._guard(self.server._on_reg_state, prm)
+
+
+class _ServerCall(pj.Call):
+    def __init__(self, server: SipServer, account: pj.Account, call_id: int) -> None:
+        super().__init__(account, call_id)
+        self.server = server
+        self.entry: _CallEntry | None = None
+
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        self.server._guard(self.server._on_call_state, self)
+
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        self.server._guard(self.server._on_media_state, self)
+
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        # RFC 4733 digits arrive on a media thread, SIP INFO digits on the SIP thread: only buffer them.
+        entry = self.entry
+        if entry is not None and entry.channel is not None:
+            entry.channel.push_dtmf(str(prm.digit))
+
+    def onCallTransferStatus(self, prm: pj.OnCallTransferStatusParam) -> None:
+        self.server._guard(self.server._on_transfer_status, self, prm)
+
+
+class SipServer:
+    """Listens for SIP calls, answers the ones it may take and runs ``on_call(channel)`` for each.
+
+    ``route(called_user)`` (optional) decides whether a dialled user exists (False → 404). Rejections:
+    403 for sources outside ``allow_from``, 503 beyond ``max_calls`` or while stopping, 488 (by pjsua)
+    for offers without PCMU, PCMA or G.722. OPTIONS are answered by pjsua.
+    """
+
+    def __init__(self, config: SipConfig, on_call: OnCall | None = None, route: Route | None = None) -> None:
+        config.check()
+        self.config = config
+        self.on_call = on_call
+        self.route = route
+        self.stats = SipStats()
+        self.on_outcome: Callable[[str], None] | None = None
+        """Called (on the SIP thread) with each call's outcome; keep it quick."""
+        self.port = config.port
+        """The SIP port actually bound (differs from config.port when that is 0)."""
+        self.registration_status: tuple[int, str] = (0, "")
+        self._registered = threading.Event()
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._entries: dict[int, _CallEntry] = {}
+        self._by_channel: dict[int, _CallEntry] = {}
+        self._graveyard: list[tuple[float, object]] = []
+        self._workers: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._quit = threading.Event()
+        self._stopping = False
+        self._ep: pj.Endpoint | None = None
+        self._account: _ServerAccount | None = None
+        self._log_writer: _LogWriter | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Bind the transports and start taking calls; raises SipError if the stack cannot start."""
+        if self._thread is not None:
+            raise SipError("the SIP server is already running; stop() it before starting again")
+        self._thread = threading.Thread(target=self._run, name="ivr-sip", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise SipError(f"the SIP stack did not start within {timeout:.0f} s; check the logs (-vv)")
+        if self._start_error is not None:
+            self._thread.join(5)
+            self._thread = None
+            raise SipError(f"cannot start SIP on {self.config.host}:{self.config.port}: {self._start_error}")
+
+    def stop(self, grace_seconds: float = 0.0) -> None:
+        """Refuse new calls (503), let current calls run up to ``grace_seconds``, then hang up and shut down."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        deadline = time.monotonic() + grace_seconds
+        while self.stats.active_calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._quit.set()
+        self._thread.join(15)
+        self._thread = None
+        for worker in self._workers:
+            worker.join(2)
+        self._workers = [w for w in self._workers if w.is_alive()]
+
+    def __enter__(self) -> SipServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def registered(self) -> bool:
+        """True while the registrar has accepted our registration."""
+        return self._registered.is_set()
+
+    def wait_registered(self, timeout: float) -> bool:
+        """Block until registered (True) or ``timeout`` seconds passed (False)."""
+        return self._registered.wait(timeout)
+
+    def call_threads(self) -> list[threading.Thread]:
+        """Call worker threads still running (for leak checks)."""
+        return [w for w in self._workers if w.is_alive()]
+
+    # -- requests from other threads (CallControl) -------------------------------------------------------------
+
+    def request_hangup(self, channel: SipChannel) -> None:
+        """End the call behind ``channel`` (runs on the SIP thread)."""
+        self._commands.put(lambda: self._hangup_channel(channel))
+
+    def request_transfer(self, channel: SipChannel, target: str, headers: dict[str, str]) -> Future[bool]:
+        """Blind-transfer the call behind ``channel``; the future resolves when the peer answers the REFER."""
+        future: Future[bool] = Future()
+        if self._thread is None:
+            future.set_result(False)
+            return future
+        self._commands.put(lambda: self._start_transfer(channel, target, headers, future))
+        return future
+
+    # -- SIP thread --------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._init_stack()
+        except Exception as exc:
+            self._start_error = exc
+            self._teardown_stack()
+            self._ready.set()
+            return
+        self._ready.set()
+        ep = self._ep
+        assert ep is not None
+        try:
+            while not self._quit.is_set():
+                self._drain_commands()
+                ep.libHandleEvents(5)
+                self._fire_timers()
+                self._bury()
+        finally:
+            self._shutdown_calls()
+            self._teardown_stack()
+
+    def _init_stack(self) -> None:
+        cfg = self.config
+        ep = pj.Endpoint()
+        self._ep = ep
+        ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ep_cfg.uaConfig.threadCnt = 0
+        ep_cfg.uaConfig.mainThreadOnly = False
+        ep_cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
+        ep_cfg.uaConfig.userAgent = cfg.user_agent
+        ep_cfg.medConfig.noVad = True  # continuous RTP: no silence suppression
+        ep_cfg.medConfig.ecTailLen = 0
+        ep_cfg.medConfig.clockRate = 16000
+        ep_cfg.medConfig.sndClockRate = 16000
+        ep_cfg.medConfig.maxMediaPorts = 2 * PJSUA_MAX_CALLS + 8  # a stream port and our port per call
+        ep_cfg.medConfig.audioFramePtime = 20
+        ep_cfg.medConfig.ptime = 20
+        self._log_writer = _LogWriter()
+        ep_cfg.logConfig.writer = self._log_writer
+        ep_cfg.logConfig.level = cfg.log_level
+        ep_cfg.logConfig.consoleLevel = cfg.log_level
+        ep_cfg.logConfig.msgLogging = cfg.log_level >= 4
+        ep.libInit(ep_cfg)
+        ep.audDevManager().setNullDev()
+        for codec in ep.codecEnum2():
+            ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(codec.codecId, 0))
+
+        transport_ids = []
+        port = cfg.port
+        for name in cfg.transports:
+            tcfg = pj.TransportConfig()
+            tcfg.port = port
+            tcfg.boundAddress = cfg.host
+            if cfg.public_address:
+                tcfg.publicAddress = cfg.public_address
+            kind = pj.PJSIP_TRANSPORT_UDP if name == "udp" else pj.PJSIP_TRANSPORT_TCP
+            tid = ep.transportCreate(kind, tcfg)
+            transport_ids.append(tid)
+            if port == 0:  # later transports share the port the OS gave the first one
+                port = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
+        self.port = port
+        ep.libStart()
+
+        acfg = pj.AccountConfig()
+        host = cfg.public_address or cfg.host
+        reg = cfg.registration
+        acfg.idUri = reg.address_of_record() if reg else f"sip:ivr@{host}:{port}"
+        if reg is not None:
+            acfg.regConfig.registrarUri = reg.registrar
+            acfg.regConfig.timeoutSec = reg.expires
+            acfg.regConfig.registerOnAdd = True
+            acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.username, 0, reg.password))
+        acfg.mediaConfig.transportConfig.port = cfg.rtp_port
+        acfg.mediaConfig.transportConfig.portRange = cfg.rtp_port_range
+        acfg.mediaConfig.transportConfig.boundAddress = cfg.host
+        if cfg.public_address:
+            acfg.mediaConfig.transportConfig.publicAddress = cfg.public_address
+        self._account = _ServerAccount(self)
+        self._account.create(acfg, True)
+        log.info("SIP listening on %s:%d (%s)", cfg.host, port, ",".join(cfg.transports))
+
+    def _teardown_stack(self) -> None:
+        # Every Call and port object must be gone before libDestroy.
+        self._timers.clear()
+        self._graveyard.clear()
+        self._entries.clear()
+        self._by_channel.clear()
+        if self._account is not None:
+            with contextlib.suppress(pj.Error):
+                self._account.shutdown()
+            self._account = None
+        if self._ep is not None:
+            try:
+                self._ep.libDestroy()
+            except pj.Error as exc:
+                log.warning("pjsua2 shutdown: %s", exc.info())
+            self._ep = None
+
+    def _shutdown_calls(self) -> None:
+        ep = self._ep
+        if ep is None:
+            return
+        if self._entries:
+            ep.hangupAllCalls()
+            deadline = time.monotonic() + 3.0
+            while self._entries and time.monotonic() < deadline:
+                ep.libHandleEvents(10)
+                self._drain_commands()
+            for entry in list(self._entries.values()):  # calls the peer never confirmed ending
+                self._finish(entry, by_caller=False)
+        self._drain_commands()
+        self._graveyard.clear()
+
+    def _guard(self, fn: Callable[..., None], *args: object) -> None:
+        # A Python exception must not unwind into pjsua2's C++ callback machinery.
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("error in SIP callback %s", getattr(fn, "__name__", fn))
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._guard(command)
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, fn = heapq.heappop(self._timers)
+            self._guard(fn)
+
+    def _bury(self) -> None:
+        # pjsua2 objects are released here, a little after their call ended, never inside their callbacks.
+        if self._graveyard:
+            now = time.monotonic()
+            self._graveyard = [(t, obj) for t, obj in self._graveyard if t > now]
+
+    # -- callbacks (SIP thread) -------------------------------------------------------------------------
+
+    def _on_incoming(self, account: pj.Account, prm: pj.OnIncomingCallParam) -> None:
+        started = time.monotonic()
+        call = _ServerCall(self, account, prm.callId)
+        info = call.getInfo()
+        message = prm.rdata.wholeMsg
+        called = uri_user(request_uri(message)) or uri_user(info.localUri)
+        entry = _CallEntry(
+            call=call,
+            sip_call_id=info.callIdString,
+            caller=uri_user(info.remoteUri),
+            called=called,
+            remote=prm.rdata.srcAddress,
+            headers=extension_headers(message),
+            received_at=started,
+        )
+        call.entry = entry
+        self._entries[info.id] = entry
+        self.stats.active_calls += 1
+
+        reject = 0
+        if self._stopping:
+            reject, entry.outcome = 503, "rejected_shutdown"
+        elif not self.config.is_allowed(entry.remote):
+            reject, entry.outcome = 403, "rejected_forbidden"
+        elif self.stats.active_calls > self.config.max_calls:
+            reject, entry.outcome = 503, "rejected_capacity"
+        elif self.route is not None and not self.route(called):
+            reject, entry.outcome = 404, "rejected_unrouted"
+        if reject:
+            log.info("rejecting call %s from %s to %r: %d %s", entry.sip_call_id, entry.remote, called,
+                     reject, entry.outcome)
+            self._reply(call, reject)
+            return
+        log.info("incoming call %s from %s (%s) to %r", entry.sip_call_id, entry.caller, entry.remote, called)
+        if self.config.ring_seconds > 0:
+            self._reply(call, 180)
+            self._later(self.config.ring_seconds, lambda: self._answer(entry))
+        else:
+            self._answer(entry)
+
+    def _reply(self, call: pj.Call, code: int) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        if code >= 300:
+            call.hangup(prm)
+        else:
+            call.answer(prm)
+
+    def _answer(self, entry: _CallEntry) -> None:
+        if entry.counted or entry.call.entry is None:  # cancelled while ringing
+            return
+        self._reply(entry.call, 200)
+        entry.answered = True
+        self.stats.setup_ms.append((time.monotonic() - entry.received_at) * 1000.0)
+
+    def _on_call_state(self, call: _ServerCall) -> None:
+        entry = call.entry
+        if entry is None:
+            return
+        info = call.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if not entry.outcome:
+                if not entry.answered:
+                    entry.outcome = "cancelled" if info.lastStatusCode in (487, 0) else "failed"
+                elif entry.transfer_accepted:
+                    entry.outcome = "transferred"
+                elif entry.channel is None:
+                    entry.outcome = "failed"
+                else:
+                    entry.outcome = "completed"
+            self._finish(entry, by_caller=not entry.local_hangup)
+        elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and not entry.confirmed:
+            entry.confirmed = True
+            self._maybe_start_worker(entry)
+
+    def _finish(self, entry: _CallEntry, by_caller: bool) -> None:
+        if entry.counted:
+            return
+        entry.counted = True
+        entry.call.entry = None
+        self._entries = {k: v for k, v in self._entries.items() if v is not entry}
+        if entry.channel is not None:
+            self._by_channel.pop(id(entry.channel), None)
+            entry.channel.mark_ended(by_caller=by_caller)
+        if entry.transfer_future is not None and not entry.transfer_future.done():
+            entry.transfer_future.set_result(False)
+        outcome = entry.outcome or "failed"
+        self.stats.active_calls -= 1
+        self.stats.outcomes[outcome] += 1
+        log.info("call %s ended: %s", entry.sip_call_id, outcome)
+        if self.on_outcome is not None:
+            self._guard(self.on_outcome, outcome)
+        self._graveyard.append((time.monotonic() + 0.5, (entry.port, entry.call)))
+        entry.port = None
+
+    def _on_media_state(self, call: _ServerCall) -> None:
+        entry = call.entry
+        if entry is None:
+            return
+        info = call.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status not in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE,
+                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+            ):
+                continue
+            audio = call.getAudioMedia(index)
+            if entry.port is None:
+                stream = call.getStreamInfo(index)
+                rate = 16000 if stream.codecClockRate >= 16000 else 8000
+                codec = f"{stream.codecName}/{stream.codecClockRate}"
+                entry.channel = SipChannel(
+                    self,
+                    call_id=entry.sip_call_id,
+                    caller=entry.caller,
+                    called=entry.called,
+                    sample_rate=rate,
+                    codec=codec,
+                    remote=entry.remote,
+                    headers=entry.headers,
+                    transfer_timeout=self.config.transfer_timeout,
+                )
+                self._by_channel[id(entry.channel)] = entry
+                entry.port = CallAudioPort(entry.channel, rate)
+                entry.port.create(f"ivr-{info.id}")
+                log.info("call %s media up: %s", entry.sip_call_id, codec)
+                self._maybe_start_worker(entry)
+            port = entry.port
+            slot = audio.getPortId()
+            if port.connected_slot != slot:  # first time, or a re-INVITE moved the stream
+                port.startTransmit(audio)
+                audio.startTransmit(port)
+                port.connected_slot = slot
+            break
+
+    def _maybe_start_worker(self, entry: _CallEntry) -> None:
+        # The flow starts once the caller acknowledged the answer (ACK) and media is up, so the caller's
+        # side is listening when the first prompt frame goes out.
+        channel = entry.channel
+        if channel is None or not entry.confirmed or entry.worker is not None:
+            return
+        worker = threading.Thread(target=self._run_call, args=(channel,), name=f"ivr-call-{channel.call_id}",
+                                  daemon=True)
+        self._workers = [w for w in self._workers if w.is_alive()]
+        self._workers.append(worker)
+        entry.worker = worker
+        worker.start()
+
+    def _run_call(self, channel: SipChannel) -> None:
+        try:
+            if self.on_call is not None:
+                self.on_call(channel)
+        except Exception:
+            log.exception("call %s: on_call failed", channel.call_id)
+        finally:
+            if channel.connected:
+                channel.hangup()
+
+    def _hangup_channel(self, channel: SipChannel) -> None:
+        entry = self._by_channel.get(id(channel))
+        if entry is None or entry.counted:
+            return
+        entry.local_hangup = True
+        try:
+            entry.call.hangup(pj.CallOpParam())
+        except pj.Error as exc:
+            log.warning("call %s: hangup failed: %s", entry.sip_call_id, exc.info())
+            self._finish(entry, by_caller=False)
+
+    def _start_transfer(self, channel: SipChannel, target: str, headers: dict[str, str],
+                        future: Future[bool]) -> None:
+        entry = self._by_channel.get(id(channel))
+        if entry is None or entry.counted or entry.transfer_future is not None:
+            future.set_result(False)
+            return
+        prm = pj.CallOpParam(True)
+        for name, value in headers.items():
+            header = pj.SipHeader()
+            header.hName = name
+            header.hValue = value
+            prm.txOption.headers.append(header)
+        try:
+            entry.call.xfer(refer_target(target, headers), prm)
+        except pj.Error as exc:
+            log.warning("call %s: REFER to %s failed: %s", entry.sip_call_id, target, exc.info())
+            future.set_result(False)
+            return
+        entry.transfer_future = future
+        log.info("call %s: REFER to %s sent", entry.sip_call_id, target)
+
+        def give_up() -> None:
+            if not future.done():
+                future.set_result(False)
+
+        self._later(self.config.transfer_timeout, give_up)
+
+    def _on_transfer_status(self, call: _ServerCall, prm: pj.OnCallTransferStatusParam) -> None:
+        entry = call.entry
+        if entry is None or entry.transfer_future is None:
+            return
+        code = int(prm.statusCode)
+        future = entry.transfer_future
+        if not future.done():
+            accepted = 200 <= code < 300
+            if accepted or code >= 300:
+                future.set_result(accepted)
+                entry.transfer_accepted = accepted
+                if accepted:
+                    # Blind transfer: we leave once the peer reports the outcome, or soon anyway.
+                    self._later(3.0, lambda: self._hangup_if_live(entry))
+        if prm.finalNotify and entry.transfer_accepted:
+            prm.cont = False
+            self._later(0.0, lambda: self._hangup_if_live(entry))
+
+    def _hangup_if_live(self, entry: _CallEntry) -> None:
+        if not entry.counted and entry.channel is not None:
+            self._hangup_channel(entry.channel)
+
+    def _on_reg_state(self, prm: pj.OnRegStateParam) -> None:
+        self.registration_status = (int(prm.code), str(prm.reason))
+        if 200 <= prm.code < 300 and prm.expiration > 0:
+            self._registered.set()
+        else:
+            self._registered.clear()
+        log.info("registration: %d %s", prm.code, prm.reason)

@@ -1,0 +1,1 @@
+"""Testing helpers shipped with ivr: scripted SIP callers, fixture replays."""
