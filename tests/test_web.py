@@ -273,3 +273,10 @@ def test_crm_webhook_retries_and_never_blocks(env: Env, crm: str) -> None:
     body = _Crm.bodies[0]
     assert body["call_id"] == "c1" and body["queue"] == "support" and body["intent"] == "billing"
     assert "**** **** **** 1234" in body["transcript"][1]["text"] and CARD not in json.dumps(body)
+
+
+def test_shipped_openapi_yaml_matches_the_served_description(env: Env) -> None:
+    from ruamel.yaml import YAML
+
+    shipped = YAML(typ="safe").load(Path(__file__).resolve().parents[1].joinpath("docs", "openapi.yaml"))
+    assert shipped == env.app.test_client().get("/api/openapi.json").get_json(), "regenerate docs/openapi.yaml"
