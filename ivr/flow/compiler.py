@@ -406,7 +406,7 @@ class FlowCompiler:
                 r.error(body.key_node(key), f"'{key}' only applies to 'slot: number'")
         node.terminator = self._dtmf_key(body.get("terminator"), "'terminator'") or "#"
         node.timeout = r.number(body.get("timeout"), "'timeout'", 5.0, positive=True)
-        node.end_silence = r.number(body.get("end_silence"), "'end_silence'", 0.8, positive=True)
+        node.end_silence = r.number(body.get("end_silence"), "'end_silence'", 0.5, positive=True)
         node.max_speech = r.number(body.get("max_speech"), "'max_speech'", 15.0, positive=True)
         node.inter_digit_timeout = r.number(body.get("inter_digit_timeout"), "'inter_digit_timeout'", 3.0,
                                             positive=True)

@@ -85,7 +85,7 @@ class AskNode(Node):
     dtmf: dict[str, str] = field(default_factory=dict)
     terminator: str = "#"
     timeout: float = 5.0
-    end_silence: float = 0.8
+    end_silence: float = 0.5
     max_speech: float = 15.0
     inter_digit_timeout: float = 3.0
     barge_in: bool = True

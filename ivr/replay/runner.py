@@ -75,7 +75,9 @@ class _Recorder:
         elif kind == "error":
             line = f"{at} ERROR {data['error']}"
         elif kind == "turn_latency":
-            line = f"{at}   turn latency {data['seconds'] * 1000:.0f} ms"
+            line = f"{at}   turn latency {data['seconds'] * 1000:.0f} ms (processing {data['processing'] * 1000:.0f} ms)"
+        elif kind == "asr":
+            line = f"{at}   recognition {data['seconds'] * 1000:.0f} ms"
         if line:
             self.report.transcript.append(line)
 
