@@ -3,7 +3,8 @@
 Whisper is not a streaming model: the recognizer buffers the utterance and transcribes it in
 ``finish()``, after the endpoint. To keep that fast on a small CPU, short utterances skip the stock
 30-second window: the encoder runs on the utterance plus a second of padding (its cost grows with the
-input length), followed by greedy decoding with a token budget proportional to the audio length. Long
+input length), followed by greedy decoding with a token budget proportional to the audio length.
+Timestamps are decoded so text placed in the padding (a hallucinated repeat) can be dropped. Long
 utterances (over ~25 s) go through faster-whisper's regular ``transcribe``.
 
 Grammar-like prompts pass their phrases as a decoding hint, and the result is snapped to the closest
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,12 @@ from ivr.audio.frame import AudioFrame, check_rate
 from ivr.audio.wavfile import resample
 from ivr.errors import ModelError
 from ivr.events import Transcript, Word
-from ivr.speech.asr.grammar import DEFAULT_SNAP_THRESHOLD, clean_phrases, snap
+from ivr.speech.asr.grammar import DEFAULT_SNAP_THRESHOLD, clean_phrases, normalize, snap
 
 ENGINE_NAME = "whisper"
 WHISPER_RATE = 16000
-PAD_SECONDS = 1.0  # silence appended before encoding: Whisper expects trailing padding
+PAD_SECONDS = 2.0  # silence appended before encoding: Whisper expects trailing padding
+RETRY_PAD_SECONDS = 4.0
 SHORT_UTTERANCE_SECONDS = 25.0
 MIN_SPEECH_SECONDS = 0.1
 SILENCE_RMS = 1e-4
@@ -102,29 +105,63 @@ class WhisperEngine:
         prompt: list[int] = []
         if hint:
             prompt = [tok.sot_prev, *tok.encode(" " + hint.strip())[-MAX_PROMPT_TOKENS:]]
-        return [*prompt, *tok.sot_sequence, tok.no_timestamps]
+        return [*prompt, *tok.sot_sequence]
 
     def _transcribe_short(self, audio: np.ndarray, hint: str | None) -> tuple[str, float]:
+        text, confidence, complete = self._decode_short(audio, hint, PAD_SECONDS)
+        if not complete:
+            # The decoder ran to its token budget (a repetition loop); more trailing silence cures it.
+            text, confidence, _ = self._decode_short(audio, hint, RETRY_PAD_SECONDS)
+        return text, confidence
+
+    def _decode_short(self, audio: np.ndarray, hint: str | None, pad: float) -> tuple[str, float, bool]:
+        """Encode only the utterance plus ``pad`` seconds and decode with timestamps.
+
+        Timestamps let the model say where its text sits; segments it places after the end of the
+        audio are hallucinated continuations and are dropped. Returns (text, confidence, complete).
+        """
         import ctranslate2  # type: ignore[import-untyped]
 
-        padded = np.concatenate([audio, np.zeros(int(PAD_SECONDS * WHISPER_RATE), dtype=np.float32)])
+        seconds = len(audio) / WHISPER_RATE
+        padded = np.concatenate([audio, np.zeros(int(pad * WHISPER_RATE), dtype=np.float32)])
         features = self._whisper.feature_extractor(padded)
-        frames = features.shape[-1] - features.shape[-1] % 2
+        frames = min(features.shape[-1] - features.shape[-1] % 2, 3000)
         features = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
         encoded = self._whisper.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
         prompt = self._prompt(hint)
-        # Fast speech is ~4 words (~6 tokens) a second; the cap stops a hallucination loop early.
-        budget = min(220, int(len(audio) / WHISPER_RATE * 6) + 10)
+        # Fast speech is ~4 words (~6 tokens) a second, plus timestamps; the cap stops a loop early.
+        budget = min(220, int(seconds * 6) + 16)
         result: Any = self._whisper.model.generate(
             encoded, [prompt], beam_size=self.beam_size, max_length=len(prompt) + budget,
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True, no_repeat_ngram_size=4,
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
         )[0]
-        tokens = [t for t in result.sequences_ids[0] if t < self._tokenizer.eot]
+        ids: list[int] = list(result.sequences_ids[0])
         avg_logprob = float(result.scores[0]) if result.scores else -10.0
         if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB:
-            return "", 0.0
-        text = self._tokenizer.decode(tokens).strip()
-        return text, math.exp(min(0.0, avg_logprob))
+            return "", 0.0, True
+        text = drop_repeated_sentences(self._tokenizer.decode(self._tokens_within(ids, seconds)).strip())
+        return text, math.exp(min(0.0, avg_logprob)), len(ids) < budget
+
+    def _tokens_within(self, ids: list[int], seconds: float) -> list[int]:
+        """Text tokens of the segments that start inside the audio (not in the padding)."""
+        tok = self._tokenizer
+        kept: list[int] = []
+        segment: list[int] = []
+        start: float | None = None
+        for t in ids:
+            if t >= tok.timestamp_begin:
+                stamp = (t - tok.timestamp_begin) * 0.02
+                if start is None:
+                    start = stamp
+                    continue
+                if start < seconds - 0.1:
+                    kept.extend(segment)
+                segment, start = [], None
+            elif t < tok.eot:
+                segment.append(t)
+        if segment and (start is None or start < seconds - 0.1):
+            kept.extend(segment)
+        return kept
 
     def _transcribe_long(self, audio: np.ndarray, hint: str | None) -> tuple[str, float]:
         segments, _ = self._whisper.transcribe(
@@ -177,6 +214,18 @@ class WhisperRecognizer:
     def reset(self) -> None:
         """Drop the buffered audio."""
         self._chunks = []
+
+
+_SENTENCE = re.compile(r"[^.?!]+[.?!]*")
+
+
+def drop_repeated_sentences(text: str) -> str:
+    """Remove a sentence that repeats the one before it (a Whisper decoding loop on short audio)."""
+    kept: list[str] = []
+    for sentence in (m.group().strip() for m in _SENTENCE.finditer(text)):
+        if sentence and (not kept or normalize(sentence) != normalize(kept[-1])):
+            kept.append(sentence)
+    return " ".join(kept)
 
 
 def _words(text: str, confidence: float) -> tuple[Word, ...]:
