@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import webrtcvad
@@ -100,7 +101,8 @@ class FrameClassifier:
                 "make one detector per call at the call's rate"
             )
         is_speech = bool(self._vad.is_speech(frame.pcm, self.sample_rate))
-        voice = self._voicing.update(frame)
+        # Only frames webrtcvad calls speech need the (costlier) voicing analysis.
+        voice = self._voicing.update(frame) if is_speech else self._voicing.skip(frame)
         samples = frame.samples().astype(np.float32)
         level = 10.0 * math.log10(float(np.dot(samples, samples)) / samples.size / 32768.0**2 + 1e-12)
         floor = self.floor.update(level, voice.periodicity >= voiced_threshold)
@@ -184,7 +186,7 @@ class Endpointer:
 
     # ------------------------------------------------------------------ control
 
-    def reset(self, config: EndpointerConfig | None = None, **changes: float) -> None:
+    def reset(self, config: EndpointerConfig | None = None, **changes: Any) -> None:
         """Re-arm for the next Listen, optionally with a new config or changed fields (e.g. end_silence=1.0).
 
         The noise floor and the recent audio are kept: if the caller is already talking, speech start is
@@ -242,6 +244,11 @@ class Endpointer:
     def voice_active(self) -> bool:
         """Is the caller making speech sounds right now (2 of the last 3 frames), whatever the state."""
         return sum(1 for h in list(self._recent)[-3:] if h.speech) >= 2
+
+    @property
+    def trailing_silence(self) -> float:
+        """Seconds since the caller last spoke inside the current utterance (0 outside one)."""
+        return max(0.0, self.position - self._last_speech_end) if self._state == _SPEAKING else 0.0
 
     @property
     def utterance_start(self) -> float | None:
@@ -330,7 +337,7 @@ class BargeInConfig:
     """
 
     aggressiveness: int = 3
-    min_voiced: float = 0.1
+    min_voiced: float = 0.08
     min_periodicity: float = 0.45
     min_snr_db: float = 3.0
     min_held_frames: int = 3
@@ -374,6 +381,9 @@ class BargeInDetector:
         self.triggered_at: float | None = None
         self.onset_at: float | None = None
         self._run: list[tuple[float, float]] = []  # (level dBFS, pitch Hz) of the current voiced run
+        self._levels: list[float] = []  # levels of every frame since the run started
+        self._voiced_upto = 0  # len(self._levels) at the run's latest voiced frame
+        self._abrupt: bool | None = None
         self._run_start = 0.0
         self._gap = 0
 
@@ -384,14 +394,28 @@ class BargeInDetector:
         return sum(1 for level, _ in self._run if level >= peak - 6.0) >= self.config.min_held_frames
 
     def _dying_away(self) -> bool:
-        # The ring-down of an impact: loudest at its start, then quieter by about the same number of dB
-        # every frame (exponential decay). A syllable's level rises, holds or falls unevenly.
-        levels = [level for level, _ in self._run]
+        # The ring-down of an impact (knock, tap, dropped object): it starts abruptly and only gets
+        # quieter from its peak on. A syllable builds up over several milliseconds and does not decay
+        # steadily for 100 ms.
+        levels = self._levels[: self._voiced_upto]  # trailing unvoiced frames are the background again
         top = levels.index(max(levels))
-        steps = [b - a for a, b in zip(levels[top:], levels[top + 1 :], strict=False)]
-        if top > 1 or len(steps) < 2:
+        if any(b >= a for a, b in zip(levels[top:], levels[top + 1 :], strict=False)):
             return False
-        return max(steps) <= -1.5 and max(steps) - min(steps) <= 2.5
+        if self._abrupt is None:
+            self._abrupt = self._abrupt_onset()
+        return self._abrupt
+
+    def _abrupt_onset(self) -> bool:
+        # 5 ms energies over 60 ms around the run's first frame: does the sound jump 20 dB within 10 ms?
+        first = self._run_start - FRAME_SECONDS - 1e-6
+        around = [f.samples() for t, f in self._recent if first <= t][:3]
+        x = np.concatenate(around).astype(np.float32)
+        block = self.sample_rate // 200
+        energy = (x[: x.size // block * block].reshape(-1, block) ** 2).sum(axis=1) + 1.0
+        db = 10.0 * np.log10(energy)
+        peak = int(np.argmax(db))
+        rise_start = int(np.nonzero(db >= db[peak] - 20.0)[0][0])
+        return rise_start > 0 and peak - rise_start <= 1
 
     @property
     def position(self) -> float:
@@ -429,10 +453,14 @@ class BargeInDetector:
         )
         if voiced and self._run and _same_pitch(v.pitch_hz, self._run[-1][1]):
             self._run.append((d.level_db, v.pitch_hz))
+            self._levels.append(d.level_db)
+            self._voiced_upto = len(self._levels)
             self._gap = 0
         elif voiced:
             self._run, self._run_start, self._gap = [(d.level_db, v.pitch_hz)], start, 0
+            self._levels, self._voiced_upto, self._abrupt = [d.level_db], 1, None
         elif self._run:
+            self._levels.append(d.level_db)
             self._gap += 1
             if self._gap > 2:
                 self._run = []

@@ -18,7 +18,7 @@ MIN_PITCH_HZ = 70.0
 MAX_PITCH_HZ = 400.0
 _RATE = 8000
 _WINDOW = 320  # 40 ms at 8 kHz
-_FFT_SIZE = 1024  # >= 2 * _WINDOW - 1, so the FFT gives the linear (not circular) autocorrelation
+_FFT_SIZE = 512  # >= _WINDOW + _MAX_LAG: no circular wrap-around at the lags we look at
 _MIN_LAG = int(_RATE / MAX_PITCH_HZ)  # 20 samples
 _MAX_LAG = int(np.ceil(_RATE / MIN_PITCH_HZ))  # 115 samples
 _ALL_LAGS = np.arange(0, _MAX_LAG + 1)
@@ -58,7 +58,9 @@ def voicing(samples: np.ndarray, sample_rate: int) -> Voicing:
     spectrum = np.fft.rfft(x, _FFT_SIZE)
     acf = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, _FFT_SIZE)
     # Normalise each lag by the energies of the two overlapping parts, so the score does not fall with lag.
-    sq = np.concatenate(([0.0], np.cumsum(x.astype(np.float64) ** 2)))
+    sq = np.empty(n + 1)
+    sq[0] = 0.0
+    np.cumsum(x * x, out=sq[1:])
     lags = _ALL_LAGS
     head = sq[n - lags]  # energy of x[0 : n - lag]
     tail = sq[n] - sq[lags]  # energy of x[lag : n]
@@ -81,6 +83,9 @@ def voicing(samples: np.ndarray, sample_rate: int) -> Voicing:
     return Voicing(float(norm[best]), _RATE / float(best), level_db)
 
 
+_UNVOICED = Voicing(0.0, 0.0, -120.0)
+
+
 class VoicingTracker:
     """Feeds 20 ms frames and measures the voicing of the last 40 ms (this frame plus the previous one)."""
 
@@ -91,6 +96,12 @@ class VoicingTracker:
     def reset(self) -> None:
         """Forget the previous frame."""
         self._previous = None
+
+    def skip(self, frame: AudioFrame) -> Voicing:
+        """Remember ``frame`` for the next window without analysing it (reports it as unvoiced)."""
+        self._previous = frame.samples()
+        self._rate = frame.sample_rate
+        return _UNVOICED
 
     def update(self, frame: AudioFrame) -> Voicing:
         """Measure the voicing of the window that ends with ``frame``."""
