@@ -43,7 +43,11 @@ ReportOffer = Callable[[str, OfferResult], None]
 
 
 class AgentConnector(Protocol):
-    """Rings agents. ``offer`` must return at once; the result comes later through ``report`` (any thread)."""
+    """Rings agents. ``offer`` must return at once; the result comes later through ``report`` (any thread).
+
+    The ACD calls ``offer`` and ``cancel`` while holding its lock, so ``report`` must not be called while
+    holding a lock that ``offer`` or ``cancel`` also take (hand reports from media callbacks to a worker).
+    """
 
     def offer(self, offer: Offer, report: ReportOffer) -> None:
         """Start ringing ``offer.uri`` (with ``offer.headers``); call ``report(offer.offer_id, result)`` once."""
