@@ -87,6 +87,9 @@ class SessionConfig:
     max_call_seconds: float = 3600.0
     apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
     goodbye_drain_seconds: float = 30.0
+    early_silence: float = 0.2
+    """After this much silence in an utterance, recognition starts speculatively; a complete-sounding
+    result (a sentence end, or a grammar phrase) ends the turn before the full end-of-speech silence."""
 
 
 @dataclass
@@ -133,8 +136,8 @@ class CallSession:
         self._prompt_barge_in = True
         self._control: deque[ControlEvent] = deque()
         self._result = CallResult(self.call_id, "completed")
-        self._endpoint_wall: float | None = None
-        self._endpoint_hangover = 0.0
+        self._speech_end_wall: float | None = None  # when the caller's last turn ended, for turn latency
+        self._speculation: tuple[Future[Transcript], float] | None = None
 
     # ----------------------------------------------------------------- public
 
@@ -218,13 +221,12 @@ class CallSession:
         self._store("add_turn", self.call_id, time.time(), "bot", text or f"[audio {action.audio}]")
 
     def _mark_first_reply_audio(self) -> None:
-        if self._endpoint_wall is None:
+        if self._speech_end_wall is None:
             return
-        processing = time.perf_counter() - self._endpoint_wall
-        latency = processing + self._endpoint_hangover
+        latency = time.perf_counter() - self._speech_end_wall
         self._result.turn_latencies.append(latency)
-        self._notify("turn_latency", {"seconds": latency, "processing": processing})
-        self._endpoint_wall = None
+        self._notify("turn_latency", {"seconds": latency})
+        self._speech_end_wall = None
 
     # --------------------------------------------------------------- frames
 
@@ -257,6 +259,7 @@ class CallSession:
         vad = self.services.new_endpointer(self.rate, action)
         barge = self.services.new_barge_in_detector(self.rate)
         recognizer: Recognizer | None = None
+        self._speculation = None
         digits = ""
         last_digit_at = 0.0
         waiting_since: float | None = None  # call time when the prompt finished and the timer started
@@ -315,6 +318,9 @@ class CallSession:
                 partial = recognizer.accept(frame)
                 if partial is not None and partial.text:
                     self._notify("partial", {"text": partial.text})
+                early = self._speculate(recognizer, vad.trailing_silence, action)
+                if early is not None:
+                    return early
             elif self.now - waiting_since >= action.no_input_timeout:
                 return self._no_input()
 
@@ -324,20 +330,49 @@ class CallSession:
             recognizer.accept(frame)
         return recognizer
 
+    def _speculate(self, recognizer: Recognizer, silence: float, action: fa.Listen) -> Transcript | None:
+        """Recognise speculatively once the caller pauses; end the turn early on a complete-sounding
+        result. Speech resuming discards the speculation. Only for per-utterance engines (``peek``)."""
+        peek = getattr(recognizer, "peek", None)
+        if peek is None or not self._realtime:
+            return None
+        if silence < self.config.early_silence:
+            self._speculation = None
+            return None
+        if self._speculation is None:
+            self._speculation = (self.services.submit(peek), time.perf_counter())
+            return None
+        future, _started = self._speculation
+        if not future.done():
+            return None
+        transcript: Transcript = future.result()
+        text = transcript.text.rstrip()
+        if not text or not (action.grammar or text[-1] in ".?!"):
+            return None
+        return self._commit(transcript, silence, "early")
+
     def _final_transcript(self, recognizer: Recognizer, action: fa.Listen, ended: SpeechEnded) -> ControlEvent:
-        self._endpoint_wall = time.perf_counter()
-        self._endpoint_hangover = action.end_silence if ended.reason == "silence" else 0.0
-        future: Future[Transcript] = self.services.submit(recognizer.finish)
-        transcript = self._wait(future, None, 0.0)
-        self._notify("asr", {"seconds": time.perf_counter() - self._endpoint_wall})
-        self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence})
+        silence = max(0.0, self.now - ended.at) if ended.reason == "silence" else 0.0
+        started = time.perf_counter()
+        # A speculation still standing means the caller stayed silent since: it heard the whole utterance.
+        future = self._speculation[0] if self._speculation is not None else self.services.submit(recognizer.finish)
+        transcript: Transcript = self._wait(future, None, 0.0)
+        return self._commit(transcript, silence, "silence", started)
+
+    def _commit(self, transcript: Transcript, silence: float, how: str, started: float | None = None) -> Transcript:
+        """The caller's turn is over: note when their speech ended (on the wall clock) for turn latency."""
+        now = time.perf_counter()
+        self._speech_end_wall = (started if started is not None else now) - silence
+        self._speculation = None
+        if started is not None:
+            self._notify("asr", {"seconds": now - started})
+        self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence, "endpoint": how})
         return transcript
 
     def _digits(self, digits: str) -> DtmfDigit:
         self._notify("dtmf", {"digits": digits})
         self._store("add_turn", self.call_id, time.time(), "caller", f"[DTMF {digits}]")
-        self._endpoint_wall = time.perf_counter()
-        self._endpoint_hangover = 0.0
+        self._speech_end_wall = time.perf_counter()
         return DtmfDigit(digits)
 
     def _no_input(self) -> NoInput:

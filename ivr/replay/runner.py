@@ -57,7 +57,7 @@ class _Recorder:
         if kind == "prompt":
             line = f"{at} BOT: {data.get('text') or '[audio ' + str(data.get('audio')) + ']'}"
         elif kind == "transcript":
-            line = f"{at} CALLER: {data['text']!r} (confidence {data['confidence']:.2f})"
+            line = f"{at} CALLER: {data['text']!r} (confidence {data['confidence']:.2f}, {data.get('endpoint')} end)"
         elif kind == "dtmf":
             line = f"{at} CALLER keys: {data['digits']}"
         elif kind == "no_input":
@@ -75,7 +75,7 @@ class _Recorder:
         elif kind == "error":
             line = f"{at} ERROR {data['error']}"
         elif kind == "turn_latency":
-            line = f"{at}   turn latency {data['seconds'] * 1000:.0f} ms (processing {data['processing'] * 1000:.0f} ms)"
+            line = f"{at}   turn latency {data['seconds'] * 1000:.0f} ms"
         elif kind == "asr":
             line = f"{at}   recognition {data['seconds'] * 1000:.0f} ms"
         if line:
