@@ -6,6 +6,8 @@ so ``ivr talk`` never shows a PortAudio traceback.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -48,6 +50,7 @@ class DeviceInfo:
 
 def portaudio() -> ModuleType:
     """The ``sounddevice`` module, or AudioDeviceError when the PortAudio library is missing."""
+    _quiet_alsa()
     try:
         import sounddevice
     except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
@@ -55,6 +58,27 @@ def portaudio() -> ModuleType:
             f"cannot load the PortAudio library ({exc}); install it (Debian: apt-get install libportaudio2)"
         ) from None
     return sounddevice
+
+
+_ALSA_HANDLER: object = None
+
+
+def _quiet_alsa() -> None:
+    """Stop alsa-lib printing to stderr ("ALSA lib pcm.c: underrun occurred", probing noise) over the
+    live transcript; ivr reports device problems itself."""
+    global _ALSA_HANDLER
+    if _ALSA_HANDLER is not None:
+        return
+    try:
+        asound = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
+    except OSError:  # no ALSA (macOS, Windows): nothing to quiet
+        _ALSA_HANDLER = False
+        return
+    handler_type = ctypes.CFUNCTYPE(
+        None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+    )
+    _ALSA_HANDLER = handler_type(lambda *args: None)  # kept alive for as long as alsa-lib may call it
+    asound.snd_lib_error_set_handler(_ALSA_HANDLER)
 
 
 def rescan() -> None:
@@ -121,7 +145,11 @@ def resolve_device(spec: str | int | None, kind: Kind, devices: list[DeviceInfo]
             return default
         if usable:
             return usable[0]
-        raise AudioDeviceError(f"no {what} device found.\n{format_device_list(devices)}\n{_HOW_TO_PICK}")
+        raise AudioDeviceError(
+            f"no {what} device found.\n{format_device_list(devices)}\n"
+            f"connect a {'microphone or headset' if kind == 'input' else 'speaker or headset'} or start the "
+            "sound server (PulseAudio or PipeWire), then check with `ivr talk --list-devices`"
+        )
     text = str(spec).strip()
     if text.lstrip("-").isdigit():
         index = int(text)

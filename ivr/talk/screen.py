@@ -77,8 +77,8 @@ class TranscriptScreen:
     def _on_intent(self, at: float, data: dict[str, Any]) -> None:
         intent = data.get("intent")
         confidence = _number(data.get("confidence"))
-        if not intent:
-            self._line(at, "intent", "intent  (no match)")
+        if not intent:  # no intent matched, or the question collected a slot instead
+            self._line(at, "dim", "intent  (none)")
             return
         suffix = f" ({confidence:.2f})" if confidence is not None else ""
         self._line(at, "intent", f"intent  {intent}{suffix}")
