@@ -277,3 +277,21 @@ def test_queue_benchmark_runs_small(tmp_path: Path) -> None:
     assert offer["callers"] == 10 and offer["median_ms"] > 0
     view = bench_queue_view_api(open_store(tmp_path / "b.db"), stored_calls=300, requests=3)
     assert view["stored_calls"] == 350 and view["waiting"] == 50
+
+
+def test_break_asked_during_a_call_starts_after_wrap_up(rig: Rig) -> None:
+    rig.login("ann")
+    rig.acd.enqueue("c1", "support")
+    rig.connector.answer("ann")
+    rig.acd.set_agent_state("ann", "break", "lunch")
+    assert rig.agent("ann")["state"] == "on_call"
+    rig.acd.call_finished("c1")
+    rig.acd.enqueue("c2", "support")
+    rig.later(5)
+    assert (rig.agent("ann")["state"], rig.agent("ann")["reason"]) == ("break", "lunch")
+    assert rig.connector.ringing() == []
+    rig.acd.set_agent_state("ann", "available")
+    rig.connector.answer("ann")
+    rig.acd.call_finished("c2")
+    rig.later(5)
+    assert rig.agent("ann")["state"] == "available"  # no stale break after the next call

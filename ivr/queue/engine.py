@@ -225,14 +225,12 @@ class Acd:
             raise QueueError(f"an agent can be set {', '.join(SETTABLE_STATES)}, not {state!r}")
         with self._lock:
             agent = self._agent(name)
-            if agent.state in ("on_call", "wrap_up") and state != "available":
-                agent.after_call = state
-                agent.reason = reason
-                if agent.state == "on_call":
-                    self._save_agent(agent)
-                    return
-            if agent.state == "on_call":
-                return  # back to available after the call anyway
+            if agent.state == "on_call":  # applies when the call and its wrap-up end
+                agent.after_call = None if state == "available" else state
+                agent.reason = reason if state == "break" else ""
+                self._save_agent(agent)
+                return
+            agent.after_call = None
             if agent.state == "ringing":
                 for entry in list(self._entries.values()):
                     for offer_id, offer in list(entry.offers.items()):
