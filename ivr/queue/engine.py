@@ -84,6 +84,7 @@ class _Agent:
     call_id: str | None = None
     wrap_until: float = 0.0
     after_call: str | None = None  # state asked for while on a call, applied when it ends
+    after_reason: str = ""
 
 
 @dataclass
@@ -227,8 +228,7 @@ class Acd:
             agent = self._agent(name)
             if agent.state == "on_call":  # applies when the call and its wrap-up end
                 agent.after_call = None if state == "available" else state
-                agent.reason = reason if state == "break" else ""
-                self._save_agent(agent)
+                agent.after_reason = reason if state == "break" else ""
                 return
             agent.after_call = None
             if agent.state == "ringing":
@@ -546,7 +546,7 @@ class Acd:
 
     def _end_wrap_up(self, agent: _Agent) -> None:
         state, agent.after_call = agent.after_call or "available", None
-        self._set_state(agent, state, agent.reason if state == "break" else "")
+        self._set_state(agent, state, agent.after_reason if state == "break" else "")
         self._dispatch()
 
     def _close(self, entry: _Entry, state: str, outcome: str) -> None:
