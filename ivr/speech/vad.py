@@ -462,7 +462,8 @@ class BargeInDetector:
         elif self._run:
             self._levels.append(d.level_db)
             self._gap += 1
-            if self._gap > 2:
+            # a run survives a short unvoiced stretch (a consonant), not a return to the background level
+            if self._gap > 2 or d.snr_db < cfg.min_snr_db:
                 self._run = []
         if len(self._run) >= self._needed and self._held() and not self._dying_away():
             self.triggered_at = self.position
