@@ -574,3 +574,22 @@ def test_keys_are_not_read_when_stdin_is_not_a_terminal() -> None:
     finally:
         os.close(read)
         os.close(write)
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def test_talk_needs_a_flow_and_well_formed_variables(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ivr.cli.talk import talk
+
+    runner = CliRunner()
+    missing = runner.invoke(talk, [])
+    assert missing.exit_code == 2 and "give the FLOW file to talk to (or --list-devices)" in missing.output
+    nowhere = runner.invoke(talk, [str(tmp_path / "nope.yaml")])
+    assert nowhere.exit_code == 2 and "no such flow file" in nowhere.output
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("version: 1\n")
+    bad = runner.invoke(talk, [str(flow), "--var", "api base"])
+    assert bad.exit_code == 2 and "'api base' is not NAME=VALUE" in bad.output

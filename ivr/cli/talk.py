@@ -31,6 +31,13 @@ if TYPE_CHECKING:
     help="Mute the microphone while the bot speaks (speakers without headphones; no barge-in by speech).",
 )
 @click.option("--no-keys", is_flag=True, help="Do not read keys typed on the terminal as DTMF.")
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a flow variable for this call (repeatable), e.g. --var api_base=http://localhost:8085.",
+)
 @click.option("--list-devices", "show_devices", is_flag=True, help="List the audio devices and exit.")
 def talk(
     flow: Path | None,
@@ -42,6 +49,7 @@ def talk(
     caller: str,
     half_duplex: bool,
     no_keys: bool,
+    variables: tuple[str, ...],
     show_devices: bool,
 ) -> None:
     """Talk to FLOW through the microphone and speakers, as if calling the hotline.
@@ -57,6 +65,7 @@ def talk(
         raise click.UsageError("give the FLOW file to talk to (or --list-devices)")
     if not flow.is_file():
         raise click.BadParameter(f"{flow}: no such flow file", param_hint="FLOW")
+    call_vars = _parse_vars(variables)
 
     # Check the devices before loading speech models, so a wrong name fails in a second, not after ten.
     devices = list_devices()
@@ -89,8 +98,9 @@ def talk(
                 f"speaker {speaker.index} ({speaker.name}, {channel.output_rate} Hz)"
             )
             keys = "type 0-9 * # for keys, " if channel.keyboard_active else ""
-            click.echo(f"speak after the prompt; {keys}Ctrl-C hangs up")
-            interpreter = runtime.new_interpreter(channel)
+            echo = "" if half_duplex else " (use headphones, or --half-duplex on speakers)"
+            click.echo(f"speak after the prompt{echo}; {keys}Ctrl-C hangs up")
+            interpreter = runtime.new_interpreter(channel, call_vars)
             session = CallSession(channel, interpreter, services, flow_name=runtime.name, observer=TranscriptScreen())
             result = session.run()
     finally:
@@ -102,6 +112,16 @@ def talk(
             err=True,
         )
     click.echo(f"call {result.call_id} ended: {result.outcome}")
+
+
+def _parse_vars(items: tuple[str, ...]) -> dict[str, str]:
+    variables = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--var")
+        variables[name.strip()] = value
+    return variables
 
 
 @contextmanager
