@@ -22,6 +22,8 @@ _COMMANDS = [
     ("ivr.cli.talk", "talk"),
     ("ivr.cli.serve", "serve"),
     ("ivr.cli.bench", "bench"),
+    ("ivr.web.cli", "users"),
+    ("ivr.web.cli", "console"),
 ]
 
 
