@@ -92,6 +92,8 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> Audio:
         raise AudioFormatError(path, "no such file") from None
     except IsADirectoryError:
         raise AudioFormatError(path, "is a directory, not a WAV file") from None
+    except OSError as exc:
+        raise AudioFormatError(path, f"cannot be read ({exc.strerror or exc}); check its permissions") from None
     _sniff(path, head)
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
