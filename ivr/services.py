@@ -96,6 +96,10 @@ class SpeechServices:
         """A WAV prompt file as PCM16 at ``sample_rate`` (cached)."""
         return _load_prompt(path, sample_rate)
 
+    def hold_music(self, sample_rate: int) -> bytes:
+        """A gentle default music-on-hold loop (used when a queue has no WAV of its own)."""
+        return _hold_music(sample_rate)
+
     def beep(self, sample_rate: int) -> bytes:
         """A short 1 kHz beep (before recording a message)."""
         return _beep(sample_rate)
@@ -147,6 +151,18 @@ def _beep(sample_rate: int) -> bytes:
     t = np.arange(int(sample_rate * 0.25)) / sample_rate
     tone = 0.3 * np.sin(2 * np.pi * 1000 * t)
     return (tone * 32767).astype("<i2").tobytes()
+
+
+@lru_cache(maxsize=4)
+def _hold_music(sample_rate: int) -> bytes:
+    # a slow arpeggio of soft sine notes with a fade on each: recognisably "please hold", never silence
+    notes = (392.0, 493.9, 587.3, 493.9)
+    pieces = []
+    for freq in notes:
+        t = np.arange(int(sample_rate * 0.6)) / sample_rate
+        envelope = np.minimum(1.0, t / 0.05) * np.exp(-2.5 * t)
+        pieces.append(0.15 * envelope * np.sin(2 * np.pi * freq * t))
+    return (np.concatenate(pieces) * 32767).astype("<i2").tobytes()
 
 
 def silence_frames(sample_rate: int, seconds: float) -> list[AudioFrame]:

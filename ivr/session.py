@@ -68,6 +68,17 @@ class CallStore(Protocol):
     def end_call(self, call_id: str, at: float, outcome: str) -> None: ...
 
 
+class QueueService(Protocol):
+    """The part of ``ivr.queue.Acd`` a session uses while its caller waits for an agent."""
+
+    def enqueue(self, call_id: str, queue: str, priority: int | None = None,
+                context: dict[str, Any] | None = None) -> Any: ...
+    def poll(self, call_id: str) -> list[Any]: ...
+    def abandon(self, call_id: str) -> None: ...
+    def call_finished(self, call_id: str) -> None: ...
+    def has_queue(self, name: str) -> bool: ...
+
+
 class Interpreter(Protocol):
     """What the session needs of ``ivr.flow``'s per-call interpreter."""
 
@@ -87,6 +98,7 @@ class SessionConfig:
     max_call_seconds: float = 3600.0
     apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
     goodbye_drain_seconds: float = 30.0
+    no_agents_prompt: str = "Sorry, no one is available to take your call right now. Please call again later."
     early_silence: float = 0.2
     """After this much silence in an utterance, recognition starts speculatively; a complete-sounding
     result (a sentence end, or a grammar phrase) ends the turn before the full end-of-speech silence."""
@@ -119,6 +131,7 @@ class CallSession:
         flow_name: str = "",
         language: str | None = None,
         store: CallStore | None = None,
+        queues: QueueService | None = None,
         observer: CallObserver | None = None,
         config: SessionConfig | None = None,
     ) -> None:
@@ -128,6 +141,7 @@ class CallSession:
         self.flow_name = flow_name
         self.tts = services.tts_for(language)
         self.store = store
+        self.queues = queues
         self.observer = observer
         self.config = config or SessionConfig()
         self.call_id = channel.call_id or uuid.uuid4().hex
@@ -474,13 +488,91 @@ class CallSession:
         context = {**self.interp.context(), **action.context, "call_id": self.call_id}
         self._store("set_context", self.call_id, context)
         self._drain_playback()
-        headers = transfer_headers(context)
         self._notify("transfer", {"target": target, "queue": action.queue, "uri": action.uri, "context": context})
-        accepted = self.channel.transfer(target, headers)
-        self._store("add_event", self.call_id, time.time(), "transfer", {"target": target, "accepted": accepted})
-        self._result.outcome = "transferred"
         self._result.transfer_target = target
+        if action.uri is None and self.queues is not None and self.queues.has_queue(target):
+            self._wait_in_queue(target, context)
+        else:
+            accepted = self.channel.transfer(target, transfer_headers(context))
+            self._store("add_event", self.call_id, time.time(), "transfer", {"target": target, "accepted": accepted})
+            self._result.outcome = "transferred" if accepted else "transfer_failed"
         raise _CallEnded
+
+    def _wait_in_queue(self, queue: str, context: dict[str, Any]) -> None:
+        """Hold the caller in an agent queue: music on hold, announcements, until an agent takes the call
+        (the connector transfers or bridges it), the queue overflows, or the caller gives up."""
+        from ivr.queue.engine import Announce, Connected, Overflowed
+
+        assert self.queues is not None
+        ticket = self.queues.enqueue(self.call_id, queue, None, context)
+        self._store("add_event", self.call_id, time.time(), "queued", {"queue": queue, "position": ticket.position})
+        hold = self.services.load_prompt(ticket.music_on_hold, self.rate) if ticket.music_on_hold else None
+        hold = hold or self.services.hold_music(self.rate)
+        while True:
+            try:
+                self._next_frame(timeout=0.1)
+                self._check_hangup()
+            except _CallEnded:
+                self.queues.abandon(self.call_id)
+                self._result.outcome = "abandoned"
+                raise
+            if not self._channel_up():
+                self.queues.call_finished(self.call_id)
+                return
+            for update in self.queues.poll(self.call_id):
+                if isinstance(update, Announce):
+                    self.channel.stop_playback()
+                    self._say(fa.Say(update.text, barge_in=False))
+                elif isinstance(update, Connected):
+                    self.channel.stop_playback()
+                    self._notify("agent", {"agent": update.agent, "uri": update.uri, "mode": update.mode})
+                    self._store("add_event", self.call_id, time.time(), "agent_connected",
+                                {"agent": update.agent, "mode": update.mode})
+                    self._result.outcome = "transferred"
+                    self._result.transfer_target = update.uri
+                    self._stay_until_agent_call_ends(update.mode)
+                    return
+                elif isinstance(update, Overflowed):
+                    self._overflow(update, context)
+                    return
+            if self.channel.playback_pending() < 0.2:
+                self.channel.play(hold)
+
+    def _stay_until_agent_call_ends(self, mode: str) -> None:
+        """A bridged agent call keeps this session's channel up until either side hangs up."""
+        if mode != "bridged":
+            return
+        try:
+            while self._channel_up():
+                self._next_frame(timeout=0.2)
+                self._check_hangup()
+        except _CallEnded:
+            pass
+        finally:
+            assert self.queues is not None
+            self.queues.call_finished(self.call_id)
+
+    def _channel_up(self) -> bool:
+        return bool(getattr(self.channel, "connected", True))
+
+    def _overflow(self, update: Any, context: dict[str, Any]) -> None:
+        self._store("add_event", self.call_id, time.time(), "overflow",
+                    {"kind": update.kind, "target": update.target, "reason": update.reason})
+        self._notify("overflow", {"kind": update.kind, "target": update.target, "reason": update.reason})
+        self.channel.stop_playback()
+        if update.kind == "queue":
+            self._wait_in_queue(update.target, context)
+            return
+        if update.kind == "voicemail":
+            self._say(fa.Say("Please leave a message after the tone, and we will call you back.", barge_in=False))
+            self._record(fa.Record(max_seconds=120, end_silence=4.0))
+            self._say(fa.Say("Thank you. Goodbye.", barge_in=False))
+            self._result.outcome = "voicemail"
+        else:
+            self._say(fa.Say(self.config.no_agents_prompt, barge_in=False))
+            self._result.outcome = "overflow"
+        self._drain_playback()
+        self.channel.hangup()
 
     def _hangup(self, reason: str) -> None:
         self._drain_playback()

@@ -108,7 +108,8 @@ def services_factory() -> Iterator[Callable[[Sequence[str]], SpeechServices]]:
 
 
 def _run(flow: ScriptedFlow, steps: list[CallerStep], services: SpeechServices, audio: dict[str, bytes] | None = None,
-         store: MemoryStore | None = None, config: SessionConfig | None = None) -> tuple[Any, ReplayChannel, list]:
+         store: MemoryStore | None = None, config: SessionConfig | None = None,
+         queues: Any = None) -> tuple[Any, ReplayChannel, list]:
     channel = ReplayChannel(steps, audio or {}, 8000, max_seconds=120)
     events: list[tuple[str, dict[str, Any]]] = []
 
@@ -117,7 +118,8 @@ def _run(flow: ScriptedFlow, steps: list[CallerStep], services: SpeechServices, 
             channel.on_event(kind, data)
             events.append((kind, data))
 
-    session = CallSession(channel, flow, services, flow_name="test", store=store, observer=Observer(), config=config)
+    session = CallSession(channel, flow, services, flow_name="test", store=store, observer=Observer(), config=config,
+                          queues=queues)
     return session.run(), channel, events
 
 
@@ -280,3 +282,75 @@ def test_transfer_headers_are_ascii_and_single_line() -> None:
     headers = transfer_headers({"call_id": "c1", "intent": "billing", "slots": {"name": "Zoë\r\nX-Evil: 1"}})
     assert headers["X-IVR-Slot-Name"] == "Zo? X-Evil: 1"
     assert all("\n" not in v for v in headers.values())
+
+
+# ------------------------------------------------------------------------------------------ agent queues
+
+QUEUES = """
+version: 1
+agents:
+  alice: {uri: "sip:alice@127.0.0.1:5071", skills: [english]}
+queues:
+  support:
+    skills: [english]
+    ring_timeout: 5
+    connection: refer
+    announce: {every: 5, first_after: 0, text: "You are number {position} in the queue."}
+    overflow: {voicemail: support, when: [no_agents]}
+"""
+
+
+def _acd(auto: dict[str, Any] | None = None) -> Any:
+    from ivr.queue.config import parse_queues
+    from ivr.queue.engine import Acd
+    from ivr.queue.testing import FakeConnector
+
+    connector = FakeConnector(auto=auto or {})
+    return Acd(parse_queues(QUEUES), connector), connector
+
+
+def test_transfer_to_a_queue_waits_with_announcements_until_an_agent_answers(services_factory) -> None:
+    from ivr.queue.connector import OfferResult
+
+    acd, connector = _acd()
+    acd.set_agent_state("alice", "available")
+    flow = ScriptedFlow([fa.Transfer(queue="support")])
+    channel = ReplayChannel([], {}, 8000, max_seconds=60)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+            if kind == "prompt" and "number 1" in str(data.get("text")):
+                connector.report(connector.offers[0].offer_id, OfferResult.ANSWERED)
+
+    result = CallSession(channel, flow, services_factory(), queues=acd, observer=Observer()).run()
+    assert result.outcome == "transferred"
+    assert any(k == "agent" and d["agent"] == "alice" for k, d in events)
+    offer = connector.offers[0]
+    assert offer.uri == "sip:alice@127.0.0.1:5071"
+    assert any(name.lower() == "x-ivr-intent" for name in offer.headers)
+    # music on hold played while waiting: the caller never heard dead air before the agent answered
+    assert channel.bot_audio.count(b"\x00" * 3200) < 3
+
+
+def test_caller_who_hangs_up_in_the_queue_is_counted_abandoned(services_factory) -> None:
+    acd, _connector = _acd()
+    acd.set_agent_state("alice", "available")
+    flow = ScriptedFlow([fa.Transfer(queue="support")])
+    channel = ReplayChannel([], {}, 8000, max_seconds=3)  # the caller gives up after 3 s
+    result = CallSession(channel, flow, services_factory(), queues=acd, observer=channel).run()
+    assert result.outcome == "abandoned"
+    assert acd.poll(channel.call_id) == []
+    assert acd.snapshot()["queues"]["support"] == []
+
+
+def test_no_agents_logged_in_overflows_to_voicemail(services_factory, tmp_path) -> None:
+    acd, _connector = _acd()
+    flow = ScriptedFlow([fa.Transfer(queue="support")])
+    result, _channel, events = _run(flow, [], services_factory(), config=SessionConfig(recordings_dir=str(tmp_path)),
+                                    queues=acd)
+    assert result.outcome == "voicemail"
+    assert any(k == "overflow" and d["kind"] == "voicemail" for k, d in events)
+    assert any(k == "recording" for k, _ in events)

@@ -146,6 +146,10 @@ class Acd:
             self._restore(store, resume_waiting)
 
     # ----------------------------------------------------------------- public API: calls
+    def has_queue(self, name: str) -> bool:
+        """Whether ``name`` is a configured queue."""
+        return name in self.config.queues
+
     def enqueue(
         self, call_id: str, queue: str, priority: int | None = None, context: Mapping[str, Any] | None = None
     ) -> Ticket:

@@ -132,6 +132,11 @@ class ReplayChannel:
     # --------------------------------------------------------------- script
 
     @property
+    def connected(self) -> bool:
+        """False once the bot hung up or transferred the call."""
+        return not self.ended
+
+    @property
     def now(self) -> float:
         """Call time in seconds."""
         return self._now
