@@ -11,6 +11,7 @@ from typing import Any
 
 from ivr.flow.registry import FlowRegistry
 from ivr.metrics import FanOut, Metrics
+from ivr.queue.refer import ReferConnector
 from ivr.runtime import FlowRuntime, engine_for_language
 from ivr.services import SpeechServices
 from ivr.session import CallSession, SessionConfig
@@ -31,6 +32,7 @@ class ServerConfig:
     web_port: int = 8080
     database: str = "var/ivr.db"
     queues_file: Path | None = None
+    """Agent queues (YAML); without it, transfers to a queue name are REFERred to that name."""
     whisper_model: str | None = None
     vosk_model: str | None = None
     session: SessionConfig = field(default_factory=SessionConfig)
@@ -48,6 +50,8 @@ class IvrServer:
         self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
         self.services: dict[str, SpeechServices] = {}
         self.store: Any = None
+        self.acd: Any = None
+        self.connector = ReferConnector()
         self.web: Any = None
         self.web_port = config.web_port
         self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
@@ -62,7 +66,15 @@ class IvrServer:
         """Load the engines the flows need, open the store, start the web console and SIP."""
         from ivr.store import open_store
 
+        if "://" not in self.config.database:
+            Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
+        if self.config.queues_file is not None:
+            from ivr.queue.config import load_queues
+            from ivr.queue.engine import Acd
+
+            self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store)
+            self.acd.start()
         for engine in sorted({engine_for_language(flow.language) for flow in self._all_flows()}):
             self.services[engine] = self._load_services(engine)
         self._start_web()
@@ -75,6 +87,8 @@ class IvrServer:
         """Stop taking calls, let current calls finish up to ``grace_seconds``, then shut everything down."""
         self._stop.set()
         self.sip.stop(grace_seconds)
+        if self.acd is not None:
+            self.acd.stop()
         if self.web is not None:
             self.web.shutdown()
         for services in self.services.values():
@@ -99,12 +113,14 @@ class IvrServer:
         with self._lock:
             self._active += 1
             self.metrics.active_calls.set(self._active)
+        self.connector.attach(channel.call_id, channel)
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
-                                  store=self.store,
+                                  store=self.store, queues=self.acd,
                                   observer=FanOut(self.metrics.observer()), config=self.config.session)
             session.run()
         finally:
+            self.connector.detach(channel.call_id)
             with self._lock:
                 self._active -= 1
                 self.metrics.active_calls.set(self._active)
@@ -126,7 +142,7 @@ class IvrServer:
 
         from ivr.web.app import create_app
 
-        app = create_app(self.store, None, {"secret_key": self.config.secret_key})
+        app = create_app(self.store, self.acd, {"secret_key": self.config.secret_key})
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
         self.web = make_server(self.config.web_host, self.config.web_port, app, threaded=True)

@@ -23,11 +23,13 @@ from ivr.session import SessionConfig
 @click.option("--max-calls", default=30, show_default=True, help="Concurrent calls; more get 503.")
 @click.option("--allow-from", multiple=True, help="Source address or network allowed to call (repeatable).")
 @click.option("--database", default="var/ivr.db", show_default=True, help="SQLite path or database URL.")
+@click.option("--queues", "queues_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Agent queues YAML (default: config/queues.yaml when it exists).")
 @click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
-          max_calls: int, allow_from: tuple[str, ...], database: str, fallback_queue: str,
+          max_calls: int, allow_from: tuple[str, ...], database: str, queues_file: Path | None, fallback_queue: str,
           variables: tuple[str, ...], grace: float) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
@@ -42,7 +44,10 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
         extra[name] = value
     sip = SipConfig(host=sip_host, port=sip_port, transports=tuple(t.strip() for t in transport.split(",") if t),
                     max_calls=max_calls, allow_from=allow_from)
+    if queues_file is None and Path("config/queues.yaml").is_file():
+        queues_file = Path("config/queues.yaml")
     config = ServerConfig(flows_dir=flows_dir, sip=sip, web_host=web_host, web_port=web_port, database=database,
+                          queues_file=queues_file,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
     server = IvrServer(config)
     server.start()
