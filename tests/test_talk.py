@@ -37,20 +37,24 @@ class FakeStream:
         self.settings = kwargs
         self.callback = kwargs["callback"]
         self.latency = 0.04
-        self.state = "new"
+        self.states = ["new"]
         owner.streams[kind] = self
 
+    @property
+    def state(self) -> str:
+        return self.states[-1]
+
     def start(self) -> None:
-        self.state = "started"
+        self.states.append("started")
 
     def stop(self) -> None:
-        self.state = "stopped"
+        self.states.append("stopped")
 
     def abort(self) -> None:
-        self.state = "aborted"
+        self.states.append("aborted")
 
     def close(self) -> None:
-        self.state = "closed"
+        self.states.append("closed")
 
 
 class FakePortAudio:
@@ -277,6 +281,26 @@ def test_keys_ctrl_c_and_hangup_reach_the_session_as_events(fake_pa: Callable[..
         assert channel.receive_audio(0.01) is None
         channel.interrupt()
         assert channel.poll_control() == []
+
+
+def test_the_bot_falls_silent_when_the_caller_hangs_up(fake_pa: Callable[..., FakePortAudio]) -> None:
+    fake = fake_pa()
+    with LocalAudioChannel(16000, keyboard=False) as channel:
+        channel.play(bytes(32000))
+        channel.interrupt()
+    assert channel.playback_pending() == 0
+    assert fake.streams["output"].states == ["new", "started", "aborted", "closed"]
+
+
+def test_the_bots_last_words_play_out_when_the_bot_ends_the_call(fake_pa: Callable[..., FakePortAudio]) -> None:
+    fake = fake_pa()
+    with LocalAudioChannel(16000, keyboard=False) as channel:
+        speaker = fake.streams["output"]
+        channel.play(tone(400, 0.2, 16000).tobytes())
+        channel.hangup()
+        threading.Timer(0.1, lambda: [pull(speaker, 640) for _ in range(10)]).start()
+    assert channel.playback_pending() == 0
+    assert speaker.states == ["new", "started", "stopped", "closed"]
 
 
 def test_transfer_shows_where_the_call_would_go(fake_pa: Callable[..., FakePortAudio]) -> None:

@@ -90,6 +90,7 @@ class LocalAudioChannel:
         self.output_rate = sample_rate
         self.transfers: list[tuple[str, dict[str, str]]] = []
         self.ended = False
+        self.caller_hung_up = False
         self.dropped_frames = 0
         self.overflows = 0
         self.underflows = 0
@@ -156,12 +157,15 @@ class LocalAudioChannel:
         return self
 
     def close(self) -> None:
-        """Let the last words play out, then stop the streams and give the terminal back."""
+        """Let the bot's last words play out (unless the caller hung up), stop the streams and give the
+        terminal back."""
         if self._keys is not None:
             self._keys.stop()
             self._keys = None
         self.ended = True
-        for stream, drain in ((self._input_stream, False), (self._output_stream, True)):
+        if self.caller_hung_up:
+            self.stop_playback()
+        for stream, drain in ((self._input_stream, False), (self._output_stream, not self.caller_hung_up)):
             if stream is None:
                 continue
             try:
@@ -191,8 +195,9 @@ class LocalAudioChannel:
     # ---------------------------------------------------- caller-side input
 
     def interrupt(self) -> None:
-        """The person hung up (Ctrl-C): the session sees a Hangup event."""
+        """The person hung up (Ctrl-C): the session sees a Hangup event and the bot falls silent."""
         if not self.ended:
+            self.caller_hung_up = True
             self._control.append(Hangup())
 
     def press(self, keys: str) -> None:
