@@ -202,11 +202,17 @@ def test_talking_to_a_flow_through_pulseaudio(
     assert first_prompt.split()[0].lower().strip(",.") in heard, (first_prompt, heard)
 
 
-def test_ctrl_c_hangs_up_ivr_talk(sound_server: VirtualSoundServer) -> None:
+def test_ctrl_c_hangs_up_ivr_talk_and_gives_the_terminal_back(sound_server: VirtualSoundServer) -> None:
+    import pty
+    import termios
+
+    master, terminal = pty.openpty()
+    before = termios.tcgetattr(terminal)
     process = subprocess.Popen(
         [*IVR, "talk", str(TINY_FLOW), "-i", "pulse", "-o", "pulse"],
         cwd=ROOT,
         env={**os.environ, **sound_server.env},
+        stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -217,13 +223,19 @@ def test_ctrl_c_hangs_up_ivr_talk(sound_server: VirtualSoundServer) -> None:
         for line in process.stdout:
             lines.append(line)
             if "(listening" in line:
+                assert termios.tcgetattr(terminal) != before  # keys are read one at a time
                 process.send_signal(signal.SIGINT)
                 break
         out, err = process.communicate(timeout=30)
+        restored = termios.tcgetattr(terminal) == before
     finally:
         process.kill()
+        os.close(master)
+        os.close(terminal)
+    assert restored
     text = "".join(lines) + out
     assert process.returncode == 0, text + err
+    assert "type 0-9 * # for keys, Ctrl-C hangs up" in text
     assert "bot     › Hello, this is the test line." in text
     assert "call ended: caller_hangup" in text
     assert "Traceback" not in err
