@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from ivr.errors import SipError
 
-# pjsua2 wheels are built with PJSUA_MAX_CALLS = 32; one slot stays free so an extra INVITE can still
-# be answered with 503 by us rather than a bare 486 from the library.
-PJSUA_MAX_CALLS = 32
-MAX_CALLS_LIMIT = PJSUA_MAX_CALLS - 1
+# The pjsua2-python wheel is built with pjsua's default PJSUA_MAX_CALLS = 4 (measured: a larger
+# UaConfig.maxCalls is silently clamped to 4). Calls beyond a process's slots get 486 from pjsua itself;
+# below that, calls beyond ``max_calls`` get our 503.
+PJSUA_MAX_CALLS = 4
+MAX_CALLS_LIMIT = 1000
 
 SUPPORTED_TRANSPORTS = ("udp", "tcp")
 SUPPORTED_CODECS = ("PCMU/8000", "PCMA/8000", "G722/16000")
@@ -50,8 +51,9 @@ class SipConfig:
     host: str = "127.0.0.1"
     port: int = 5060
     transports: tuple[str, ...] = ("udp",)
-    max_calls: int = 20
-    """Concurrent calls (ringing or answered); more get 503 Service Unavailable."""
+    max_calls: int = 4
+    """Concurrent calls (ringing or answered); more get 503 Service Unavailable. One pjsua2 process has only
+    PJSUA_MAX_CALLS (4) slots: past those, pjsua itself answers 486 Busy Here."""
     allow_from: tuple[str, ...] = ()
     """Source addresses or networks (``10.0.0.0/8``) allowed to call; empty allows everyone. Others: 403."""
     registration: RegistrationConfig | None = None
@@ -80,7 +82,7 @@ class SipConfig:
                 problems.append(f"transport {t!r} is not supported; use one of {', '.join(SUPPORTED_TRANSPORTS)}")
         if not 1 <= self.max_calls <= MAX_CALLS_LIMIT:
             problems.append(
-                f"max_calls {self.max_calls} is out of range; pjsua2 handles 1-{MAX_CALLS_LIMIT} calls per process"
+                f"max_calls {self.max_calls} is out of range; use 1-{MAX_CALLS_LIMIT}"
             )
         for entry in self.allow_from:
             try:

@@ -44,6 +44,9 @@ Route = Callable[[str], bool]
 # offer with only, say, speex or G.729 is refused with 488.
 CODEC_PRIORITIES = {"G722/16000/1": 130, "PCMU/8000/1": 129, "PCMA/8000/1": 128}
 
+REJECT_DELAY = 0.1
+"""Seconds a refused INVITE waits for its final response (see _on_incoming)."""
+
 OUTCOMES = (
     "completed",
     "transferred",
@@ -71,7 +74,7 @@ class SipStats:
 
 @dataclass
 class _CallEntry:
-    call: _ServerCall
+    call: _ServerCall | None
     sip_call_id: str
     caller: str
     called: str
@@ -264,7 +267,8 @@ class SipServer:
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.threadCnt = 0
         ep_cfg.uaConfig.mainThreadOnly = False
-        ep_cfg.uaConfig.maxCalls = PJSUA_MAX_CALLS
+        # Calls past pjsua's slots are refused statelessly (486) before any RTP socket is opened.
+        ep_cfg.uaConfig.maxCalls = min(cfg.max_calls, PJSUA_MAX_CALLS)
         ep_cfg.uaConfig.userAgent = cfg.user_agent
         ep_cfg.medConfig.noVad = True  # continuous RTP: no silence suppression
         ep_cfg.medConfig.ecTailLen = 0
@@ -316,6 +320,9 @@ class SipServer:
         self._account = _ServerAccount(self)
         self._account.create(acfg, True)
         log.info("SIP listening on %s:%d (%s)", cfg.host, port, ",".join(cfg.transports))
+        if cfg.max_calls > PJSUA_MAX_CALLS:
+            log.warning("max_calls %d: this pjsua2 build takes at most %d calls per process; more get 486",
+                        cfg.max_calls, PJSUA_MAX_CALLS)
 
     def _teardown_stack(self) -> None:
         # Every Call and port object must be gone before libDestroy.
@@ -412,7 +419,10 @@ class SipServer:
         if reject:
             log.info("rejecting call %s from %s to %r: %d %s", entry.sip_call_id, entry.remote, called,
                      reject, entry.outcome)
-            self._reply(call, reject)
+            # pjsua has already opened RTP sockets for this call, and closed sockets stay reserved in the
+            # ioqueue (64 handles) for 500 ms. Holding the call slot briefly before refusing bounds how
+            # fast a flood can churn sockets; meanwhile further INVITEs get pjsua's stateless 486.
+            self._later(REJECT_DELAY, lambda: self._reject(entry, reject))
             return
         log.info("incoming call %s from %s (%s) to %r", entry.sip_call_id, entry.caller, entry.remote, called)
         if self.config.ring_seconds > 0:
@@ -420,6 +430,10 @@ class SipServer:
             self._later(self.config.ring_seconds, lambda: self._answer(entry))
         else:
             self._answer(entry)
+
+    def _reject(self, entry: _CallEntry, code: int) -> None:
+        if not entry.counted and entry.call is not None:
+            self._reply(entry.call, code)
 
     def _reply(self, call: pj.Call, code: int) -> None:
         prm = pj.CallOpParam()
@@ -430,7 +444,7 @@ class SipServer:
             call.answer(prm)
 
     def _answer(self, entry: _CallEntry) -> None:
-        if entry.counted or entry.call.entry is None:  # cancelled while ringing
+        if entry.counted or entry.call is None:  # cancelled while ringing
             return
         self._reply(entry.call, 200)
         entry.answered = True
@@ -460,7 +474,11 @@ class SipServer:
         if entry.counted:
             return
         entry.counted = True
-        entry.call.entry = None
+        # Drop the Call object now: pjsua2 allows deleting it in its DISCONNECTED callback, and a Call
+        # deleted later would hang up whichever new call has meanwhile reused its slot id (603).
+        if entry.call is not None:
+            entry.call.entry = None
+            entry.call = None
         self._entries = {k: v for k, v in self._entries.items() if v is not entry}
         if entry.channel is not None:
             self._by_channel.pop(id(entry.channel), None)
@@ -473,7 +491,7 @@ class SipServer:
         log.info("call %s ended: %s", entry.sip_call_id, outcome)
         if self.on_outcome is not None:
             self._guard(self.on_outcome, outcome)
-        self._graveyard.append((time.monotonic() + 0.5, (entry.port, entry.call)))
+        self._graveyard.append((time.monotonic() + 0.5, entry.port))
         entry.port = None
 
     def _on_media_state(self, call: _ServerCall) -> None:
@@ -541,7 +559,7 @@ class SipServer:
 
     def _hangup_channel(self, channel: SipChannel) -> None:
         entry = self._by_channel.get(id(channel))
-        if entry is None or entry.counted:
+        if entry is None or entry.counted or entry.call is None:
             return
         entry.local_hangup = True
         try:
@@ -553,7 +571,7 @@ class SipServer:
     def _start_transfer(self, channel: SipChannel, target: str, headers: dict[str, str],
                         future: Future[bool]) -> None:
         entry = self._by_channel.get(id(channel))
-        if entry is None or entry.counted or entry.transfer_future is not None:
+        if entry is None or entry.counted or entry.call is None or entry.transfer_future is not None:
             future.set_result(False)
             return
         prm = pj.CallOpParam(True)
