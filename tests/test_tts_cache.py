@@ -6,6 +6,8 @@ import multiprocessing
 import wave
 from pathlib import Path
 
+import pytest
+
 from ivr.speech.tts.cache import LruBytes, PromptCache, default_cache_dir, prompt_key
 
 
@@ -71,14 +73,14 @@ def test_memory_lru_evicts_least_recently_used_by_size() -> None:
     assert lru.get("huge") is None and len(lru) == 2
 
 
-def test_default_directory_follows_the_environment(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_default_directory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("IVR_TTS_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("IVR_TTS_CACHE")
     assert default_cache_dir() == Path("var/tts-cache")
 
 
-def _hammer(directory: str, worker: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _hammer(directory: str, worker: int, results: multiprocessing.Queue) -> None:
     cache = PromptCache(directory, memory_bytes=0)
     bad = 0
     for i in range(150):
@@ -94,7 +96,7 @@ def _hammer(directory: str, worker: int, results: multiprocessing.Queue) -> None
 
 def test_processes_sharing_a_directory_never_read_partial_files(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
-    results: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    results: multiprocessing.Queue = ctx.Queue()
     procs = [ctx.Process(target=_hammer, args=(str(tmp_path), n, results)) for n in range(4)]
     for p in procs:
         p.start()

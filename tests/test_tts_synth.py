@@ -97,7 +97,7 @@ def test_a_prompt_the_caller_interrupted_is_still_cached() -> None:
     synth = make()
     chunks = synth.stream("Please listen carefully, as our menu options have changed recently. " * 3, 8000)
     next(chunks)
-    chunks.close()  # barge-in: the caller stopped listening after the first chunk
+    del chunks  # barge-in: the caller stopped listening after the first chunk
     renders = shared_engine().renders
     synth.synthesize("Please listen carefully, as our menu options have changed recently. " * 3, 8000)
     assert shared_engine().renders == renders

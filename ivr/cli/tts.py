@@ -47,7 +47,6 @@ def say(text: str | None, output: Path | None, rate: str, voice: str | None, lan
         text = sys.stdin.read()
     if not text.strip():
         raise click.UsageError("TEXT is empty; there is nothing to say")
-    _check_writable(output)
     settings: dict[str, object] = {"language": language}
     if voice:
         settings["voice"] = voice
@@ -56,6 +55,7 @@ def say(text: str | None, output: Path | None, rate: str, voice: str | None, lan
     config = SynthesizerConfig(**settings)  # type: ignore[arg-type]
     cache = PromptCache(None if no_cache else default_cache_dir())
     synth = EspeakSynthesizer(config, cache, shared_engine())
+    _check_writable(output)
     started = time.perf_counter()
     pcm = synth.synthesize(text, int(rate))
     elapsed = time.perf_counter() - started
@@ -76,11 +76,13 @@ def _print_voices() -> None:
 
 def _check_writable(output: Path) -> None:
     """Fail before rendering if the WAV cannot be written, with a hint what to do."""
-    parent = output.parent if str(output.parent) else Path(".")
+    existed = output.exists()
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("ab"):
             pass
+        if not existed:
+            output.unlink()
     except OSError as exc:
         raise OutputError(f"cannot write {output}: {exc.strerror or exc}; choose a writable path with -o") from None
 

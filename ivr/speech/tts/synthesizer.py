@@ -18,6 +18,10 @@ from ivr.speech.tts.config import SynthesizerConfig
 from ivr.speech.tts.espeak import ESPEAK_RATE, EspeakEngine, VoiceSettings, shared_engine
 
 _CHUNK_SECONDS = 1.0  # size of the pieces a cached prompt is streamed in (what espeak-ng produces too)
+# espeak-ng's closing pause varies with what it spoke before; a fixed short one makes a prompt sound the
+# same every time and lets the caller's turn start sooner.
+_END_PAUSE_SECONDS = 0.1
+_QUIET = 100  # sample magnitude (about -50 dBFS) below which audio counts as silence
 
 
 class EspeakSynthesizer:
@@ -91,6 +95,7 @@ class _Render:
         self._resampler: soxr.ResampleStream | None = soxr.ResampleStream(
             ESPEAK_RATE, sample_rate, 1, dtype="float32", quality="HQ")
         self._parts: list[bytes] = []
+        self._quiet_tail = b""
         self._done = False
         self._error: SynthesisError | None = None
         self._changed = threading.Condition()
@@ -108,6 +113,7 @@ class _Render:
                 tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
                 del resampler  # release the native resampler before listeners see the end (and may exit)
                 self._emit(tail)
+                self._publish(self._quiet_tail[: int(self.sample_rate * _END_PAUSE_SECONDS) * 2])
                 # Cached before anyone sees the end: a repeat right after is a hit.
                 self._cache.put(self.key, b"".join(self._parts), self.sample_rate)
         finally:
@@ -120,8 +126,21 @@ class _Render:
                 self._changed.notify_all()
 
     def _emit(self, samples: np.ndarray) -> None:
-        if len(samples):
-            pcm = float_to_pcm16(samples)
+        """Publish audio up to its last sound; quiet audio after it waits to see if more sound follows."""
+        if not len(samples):
+            return
+        pcm = float_to_pcm16(samples)
+        values = np.frombuffer(pcm, dtype="<i2")
+        loud = np.flatnonzero((values >= _QUIET) | (values <= -_QUIET))
+        if not len(loud):
+            self._quiet_tail += pcm
+            return
+        cut = (int(loud[-1]) + 1) * 2
+        self._publish(self._quiet_tail + pcm[:cut])
+        self._quiet_tail = pcm[cut:]
+
+    def _publish(self, pcm: bytes) -> None:
+        if pcm:
             with self._changed:
                 self._parts.append(pcm)
                 self._changed.notify_all()
