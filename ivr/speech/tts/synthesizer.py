@@ -77,7 +77,11 @@ class EspeakSynthesizer:
             if render is None:
                 render = _in_flight[key] = _Render(key, sample_rate, self.cache)
         if started:
-            self.engine.render(text, self.settings, render)
+            try:
+                self.engine.render(text, self.settings, render)
+            except SynthesisError as exc:
+                render.finished(exc)  # wakes and fails anyone who joined, and forgets the render
+                raise
         return render.chunks()
 
 
