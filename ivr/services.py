@@ -73,8 +73,8 @@ class SpeechServices:
 
     # ----------------------------------------------------------- endpointing
 
-    def new_endpointer(self, sample_rate: int, listen: fa.Listen) -> Any:
-        """A fresh endpointer configured from a Listen action's timeouts."""
+    def new_endpointer(self, sample_rate: int, listen: fa.Listen, start_at: float = 0.0) -> Any:
+        """A fresh endpointer configured from a Listen action's timeouts; its clock starts at ``start_at``."""
         from ivr.speech.vad import Endpointer, EndpointerConfig
 
         config = EndpointerConfig(
@@ -82,13 +82,13 @@ class SpeechServices:
             max_speech=listen.max_speech,
             no_input_timeout=listen.no_input_timeout,
         )
-        return Endpointer(sample_rate, config)
+        return Endpointer(sample_rate, config, start_at=start_at)
 
-    def new_barge_in_detector(self, sample_rate: int) -> Any:
+    def new_barge_in_detector(self, sample_rate: int, start_at: float = 0.0) -> Any:
         """A fresh barge-in detector (speech over a playing prompt, ignoring short noises)."""
         from ivr.speech.vad import BargeInDetector
 
-        return BargeInDetector(sample_rate)
+        return BargeInDetector(sample_rate, start_at=start_at)
 
     # --------------------------------------------------------------- audio
 

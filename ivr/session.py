@@ -270,8 +270,10 @@ class CallSession:
     def _listen(self, action: fa.Listen) -> ControlEvent:
         """Wait for the caller's answer; returns exactly one event for the interpreter."""
         self._notify("listen", {"speech": action.speech, "dtmf": action.dtmf, "grammar": action.grammar})
-        vad = self.services.new_endpointer(self.rate, action)
-        barge = self.services.new_barge_in_detector(self.rate)
+        # The endpointer starts with the first frame after the prompt (its no-input timer with it), on the
+        # call clock; the barge-in detector listens while the prompt plays.
+        vad: Any = None
+        barge = self.services.new_barge_in_detector(self.rate, start_at=self.now)
         recognizer: Recognizer | None = None
         self._speculation = None
         digits = ""
@@ -307,10 +309,13 @@ class CallSession:
                     self.channel.stop_playback()
                     self._notify("barge_in", {"by": "speech", "at": self.now})
                     recognizer = self._start_recognizer(action, barge.preroll())
+                    vad = self.services.new_endpointer(self.rate, action, start_at=self.now)
                     vad.force_speech(self.now)
                 continue
             if waiting_since is None:
                 waiting_since = self.now
+            if vad is None:
+                vad = self.services.new_endpointer(self.rate, action, start_at=self.now - FRAME_SECONDS)
             if digits:
                 continue
             if not action.speech:
@@ -345,41 +350,55 @@ class CallSession:
         return recognizer
 
     def _speculate(self, recognizer: Recognizer, silence: float, action: fa.Listen) -> Transcript | None:
-        """Recognise speculatively once the caller pauses; end the turn early on a complete-sounding
-        result. Speech resuming discards the speculation. Only for per-utterance engines (``peek``)."""
+        """Once the caller pauses for ``early_silence``, look at what was said so far (``peek``); a
+        complete-sounding result (a grammar phrase, or a sentence end) ends the turn without waiting for
+        the full end-of-speech silence. Speech resuming discards the look.
+
+        Per-utterance engines (whisper) peek in the worker pool on a live call; a replay peeks at once,
+        as if the machine kept up, and counts the peek's time in the turn latency.
+        """
         peek = getattr(recognizer, "peek", None)
-        if peek is None or not self._realtime:
+        if peek is None:
             return None
         if silence < self.config.early_silence:
             self._speculation = None
             return None
         if self._speculation is None:
-            self._speculation = (self.services.submit(peek), time.perf_counter())
-            return None
-        future, _started = self._speculation
+            started = time.perf_counter()
+            if self._realtime:
+                self._speculation = (self.services.submit(peek), started - silence)
+                return None
+            done: Future[Transcript] = Future()
+            done.set_result(peek())
+            self._speculation = (done, started - silence)
+        future, speech_end = self._speculation
         if not future.done():
             return None
         transcript: Transcript = future.result()
         text = transcript.text.rstrip()
         if not text or not (action.grammar or text[-1] in ".?!"):
             return None
-        return self._commit(transcript, silence, "early")
+        if getattr(recognizer, "streaming", False):
+            transcript = recognizer.finish()  # the peek was a partial result: the final one has confidences
+        return self._commit(transcript, "early", speech_end)
 
     def _final_transcript(self, recognizer: Recognizer, action: fa.Listen, ended: SpeechEnded) -> ControlEvent:
         silence = max(0.0, self.now - ended.at) if ended.reason == "silence" else 0.0
         started = time.perf_counter()
-        # A speculation still standing means the caller stayed silent since: it heard the whole utterance.
-        future = self._speculation[0] if self._speculation is not None else self.services.submit(recognizer.finish)
+        future: Future[Transcript]
+        if self._speculation is not None and not getattr(recognizer, "streaming", False):
+            future = self._speculation[0]  # the caller stayed silent since: it heard the whole utterance
+        else:
+            future = self.services.submit(recognizer.finish)
         transcript: Transcript = self._wait(future, None, 0.0)
-        return self._commit(transcript, silence, "silence", started)
+        self._notify("asr", {"seconds": time.perf_counter() - started})
+        return self._commit(transcript, "silence", started - silence)
 
-    def _commit(self, transcript: Transcript, silence: float, how: str, started: float | None = None) -> Transcript:
-        """The caller's turn is over: note when their speech ended (on the wall clock) for turn latency."""
-        now = time.perf_counter()
-        self._speech_end_wall = (started if started is not None else now) - silence
+    def _commit(self, transcript: Transcript, how: str, speech_end_wall: float) -> Transcript:
+        """The caller's turn is over; ``speech_end_wall`` is when their speech ended on the wall clock (for
+        the turn latency: from there to the first audio of the reply)."""
+        self._speech_end_wall = speech_end_wall
         self._speculation = None
-        if started is not None:
-            self._notify("asr", {"seconds": now - started})
         self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence, "endpoint": how})
         return transcript
 

@@ -32,9 +32,10 @@ def make_caller_wav(out: Path, text: str, voice: str = "en-us", speed: int = 160
         raw = Path(tmp) / "raw.wav"
         subprocess.run([_tool("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
         clean = Path(tmp) / "clean.wav"
-        # telephone band-pass like a real line, then pad with a little room tone
-        subprocess.run([_tool("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(clean),
-                        "sinc", "300-3400", "pad", str(lead), str(tail)], check=True)
+        # narrowband calls get a telephone band-pass like a real line; wideband (G.722) keeps its band
+        band = ["sinc", "300-3400"] if rate == 8000 else []
+        subprocess.run([_tool("sox"), str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(clean), *band,
+                        "pad", str(lead), str(tail)], check=True)
         if noise > 0:
             length = subprocess.run([_tool("soxi"), "-D", str(clean)], check=True, capture_output=True,
                                     text=True).stdout.strip()

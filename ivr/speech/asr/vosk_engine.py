@@ -144,6 +144,19 @@ class VoskRecognizer:
         self._last_partial = text
         return Transcript(text=text, confidence=0.0, final=False, engine=ENGINE_NAME)
 
+    streaming = True
+    """Results grow with the audio: ``peek`` is cheap and ``finish`` only flushes the decoder."""
+
+    def peek(self) -> Transcript:
+        """What was heard so far (a partial result, no confidences), without ending the utterance. With a
+        grammar the text is the one phrase heard, or empty while it is not exactly one phrase."""
+        partial = json.loads(self._rec.PartialResult()).get("partial", "")
+        words = [w for w in f"{self._joined(self._segments)} {partial}".split() if w not in UNKNOWN_WORDS]
+        if self.phrases is None:
+            return Transcript(" ".join(words), 0.0, final=False, engine=ENGINE_NAME)
+        phrase = exact_phrase(words, self.phrases) if self._confined else None
+        return Transcript(phrase or "", 0.0, final=False, engine=ENGINE_NAME, heard=" ".join(words))
+
     def finish(self) -> Transcript:
         """The final transcript of the utterance; the recognizer is ready for the next one."""
         self._segments.append(json.loads(self._rec.FinalResult()).get("result", []))

@@ -198,8 +198,13 @@ class WhisperRecognizer:
 
     def finish(self) -> Transcript:
         """Transcribe the buffered utterance; the recognizer is ready for the next one."""
-        pcm = b"".join(self._chunks)
+        transcript = self.peek()
         self.reset()
+        return transcript
+
+    def peek(self) -> Transcript:
+        """Transcribe what is buffered so far, keeping it (to end a turn early on a complete sentence)."""
+        pcm = b"".join(self._chunks)
         samples = np.frombuffer(pcm, dtype="<i2")
         audio = resample(samples, self.sample_rate, WHISPER_RATE) if len(samples) else np.zeros(0, np.float32)
         heard, confidence = self._engine.transcribe_audio(audio, self._hint)
