@@ -99,9 +99,14 @@ class SessionConfig:
     apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
     goodbye_drain_seconds: float = 30.0
     no_agents_prompt: str = "Sorry, no one is available to take your call right now. Please call again later."
-    early_silence: float = 0.2
-    """After this much silence in an utterance, recognition starts speculatively; a complete-sounding
-    result (a sentence end, or a grammar phrase) ends the turn before the full end-of-speech silence."""
+    speculate_after: float = 0.15
+    """A pause this long starts recognising speculatively (on a live call, while the pause goes on)."""
+    early_silence_phrase: float = 0.2
+    """A pause this long after speech that already spells one of the prompt's grammar phrases ends the turn
+    (before the full end-of-speech silence)."""
+    early_silence_sentence: float = 0.3
+    """A pause this long after free speech that the recognizer closes as a sentence (., ?, !) ends the
+    turn. Longer than for phrases: people pause mid-sentence ("Yes, … that's right")."""
 
 
 @dataclass
@@ -350,7 +355,7 @@ class CallSession:
         return recognizer
 
     def _speculate(self, recognizer: Recognizer, silence: float, action: fa.Listen) -> Transcript | None:
-        """Once the caller pauses for ``early_silence``, look at what was said so far (``peek``); a
+        """Once the caller pauses (``early_silence_*``), look at what was said so far (``peek``); a
         complete-sounding result (a grammar phrase, or a sentence end) ends the turn without waiting for
         the full end-of-speech silence. Speech resuming discards the look.
 
@@ -360,19 +365,20 @@ class CallSession:
         peek = getattr(recognizer, "peek", None)
         if peek is None:
             return None
-        if silence < self.config.early_silence:
+        if silence < self.config.speculate_after:
             self._speculation = None
             return None
         if self._speculation is None:
             started = time.perf_counter()
             if self._realtime:
-                self._speculation = (self.services.submit(peek), started - silence)
-                return None
-            done: Future[Transcript] = Future()
-            done.set_result(peek())
-            self._speculation = (done, started - silence)
+                future = self.services.submit(peek)
+            else:
+                future = Future()
+                future.set_result(peek())
+            self._speculation = (future, started - silence)
         future, speech_end = self._speculation
-        if not future.done():
+        wait = self.config.early_silence_phrase if action.grammar else self.config.early_silence_sentence
+        if silence < wait or not future.done():
             return None
         transcript: Transcript = future.result()
         text = transcript.text.rstrip()
@@ -380,7 +386,8 @@ class CallSession:
             return None
         if getattr(recognizer, "streaming", False):
             transcript = recognizer.finish()  # the peek was a partial result: the final one has confidences
-        return self._commit(transcript, "early", speech_end)
+        # On a live call both estimates agree; in a replay the second accounts for the pause still needed.
+        return self._commit(transcript, "early", min(speech_end, time.perf_counter() - silence))
 
     def _final_transcript(self, recognizer: Recognizer, action: fa.Listen, ended: SpeechEnded) -> ControlEvent:
         silence = max(0.0, self.now - ended.at) if ended.reason == "silence" else 0.0
