@@ -70,3 +70,13 @@ def intents(seeds: int, record: Path | None) -> None:
     from ivr.bench.intents import run_intents_bench
 
     _run("intents", lambda: run_intents_bench(seeds), record)
+
+
+@bench.command()
+@click.option("--fast", is_flag=True, help="Replay faster than real time (latency is then modelled).")
+@_record_option
+def turns(fast: bool, record: Path | None) -> None:
+    """Turn latency (end of caller speech → first reply audio) through the full pipeline, per engine."""
+    from ivr.bench.turns import run_turns_bench
+
+    _run("turns", lambda: run_turns_bench(realtime=not fast), record)
