@@ -660,8 +660,8 @@ def transfer_headers(context: dict[str, Any]) -> dict[str, str]:
     headers = {"X-IVR-Call-Id": str(context.get("call_id", ""))}
     if context.get("intent"):
         headers["X-IVR-Intent"] = str(context["intent"])
-    if context.get("confidence") is not None:
-        headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
+        if context.get("confidence") is not None:
+            headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
     if context.get("flow"):
         headers["X-IVR-Flow"] = str(context["flow"])
     for key, value in (context.get("slots") or {}).items():

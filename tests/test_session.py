@@ -152,7 +152,7 @@ def test_speech_answer_reaches_the_flow_and_transfer_carries_context(services_fa
 
 def test_silence_gives_no_input_after_the_timeout(services_factory) -> None:
     flow = ScriptedFlow([fa.Say("Hello?"), fa.Listen(no_input_timeout=2.0)], [[fa.Hangup("no_input")]])
-    result, channel, events = _run(flow, [CallerStep(line=1, silence=10)], services_factory())
+    result, _channel, events = _run(flow, [CallerStep(line=1, silence=10)], services_factory())
     assert isinstance(flow.events[0], NoInput)
     no_input_at = next(d["at"] for k, d in events if k == "no_input")
     prompt_end = 0.1 * 1  # one word at 0.1 s
