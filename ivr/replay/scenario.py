@@ -97,15 +97,15 @@ class _Checker:
         self.path = path
         self.errors: list[Diagnostic] = []
 
-    def error(self, node: Any, key: Any, message: str) -> None:
-        line, col = _position(node, key)
+    def error(self, node: Any, key: Any, message: str, at_value: bool = False) -> None:
+        line, col = _position(node, key, at_value)
         self.errors.append(Diagnostic(str(self.path), line, col, message))
 
 
-def _position(node: Any, key: Any) -> tuple[int, int]:
+def _position(node: Any, key: Any, at_value: bool = False) -> tuple[int, int]:
     try:
         if isinstance(node, CommentedMap) and key is not None:
-            line, col = node.lc.key(key)
+            line, col = node.lc.value(key) if at_value else node.lc.key(key)
             return line + 1, col + 1
         if isinstance(node, CommentedSeq) and key is not None:
             line, col = node.lc.item(key)
@@ -136,10 +136,10 @@ def load_scenario(path: str | Path) -> Scenario:
     if "flow" not in data:
         check.error(data, None, "missing `flow:` (path of the flow YAML, relative to this scenario)")
     elif not flow.is_file():
-        check.error(data, "flow", f"flow file {flow} does not exist")
+        check.error(data, "flow", f"flow file {flow} does not exist", at_value=True)
     rate = data.get("rate", 8000)
     if rate not in (8000, 16000):
-        check.error(data, "rate", f"rate must be 8000 or 16000, not {rate!r}")
+        check.error(data, "rate", f"rate must be 8000 or 16000, not {rate!r}", at_value=True)
         rate = 8000
     scenario = Scenario(
         path=path,
@@ -164,7 +164,8 @@ def load_scenario(path: str | Path) -> Scenario:
                 )
     steps = data.get("steps")
     if not isinstance(steps, CommentedSeq) or not steps:
-        check.error(data, "steps" if "steps" in data else None, "`steps:` must be a non-empty list")
+        check.error(data, "steps" if "steps" in data else None, "`steps:` must be a non-empty list",
+                    at_value="steps" in data)
         steps = CommentedSeq()
     pending_bot: list[str] = []
     for index, raw in enumerate(steps):
@@ -192,7 +193,8 @@ def load_scenario(path: str | Path) -> Scenario:
                 try:
                     scenario.audio[audio] = read_wav(wav, scenario.rate).pcm
                 except AudioFormatError as exc:
-                    check.error(raw, "say", exc.problem if wav.exists() else f"audio file {wav} does not exist")
+                    problem = exc.problem if wav.exists() else f"audio file {wav} does not exist"
+                    check.error(raw, "say", problem, at_value=True)
         scenario.steps.append(
             CallerStep(
                 line=_position(steps, index)[0],
