@@ -67,6 +67,10 @@ class SipConfig:
     user_agent: str = "ivr"
     log_level: int = 1
     """pjsip log verbosity (0-6) forwarded to the ``ivr.sip.pjsip`` logger."""
+    tcp_port: int = 0
+    """TCP port when it differs from ``port`` (0: the same)."""
+    behind_front: bool = False
+    """Internal: this endpoint is a pool worker behind ``ivr.sip.pool``'s front (trust its X-IVR-Source)."""
     transfer_timeout: float = 5.0
     """Seconds to wait for the peer to accept a REFER."""
 

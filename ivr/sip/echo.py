@@ -40,6 +40,8 @@ class EchoCall:
     codec: str
     sample_rate: int
     headers: dict[str, str]
+    remote: str = ""
+    """The caller's SIP source address."""
     digits: str = ""
     frames: int = 0
     voiced_frames: int = 0
@@ -70,7 +72,7 @@ class EchoBot:
         """Run one call until it ends."""
         rate = channel.sample_rate
         record = EchoCall(channel.call_id, channel.caller, channel.called, channel.codec, rate,
-                          dict(channel.headers))
+                          dict(channel.headers), channel.remote)
         with self._lock:
             self.calls.append(record)
         if rate in self.greeting:
@@ -99,3 +101,5 @@ class EchoBot:
             if self.hangup_after and now - started >= self.hangup_after:
                 channel.hangup()
                 break
+        if any(isinstance(event, Hangup) for event in channel.poll_control()):  # ended between two polls
+            record.hung_up_by_caller = True

@@ -25,6 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
@@ -33,6 +34,9 @@ from ivr.sip.channel import SipChannel
 from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
 from ivr.sip.media import CallAudioPort
 from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_user
+
+if TYPE_CHECKING:
+    from ivr.sip.pool import SipPool
 
 log = logging.getLogger("ivr.sip")
 pjsip_log = logging.getLogger("ivr.sip.pjsip")
@@ -43,6 +47,9 @@ Route = Callable[[str], bool]
 # Codec priorities: wideband first so a caller offering G.722 gets it; everything else is disabled so an
 # offer with only, say, speex or G.729 is refused with 488.
 CODEC_PRIORITIES = {"G722/16000/1": 130, "PCMU/8000/1": 129, "PCMA/8000/1": 128}
+
+SOURCE_HEADER = "X-IVR-Source"
+"""Header a pool front adds to forwarded INVITEs with the caller's address (trusted only behind_front)."""
 
 REJECT_DELAY = 0.1
 """Seconds a refused INVITE waits for its final response (see _on_incoming)."""
@@ -151,6 +158,8 @@ class SipServer:
         self.stats = SipStats()
         self.on_outcome: Callable[[str], None] | None = None
         """Called (on the SIP thread) with each call's outcome; keep it quick."""
+        self.on_call_finished: Callable[[str, str], None] | None = None
+        """Called (on the SIP thread) with (SIP Call-ID, outcome) when a call is over; keep it quick."""
         self.port = config.port
         """The SIP port actually bound (differs from config.port when that is 0)."""
         self.registration_status: tuple[int, str] = (0, "")
@@ -170,13 +179,27 @@ class SipServer:
         self._ep: pj.Endpoint | None = None
         self._account: _ServerAccount | None = None
         self._log_writer: _LogWriter | None = None
+        self._pool: SipPool | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
+    @property
+    def pooled(self) -> bool:
+        """True when calls are spread over worker processes (max_calls above pjsua's 4 per process)."""
+        return self.config.max_calls > PJSUA_MAX_CALLS and not self.config.behind_front
+
     def start(self, timeout: float = 10.0) -> None:
         """Bind the transports and start taking calls; raises SipError if the stack cannot start."""
-        if self._thread is not None:
+        if self._thread is not None or self._pool is not None:
             raise SipError("the SIP server is already running; stop() it before starting again")
+        if self.pooled:
+            from ivr.sip.pool import SipPool
+
+            pool = SipPool(self)
+            pool.start(timeout=2 * timeout)
+            self._pool = pool
+            self.port = pool.port
+            return
         self._thread = threading.Thread(target=self._run, name="ivr-sip", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -184,10 +207,17 @@ class SipServer:
         if self._start_error is not None:
             self._thread.join(5)
             self._thread = None
-            raise SipError(f"cannot start SIP on {self.config.host}:{self.config.port}: {self._start_error}")
+            error = self._start_error
+            reason = error.info() if isinstance(error, pj.Error) else str(error)
+            raise SipError(f"cannot start SIP on {self.config.host}:{self.config.port}: {reason}; "
+                           "is the port in use? pick another one")
 
     def stop(self, grace_seconds: float = 0.0) -> None:
         """Refuse new calls (503), let current calls run up to ``grace_seconds``, then hang up and shut down."""
+        if self._pool is not None:
+            self._pool.stop(grace_seconds)
+            self._pool = None
+            return
         if self._thread is None:
             return
         self._stopping = True
@@ -219,6 +249,8 @@ class SipServer:
 
     def call_threads(self) -> list[threading.Thread]:
         """Call worker threads still running (for leak checks)."""
+        if self._pool is not None:
+            return self._pool.call_threads()
         return [w for w in self._workers if w.is_alive()]
 
     # -- requests from other threads (CallControl) -------------------------------------------------------------
@@ -291,14 +323,14 @@ class SipServer:
         port = cfg.port
         for name in cfg.transports:
             tcfg = pj.TransportConfig()
-            tcfg.port = port
+            tcfg.port = cfg.tcp_port if name == "tcp" and cfg.tcp_port else port
             tcfg.boundAddress = cfg.host
             if cfg.public_address:
                 tcfg.publicAddress = cfg.public_address
             kind = pj.PJSIP_TRANSPORT_UDP if name == "udp" else pj.PJSIP_TRANSPORT_TCP
             tid = ep.transportCreate(kind, tcfg)
             transport_ids.append(tid)
-            if port == 0:  # later transports share the port the OS gave the first one
+            if port == 0 and tcfg.port == 0:  # later transports share the port the OS gave the first one
                 port = int(ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
         self.port = port
         ep.libStart()
@@ -320,9 +352,7 @@ class SipServer:
         self._account = _ServerAccount(self)
         self._account.create(acfg, True)
         log.info("SIP listening on %s:%d (%s)", cfg.host, port, ",".join(cfg.transports))
-        if cfg.max_calls > PJSUA_MAX_CALLS:
-            log.warning("max_calls %d: this pjsua2 build takes at most %d calls per process; more get 486",
-                        cfg.max_calls, PJSUA_MAX_CALLS)
+
 
     def _teardown_stack(self) -> None:
         # Every Call and port object must be gone before libDestroy.
@@ -394,13 +424,17 @@ class SipServer:
         info = call.getInfo()
         message = prm.rdata.wholeMsg
         called = uri_user(request_uri(message)) or uri_user(info.localUri)
+        headers = extension_headers(message)
+        remote = prm.rdata.srcAddress
+        if self.config.behind_front:  # a SipPool front forwarded this INVITE: the caller is named in a header
+            remote = headers.pop(SOURCE_HEADER, remote)
         entry = _CallEntry(
             call=call,
             sip_call_id=info.callIdString,
             caller=uri_user(info.remoteUri),
             called=called,
-            remote=prm.rdata.srcAddress,
-            headers=extension_headers(message),
+            remote=remote,
+            headers=headers,
             received_at=started,
         )
         call.entry = entry
@@ -491,6 +525,8 @@ class SipServer:
         log.info("call %s ended: %s", entry.sip_call_id, outcome)
         if self.on_outcome is not None:
             self._guard(self.on_outcome, outcome)
+        if self.on_call_finished is not None:
+            self._guard(self.on_call_finished, entry.sip_call_id, outcome)
         self._graveyard.append((time.monotonic() + 0.5, entry.port))
         entry.port = None
 
@@ -602,7 +638,7 @@ class SipServer:
         code = int(prm.statusCode)
         future = entry.transfer_future
         if not future.done():
-            accepted = 200 <= code < 300
+            accepted = 100 <= code < 300  # 202 to the REFER, or a NOTIFY saying the transferee is trying
             if accepted or code >= 300:
                 future.set_result(accepted)
                 entry.transfer_accepted = accepted
