@@ -35,6 +35,7 @@ class SentenceEncoder(Protocol):
 
     name: str
     dim: int
+    known_words: frozenset[str]  # whole words the model's vocabulary has (not split into pieces)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Return a float32 array of shape (len(texts), dim), each row of unit length."""
@@ -82,6 +83,7 @@ class MiniLmEncoder:
         self.name = f"all-MiniLM-L6-v2 ({model_path.name})"
         vocab_list: list[str] = json.loads(_VOCAB_PATH.read_text(encoding="utf-8"))
         vocab = {token: i for i, token in enumerate(vocab_list)}
+        self.known_words = frozenset(t for t in vocab_list if t.isalpha() and t.islower())
         tokenizer = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=True)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -89,8 +89,10 @@ def read_flow_intents(path: str | Path) -> FlowIntents:
         texts = []
         for i, item in enumerate(listed):
             if not isinstance(item, str) or not item.strip():
-                item_line = listed.lc.item(i)[0] + 1 if hasattr(listed, "lc") else line
-                problems.append(Diagnostic(name, item_line, 0, f"intent '{intent}': examples must be non-empty text"))
+                item_line, item_col = listed.lc.item(i)
+                problems.append(
+                    Diagnostic(name, item_line + 1, item_col + 1, f"intent '{intent}': examples must be non-empty text")
+                )
             else:
                 texts.append(item)
         examples[str(intent)] = texts

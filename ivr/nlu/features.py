@@ -95,3 +95,40 @@ class HashedTfidf:
             np.add.at(chars[row], ci, cv)
             np.add.at(words[row], wi, wv)
         return chars, words
+
+
+def _bigrams(word: str) -> set[str]:
+    padded = f" {word} "
+    return {padded[i : i + 2] for i in range(len(padded) - 1)}
+
+
+class WordCorrector:
+    """Maps a word the examples never use to the closest word they do use, when it is a near-miss.
+
+    Recognisers write "bil" for "bill" or "oder" for "order"; sentence embeddings treat such pieces as
+    unrelated words, so the utterance is re-spelt with the examples' vocabulary before it is embedded.
+    Words the embedding model knows as whole words (``known_words``) are left alone.
+    """
+
+    def __init__(
+        self, texts: list[str], known_words: frozenset[str] = frozenset(), min_similarity: float = 0.6
+    ) -> None:
+        self.min_similarity = min_similarity
+        self._known = known_words
+        self._vocabulary = {word for text in texts for word in text.split()}
+        self._grams = {word: _bigrams(word) for word in self._vocabulary if len(word) >= 3}
+
+    def correct(self, text: str) -> str:
+        """The normalised text with near-miss words replaced (Dice similarity of character bigrams)."""
+        words = text.split()
+        for i, word in enumerate(words):
+            if word in self._vocabulary or word in self._known or len(word) < 3 or word.isdigit():
+                continue
+            grams = _bigrams(word)
+            best, best_score = word, self.min_similarity
+            for candidate, candidate_grams in self._grams.items():
+                score = 2 * len(grams & candidate_grams) / (len(grams) + len(candidate_grams))
+                if score > best_score:
+                    best, best_score = candidate, score
+            words[i] = best
+        return " ".join(words)

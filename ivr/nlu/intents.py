@@ -19,7 +19,7 @@ import numpy as np
 
 from ivr.errors import IvrError
 from ivr.nlu.embedding import SentenceEncoder, shared_encoder
-from ivr.nlu.features import HashedTfidf, normalize
+from ivr.nlu.features import HashedTfidf, WordCorrector, normalize
 from ivr.nlu.types import IntentMatch
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,10 @@ CHAR_WEIGHT = 1.0
 WORD_WEIGHT = 0.5
 # Regularisation of the regression (per example); smaller fits the examples more tightly.
 L2 = 1e-4
-# Similarity (0..1, cosine of the combined kernel) below which confidence is damped towards zero.
-SIMILARITY_FLOOR = 0.25
-SIMILARITY_FULL = 0.55
+# Cosine (floor, full) to the closest example of an intent, per view: below the floor its confidence is
+# zero, above full it is the regression's probability; off-topic speech is far from every example.
+EMBEDDING_SIMILARITY = (0.3, 0.6)
+CHAR_SIMILARITY = (0.2, 0.4)
 
 
 class IntentDefinitionError(IvrError):
@@ -64,9 +65,13 @@ class KernelIntentClassifier:
         self._labels = np.array(labels, dtype=np.int64)
         self._tfidf = HashedTfidf().fit(texts)
         self._chars, self._words = self._tfidf.dense(texts)
+        self._corrector = WordCorrector(texts, encoder.known_words if encoder is not None else frozenset())
         self._embeddings = encoder.encode(texts) if encoder is not None else None
+        # Without embeddings the kernel is rescaled to the same magnitude, so the regression is as sharp
+        # and confidences stay comparable with the flow's threshold.
+        used = CHAR_WEIGHT + WORD_WEIGHT + (EMBEDDING_WEIGHT if self._embeddings is not None else 0.0)
+        self._scale = (CHAR_WEIGHT + WORD_WEIGHT + EMBEDDING_WEIGHT) / used
         gram = self._kernel_rows(self._chars, self._words, self._embeddings)
-        self._self_similarity = np.diag(gram).copy()
         # Example-major copies: a new utterance's few non-zero n-gram buckets select contiguous rows.
         self._chars_t = np.ascontiguousarray(self._chars.T)
         self._words_t = np.ascontiguousarray(self._words.T)
@@ -82,37 +87,41 @@ class KernelIntentClassifier:
         gram = CHAR_WEIGHT * (chars @ self._chars.T) + WORD_WEIGHT * (words @ self._words.T)
         if embeddings is not None and self._embeddings is not None:
             gram += EMBEDDING_WEIGHT * (embeddings @ self._embeddings.T)
-        return np.asarray(gram, dtype=np.float64)
+        return np.asarray(gram, dtype=np.float64) * self._scale
 
-    def _kernel_to_examples(self, text: str) -> tuple[np.ndarray, float]:
+    def _kernel_to_examples(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel row to every example, and how close (0..1, best of embedding and character views) each is."""
         (ci, cv), (wi, wv) = self._tfidf.sparse(text)
-        row = CHAR_WEIGHT * (cv @ self._chars_t[ci]) + WORD_WEIGHT * (wv @ self._words_t[wi])
-        self_sim = CHAR_WEIGHT * float(cv @ cv) + WORD_WEIGHT * float(wv @ wv)
+        char_cosine = cv @ self._chars_t[ci]
+        row = (CHAR_WEIGHT * char_cosine + WORD_WEIGHT * (wv @ self._words_t[wi])) * self._scale
+        closeness = _ramp(char_cosine, CHAR_SIMILARITY)
         if self.encoder is not None and self._embeddings is not None:
-            vector = self.encoder.encode([text])[0]
-            row = row + EMBEDDING_WEIGHT * (self._embeddings @ vector)
-            self_sim += EMBEDDING_WEIGHT * float(vector @ vector)
-        return np.asarray(row, dtype=np.float64), self_sim
+            embedding_cosine = self._embeddings @ self.encoder.encode([self._corrector.correct(text)])[0]
+            row = row + EMBEDDING_WEIGHT * self._scale * embedding_cosine
+            closeness = np.maximum(closeness, _ramp(embedding_cosine, EMBEDDING_SIMILARITY))
+        return np.asarray(row, dtype=np.float64), closeness
 
     def classify(self, text: str) -> IntentMatch:
         """The most likely intent (None below the threshold), its confidence and the top runners-up."""
         normalized = normalize(text)
         if not normalized or not self.intents:
             return IntentMatch(intent=None, confidence=0.0, ranked=())
-        row, self_sim = self._kernel_to_examples(normalized)
+        row, closeness = self._kernel_to_examples(normalized)
         logits = row @ self._coef + self._bias
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
-        # Cosine similarity in the combined feature space to the closest example of each intent.
-        cosine = row / np.sqrt(np.maximum(self_sim * self._self_similarity, 1e-12))
-        closest = np.full(len(self.intents), -1.0)
-        np.maximum.at(closest, self._labels, cosine)
-        damping = np.clip((closest - SIMILARITY_FLOOR) / (SIMILARITY_FULL - SIMILARITY_FLOOR), 0.0, 1.0)
-        confidence = probs * damping
-        order = np.argsort(-probs)[:RANKED]
+        closest = np.zeros(len(self.intents))
+        np.maximum.at(closest, self._labels, closeness)
+        confidence = probs * closest
+        order = np.lexsort((-probs, -confidence))[:RANKED]  # by confidence, ties by probability
         ranked = tuple((self.intents[i], round(float(confidence[i]), 4)) for i in order)
         top_name, top_conf = ranked[0]
         return IntentMatch(intent=top_name if top_conf >= self.threshold else None, confidence=top_conf, ranked=ranked)
+
+
+def _ramp(cosine: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    floor, full = bounds
+    return np.asarray(np.clip((cosine - floor) / (full - floor), 0.0, 1.0), dtype=np.float64)
 
 
 def _fit_kernel_logistic(
