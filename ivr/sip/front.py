@@ -111,7 +111,8 @@ class Front:
     """The dispatcher: one UDP socket, one thread. ``workers`` are (host, port) of pool workers."""
 
     def __init__(self, host: str, port: int, *, max_calls: Callable[[], int], allowed: Callable[[str], bool],
-                 route: Callable[[str], bool] | None, on_reject: Callable[[str], None]) -> None:
+                 route: Callable[[str], bool] | None, on_reject: Callable[[str], None],
+                 on_load: Callable[[], None] = lambda: None) -> None:
         self.host = host
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, port))
@@ -122,6 +123,7 @@ class Front:
         self._allowed = allowed
         self._route = route
         self._on_reject = on_reject
+        self._on_load = on_load
         self._lock = threading.Lock()
         self._call_worker: dict[str, int] = {}
         self._active: dict[str, int] = {}  # Call-ID -> worker, while the call occupies a worker slot
@@ -217,6 +219,7 @@ class Front:
                 with self._lock:
                     self._call_worker[call_id] = worker
                     self._active[call_id] = worker
+                self._on_load()
             elif method == "ACK":
                 return  # nothing to acknowledge any more
             elif method == "CANCEL":
@@ -289,8 +292,11 @@ class Front:
         if msg.method == "INVITE" and msg.status >= 300:
             with self._lock:
                 call_id = msg.header("call-id")
-                if self._active.pop(call_id, None) is not None:
+                finished = self._active.pop(call_id, None) is not None
+                if finished:
                     self._finished[call_id] = time.monotonic()
+            if finished:
+                self._on_load()
         self.sock.sendto(SipMessage(msg.start, headers, msg.body).encode(), client[0])
 
     def _reply(self, msg: SipMessage, addr: tuple[str, int], code: int, reason: str) -> None:

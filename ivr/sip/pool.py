@@ -207,7 +207,8 @@ class SipPool:
                            "are spread over worker processes by a UDP front)")
         try:
             self.front = Front(cfg.host, cfg.port, max_calls=lambda: self.config.max_calls,
-                               allowed=self.config.is_allowed, route=self._route, on_reject=self._count_front_reject)
+                               allowed=self.config.is_allowed, route=self._route, on_reject=self._count_front_reject,
+                               on_load=self._refresh_stats)
         except OSError as exc:
             raise SipError(f"cannot listen on udp {cfg.host}:{cfg.port}: {exc}; pick another --sip-port") from None
         self.port = self.front.port
