@@ -12,7 +12,7 @@ import pytest
 from test_sip_sipp import run_sipp  # tests/ is on sys.path (pytest's default import mode)
 
 from ivr.audio.wavfile import read_wav
-from ivr.sip import SipConfig, SipServer
+from ivr.sip import RegistrationConfig, SipConfig, SipServer
 from ivr.sip.echo import EchoBot
 from ivr.testing.sip_caller import place_call
 
@@ -91,3 +91,29 @@ def test_pool_call_setup_time(pool: SipServer, tmp_path: Path, capsys: Any) -> N
     with capsys.disabled():
         print(f"\npooled call set-up (pjsua2 caller, INVITE to 200 OK): {[round(s, 1) for s in setups]} ms")
     assert setups[1] <= 50
+
+
+def test_pool_registers_the_front_address(tmp_path: Path) -> None:
+    import subprocess
+
+    from test_sip_sipp import SCENARIOS, free_port
+
+    port = free_port()
+    registrar = subprocess.Popen(
+        ["sipp", "-sf", str(SCENARIOS / "registrar.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+         "-nostdin", "-timeout", "40s", "-trace_msg"], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        reg = RegistrationConfig(registrar=f"sip:127.0.0.1:{port}", username="ivr", password="secret")
+        srv = SipServer(SipConfig(port=0, max_calls=8, log_level=0, registration=reg))
+        srv.start()
+        try:
+            assert srv.wait_registered(8)
+        finally:
+            srv.stop()
+        assert registrar.wait(20) == 0
+        [messages] = list(tmp_path.glob("*_messages.log"))
+        assert f"Contact: <sip:ivr@127.0.0.1:{srv.port}>" in messages.read_text()  # the front, not a worker
+    finally:
+        if registrar.poll() is None:
+            registrar.kill()

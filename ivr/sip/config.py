@@ -69,6 +69,8 @@ class SipConfig:
     """pjsip log verbosity (0-6) forwarded to the ``ivr.sip.pjsip`` logger."""
     tcp_port: int = 0
     """TCP port when it differs from ``port`` (0: the same)."""
+    contact: str = ""
+    """Contact to register and answer with instead of our own address (a pool registers its front)."""
     behind_front: bool = False
     """Internal: this endpoint is a pool worker behind ``ivr.sip.pool``'s front (trust its X-IVR-Source)."""
     transfer_timeout: float = 5.0

@@ -176,6 +176,8 @@ class _WorkerLink:
             self.active = active
             self.outcomes[outcome] += 1
             self.pool._call_finished(call_id, outcome)
+        elif kind == "reg":
+            self.pool.server.set_registration(*message[1:])
         elif kind == "ready":
             self.port = message[1]
             self.ready.set()
@@ -245,11 +247,15 @@ class SipPool:
         if index == 0 and "tcp" in cfg.transports:
             transports = ("udp", "tcp")  # TCP callers reach worker 0 directly on the public port
             tcp_port = self.port
+        contact = ""
         if index == 0 and cfg.registration is not None:
+            # Register the front's address, so the registrar's calls are spread over all workers.
             registration = cfg.registration
+            host = cfg.public_address or (cfg.host if cfg.host not in ("0.0.0.0", "") else "127.0.0.1")
+            contact = f"<sip:{registration.username}@{host}:{self.port}>"
         allow = cfg.allow_from + (("127.0.0.1", cfg.host) if cfg.allow_from and cfg.host != "0.0.0.0" else ())
         return replace(cfg, port=0, tcp_port=tcp_port, transports=transports, max_calls=PJSUA_MAX_CALLS,
-                       allow_from=allow, registration=registration, behind_front=True)
+                       allow_from=allow, registration=registration, contact=contact, behind_front=True)
 
     def stop(self, grace_seconds: float = 0.0) -> None:
         if self.front is not None:
@@ -380,6 +386,7 @@ def worker_main(conn: Connection) -> None:
         send(("finished", call_id, outcome, server.stats.active_calls))
 
     server.on_call_finished = finished
+    server.on_registration = lambda code, reason, registered: send(("reg", code, reason, registered))
     try:
         server.start()
     except SipError as exc:

@@ -163,6 +163,8 @@ class SipServer:
         self.port = config.port
         """The SIP port actually bound (differs from config.port when that is 0)."""
         self.registration_status: tuple[int, str] = (0, "")
+        self.on_registration: Callable[[int, str, bool], None] | None = None
+        """Called (on the SIP thread) with each registration response code and reason."""
         self._registered = threading.Event()
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -344,6 +346,8 @@ class SipServer:
             acfg.regConfig.timeoutSec = reg.expires
             acfg.regConfig.registerOnAdd = True
             acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.username, 0, reg.password))
+        if cfg.contact:
+            acfg.sipConfig.contactForced = cfg.contact
         acfg.mediaConfig.transportConfig.port = cfg.rtp_port
         acfg.mediaConfig.transportConfig.portRange = cfg.rtp_port_range
         acfg.mediaConfig.transportConfig.boundAddress = cfg.host
@@ -654,9 +658,16 @@ class SipServer:
             self._hangup_channel(entry.channel)
 
     def _on_reg_state(self, prm: pj.OnRegStateParam) -> None:
-        self.registration_status = (int(prm.code), str(prm.reason))
-        if 200 <= prm.code < 300 and prm.expiration > 0:
+        registered = 200 <= prm.code < 300 and prm.expiration > 0
+        self.set_registration(int(prm.code), str(prm.reason), registered)
+        if self.on_registration is not None:
+            self._guard(self.on_registration, int(prm.code), str(prm.reason), registered)
+
+    def set_registration(self, code: int, reason: str, registered: bool) -> None:
+        """Record the registrar's latest answer (a pool relays its worker's here)."""
+        self.registration_status = (code, reason)
+        if registered:
             self._registered.set()
         else:
             self._registered.clear()
-        log.info("registration: %d %s", prm.code, prm.reason)
+        log.info("registration: %d %s", code, reason)
