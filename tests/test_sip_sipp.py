@@ -172,3 +172,37 @@ def test_registration_with_digest_auth(tmp_path: Path, password: str, registered
     finally:
         if registrar.poll() is None:
             registrar.kill()
+
+
+def test_rtp_from_a_wrong_address_does_not_break_the_call(bot: EchoBot, tmp_path: Path) -> None:
+    import struct
+    import threading
+
+    rtp_port = free_port() & ~1
+    srv = SipServer(SipConfig(port=0, log_level=0, rtp_port=rtp_port, rtp_port_range=2), on_call=bot)
+    srv.start()
+    stop = threading.Event()
+
+    def rogue() -> None:  # a stranger sprays loud PCMU at the call's RTP port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            seq = 0
+            while not stop.wait(0.02):
+                seq += 1
+                header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, seq * 160, 0xDEADBEEF)
+                sock.sendto(header + bytes([0x80, 0x00]) * 80, ("127.0.0.1", rtp_port))
+
+    sender = threading.Thread(target=rogue)
+    try:
+        sender.start()
+        proc = run_sipp("late_offer_reinvite.xml", tmp_path, "-s", "100", "-d", "1500", "-m", "1",
+                        target=f"127.0.0.1:{srv.port}")
+        assert proc.returncode == 0  # the call itself went through normally, re-INVITE and BYE included
+    finally:
+        stop.set()
+        sender.join()
+        srv.stop()
+    [call] = bot.calls
+    print(f"rogue RTP heard in {call.voiced_frames} of {call.frames} frames")
+    assert call.hung_up_by_caller and call.frames >= 3.0 * 50 * 0.8
+    assert call.voiced_frames < 15  # pjmedia does not let the stranger take over the audio
+    assert srv.stats.outcomes["completed"] == 1 and srv.stats.active_calls == 0
