@@ -44,14 +44,15 @@ class ServerConfig:
 class IvrServer:
     """The whole server: start(), then stop(grace) on shutdown."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, connector: Any = None) -> None:
+        """``connector`` rings agents for the queues (default: blind REFER of the caller to the agent)."""
         self.config = config
         self.metrics = Metrics()
         self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
         self.services: dict[str, SpeechServices] = {}
         self.store: Any = None
         self.acd: Any = None
-        self.connector = ReferConnector()
+        self.connector = connector or ReferConnector()
         self.web: Any = None
         self.web_port = config.web_port
         self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
