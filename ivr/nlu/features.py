@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-_NOT_WORD = re.compile(r"[^a-z0-9']+")
+_NOT_WORD = re.compile(r"[^\w']+|_+")  # letters of any script (Hangul, Han, …), digits, apostrophes
 _CONTRACTIONS = {"'s": " is", "n't": " not", "'m": " am", "'re": " are", "'ve": " have", "'ll": " will", "'d": " would"}
 
 
