@@ -11,10 +11,10 @@ from typing import Any
 
 from ivr.flow.registry import FlowRegistry
 from ivr.metrics import FanOut, Metrics
-from ivr.queue.refer import ReferConnector
 from ivr.runtime import FlowRuntime, engine_for_language
 from ivr.services import SpeechServices
 from ivr.session import CallSession, SessionConfig
+from ivr.sip.agents import SipAgentConnector
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import SipConfig
 from ivr.sip.server import SipServer
@@ -45,17 +45,17 @@ class IvrServer:
     """The whole server: start(), then stop(grace) on shutdown."""
 
     def __init__(self, config: ServerConfig, connector: Any = None) -> None:
-        """``connector`` rings agents for the queues (default: blind REFER of the caller to the agent)."""
+        """``connector`` rings agents for the queues (default: SIP agent calls, bridged or REFER per queue)."""
         self.config = config
         self.metrics = Metrics()
         self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
         self.services: dict[str, SpeechServices] = {}
         self.store: Any = None
         self.acd: Any = None
-        self.connector = connector or ReferConnector()
         self.web: Any = None
         self.web_port = config.web_port
         self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
+        self.connector = connector or SipAgentConnector(self.sip)
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
         self._active = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
@@ -138,6 +139,26 @@ class SipChannel:
         """End the call from our side (returns at once; ``connected`` turns False when it is over)."""
         if not self._ended.is_set():
             self._control.request_hangup(self)
+
+    def dial_agent(self, request: str, uri: str, headers: dict[str, str], ring_timeout: float,
+                   on_result: Callable[[str, str], None]) -> None:
+        """Ring an agent from the process holding this call and join both legs' audio when they answer.
+
+        Returns at once; ``on_result(request, result)`` follows once on the SIP side (see ``ivr.sip.agents``):
+        an ``OfferResult`` value, or ``no_slot`` when that process has no free call slot. When either leg
+        hangs up later, the other does too and ``connected`` turns False.
+        """
+        dial = getattr(self._control, "request_agent_call", None)
+        if dial is None or self._ended.is_set():
+            on_result(request, "failed")
+            return
+        dial(self, request, uri, headers, ring_timeout, on_result)
+
+    def cancel_agent(self, request: str) -> None:
+        """Stop ringing the agent of ``dial_agent(request, ...)``, or hang up its leg (no result follows)."""
+        cancel = getattr(self._control, "cancel_agent_call", None)
+        if cancel is not None:
+            cancel(request)
 
     # -- extras -------------------------------------------------------------------------------------------
 

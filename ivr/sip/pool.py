@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, replace
 from multiprocessing.connection import Connection
@@ -106,6 +107,7 @@ class _WorkerLink:
         self.error = ""
         self.channels: dict[int, RemoteSipChannel] = {}
         self.transfers: dict[int, Future[bool]] = {}
+        self.agent_calls: dict[str, Callable[[str, str], None]] = {}
         self.active = 0
         self.outcomes: Counter[str] = Counter()
         self._send_lock = threading.Lock()
@@ -127,6 +129,15 @@ class _WorkerLink:
         self.send(("xfer", getattr(channel, "key", 0), request, target, dict(headers)))
         return future
 
+    def request_agent_call(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
+                           ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        # The agent leg is placed by the worker holding the caller's call, so both share its conference bridge.
+        self.agent_calls[request] = on_result
+        self.send(("agent", getattr(channel, "key", 0), request, uri, dict(headers), ring_timeout))
+
+    def cancel_agent_call(self, request: str) -> None:
+        self.send(("agent_cancel", request))
+
     def _read(self) -> None:
         while True:
             try:
@@ -140,6 +151,9 @@ class _WorkerLink:
         for channel in list(self.channels.values()):  # the worker died: its calls are gone
             channel.mark_ended(by_caller=False)
         self.channels.clear()
+        for request, on_result in list(self.agent_calls.items()):
+            on_result(request, "failed")
+        self.agent_calls.clear()
         self.ready.set()
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
@@ -167,6 +181,10 @@ class _WorkerLink:
             channel = self.channels.pop(key, None)
             if channel is not None:
                 channel.mark_ended(by_caller=by_caller)
+        elif kind == "agent":
+            on_result = self.agent_calls.pop(message[1], None)
+            if on_result is not None:
+                on_result(message[1], message[2])
         elif kind == "xfer":
             future = self.transfers.pop(message[1], None)
             if future is not None and not future.done():
@@ -406,10 +424,15 @@ def worker_main(conn: Connection) -> None:
             kind = message[0]
             if kind == "quit":
                 break
+            if kind == "agent_cancel":
+                server.cancel_agent_call(message[1])
+                continue
             channel = channels.get(message[1])
             if channel is None:
                 if kind == "xfer":
                     send(("xfer", message[2], False))
+                elif kind == "agent":
+                    send(("agent", message[2], "failed"))
                 continue
             if kind == "play":
                 channel.play(message[3])
@@ -421,6 +444,10 @@ def worker_main(conn: Connection) -> None:
                 channel.hangup()
             elif kind == "xfer":
                 threading.Thread(target=transfer, args=(channel, *message[2:]), daemon=True).start()
+            elif kind == "agent":
+                _, _, request, uri, headers, ring_timeout = message
+                channel.dial_agent(request, uri, headers, ring_timeout,
+                                   lambda request, result: send(("agent", request, result)))
     finally:
         server.stop(0)
         conn.close()

@@ -36,6 +36,7 @@ from ivr.sip.media import CallAudioPort
 from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_user
 
 if TYPE_CHECKING:
+    from ivr.sip.agents import AgentLegs
     from ivr.sip.pool import SipPool
 
 log = logging.getLogger("ivr.sip")
@@ -182,6 +183,7 @@ class SipServer:
         self._account: _ServerAccount | None = None
         self._log_writer: _LogWriter | None = None
         self._pool: SipPool | None = None
+        self._agent_legs: AgentLegs | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -270,7 +272,44 @@ class SipServer:
         self._commands.put(lambda: self._start_transfer(channel, target, headers, future))
         return future
 
+    def request_agent_call(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
+                           ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        """Ring an agent for the caller behind ``channel`` and bridge them on answer (see ivr.sip.agents)."""
+        if self._thread is None:
+            on_result(request, "failed")
+            return
+        self._commands.put(lambda: self._dial_agent(channel, request, uri, headers, ring_timeout, on_result))
+
+    def cancel_agent_call(self, request: str) -> None:
+        """Stop ringing, or hang up, the agent leg of ``request_agent_call(request)``."""
+        self._commands.put(lambda: self._agent_legs.cancel(request) if self._agent_legs is not None else None)
+
     # -- SIP thread --------------------------------------------------------------------------------------------
+
+    def _dial_agent(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
+                    ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        from ivr.sip.agents import AgentLegs
+
+        entry = self._by_channel.get(id(channel))
+        if entry is None or entry.counted or entry.call is None or self._account is None:
+            on_result(request, "failed")
+            return
+        if self._agent_legs is None:
+            self._agent_legs = AgentLegs(
+                self._account, self._later, self._guard,
+                free_slots=lambda: PJSUA_MAX_CALLS - len(self._entries) - len(self._agent_legs or ()),
+            )
+
+        def caller_audio() -> pj.AudioMedia | None:
+            if entry.counted or entry.call is None:
+                return None
+            try:
+                return entry.call.getAudioMedia(-1)
+            except pj.Error:
+                return None
+
+        self._agent_legs.dial(request, channel, caller_audio, lambda: self._hangup_channel(channel), uri, headers,
+                              ring_timeout, on_result)
 
     def _run(self) -> None:
         try:
@@ -364,6 +403,9 @@ class SipServer:
         self._graveyard.clear()
         self._entries.clear()
         self._by_channel.clear()
+        if self._agent_legs is not None:
+            self._agent_legs.shutdown()
+            self._agent_legs = None
         if self._account is not None:
             with contextlib.suppress(pj.Error):
                 self._account.shutdown()
@@ -379,10 +421,10 @@ class SipServer:
         ep = self._ep
         if ep is None:
             return
-        if self._entries:
+        if self._entries or self._agent_legs:
             ep.hangupAllCalls()
             deadline = time.monotonic() + 3.0
-            while self._entries and time.monotonic() < deadline:
+            while (self._entries or self._agent_legs) and time.monotonic() < deadline:
                 ep.libHandleEvents(10)
                 self._drain_commands()
             for entry in list(self._entries.values()):  # calls the peer never confirmed ending
@@ -521,6 +563,8 @@ class SipServer:
         if entry.channel is not None:
             self._by_channel.pop(id(entry.channel), None)
             entry.channel.mark_ended(by_caller=by_caller)
+            if self._agent_legs is not None:
+                self._agent_legs.caller_ended(entry.channel)
         if entry.transfer_future is not None and not entry.transfer_future.done():
             entry.transfer_future.set_result(False)
         outcome = entry.outcome or "failed"
