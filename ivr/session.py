@@ -168,8 +168,7 @@ class CallSession:
         try:
             self._run_actions(self.interp.start())
         except _CallEnded:
-            if self._result.outcome == "completed":
-                self._result.outcome = "caller_hangup"
+            pass  # the outcome was set where the call ended
         except Exception as exc:  # a failing call must never take down the server
             log.exception("call %s: unexpected error", self.call_id)
             self._notify("error", {"error": repr(exc)})
@@ -268,6 +267,7 @@ class CallSession:
 
     def _check_hangup(self) -> None:
         if any(isinstance(e, Hangup) for e in self._control):
+            self._result.outcome = "caller_hangup"
             raise _CallEnded
 
     # --------------------------------------------------------------- listen
@@ -384,6 +384,8 @@ class CallSession:
         text = transcript.text.rstrip()
         if not text or not (action.grammar or text[-1] in ".?!"):
             return None
+        if action.grammar and any(p.startswith(text + " ") for p in action.grammar):
+            return None  # "상담원" may be the start of "상담원 연결": wait for the end of speech
         if getattr(recognizer, "streaming", False):
             transcript = recognizer.finish()  # the peek was a partial result: the final one has confidences
         # On a live call both estimates agree; in a replay the second accounts for the pause still needed.
@@ -470,15 +472,17 @@ class CallSession:
             fa.Listen(
                 no_input_timeout=action.max_seconds, end_silence=action.end_silence, max_speech=action.max_seconds
             ),
+            start_at=self.now,
         )
         self._notify("listen", {"record": True})
         frames: list[AudioFrame] = []
         started = self.now
-        heard = False
+        heard = hung_up = False
         while self.now - started < action.max_seconds:
             frame = self._next_frame()
             event = self._take_control()
             if isinstance(event, Hangup):
+                hung_up = True
                 break  # keep what the caller said before hanging up
             if isinstance(event, DtmfDigit) and action.terminator in event.digit:
                 break
@@ -494,8 +498,9 @@ class CallSession:
         duration = len(frames) * FRAME_SECONDS
         self._notify("recording", {"path": path, "duration": duration})
         self._store("add_event", self.call_id, time.time(), "recording", {"path": path, "duration": duration})
-        if any(isinstance(e, Hangup) for e in self._control):
+        if hung_up:
             self.interp.handle(RecordingFinished(path, duration))
+            self._result.outcome = "caller_hangup"
             raise _CallEnded
         return RecordingFinished(path, duration)
 
@@ -591,9 +596,15 @@ class CallSession:
             return
         if update.kind == "voicemail":
             self._say(fa.Say("Please leave a message after the tone, and we will call you back.", barge_in=False))
-            self._record(fa.Record(max_seconds=120, end_silence=4.0))
+            try:
+                self._record(fa.Record(max_seconds=120, end_silence=4.0))
+            finally:
+                self._result.outcome = "voicemail"  # hanging up is how most callers end a message
             self._say(fa.Say("Thank you. Goodbye.", barge_in=False))
-            self._result.outcome = "voicemail"
+        elif update.kind == "node" and hasattr(self.interp, "resume_at"):
+            self._result.outcome = "completed"
+            self._run_actions(self.interp.resume_at(update.target))
+            return
         else:
             self._say(fa.Say(self.config.no_agents_prompt, barge_in=False))
             self._result.outcome = "overflow"

@@ -354,3 +354,48 @@ def test_no_agents_logged_in_overflows_to_voicemail(services_factory, tmp_path) 
     assert result.outcome == "voicemail"
     assert any(k == "overflow" and d["kind"] == "voicemail" for k, d in events)
     assert any(k == "recording" for k, _ in events)
+
+
+def test_queue_overflow_to_a_flow_node_continues_the_flow(services_factory) -> None:
+    from ivr.flow.interpreter import CallInterpreter
+    from ivr.flow.loader import load_flow
+    from ivr.flow.testing import KeywordClassifier
+    from ivr.queue.config import parse_queues
+    from ivr.queue.engine import Acd
+    from ivr.queue.testing import FakeConnector
+
+    flow = load_flow(Path(__file__).parent.parent / "flows" / "hotline.yaml",
+                     classifier_factory=KeywordClassifier.build)
+    acd = Acd(parse_queues(QUEUES.replace("{voicemail: support, when: [no_agents]}", "{node: goodbye}")),
+              FakeConnector())
+    channel = ReplayChannel([CallerStep(line=1, dtmf="0")], {}, 8000, max_seconds=120)
+    interpreter = CallInterpreter(flow, call_vars={"caller": "+1555"})
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+
+    result = CallSession(channel, interpreter, services_factory(), queues=acd, observer=Observer()).run()
+    prompts = [str(d.get("text")) for k, d in events if k == "prompt"]
+    assert any("connect you with an agent" in p for p in prompts)
+    assert prompts[-1] == "Thank you for calling Acme. Goodbye."
+    assert any(k == "overflow" and d["kind"] == "node" for k, d in events)
+    assert result.outcome == interpreter.outcome != "transferred"
+
+
+def test_a_caller_hanging_up_mid_message_keeps_the_recording(services_factory, hello_pcm, tmp_path) -> None:
+    flow = ScriptedFlow([fa.Record(max_seconds=30, end_silence=3.0, beep=False)])
+    half = hello_pcm[: len(hello_pcm) // 2]
+    store = MemoryStore()
+    result, _channel, events = _run(flow, [CallerStep(line=1, audio="half", after=0.2),
+                                           CallerStep(line=2, hangup=True, barge_in=True, after=0.0)],
+                                    services_factory(), {"half": half}, store=store,
+                                    config=SessionConfig(recordings_dir=str(tmp_path)))
+    assert result.outcome == "caller_hangup"
+    recording = next(d for k, d in events if k == "recording")
+    with wave.open(recording["path"]) as wav:
+        assert wav.getnframes() >= len(half) // 2 - 160  # everything the caller said before hanging up
+    assert isinstance(flow.events[0], RecordingFinished)
+    assert store.calls[-1][1][2] == "caller_hangup"

@@ -148,6 +148,15 @@ class CallInterpreter:
             return []
         return self._guarded(lambda: self._dispatch(event))
 
+    def resume_at(self, node: str) -> list[FlowAction]:
+        """Continue the call at ``node`` of the main flow after it ended in a transfer that could not happen
+        (e.g. a queue overflowing to a flow node)."""
+        if node not in self.flow.nodes:
+            return self._guarded(lambda: self._fail(FlowRuntimeError(f"no node '{node}' to resume at")))
+        del self._stack[1:]
+        self.finished, self.outcome, self._wait = False, "", None
+        return self._guarded(lambda: self._run(node))
+
     @property
     def current_node(self) -> str | None:
         """The node waiting for the caller (or for an HTTP reply / recording), if any."""

@@ -61,6 +61,7 @@ class ReplayChannel:
         self._listening_since: float | None = None
         self._idle_since: float | None = None
         self._wait_until = 0.0
+        self._step_done_at: float | None = None
         self._prompts: list[str] = []
         self.ended = False
         self.hung_up_by_caller = False
@@ -157,21 +158,27 @@ class ReplayChannel:
     def _advance_script(self) -> None:
         if self._inbound or self._control or self._now < self._wait_until:
             return  # the caller is still speaking, keying or pausing
+        if self._step_done_at is None:
+            self._step_done_at = self._now
+        step = self._steps[0] if self._steps else None
+        if step is not None and step.barge_in:
+            # speaking over the bot: `after` seconds into its listening (or, while it records or
+            # waits for something else, after the caller's previous step)
+            since = self._listening_since if self._listening_since is not None else self._step_done_at
+            if self._now - since < step.after:
+                return
+            self._steps.popleft()
+            self._perform(step)
+            return
         if self._listening_since is None:
             return
-        step = self._steps[0] if self._steps else None
-        playing = bool(self._outbound)
-        if step is not None and step.barge_in:
-            if self._now - self._listening_since < step.after:
-                return
-        elif playing:
+        if self._outbound:  # the bot is still speaking
             self._idle_since = None
             return
-        else:
-            if self._idle_since is None:
-                self._idle_since = self._now
-            if self._now - self._idle_since < (step.after if step is not None else REACTION_GAP):
-                return
+        if self._idle_since is None:
+            self._idle_since = self._now
+        if self._now - self._idle_since < (step.after if step is not None else REACTION_GAP):
+            return
         if step is None:
             # Nothing more to say: the caller hangs up, as a tester's script would end.
             self._control.append((self._now, Hangup()))
@@ -186,6 +193,7 @@ class ReplayChannel:
         self._prompts = []
         self._listening_since = None
         self._idle_since = None
+        self._step_done_at = None
         if step.audio is not None:
             self._inbound.extend(frames_from_pcm(self._audio[step.audio], self.sample_rate))
         if step.dtmf:
