@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.metrics import FanOut, Metrics
 from ivr.runtime import FlowRuntime, engine_for_language
@@ -50,6 +51,7 @@ class IvrServer:
         self.metrics = Metrics()
         self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
         self.services: dict[str, SpeechServices] = {}
+        self.unavailable: dict[str, str] = {}  # engine → why it could not load
         self.store: Any = None
         self.acd: Any = None
         self.web: Any = None
@@ -77,7 +79,16 @@ class IvrServer:
             self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store)
             self.acd.start()
         for engine in sorted({engine_for_language(flow.language) for flow in self._all_flows()}):
-            self.services[engine] = self._load_services(engine)
+            try:
+                self._load_services(engine)
+            except IvrError as exc:
+                # One missing model must not stop the flows that have theirs: calls to flows that need it
+                # are refused (404) until a model is installed and the server restarted.
+                self.unavailable[engine] = str(exc)
+                names = [f.name for f in self._all_flows() if engine_for_language(f.language) == engine]
+                log.warning("flow(s) %s disabled: the %s recognizer cannot load: %s", ", ".join(names), engine, exc)
+        if len(self.unavailable) == len({engine_for_language(f.language) for f in self._all_flows()}):
+            raise IvrError("no flow can run: " + "; ".join(self.unavailable.values()))
         self._start_web()
         self.sip.start()
         self._reloader.start()
@@ -98,8 +109,8 @@ class IvrServer:
     # -------------------------------------------------------------------- calls
 
     def route(self, called: str) -> bool:
-        """Whether a dialled number reaches a flow (the default flow catches everything else)."""
-        return bool(self.flows.names())
+        """Whether a dialled number reaches a flow that can run (the default flow catches other numbers)."""
+        return engine_for_language(self.flows.route(called).language) not in self.unavailable
 
     def _all_flows(self) -> list[Any]:
         return [self.flows.get(name) for name in self.flows.names()]
@@ -149,11 +160,6 @@ class IvrServer:
         self.web = make_server(self.config.web_host, self.config.web_port, app, threaded=True)
         self.web_port = self.web.server_port
         threading.Thread(target=self.web.serve_forever, name="ivr-web", daemon=True).start()
-
-    def health(self) -> dict[str, Any]:
-        """What ``/healthz`` reports."""
-        return {"status": "ok", "active_calls": self._active, "flows": self.flows.names(),
-                "engines": sorted(self.services)}
 
     # ------------------------------------------------------------------ reload
 
