@@ -45,12 +45,16 @@ class ServerConfig:
 class IvrServer:
     """The whole server: start(), then stop(grace) on shutdown."""
 
-    def __init__(self, config: ServerConfig, connector: Any = None) -> None:
-        """``connector`` rings agents for the queues (default: SIP agent calls, bridged or REFER per queue)."""
+    def __init__(self, config: ServerConfig, connector: Any = None,
+                 services: dict[str, SpeechServices] | None = None) -> None:
+        """``connector`` rings agents for the queues (default: SIP agent calls, bridged or REFER per queue).
+        ``services``: speech engines already loaded, by engine name (e.g. shared by several servers in one
+        process); they are used as they are and left running by ``stop``."""
         self.config = config
         self.metrics = Metrics()
         self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
-        self.services: dict[str, SpeechServices] = {}
+        self.services: dict[str, SpeechServices] = dict(services or {})
+        self._shared_services = set(self.services)
         self.unavailable: dict[str, str] = {}  # engine → why it could not load
         self.store: Any = None
         self.acd: Any = None
@@ -93,7 +97,7 @@ class IvrServer:
         self.sip.start()
         self._reloader.start()
         log.info("ivr serving %d flow(s) on sip:%s:%d, web http://%s:%d", len(self.flows.names()),
-                 self.config.sip.host, self.sip.port, self.config.web_host, self.config.web_port)
+                 self.config.sip.host, self.sip.port, self.config.web_host, self.web_port)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking calls, let current calls finish up to ``grace_seconds``, then shut everything down."""
@@ -103,8 +107,9 @@ class IvrServer:
             self.acd.stop()
         if self.web is not None:
             self.web.shutdown()
-        for services in self.services.values():
-            services.shutdown()
+        for engine, services in self.services.items():
+            if engine not in self._shared_services:
+                services.shutdown()
 
     # -------------------------------------------------------------------- calls
 
