@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,34 +54,28 @@ class _Recorder:
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         self.channel.on_event(kind, data)
         self.report.events.append((kind, data))
-        at = f"[{data.get('at', 0.0):6.2f}]"
-        line = None
-        if kind == "prompt":
-            line = f"{at} BOT: {data.get('text') or '[audio ' + str(data.get('audio')) + ']'}"
-        elif kind == "transcript":
-            line = f"{at} CALLER: {data['text']!r} (confidence {data['confidence']:.2f}, {data.get('endpoint')} end)"
-        elif kind == "dtmf":
-            line = f"{at} CALLER keys: {data['digits']}"
-        elif kind == "no_input":
-            line = f"{at} (no input)"
-        elif kind == "barge_in":
-            line = f"{at} (caller barged in by {data['by']})"
-        elif kind == "transfer":
-            line = f"{at} TRANSFER → {data['target']}"
-        elif kind == "hangup":
-            line = f"{at} BOT hangs up ({data['reason']})"
-        elif kind == "http":
-            line = f"{at} webhook {data['method']} {data['url']}"
-        elif kind == "intent" and data.get("intent"):
-            line = f"{at}   → intent {data['intent']} ({data.get('confidence') or 0:.2f})"
-        elif kind == "error":
-            line = f"{at} ERROR {data['error']}"
-        elif kind == "turn_latency":
-            line = f"{at}   turn latency {data['seconds'] * 1000:.0f} ms"
-        elif kind == "asr":
-            line = f"{at}   recognition {data['seconds'] * 1000:.0f} ms"
-        if line:
-            self.report.transcript.append(line)
+        describe = _TRANSCRIPT_LINES.get(kind)
+        text = describe(data) if describe else None
+        if text:
+            self.report.transcript.append(f"[{data.get('at', 0.0):6.2f}] {text}")
+
+
+_TRANSCRIPT_LINES: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "prompt": lambda d: f"BOT: {d.get('text') or '[audio ' + str(d.get('audio')) + ']'}",
+    "transcript": lambda d: f"CALLER: {d['text']!r} (confidence {d['confidence']:.2f}, {d.get('endpoint')} end)",
+    "dtmf": lambda d: f"CALLER keys: {d['digits']}",
+    "no_input": lambda d: "(no input)",
+    "barge_in": lambda d: f"(caller barged in by {d['by']})",
+    "intent": lambda d: f"  → intent {d['intent']} ({d.get('confidence') or 0:.2f})" if d.get("intent") else None,
+    "http": lambda d: f"webhook {d['method']} {d['url']}",
+    "transfer": lambda d: f"TRANSFER → {d['target']}",
+    "overflow": lambda d: f"queue overflow → {d['kind']} {d['target']} ({d['reason']})",
+    "recording": lambda d: f"(recorded {d['duration']:.1f} s)",
+    "hangup": lambda d: f"BOT hangs up ({d['reason']})",
+    "error": lambda d: f"ERROR {d['error']}",
+    "asr": lambda d: f"  recognition {d['seconds'] * 1000:.0f} ms",
+    "turn_latency": lambda d: f"  turn latency {d['seconds'] * 1000:.0f} ms",
+}
 
 
 class MockWebServer:
@@ -113,8 +109,6 @@ class MockWebServer:
                 key = f"{self.command} {self.path}"
                 outer.requests.append(key)
                 route = outer.routes.get(key, {"status": 404, "json": {"error": "not found"}})
-                import time
-
                 time.sleep(float(route.get("delay", 0)))
                 body = json.dumps(route.get("json", {})).encode()
                 self.send_response(int(route.get("status", 200)))
@@ -160,8 +154,6 @@ class ReplayRunner:
 
     def run(self, scenario: Scenario) -> ReplayReport:
         """Run one scenario and check its expectations."""
-        import time
-
         report = ReplayReport(scenario)
         started = time.perf_counter()
         runtime = FlowRuntime.from_file(scenario.flow)
