@@ -239,6 +239,14 @@ def run_phone(bind: str, port: int) -> None:
             if settings["mode"] == "answer":
                 timers.append((time.monotonic() + float(settings.get("after", 0.0)), lambda: answer(call)))
 
+    def fire_due_timers() -> None:
+        # A function of its own, so no frame variable keeps a fired timer (and its Call) alive.
+        now = time.monotonic()
+        due = [t for t in timers if t[0] <= now]
+        timers[:] = [t for t in timers if t[0] > now]
+        for _, action in due:
+            action()
+
     ep = pj.Endpoint()
     ep.libCreate()
     cfg = pj.EpConfig()
@@ -281,17 +289,14 @@ def run_phone(bind: str, port: int) -> None:
                 elif kind == "hangup" and state["call"] is not None:
                     hang_up(state["call"])
             ep.libHandleEvents(5)
-            now = time.monotonic()
-            due = [t for t in timers if t[0] <= now]
-            timers[:] = [t for t in timers if t[0] > now]
-            for _, action in due:
-                action()
+            fire_due_timers()
     finally:
         ep.hangupAllCalls()
         for _ in range(40):
             ep.libHandleEvents(5)
         state.clear()
         live.clear()
+        timers.clear()  # their closures hold Calls, which must be gone before libDestroy
         account.shutdown()
         del account
         ep.libDestroy()

