@@ -62,6 +62,7 @@ class IvrServer:
         self.web_port = config.web_port
         self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
         self.connector = connector or SipAgentConnector(self.sip)
+        self.sip.on_outcome = self._count_sip_outcome
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
         self._active = 0
@@ -107,6 +108,7 @@ class IvrServer:
             self.acd.stop()
         if self.web is not None:
             self.web.shutdown()
+            self.web.server_close()
         for engine, services in self.services.items():
             if engine not in self._shared_services:
                 services.shutdown()
@@ -141,6 +143,12 @@ class IvrServer:
             with self._lock:
                 self._active -= 1
                 self.metrics.active_calls.set(self._active)
+
+    def _count_sip_outcome(self, outcome: str) -> None:
+        # Calls refused at the SIP edge never reach a session: count them here (answered calls are counted
+        # with the outcome their session ends with).
+        if outcome.startswith("rejected_") or outcome == "cancelled":
+            self.metrics.calls.labels(outcome=outcome).inc()
 
     def _load_services(self, engine: str) -> SpeechServices:
         with self._lock:

