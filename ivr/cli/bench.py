@@ -80,3 +80,16 @@ def turns(fast: bool, record: Path | None) -> None:
     from ivr.bench.turns import run_turns_bench
 
     _run("turns", lambda: run_turns_bench(realtime=not fast), record)
+
+
+@bench.command()
+@click.option("--calls", "n_calls", default=20, show_default=True, help="Concurrent callers.")
+@click.option("--flow", type=click.Choice(["hotline", "korean"]), default="hotline", show_default=True,
+              help="Demo flow: hotline (English, whisper) or korean (Vosk grammars).")
+@click.option("--stagger", default=0.5, show_default=True, help="Seconds between callers' start.")
+@_record_option
+def calls(n_calls: int, flow: str, stagger: float, record: Path | None) -> None:
+    """Concurrent SIP callers on loopback: set-up time, turn latency and RTP gaps on the wire, failures."""
+    from ivr.bench.calls import run_calls_bench
+
+    _run(f"calls_{flow}", lambda: run_calls_bench(n_calls, flow, stagger), record)

@@ -1,0 +1,235 @@
+"""``ivr bench calls``: many concurrent SIP callers against a real ``IvrServer`` on loopback.
+
+Starts the server with one demo flow (pjsua2 worker pool, the flow's speech engine, SQLite) and N pjsua2
+caller processes (``ivr.testing.sip_caller``), started a little apart, each speaking the flow's fixtures
+over RTP and pressing keys. Everything callers hear is timed on the wire by an RTP capture on the
+loopback interface (``ivr.bench.wire``): turn latency (end of the caller's speech → first voiced reply
+packet) and gaps over 40 ms in the bot's outgoing RTP. Call set-up (INVITE → 200 OK) is what each
+caller measured. The capture needs CAP_NET_RAW (root); without it the wire figures are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ivr.errors import IvrError
+
+CALLER_ADDRESS = "127.0.0.61"
+"""Callers call from this loopback address, so the capture sees only the benchmark's RTP."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One caller step and the bot's answer to it (whose spoken length sets how long the caller waits)."""
+
+    step: str
+    reply: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BenchFlow:
+    """A demo flow and a call through it."""
+
+    name: str
+    fixtures: str
+    greeting: tuple[str, ...]
+    turns: tuple[Turn, ...]
+    hangup: bool = True
+    """The caller hangs up at the end (False: the bot does)."""
+
+
+FLOWS = {
+    "hotline": BenchFlow(
+        name="hotline",
+        fixtures="audio_fixtures/hotline",
+        greeting=("Thanks for calling Acme.",
+                  "How can I help you today? You can say order status, billing, or agent. "
+                  "Or press 1 for order status, 2 for billing, or 0 for an agent."),
+        turns=(
+            Turn("play order_status.wav", ("Sure. Please say or key in your order number, then press pound.",)),
+            Turn("dtmf 12345#", ("I heard 1 2 3 4 5. Is that right?",)),
+            Turn("play yes.wav", ("Good news. Order 1 2 3 4 5 shipped on Monday and should arrive by Thursday.",
+                                  "Is there anything else I can help you with?")),
+            Turn("play no.wav", ("Before you go: on a scale from 1 to 5, how satisfied are you with this call? "
+                                 "Say a number or press a key.",)),
+        ),
+    ),
+    "korean": BenchFlow(
+        name="korean",
+        fixtures="audio_fixtures/korean",
+        greeting=("에이씨미 고객센터에 전화해 주셔서 감사합니다.",
+                  "주문 조회, 요금, 상담원 중에서 말씀해 주세요. "
+                  "주문 조회는 1번, 요금은 2번, 상담원은 0번을 누르세요."),
+        turns=(
+            Turn("play order_status.wav", ("주문 내역과 배송 상태는 홈페이지의 마이 페이지에서 확인하실 수 있습니다.",
+                                           "더 도와 드릴 일이 있으신가요? 네 또는 아니요로 말씀해 주세요.")),
+            Turn("play no.wav", ("감사합니다. 안녕히 계세요.",)),
+        ),
+        hangup=False,
+    ),
+}
+
+ORDER = {"order": "12345", "status": "shipped", "shipped_on": "Monday", "eta": "Thursday"}
+
+
+class _Orders(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        data = json.dumps(ORDER).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ms(values: list[float], scale: float = 1000.0) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "median_ms": round(statistics.median(values) * scale, 1),
+            "p95_ms": round(_percentile(values, 0.95) * scale, 1), "max_ms": round(max(values) * scale, 1)}
+
+
+def _script(flow: BenchFlow, seconds: Any, margin: float = 1.5) -> str:
+    """The caller's script: wait out each prompt (its synthesized length plus ``margin``), then act."""
+    root = Path(flow.fixtures).resolve()
+    parts = [f"wait {sum(seconds(t) for t in flow.greeting) + margin:.1f}"]
+    for turn in flow.turns:
+        kind, _, arg = turn.step.partition(" ")
+        parts.append(f"play {root / arg}" if kind == "play" else turn.step)
+        parts.append(f"wait {sum(seconds(t) for t in turn.reply) + margin + 1.0:.1f}")
+    if flow.hangup:
+        parts[-1] = "wait 2"  # hang up while the last prompt plays
+        parts.append("hangup")
+    return "; ".join(parts)
+
+
+def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5) -> dict[str, Any]:
+    """Run ``calls`` concurrent calls through ``flow`` (hotline or korean) and return the figures."""
+    from ivr.bench.wire import RtpCapture
+    from ivr.server import IvrServer, ServerConfig
+    from ivr.sip.config import SipConfig
+    from ivr.testing.sip_caller import CallerResult, place_call
+
+    if flow not in FLOWS:
+        raise IvrError(f"unknown benchmark flow {flow!r}; use one of {', '.join(FLOWS)}")
+    if calls < 1:
+        raise IvrError("--calls must be at least 1")
+    spec = FLOWS[flow]
+    work = Path(tempfile.mkdtemp(prefix="ivr-bench-calls-"))
+    (work / "flows").mkdir()
+    shutil.copy(Path("flows") / f"{spec.name}.yaml", work / "flows")
+    orders = ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
+    threading.Thread(target=orders.serve_forever, daemon=True).start()
+    config = ServerConfig(
+        flows_dir=work / "flows",
+        sip=SipConfig(host="127.0.0.1", port=_free_port(socket.SOCK_DGRAM), max_calls=calls, log_level=0),
+        web_port=_free_port(socket.SOCK_STREAM), database=str(work / "ivr.db"),
+        variables={"api_base": f"http://127.0.0.1:{orders.server_port}"})
+    load_before = os.getloadavg()
+    server = IvrServer(config)
+    server.start()
+    result: dict[str, Any] = {"flow": spec.name, "calls": calls, "engine": sorted(server.services)}
+    try:
+        services = next(iter(server.services.values()))
+        tts = services.tts_for(server.flows.get(spec.name).language)
+
+        def seconds(text: str) -> float:
+            return sum(len(chunk) for chunk in tts.stream(text, 8000)) / 2 / 8000
+
+        script = _script(spec, seconds)
+        result["script"] = script
+        peak = [0]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.wait(0.2):
+                peak[0] = max(peak[0], int(server.metrics.active_calls._value.get()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        uri = f"sip:{spec.name}@127.0.0.1:{server.sip.port}"
+
+        def call(index: int) -> CallerResult:
+            time.sleep(index * stagger)
+            try:
+                return place_call(uri, script, bind=CALLER_ADDRESS, timeout=240)
+            except IvrError as exc:
+                return CallerResult(error=str(exc))
+
+        try:
+            capture: Any = RtpCapture(CALLER_ADDRESS)
+        except IvrError as exc:
+            capture = None
+            result["wire_error"] = str(exc)
+        started = time.monotonic()
+        if capture is not None:
+            capture.__enter__()
+        try:
+            with ThreadPoolExecutor(calls) as pool:
+                results = list(pool.map(call, range(calls)))
+        finally:
+            if capture is not None:
+                capture.stop()
+        result["wall_seconds"] = round(time.monotonic() - started, 1)
+        sampling.set()
+        sampler.join()
+        deadline = time.monotonic() + 10
+        while server.metrics.active_calls._value.get() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        expected_end = "local" if spec.hangup else "remote"
+        failed = [r for r in results if not r.connected or r.error or r.ended_by != expected_end]
+        outcomes: dict[str, int] = {}
+        for row in server.store.list_calls(limit=1000):
+            outcomes[row["outcome"] or "none"] = outcomes.get(row["outcome"] or "none", 0) + 1
+        result.update({
+            "peak_concurrent_calls": peak[0],
+            "failed_calls": len(failed),
+            "failures": [{"status": r.status, "error": r.error, "ended_by": r.ended_by, "steps": r.steps_done}
+                         for r in failed][:5],
+            "server_outcomes": outcomes,
+            "setup": _ms([r.setup_ms for r in results if r.connected], scale=1.0),
+            "active_calls_after": int(server.metrics.active_calls._value.get()),
+        })
+        if capture is not None:
+            wire = [c for c in capture.calls() if c.speech_ends()]
+            latencies = [x for c in wire for x in c.turn_latencies()]
+            gaps = [g for c in wire for g in c.bot.gaps(0.04)]
+            speech_turns = sum(1 for t in spec.turns if t.step.startswith("play")) * calls
+            result["turn_latency_on_wire"] = {**_ms(latencies), "speech_turns_expected": speech_turns}
+            result["outbound_rtp_gaps_over_40ms"] = {
+                "count": len(gaps), "max_ms": round(max(gaps) * 1000, 1) if gaps else 0.0,
+                "packets": sum(len(c.bot.audio()) for c in wire), "calls_captured": len(wire)}
+    finally:
+        server.stop(5)
+        orders.shutdown()
+        orders.server_close()
+        shutil.rmtree(work, ignore_errors=True)
+    result["load_average_before"] = [round(x, 2) for x in load_before]
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
