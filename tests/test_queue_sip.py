@@ -412,3 +412,20 @@ def test_pooled_server_bridges_the_agent_in_the_callers_worker(
         assert "speaking with" in caller_text, caller_text
     finally:
         pooled.close()
+
+
+@pytest.mark.slow
+def test_bridged_queue_falls_back_to_refer_when_the_process_has_no_free_call_slot(
+        tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any) -> None:
+    tight = Rig(tmp_path, phones, speech_engines, max_calls=1)  # pjsua gets 1 slot: the caller's own call
+    try:
+        tight.login("alice")
+        result = tight.call("100", "wait 4", linger=1.5).result()
+        assert result.transfer_target.startswith(f"<{phones['alice'].uri('alice')}?")  # blind REFER instead
+        assert "X-IVR-Queue=support" in result.transfer_target
+        rang = phones["alice"].wait_for("incoming", timeout=5)
+        assert rang is not None and not rang["source"].endswith(f":{tight.server.sip.port}")
+        assert rang["headers"]["X-IVR-Intent"] == "order_status"
+        assert wait_for(lambda: tight.entries()[0]["agent"] == "alice")
+    finally:
+        tight.close()

@@ -148,6 +148,13 @@ class AgentLegs:
                 leg.reported = True  # the session abandons the queue entry or finishes the call itself
                 self._hangup(leg, "caller")
 
+    def caller_media_changed(self, channel: SipChannel) -> None:
+        """A re-INVITE moved the caller's stream to another bridge slot: join the agent to the new one."""
+        for leg in self._legs.values():
+            if leg.channel is channel and leg.bridged:
+                leg.bridged = False
+                self._bridge(leg)
+
     def shutdown(self) -> None:
         """Forget every leg (the endpoint is being destroyed; calls were hung up already)."""
         for leg in self._legs.values():

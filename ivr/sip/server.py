@@ -616,6 +616,8 @@ class SipServer:
                 port.startTransmit(audio)
                 audio.startTransmit(port)
                 port.connected_slot = slot
+                if self._agent_legs is not None and entry.channel is not None:
+                    self._agent_legs.caller_media_changed(entry.channel)
             break
 
     def _maybe_start_worker(self, entry: _CallEntry) -> None:
