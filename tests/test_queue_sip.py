@@ -274,9 +274,9 @@ def test_agent_hanging_up_ends_the_callers_call(rig: Rig) -> None:
     rig.phones["alice"].set_mode("answer", after=0.3, hangup_after=1.0)
     rig.login("alice")
     started = time.monotonic()
-    result = rig.call("100", "wait 8").result()
+    result = rig.call("100", "wait 15").result()
     assert result.connected and result.ended_by == "remote"
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 10  # well before the caller's own 15 s
     ended = rig.phones["alice"].wait_for("ended")
     assert ended is not None and ended["by"] == "local" and ended["seconds"] >= 0.9
     assert wait_for(lambda: rig.entries()[0]["state"] == "completed")
@@ -335,7 +335,7 @@ def test_decline_and_ring_no_answer_move_on_to_the_next_agent(rig: Rig) -> None:
     assert len(carol) == 1 and alice_rang and alice_ended and bob_rang
     assert carol[0]["at"] < alice_rang["at"] < bob_rang["at"]
     assert alice_rang["at"] - carol[0]["at"] < 1.0  # a decline moves on at once
-    assert not alice_ended["answered"] and 2.5 < alice_ended["at"] - alice_rang["at"] < 4.0  # ring timeout 3 s
+    assert not alice_ended["answered"] and 2.5 < alice_ended["at"] - alice_rang["at"] < 5.0  # ring timeout 3 s
     assert bob_rang["at"] - alice_ended["at"] < 1.0
     assert rig.agent("alice")["missed"] == 1 and rig.agent("carol")["missed"] == 1
     assert rig.entries()[0]["agent"] == "bob"
