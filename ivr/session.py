@@ -388,6 +388,8 @@ class CallSession:
             return None  # "상담원" may be the start of "상담원 연결": wait for the end of speech
         if getattr(recognizer, "streaming", False):
             transcript = recognizer.finish()  # the peek was a partial result: the final one has confidences
+        # Recognition time of an early-ended turn: from the start of its speculative pass (the ASR metric).
+        self._notify("asr", {"seconds": max(0.0, time.perf_counter() - speech_end - self.config.speculate_after)})
         # On a live call both estimates agree; in a replay the second accounts for the pause still needed.
         return self._commit(transcript, "early", min(speech_end, time.perf_counter() - silence))
 
