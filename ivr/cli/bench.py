@@ -93,3 +93,22 @@ def calls(n_calls: int, flow: str, stagger: float, record: Path | None) -> None:
     from ivr.bench.calls import run_calls_bench
 
     _run(f"calls_{flow}", lambda: run_calls_bench(n_calls, flow, stagger), record)
+
+
+@bench.command()
+@click.option("--sip", "real_sip", is_flag=True,
+              help="Also measure transfer → agent phone ringing over real SIP (pjsua2 phones; about a minute).")
+@_record_option
+def queue(real_sip: bool, record: Path | None) -> None:
+    """Agent queues: transfer → offer with 50 callers waiting across 5 queues; queue-view API with 10,000 calls."""
+    from ivr.queue.bench import run_queue_bench
+
+    def measure() -> dict[str, Any]:
+        result = run_queue_bench()
+        if real_sip:
+            from ivr.bench.queue_sip import bench_transfer_to_ring
+
+            result["sip_transfer_to_ring"] = bench_transfer_to_ring()
+        return result
+
+    _run("queue", measure, record)
