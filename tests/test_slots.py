@@ -52,6 +52,16 @@ def test_no_variants(text: str) -> None:
     assert parse_yes_no(text) is False
 
 
+@pytest.mark.parametrize(("text", "answer"), [
+    ("Yes, not right.", True),  # "yes, that's right" as whisper heard it on a phone line
+    ("yes I think that's not it", True),
+    ("no, that's right", False),
+    ("yeah, no", False),  # colloquial no
+])
+def test_a_leading_yes_or_no_decides(text: str, answer: bool) -> None:
+    assert parse_yes_no(text) is answer
+
+
 @pytest.mark.parametrize("text", ["maybe", "what", "", "order status"])
 def test_neither_yes_nor_no(text: str) -> None:
     assert parse_yes_no(text) is None

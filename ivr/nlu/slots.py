@@ -136,14 +136,21 @@ _NO = {
     "wasn't", "aren't",
     "아니요", "아니오", "아니", "아닙니다", "틀려요", "틀렸어요",
 }
+_LEADING_YES = {"yes", "yep", "yup", "sure", "correct", "absolutely", "definitely", "네", "예", "맞아요", "맞습니다"}
 _YES_PHRASES = ("of course", "that's it", "that is it", "uh huh", "go ahead")
 
 
 def parse_yes_no(text: str) -> bool | None:
     """True for yes ("yeah", "that's right", "correct", "네"), False for no ("nope", "that's not right",
-    "wrong", "아니요"), None when neither. A negation wins: "no that's not right" is no."""
+    "wrong", "아니요"), None when neither. An answer that starts with a plain yes or no word is that answer
+    ("yes, that's right", and "yes, not right" as a recognizer may mishear it); otherwise a negation wins:
+    "that's not right" is no."""
     lowered = text.lower().strip()
     words = re.findall(r"[\w']+", lowered)
+    if words and words[0] in _LEADING_YES:
+        return True
+    if words and words[0] in _NO:
+        return False
     if any(word in _NO for word in words):
         return False
     if any(word in _YES for word in words) or any(phrase in lowered for phrase in _YES_PHRASES):
