@@ -62,3 +62,7 @@ def main() -> None:
     """Run the ``ivr`` command line."""
     _register()
     cli()
+
+
+if __name__ == "__main__":
+    main()
