@@ -129,8 +129,13 @@ def _script(flow: BenchFlow, seconds: Any, margin: float = 1.5) -> str:
     return "; ".join(parts)
 
 
-def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5) -> dict[str, Any]:
-    """Run ``calls`` concurrent calls through ``flow`` (hotline or korean) and return the figures."""
+def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5,
+                    callers: str = "sipp") -> dict[str, Any]:
+    """Run ``calls`` concurrent calls through ``flow`` (hotline or korean) and return the figures.
+
+    ``callers``: ``sipp`` (one SIPp process replaying each caller's RTP from a pcap: cheap, so the figures
+    are the server's) or ``pjsua2`` (one pjsua2 caller process per call, as the SIP tests use).
+    """
     from ivr.bench.wire import RtpCapture
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import SipConfig
@@ -140,6 +145,8 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         raise IvrError(f"unknown benchmark flow {flow!r}; use one of {', '.join(FLOWS)}")
     if calls < 1:
         raise IvrError("--calls must be at least 1")
+    if callers not in ("sipp", "pjsua2"):
+        raise IvrError(f"unknown callers {callers!r}; use sipp or pjsua2")
     spec = FLOWS[flow]
     work = Path(tempfile.mkdtemp(prefix="ivr-bench-calls-"))
     (work / "flows").mkdir()
@@ -154,7 +161,8 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
     load_before = os.getloadavg()
     server = IvrServer(config)
     server.start()
-    result: dict[str, Any] = {"flow": spec.name, "calls": calls, "engine": sorted(server.services)}
+    result: dict[str, Any] = {"flow": spec.name, "calls": calls, "callers": callers,
+                              "engine": sorted(server.services)}
     try:
         services = next(iter(server.services.values()))
         tts = services.tts_for(server.flows.get(spec.name).language)
@@ -190,9 +198,17 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         started = time.monotonic()
         if capture is not None:
             capture.__enter__()
+        sipp: Any = None
+        results: list[CallerResult] = []
         try:
-            with ThreadPoolExecutor(calls) as pool:
-                results = list(pool.map(call, range(calls)))
+            if callers == "sipp":
+                from ivr.bench.sipp import run_sipp_callers
+
+                sipp = run_sipp_callers(f"127.0.0.1:{server.sip.port}", spec.name, script, calls, stagger,
+                                        work / "sipp", CALLER_ADDRESS, caller_hangs_up=spec.hangup)
+            else:
+                with ThreadPoolExecutor(calls) as pool:
+                    results = list(pool.map(call, range(calls)))
         finally:
             if capture is not None:
                 capture.stop()
@@ -202,21 +218,31 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         deadline = time.monotonic() + 10
         while server.metrics.active_calls._value.get() and time.monotonic() < deadline:
             time.sleep(0.1)
-        expected_end = "local" if spec.hangup else "remote"
-        failed = [r for r in results if not r.connected or r.error]
-        # connected calls whose scripted caller fell out of step with the bot (e.g. replies came late)
-        out_of_step = sum(1 for r in results if r.connected and not r.error and r.ended_by != expected_end)
         outcomes: dict[str, int] = {}
         for row in server.store.list_calls(limit=1000):
             outcomes[row["outcome"] or "none"] = outcomes.get(row["outcome"] or "none", 0) + 1
+        expected_outcome = "caller_hangup" if spec.hangup else "completed"
+        if sipp is not None:
+            # SIPp fails a call on any unexpected message, e.g. the bot's BYE while the caller still talks
+            failures: list[dict[str, Any]] = [{"sipp_errors": sipp.errors}] if sipp.failed else []
+            result.update({"failed_calls": sipp.failed + max(0, calls - sipp.successful - sipp.failed),
+                           "failures": failures, "setup": _ms(sipp.setup_ms, scale=1.0)})
+        else:
+            expected_end = "local" if spec.hangup else "remote"
+            failed = [r for r in results if not r.connected or r.error]
+            result.update({
+                "failed_calls": len(failed),
+                # connected calls whose scripted caller fell out of step with the bot (e.g. replies came late)
+                "calls_out_of_step": sum(1 for r in results
+                                         if r.connected and not r.error and r.ended_by != expected_end),
+                "failures": [{"status": r.status, "error": r.error, "ended_by": r.ended_by, "steps": r.steps_done}
+                             for r in failed][:5],
+                "setup": _ms([r.setup_ms for r in results if r.connected], scale=1.0),
+            })
         result.update({
             "peak_concurrent_calls": peak[0],
-            "failed_calls": len(failed),
-            "calls_out_of_step": out_of_step,
-            "failures": [{"status": r.status, "error": r.error, "ended_by": r.ended_by, "steps": r.steps_done}
-                         for r in failed][:5],
             "server_outcomes": outcomes,
-            "setup": _ms([r.setup_ms for r in results if r.connected], scale=1.0),
+            "server_calls_not_as_scripted": sum(n for k, n in outcomes.items() if k != expected_outcome),
             "active_calls_after": int(server.metrics.active_calls._value.get()),
         })
         if capture is not None:

@@ -87,12 +87,14 @@ def turns(fast: bool, record: Path | None) -> None:
 @click.option("--flow", type=click.Choice(["hotline", "korean"]), default="hotline", show_default=True,
               help="Demo flow: hotline (English, whisper) or korean (Vosk grammars).")
 @click.option("--stagger", default=0.5, show_default=True, help="Seconds between callers' start.")
+@click.option("--callers", type=click.Choice(["sipp", "pjsua2"]), default="sipp", show_default=True,
+              help="Load generator: one SIPp process replaying RTP pcaps (cheap), or a pjsua2 process per call.")
 @_record_option
-def calls(n_calls: int, flow: str, stagger: float, record: Path | None) -> None:
+def calls(n_calls: int, flow: str, stagger: float, callers: str, record: Path | None) -> None:
     """Concurrent SIP callers on loopback: set-up time, turn latency and RTP gaps on the wire, failures."""
     from ivr.bench.calls import run_calls_bench
 
-    _run(f"calls_{flow}", lambda: run_calls_bench(n_calls, flow, stagger), record)
+    _run(f"calls_{flow}", lambda: run_calls_bench(n_calls, flow, stagger, callers), record)
 
 
 @bench.command()
