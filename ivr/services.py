@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 import numpy as np
 import requests
 
-from ivr.audio.frame import AudioFrame
 from ivr.events import HttpResult
 from ivr.flow import actions as fa
 from ivr.speech.interfaces import AsrEngine, Synthesizer
@@ -93,8 +92,10 @@ class SpeechServices:
     # --------------------------------------------------------------- audio
 
     def load_prompt(self, path: str, sample_rate: int) -> bytes:
-        """A WAV prompt file as PCM16 at ``sample_rate`` (cached)."""
-        return _load_prompt(path, sample_rate)
+        """A WAV prompt file as PCM16 at ``sample_rate`` (cached; reloaded when the file changes)."""
+        from ivr.speech.tts import load_wav_prompt
+
+        return load_wav_prompt(path, sample_rate)
 
     def hold_music(self, sample_rate: int) -> bytes:
         """A gentle default music-on-hold loop (used when a queue has no WAV of its own)."""
@@ -139,13 +140,6 @@ class SpeechServices:
         return HttpResult(ok=False, status=status, error=error)
 
 
-@lru_cache(maxsize=256)
-def _load_prompt(path: str, sample_rate: int) -> bytes:
-    from ivr.audio.wavfile import read_wav
-
-    return read_wav(path, sample_rate).pcm
-
-
 @lru_cache(maxsize=4)
 def _beep(sample_rate: int) -> bytes:
     t = np.arange(int(sample_rate * 0.25)) / sample_rate
@@ -163,8 +157,3 @@ def _hold_music(sample_rate: int) -> bytes:
         envelope = np.minimum(1.0, t / 0.05) * np.exp(-2.5 * t)
         pieces.append(0.15 * envelope * np.sin(2 * np.pi * freq * t))
     return (np.concatenate(pieces) * 32767).astype("<i2").tobytes()
-
-
-def silence_frames(sample_rate: int, seconds: float) -> list[AudioFrame]:
-    """``seconds`` of silence as frames."""
-    return [AudioFrame.silence(sample_rate) for _ in range(round(seconds * 50))]
