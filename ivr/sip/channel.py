@@ -94,6 +94,13 @@ class SipChannel:
                 self._inbound_ready.wait(remaining)
             return self._inbound.popleft()
 
+    def drain_inbound(self) -> list[AudioFrame]:
+        """Every buffered caller frame at once, without waiting (for a reader that polls many calls)."""
+        with self._inbound_ready:
+            frames = list(self._inbound)
+            self._inbound.clear()
+        return frames
+
     def poll_control(self) -> list[ControlEvent]:
         """DtmfDigit and Hangup events since the last poll."""
         with self._events_lock:

@@ -54,6 +54,33 @@ read_byte_vector = _pick_reader()
 """Copy a pjsua2 ByteVector into ``bytes`` (fast path checked once at import, slow fallback)."""
 
 
+class FrameWriter:
+    """Fills a MediaFrame from ``bytes`` of one fixed size.
+
+    Building ``pj.ByteVector(pcm)`` converts element by element through SWIG; instead one vector is
+    allocated up front, the audio copied into its storage with ``memmove`` and the vector assigned to
+    the frame (a C++ copy). Falls back to the plain conversion if the vector layout check failed.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._vector = pj.ByteVector(nbytes)
+        self._data = 0
+        if read_byte_vector is _read_vector_ctypes:
+            begin, _ = ctypes.cast(int(self._vector.this), ctypes.POINTER(ctypes.c_void_p * 2)).contents
+            self._data = begin or 0
+
+    def fill(self, frame: pj.MediaFrame, pcm: bytes) -> None:
+        """Put ``pcm`` (``nbytes`` long) into ``frame`` as audio."""
+        if self._data and len(pcm) == self.nbytes:
+            ctypes.memmove(self._data, pcm, self.nbytes)
+            frame.buf = self._vector
+        else:
+            frame.buf = pj.ByteVector(pcm)
+        frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
+        frame.size = len(pcm)
+
+
 class CallAudioPort(pj.AudioMediaPort):
     """A conference-bridge port at the call's codec rate that moves 20 ms PCM16 frames to/from a sink."""
 
@@ -63,6 +90,7 @@ class CallAudioPort(pj.AudioMediaPort):
         self.sample_rate = sample_rate
         self.frame_bytes = sample_rate // 50 * 2
         self.connected_slot = -1
+        self._writer = FrameWriter(self.frame_bytes)
 
     def create(self, name: str) -> None:
         """Register the port with the conference bridge (call on the SIP thread)."""
@@ -73,10 +101,7 @@ class CallAudioPort(pj.AudioMediaPort):
     def onFrameRequested(self, frame: pj.MediaFrame) -> None:
         """The bridge wants the next 20 ms to send to the caller."""
         try:
-            pcm = self.sink.take_outbound(self.frame_bytes)
-            frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
-            frame.buf = pj.ByteVector(pcm)
-            frame.size = len(pcm)
+            self._writer.fill(frame, self.sink.take_outbound(self.frame_bytes))
         except Exception:  # an exception must never unwind into the media thread
             frame.type = pj.PJMEDIA_FRAME_TYPE_NONE
             frame.size = 0

@@ -5,9 +5,14 @@ runs ``ceil(max_calls / 4)`` worker processes (each a ``SipServer`` on a private
 puts ``ivr.sip.front.Front`` on the public UDP port, and brings every answered call back into this
 process as a ``RemoteSipChannel``, so ``on_call`` runs here with the shared speech models.
 
-Per worker there is one duplex pipe. Worker → parent: call started (metadata), 20 ms caller frames with
-the worker's playback state, DTMF/hangup events, call ended, transfer results, counters. Parent → worker:
-play, stop, hangup, transfer. TCP, when enabled, is served by worker 0 directly on the public port.
+Per worker there is one duplex pipe. Worker → parent: call started (metadata), caller frames with the
+worker's playback state (one message per 20 ms tick for all the worker's calls), DTMF/hangup events, call
+ended, transfer results, counters. Parent → worker: play, stop, hangup, transfer. TCP, when enabled, is
+served by worker 0 directly on the public port.
+
+The worker moves audio with one sender thread polling every call each tick rather than a thread per call
+waiting on each frame: fewer wake-ups and pipe messages, and less contention for the GIL with pjmedia's
+clock thread, whose callbacks into Python must run on time or the bot's RTP stutters.
 """
 
 from __future__ import annotations
@@ -158,12 +163,13 @@ class _WorkerLink:
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "audio":
-            _, key, pcm, seq, pending = message
-            channel = self.channels.get(key)
-            if channel is not None:
-                channel.worker_report(seq, pending)
-                channel.push_inbound(pcm)
+        if kind == "frames":
+            for key, frames, seq, pending in message[1]:
+                channel = self.channels.get(key)
+                if channel is not None:
+                    channel.worker_report(seq, pending)
+                    for pcm in frames:
+                        channel.push_inbound(pcm)
         elif kind == "dtmf":
             channel = self.channels.get(message[1])
             if channel is not None:
@@ -356,6 +362,9 @@ def worker_main(conn: Connection) -> None:
     """Entry point of a worker process: run a SipServer and mirror its calls over ``conn``."""
     from ivr.sip.server import SipServer
 
+    # pjmedia's clock thread needs the GIL for every call every 20 ms: make busy Python threads hand it
+    # over sooner than the default 5 ms.
+    sys.setswitchinterval(0.001)
     config: dict[str, Any] = conn.recv()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registration = config.pop("registration")
@@ -367,36 +376,78 @@ def worker_main(conn: Connection) -> None:
         with send_lock, contextlib.suppress(OSError, ValueError):
             conn.send(message)
 
-    channels: dict[int, SipChannel] = {}
+    calls_by_key: dict[int, SipChannel] = {}  # for the parent's commands
+    channels: dict[int, SipChannel] = {}  # calls the parent knows of (frames are forwarded for these)
     applied: dict[int, int] = {}
+    by_caller: dict[int, bool] = {}
+    done: dict[int, threading.Event] = {}
+    lock = threading.Lock()
     keys = itertools.count(1)
+    quit_sender = threading.Event()
 
     def on_call(channel: SipChannel) -> None:
         key = next(keys)
-        channels[key] = channel
-        applied[key] = 0
+        finished = threading.Event()
+        calls_by_key[key] = channel
         send(("call", key, {"call_id": channel.call_id, "caller": channel.caller, "called": channel.called,
                             "sample_rate": channel.sample_rate, "codec": channel.codec, "remote": channel.remote,
                             "headers": channel.headers, "active": server.stats.active_calls,
                             "setup_ms": server.stats.setup_ms[-1] if server.stats.setup_ms else None}))
-        by_caller = False
-        try:
-            while True:
-                frame = channel.receive_audio(0.5)
-                for event in channel.poll_control():
-                    digit = getattr(event, "digit", None)
-                    if digit is not None:
-                        send(("dtmf", key, digit))
-                    else:
-                        by_caller = True
-                if frame is not None:
-                    pending = int(channel.playback_pending() * 2 * channel.sample_rate)
-                    send(("audio", key, frame.pcm, applied[key], pending))
-                elif not channel.connected:
-                    break
-        finally:
-            send(("ended", key, by_caller))
-            channels.pop(key, None)
+        with lock:
+            applied[key] = 0
+            by_caller[key] = False
+            done[key] = finished
+            channels[key] = channel
+        # The sender thread forwards the call's audio and events and reports its end; returning hangs it up.
+        while not finished.wait(0.5):
+            if quit_sender.is_set():
+                break
+
+    def forward(key: int, channel: SipChannel) -> tuple[Any, ...] | None:
+        for event in channel.poll_control():
+            digit = getattr(event, "digit", None)
+            if digit is not None:
+                send(("dtmf", key, digit))
+            else:
+                by_caller[key] = True
+        frames = [frame.pcm for frame in channel.drain_inbound()]
+        if not frames:
+            return None
+        pending = int(channel.playback_pending() * 2 * channel.sample_rate)
+        return (key, frames, applied.get(key, 0), pending)
+
+    def sender() -> None:
+        tick = 0.02
+        next_tick = time.monotonic()
+        while not quit_sender.is_set():
+            next_tick += tick
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_tick = time.monotonic()  # fell behind: do not try to catch up with a burst
+            with lock:
+                calls = list(channels.items())
+            batch = []
+            for key, channel in calls:
+                connected = channel.connected  # read before draining: no frame arrives after the end
+                item = forward(key, channel)
+                if item is not None:
+                    batch.append(item)
+                if not connected:
+                    if batch:
+                        send(("frames", batch))
+                        batch = []
+                    forward(key, channel)  # events that came with the end (the caller's hangup)
+                    send(("ended", key, by_caller.get(key, False)))
+                    with lock:
+                        channels.pop(key, None)
+                        applied.pop(key, None)
+                        by_caller.pop(key, None)
+                        done.pop(key).set()
+                        calls_by_key.pop(key, None)
+            if batch:
+                send(("frames", batch))
 
     server = SipServer(cfg, on_call=on_call)
 
@@ -411,6 +462,8 @@ def worker_main(conn: Connection) -> None:
         send(("error", str(exc)))
         return
     send(("ready", server.port))
+    sender_thread = threading.Thread(target=sender, name="ivr-sip-sender", daemon=True)
+    sender_thread.start()
 
     def transfer(channel: SipChannel, request: int, target: str, headers: dict[str, str]) -> None:
         send(("xfer", request, channel.transfer(target, headers)))
@@ -427,7 +480,7 @@ def worker_main(conn: Connection) -> None:
             if kind == "agent_cancel":
                 server.cancel_agent_call(message[1])
                 continue
-            channel = channels.get(message[1])
+            channel = calls_by_key.get(message[1])
             if channel is None:
                 if kind == "xfer":
                     send(("xfer", message[2], False))
@@ -450,6 +503,8 @@ def worker_main(conn: Connection) -> None:
                                    lambda request, result: send(("agent", request, result)))
     finally:
         server.stop(0)
+        quit_sender.set()
+        sender_thread.join(2)
         conn.close()
 
 
