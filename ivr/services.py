@@ -8,6 +8,7 @@ thread that moves a call's audio.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +37,8 @@ class SpeechServices:
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
     _http: requests.Session = field(init=False, repr=False)
     _voices: dict[str, Synthesizer] = field(init=False, repr=False)
+    _backlog: int = field(init=False, repr=False, default=0)
+    _backlog_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ivr-work")
@@ -64,7 +67,21 @@ class SpeechServices:
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Run ``fn`` in the worker pool."""
-        return self._pool.submit(fn)
+        with self._backlog_lock:
+            self._backlog += 1
+        future = self._pool.submit(fn)
+        future.add_done_callback(self._job_done)
+        return future
+
+    def _job_done(self, _: Future[Any]) -> None:
+        with self._backlog_lock:
+            self._backlog -= 1
+
+    @property
+    def backlog(self) -> int:
+        """Jobs submitted to the worker pool and not finished (queued or running, cancelled ones excluded):
+        how busy recognition is, so optional work (speculative recognition) can wait for a quieter moment."""
+        return self._backlog
 
     def shutdown(self) -> None:
         """Stop the worker pool (waits for running work)."""

@@ -107,6 +107,9 @@ class SessionConfig:
     early_silence_sentence: float = 0.3
     """A pause this long after free speech that the recognizer closes as a sentence (., ?, !) ends the
     turn. Longer than for phrases: people pause mid-sentence ("Yes, … that's right")."""
+    speculate_max_backlog: int = 2
+    """On a live call, no speculative recognition starts while this many recognitions (or other jobs) are
+    already queued or running: under load the extra passes would delay everyone's final results."""
 
 
 @dataclass
@@ -366,11 +369,15 @@ class CallSession:
         if peek is None:
             return None
         if silence < self.config.speculate_after:
+            if self._speculation is not None:
+                self._speculation[0].cancel()  # the caller spoke again: a look not started yet is not needed
             self._speculation = None
             return None
         if self._speculation is None:
             started = time.perf_counter()
             if self._realtime:
+                if getattr(self.services, "backlog", 0) >= self.config.speculate_max_backlog:
+                    return None  # busy: try again on the next frame of the pause
                 future = self.services.submit(peek)
             else:
                 future = Future()

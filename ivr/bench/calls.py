@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -129,6 +130,19 @@ def _script(flow: BenchFlow, seconds: Any, margin: float = 1.5) -> str:
     return "; ".join(parts)
 
 
+def _worker_cpu_seconds(server: Any) -> float:
+    """CPU time used so far by the server's SIP worker processes (Linux /proc; 0 if unavailable)."""
+    pool = getattr(server.sip, "_pool", None)
+    total = 0.0
+    for link in getattr(pool, "links", []):
+        try:
+            fields = Path(f"/proc/{link.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5,
                     callers: str = "sipp") -> dict[str, Any]:
     """Run ``calls`` concurrent calls through ``flow`` (hotline or korean) and return the figures.
@@ -196,6 +210,8 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
             capture = None
             result["wire_error"] = str(exc)
         started = time.monotonic()
+        cpu_main, cpu_workers = time.process_time(), _worker_cpu_seconds(server)
+        cpu_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         if capture is not None:
             capture.__enter__()
         sipp: Any = None
@@ -212,7 +228,17 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         finally:
             if capture is not None:
                 capture.stop()
-        result["wall_seconds"] = round(time.monotonic() - started, 1)
+        wall = time.monotonic() - started
+        result["wall_seconds"] = round(wall, 1)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # average cores busy during the calls: the server's main process (speech, sessions; it also runs
+        # this benchmark's RTP capture), its SIP worker processes, and the callers (SIPp or pjsua2)
+        result["cpu_cores"] = {
+            "server_main": round((time.process_time() - cpu_main) / wall, 2),
+            "server_sip_workers": round((_worker_cpu_seconds(server) - cpu_workers) / wall, 2),
+            "callers": round((children.ru_utime + children.ru_stime - cpu_children.ru_utime
+                              - cpu_children.ru_stime) / wall, 2),
+        }
         sampling.set()
         sampler.join()
         deadline = time.monotonic() + 10
