@@ -22,6 +22,9 @@ from ivr.session import SessionConfig
 @click.option("--web-port", default=8080, show_default=True, help="Port of the web console, API and /metrics.")
 @click.option("--max-calls", default=30, show_default=True, help="Concurrent calls; more get 503.")
 @click.option("--allow-from", multiple=True, help="Source address or network allowed to call (repeatable).")
+@click.option("--register", "registrar", metavar="URI", help="Register with this registrar/PBX (e.g. sip:pbx:5060).")
+@click.option("--sip-user", help="Username for registration (digest authentication).")
+@click.option("--sip-password", envvar="IVR_SIP_PASSWORD", help="Password for registration (or $IVR_SIP_PASSWORD).")
 @click.option("--database", default="var/ivr.db", show_default=True, help="SQLite path or database URL.")
 @click.option("--queues", "queues_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Agent queues YAML (default: config/queues.yaml when it exists).")
@@ -29,11 +32,12 @@ from ivr.session import SessionConfig
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
-          max_calls: int, allow_from: tuple[str, ...], database: str, queues_file: Path | None, fallback_queue: str,
+          max_calls: int, allow_from: tuple[str, ...], registrar: str | None, sip_user: str | None,
+          sip_password: str | None, database: str, queues_file: Path | None, fallback_queue: str,
           variables: tuple[str, ...], grace: float) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
-    from ivr.sip.config import SipConfig
+    from ivr.sip.config import RegistrationConfig, SipConfig
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     extra = {}
@@ -42,8 +46,13 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
         if not name or not _:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--var")
         extra[name] = value
+    registration = None
+    if registrar:
+        if not sip_user or sip_password is None:
+            raise click.UsageError("--register needs --sip-user and --sip-password (or $IVR_SIP_PASSWORD)")
+        registration = RegistrationConfig(registrar=registrar, username=sip_user, password=sip_password)
     sip = SipConfig(host=sip_host, port=sip_port, transports=tuple(t.strip() for t in transport.split(",") if t),
-                    max_calls=max_calls, allow_from=allow_from)
+                    max_calls=max_calls, allow_from=allow_from, registration=registration)
     if queues_file is None and Path("config/queues.yaml").is_file():
         queues_file = Path("config/queues.yaml")
     config = ServerConfig(flows_dir=flows_dir, sip=sip, web_host=web_host, web_port=web_port, database=database,
