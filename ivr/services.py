@@ -118,6 +118,10 @@ class SpeechServices:
         """A gentle default music-on-hold loop (used when a queue has no WAV of its own)."""
         return _hold_music(sample_rate)
 
+    def comfort_noise(self, sample_rate: int) -> bytes:
+        """100 ms of soft noise (about -60 dBFS) that tells the caller the line is still open."""
+        return _comfort_noise(sample_rate)
+
     def beep(self, sample_rate: int) -> bytes:
         """A short 1 kHz beep (before recording a message)."""
         return _beep(sample_rate)
@@ -155,6 +159,12 @@ class SpeechServices:
                 time.sleep(min(0.25 * 2**attempt, 2.0))
         log.warning("webhook %s %s failed: %s", request.method, request.url, error)
         return HttpResult(ok=False, status=status, error=error)
+
+
+@lru_cache(maxsize=4)
+def _comfort_noise(sample_rate: int) -> bytes:
+    noise = np.random.default_rng(7).normal(0.0, 0.001, sample_rate // 10)
+    return (noise * 32767).astype("<i2").tobytes()
 
 
 @lru_cache(maxsize=4)

@@ -98,6 +98,8 @@ class SessionConfig:
     max_call_seconds: float = 3600.0
     apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
     goodbye_drain_seconds: float = 30.0
+    comfort_noise_after: float = 1.0
+    """Seconds of waiting on recognition without a filler prompt before soft comfort noise plays."""
     no_agents_prompt: str = "Sorry, no one is available to take your call right now. Please call again later."
     speculate_after: float = 0.15
     """A pause this long starts recognising speculatively (on a live call, while the pause goes on)."""
@@ -433,15 +435,20 @@ class CallSession:
     # ------------------------------------------------------------ waiting
 
     def _wait(self, future: Future[Any], filler: str | None, filler_after: float) -> Any:
-        """Wait for background work while keeping the call alive (caller audio flowing, hang-up noticed)
-        and, after ``filler_after`` seconds, playing ``filler`` so the caller hears no dead air."""
+        """Wait for background work while keeping the call alive (caller audio flowing, hang-up noticed).
+        After ``filler_after`` seconds the caller hears ``filler``, or, without one, soft comfort noise
+        (after ``comfort_noise_after``) so the line never goes dead; the noise stops when the work is done."""
         started = time.perf_counter()
-        filler_played = False
+        filler_played = comfort = False
         while True:
             try:
-                return future.result(timeout=0.0 if self._realtime else 0.05)
+                result = future.result(timeout=0.0 if self._realtime else 0.05)
             except TimeoutError:
                 pass
+            else:
+                if comfort:
+                    self.channel.stop_playback()
+                return result
             if self._realtime:
                 self._next_frame(timeout=0.02)
                 self._check_hangup()
@@ -449,6 +456,10 @@ class CallSession:
             if filler and not filler_played and waited >= filler_after:
                 filler_played = True
                 self._say(fa.Say(text=filler, barge_in=False))
+            elif (not filler and self._realtime and waited >= self.config.comfort_noise_after
+                  and self.channel.playback_pending() < 0.05):
+                comfort = True
+                self.channel.play(self.services.comfort_noise(self.rate))
 
     @property
     def _realtime(self) -> bool:

@@ -399,3 +399,32 @@ def test_a_caller_hanging_up_mid_message_keeps_the_recording(services_factory, h
         assert wav.getnframes() >= len(half) // 2 - 160  # everything the caller said before hanging up
     assert isinstance(flow.events[0], RecordingFinished)
     assert store.calls[-1][1][2] == "caller_hangup"
+
+
+def test_slow_recognition_fills_the_line_with_comfort_noise(hello_pcm) -> None:
+    class SlowAsr(ScriptedAsr):
+        def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Any:
+            rec = super().new_recognizer(sample_rate, grammar)
+            finish = rec.finish
+
+            def slow_finish() -> Transcript:
+                threading.Event().wait(1.6)
+                return finish()
+
+            rec.finish = slow_finish
+            return rec
+
+    services = SpeechServices(asr=SlowAsr(["operator"]), tts=ToneTts())
+    flow = ScriptedFlow([fa.Listen(no_input_timeout=5)], [[fa.Hangup()]])
+    channel = ReplayChannel([CallerStep(line=1, audio="hello", after=0.1)], {"hello": hello_pcm}, 8000,
+                            realtime=True, max_seconds=20)
+    try:
+        CallSession(channel, flow, services, observer=channel).run()
+    finally:
+        services.shutdown()
+    assert isinstance(flow.events[0], Transcript)
+    speech_end = 0.1 + len(hello_pcm) / 2 / 8000 + 0.5  # the endpoint fires ~0.5 s after the speech
+    waiting = channel.bot_audio[int((speech_end + 1.1) * 8000) * 2: int((speech_end + 1.5) * 8000) * 2]
+    levels = [abs(int.from_bytes(waiting[i:i + 2], "little", signed=True)) for i in range(0, len(waiting), 2)]
+    assert max(levels) > 0  # not dead air
+    assert max(levels) < 400  # but soft
