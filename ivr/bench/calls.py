@@ -1,11 +1,14 @@
 """``ivr bench calls``: many concurrent SIP callers against a real ``IvrServer`` on loopback.
 
-Starts the server with one demo flow (pjsua2 worker pool, the flow's speech engine, SQLite) and N pjsua2
-caller processes (``ivr.testing.sip_caller``), started a little apart, each speaking the flow's fixtures
-over RTP and pressing keys. Everything callers hear is timed on the wire by an RTP capture on the
-loopback interface (``ivr.bench.wire``): turn latency (end of the caller's speech → first voiced reply
-packet) and gaps over 40 ms in the bot's outgoing RTP. Call set-up (INVITE → 200 OK) is what each
-caller measured. The capture needs CAP_NET_RAW (root); without it the wire figures are left out.
+Starts the server with one demo flow (pjsua2 worker pool, the flow's speech engine, SQLite) and N callers,
+started a little apart, each speaking the flow's fixtures over RTP and pressing keys: by default one SIPp
+process replaying each caller's RTP from a pcap (``ivr.bench.sipp``; it costs the machine ~0.03 core, so
+the figures are the server's), or one pjsua2 caller process per call (``ivr.testing.sip_caller``;
+~0.04 core each). Everything callers hear is timed on the wire by an RTP capture on the loopback
+interface (``ivr.bench.wire``): turn latency (end of the caller's speech → first voiced reply packet) and
+gaps over 40 ms in the bot's outgoing RTP. Call set-up (INVITE → 200 OK) is what each caller measured.
+The CPU used by the server, its SIP workers and the callers is reported as average busy cores. The
+capture (and SIPp's RTP replay) needs root / CAP_NET_RAW; without it the wire figures are left out.
 """
 
 from __future__ import annotations
@@ -249,9 +252,14 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
             outcomes[row["outcome"] or "none"] = outcomes.get(row["outcome"] or "none", 0) + 1
         expected_outcome = "caller_hangup" if spec.hangup else "completed"
         if sipp is not None:
-            # SIPp fails a call on any unexpected message, e.g. the bot's BYE while the caller still talks
+            # SIPp fails a call on any unexpected turn of the dialog: a call never answered is a failed call;
+            # an answered one that went otherwise (the bot transferred it, hung up early or never) was out of
+            # step with the caller's script, as the pjsua2 callers report it
+            unanswered = max(0, calls - len(sipp.setup_ms))
             failures: list[dict[str, Any]] = [{"sipp_errors": sipp.errors}] if sipp.failed else []
-            result.update({"failed_calls": sipp.failed + max(0, calls - sipp.successful - sipp.failed),
+            result.update({"failed_calls": unanswered,
+                           "calls_out_of_step": max(0, sipp.failed + max(0, calls - sipp.successful - sipp.failed)
+                                                    - unanswered),
                            "failures": failures, "setup": _ms(sipp.setup_ms, scale=1.0)})
         else:
             expected_end = "local" if spec.hangup else "remote"
