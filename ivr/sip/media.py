@@ -106,6 +106,20 @@ class FrameWriter:
         frame.size = len(pcm)
 
 
+class IdleSink:
+    """What a port between calls feeds: silence out, nothing in."""
+
+    def take_outbound(self, nbytes: int) -> bytes:
+        """Silence."""
+        return bytes(nbytes)
+
+    def push_inbound(self, pcm: bytes | None) -> None:
+        """Dropped."""
+
+
+IDLE_SINK = IdleSink()
+
+
 class CallAudioPort(pj.AudioMediaPort):
     """A conference-bridge port at the call's codec rate that moves 20 ms PCM16 frames to/from a sink."""
 

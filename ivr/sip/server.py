@@ -32,7 +32,7 @@ import pjsua2 as pj
 from ivr.errors import SipError
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
-from ivr.sip.media import CallAudioPort
+from ivr.sip.media import IDLE_SINK, CallAudioPort
 from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_user
 
 if TYPE_CHECKING:
@@ -172,7 +172,10 @@ class SipServer:
         self._seq = itertools.count()
         self._entries: dict[int, _CallEntry] = {}
         self._by_channel: dict[int, _CallEntry] = {}
-        self._graveyard: list[tuple[float, object]] = []
+        self._graveyard: list[tuple[float, CallAudioPort]] = []
+        # Media ports are reused, never deleted while the stack runs: deleting a pjsua2 AudioMediaPort
+        # races pjmedia's clock thread (seen as a segfault under call churn).
+        self._spare_ports: dict[int, list[CallAudioPort]] = {}
         self._workers: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -401,6 +404,7 @@ class SipServer:
         # Every Call and port object must be gone before libDestroy.
         self._timers.clear()
         self._graveyard.clear()
+        self._spare_ports.clear()
         self._entries.clear()
         self._by_channel.clear()
         if self._agent_legs is not None:
@@ -431,6 +435,7 @@ class SipServer:
                 self._finish(entry, by_caller=False)
         self._drain_commands()
         self._graveyard.clear()
+        self._spare_ports.clear()
 
     def _guard(self, fn: Callable[..., None], *args: object) -> None:
         # A Python exception must not unwind into pjsua2's C++ callback machinery.
@@ -457,10 +462,12 @@ class SipServer:
             self._guard(fn)
 
     def _bury(self) -> None:
-        # pjsua2 objects are released here, a little after their call ended, never inside their callbacks.
+        # A call's media port rests a moment after its call ended, then waits for the next call at its rate.
         if self._graveyard:
             now = time.monotonic()
-            self._graveyard = [(t, obj) for t, obj in self._graveyard if t > now]
+            for _, port in (item for item in self._graveyard if item[0] <= now):
+                self._spare_ports.setdefault(port.sample_rate, []).append(port)
+            self._graveyard = [item for item in self._graveyard if item[0] > now]
 
     # -- callbacks (SIP thread) -------------------------------------------------------------------------
 
@@ -575,7 +582,10 @@ class SipServer:
             self._guard(self.on_outcome, outcome)
         if self.on_call_finished is not None:
             self._guard(self.on_call_finished, entry.sip_call_id, outcome)
-        self._graveyard.append((time.monotonic() + 0.5, entry.port))
+        if entry.port is not None:
+            entry.port.sink = IDLE_SINK
+            entry.port.connected_slot = -1
+            self._graveyard.append((time.monotonic() + 0.5, entry.port))
         entry.port = None
 
     def _on_media_state(self, call: _ServerCall) -> None:
@@ -606,8 +616,13 @@ class SipServer:
                     transfer_timeout=self.config.transfer_timeout,
                 )
                 self._by_channel[id(entry.channel)] = entry
-                entry.port = CallAudioPort(entry.channel, rate)
-                entry.port.create(f"ivr-{info.id}")
+                spares = self._spare_ports.get(rate)
+                if spares:
+                    entry.port = spares.pop()
+                    entry.port.sink = entry.channel
+                else:
+                    entry.port = CallAudioPort(entry.channel, rate)
+                    entry.port.create(f"ivr-{id(entry.port):x}")
                 log.info("call %s media up: %s", entry.sip_call_id, codec)
                 self._maybe_start_worker(entry)
             port = entry.port
