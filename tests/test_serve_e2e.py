@@ -192,7 +192,8 @@ def test_keys_speech_and_a_slow_order_service(server: IvrServer, whisper: Any, t
     assert result.connected and result.ended_by == "local", result
     text = heard(whisper, recording)
     assert_in_order(text, ["thanks for calling", "for order status", "order number",
-                           "i heard one two three four five", "one moment", "good news", "monday"])
+                           "i heard one two three four five", "one moment", "order one two three four five",
+                           "monday"])  # "Good news. Order 1 2 3 4 5 shipped on Monday…" ("good news" is often misheard)
     assert wait_for(lambda: settled(server))
     [call] = [c for c in calls_since(server, since) if c["caller"] == "caller"]
     assert call["outcome"] == "caller_hangup" and call["flow"] == "hotline"

@@ -76,7 +76,7 @@ def test_call_with_g711_rtp_audio_reaches_the_bot(server: SipServer, bot: EchoBo
     [call] = bot.calls
     assert call.codec == "PCMA/8000" and call.caller == "sipp"
     assert call.voiced_frames > 100  # the pcap holds ~4.7 s of speech-like audio
-    assert call.hung_up_by_caller
+    assert wait_for(lambda: call.hung_up_by_caller)  # the bot's thread notes the BYE just after the call ends
     assert server.stats.outcomes["completed"] == 1
 
 
