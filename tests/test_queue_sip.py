@@ -17,6 +17,7 @@ import pytest
 
 from ivr.queue.connector import Offer, OfferResult
 from ivr.sip.agents import NO_SLOT, SipAgentConnector, result_for_status
+from ivr.testing import waiting
 from ivr.testing.sip_agent import AgentPhone
 from ivr.testing.sip_caller import CallerResult, place_call
 
@@ -24,12 +25,7 @@ DATA = Path(__file__).parent / "data" / "queue_sip"
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return waiting.wait_for(predicate, timeout)
 
 
 # ------------------------------------------------------------------------------------------------ unit tests

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.request
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +33,7 @@ from ivr.errors import IvrError
 from ivr.server import IvrServer, ServerConfig
 from ivr.sip.config import SipConfig
 from ivr.testing.sip_caller import CallerResult, place_call
+from ivr.testing.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +50,6 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.05)
-    return predicate()
 
 
 def hotline_with_agent_uri(folder: Path) -> Path:

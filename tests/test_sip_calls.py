@@ -15,6 +15,7 @@ from ivr.audio.wavfile import read_wav
 from ivr.sip import SipConfig, SipServer
 from ivr.sip.echo import EchoBot
 from ivr.testing.sip_caller import place_call
+from ivr.testing.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -52,15 +53,6 @@ def server() -> Iterator[SipServer]:
     srv.stop()
     assert srv.stats.active_calls == 0
     assert not srv.call_threads()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_caller_hears_the_greeting_and_digit_echoes(server: SipServer, speech: Callable[[str], dict[int, bytes]],

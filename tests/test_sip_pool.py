@@ -15,6 +15,7 @@ from ivr.audio.wavfile import read_wav
 from ivr.sip import RegistrationConfig, SipConfig, SipServer
 from ivr.sip.echo import EchoBot
 from ivr.testing.sip_caller import place_call
+from ivr.testing.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +34,6 @@ def pool(bot: EchoBot) -> Iterator[SipServer]:
     srv.stop()
     assert srv.stats.active_calls == 0
     assert not srv.call_threads()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_pool_takes_max_calls_at_once_and_refuses_the_rest(pool: SipServer, bot: EchoBot, tmp_path: Path) -> None:

@@ -7,13 +7,14 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ivr.sip import RegistrationConfig, SipConfig, SipServer
 from ivr.sip.echo import EchoBot
+from ivr.testing.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +56,6 @@ def server(bot: EchoBot) -> Iterator[SipServer]:
     srv.stop()
     assert srv.stats.active_calls == 0
     assert not srv.call_threads()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.05)
-    return predicate()
 
 
 def target(server: SipServer) -> list[str]:
