@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ivr.errors import IvrError
+from ivr.testing.pjsua_peer import start_peer_endpoint
 
 Event = dict[str, Any]
 
@@ -247,20 +248,7 @@ def run_phone(bind: str, port: int) -> None:
         for _, action in due:
             action()
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = False
-    cfg.uaConfig.userAgent = "ivr-test-agent"
-    cfg.logConfig.level = 1
-    cfg.logConfig.consoleLevel = 1
-    cfg.medConfig.noVad = True
-    cfg.medConfig.ecTailLen = 0
-    cfg.medConfig.clockRate = 16000
-    cfg.medConfig.sndClockRate = 16000
-    ep.libInit(cfg)
-    ep.audDevManager().setNullDev()
+    ep = start_peer_endpoint("ivr-test-agent")
     tcfg = pj.TransportConfig()
     tcfg.port = port
     tcfg.boundAddress = bind

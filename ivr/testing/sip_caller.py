@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ivr.errors import IvrError
+from ivr.testing.pjsua_peer import start_peer_endpoint
 
 CODEC_IDS = {"PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1", "G722": "G722/16000/1", "SPEEX": "speex/8000/1",
              "GSM": "GSM/8000/1"}
@@ -126,20 +127,7 @@ def run_call(uri: str, steps: list[Step], *, record: str = "", codecs: tuple[str
             result.transfer_target = str(prm.dstUri)
             prm.statusCode = 202 if accept_transfer else 603
 
-    ep = pj.Endpoint()
-    ep.libCreate()
-    cfg = pj.EpConfig()
-    cfg.uaConfig.threadCnt = 0
-    cfg.uaConfig.mainThreadOnly = False
-    cfg.uaConfig.userAgent = "ivr-test-caller"
-    cfg.logConfig.level = 1
-    cfg.logConfig.consoleLevel = 1
-    cfg.medConfig.noVad = True
-    cfg.medConfig.ecTailLen = 0
-    cfg.medConfig.clockRate = 16000
-    cfg.medConfig.sndClockRate = 16000
-    ep.libInit(cfg)
-    ep.audDevManager().setNullDev()
+    ep = start_peer_endpoint("ivr-test-caller")
     wanted = [CODEC_IDS.get(c.upper(), c) for c in codecs]
     for codec in ep.codecEnum2():
         prio = 200 - wanted.index(codec.codecId) if codec.codecId in wanted else 0
