@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import wave
 from pathlib import Path
 
@@ -106,3 +107,31 @@ def test_processes_sharing_a_directory_never_read_partial_files(tmp_path: Path) 
     assert sum(results.get(timeout=5) for _ in procs) == 0
     assert sorted(f.name[:2] for f in tmp_path.rglob("*.wav")) == ["00", "01", "02", "03", "04"]
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_disk_cache_keeps_to_its_limit_removing_the_least_recently_used(tmp_path: Path) -> None:
+    pcm = b"\x00\x01" * 5000  # 10 kB of audio, 10,044 bytes on disk
+    cache = PromptCache(tmp_path, disk_bytes=50_000)
+    keys = [f"{i:02x}" * 32 for i in range(4)]
+    for age, key in enumerate(keys):
+        cache.put(key, pcm, 8000)
+        path = cache.path_for(key)
+        assert path is not None
+        os.utime(path, (1000 + age, 1000 + age))  # written in this order, a second apart
+    assert PromptCache(tmp_path).get(keys[0], 8000) == pcm  # reading the oldest makes it the newest
+    cache.put("04" * 32, pcm, 8000)  # 5 files, over 50 kB: pruned to 90 % of it (4 files)
+    assert {f.stem for f in tmp_path.rglob("*.wav")} == {keys[0], keys[2], keys[3], "04" * 32}
+    cache.put("05" * 32, pcm, 8000)
+    assert {f.stem for f in tmp_path.rglob("*.wav")} == {keys[0], keys[3], "04" * 32, "05" * 32}
+
+
+def test_disk_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IVR_TTS_CACHE_MAX_MB", "0.5")
+    assert PromptCache(tmp_path).disk_bytes == 512 * 1024
+    monkeypatch.setenv("IVR_TTS_CACHE_MAX_MB", "0")
+    cache = PromptCache(tmp_path)
+    for i in range(3):
+        cache.put(f"{i:02x}" * 32, b"\x00" * 4000, 8000)
+    assert len(list(tmp_path.rglob("*.wav"))) == 3  # 0: unlimited
+    monkeypatch.setenv("IVR_TTS_CACHE_MAX_MB", "lots")
+    assert PromptCache(tmp_path).disk_bytes == 512 * 1024 * 1024

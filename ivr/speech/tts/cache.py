@@ -2,7 +2,9 @@
 
 Files are named by a SHA-256 of everything that changes the audio (text, voice, speed, pitch, volume,
 language, sample rate, engine version), written to a temporary file and renamed into place, so several
-processes can share one cache directory: a reader sees a whole file or none.
+processes can share one cache directory: a reader sees a whole file or none. The directory is kept
+under a size limit (``$IVR_TTS_CACHE_MAX_MB``, 512 MB by default): beyond it, the prompts used least
+recently are removed.
 """
 
 from __future__ import annotations
@@ -22,13 +24,27 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "IVR_TTS_CACHE"
+CACHE_LIMIT_ENV = "IVR_TTS_CACHE_MAX_MB"
 DEFAULT_CACHE_DIR = Path("var/tts-cache")
+DEFAULT_DISK_MB = 512
+_PRUNE_TO = 0.9  # after pruning, the directory holds at most this fraction of its limit
 FORMAT_VERSION = 1  # bump when the rendering changes in a way the key does not capture
 
 
 def default_cache_dir() -> Path:
     """``$IVR_TTS_CACHE`` if set, else ``var/tts-cache`` under the current directory."""
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+
+
+def default_disk_bytes() -> int:
+    """``$IVR_TTS_CACHE_MAX_MB`` (megabytes, 0 = unlimited) in bytes, else 512 MB."""
+    raw = os.environ.get(CACHE_LIMIT_ENV, "").strip()
+    try:
+        megabytes = float(raw) if raw else DEFAULT_DISK_MB
+    except ValueError:
+        log.warning("$%s=%r is not a number of megabytes; using %d", CACHE_LIMIT_ENV, raw, DEFAULT_DISK_MB)
+        megabytes = DEFAULT_DISK_MB
+    return max(0, int(megabytes * 1024 * 1024))
 
 
 def prompt_key(text: str, sample_rate: int, **settings: object) -> str:
@@ -97,12 +113,16 @@ class PromptCache:
     """Rendered prompts by key: an in-memory LRU in front of a directory of WAV files.
 
     ``directory=None`` keeps prompts in memory only. Disk problems (read-only or full disk) are logged and
-    never fail a call: the prompt is simply rendered again next time.
+    never fail a call: the prompt is simply rendered again next time. ``disk_bytes`` bounds the directory
+    (None: ``default_disk_bytes()``; 0: unlimited); a file's modification time is its last use.
     """
 
-    def __init__(self, directory: str | Path | None, memory_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, directory: str | Path | None, memory_bytes: int = 32 * 1024 * 1024,
+                 disk_bytes: int | None = None) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.memory = LruBytes(memory_bytes)
+        self.disk_bytes = default_disk_bytes() if disk_bytes is None else disk_bytes
+        self._disk_used: int | None = None  # bytes on disk as last counted, None until the first write
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._warned = False
@@ -123,6 +143,7 @@ class PromptCache:
         if pcm is None:
             self._count("misses")
             return None
+        self._touch(key)
         self.memory.put(key, pcm)
         self._count("disk_hits")
         return pcm
@@ -147,11 +168,62 @@ class PromptCache:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            self._account(path.stat().st_size)
         except OSError as exc:
             if not self._warned:
                 self._warned = True
                 log.warning("cannot write the prompt cache in %s (%s); prompts will be re-rendered. "
                             "Point $%s at a writable directory.", self.directory, exc, CACHE_ENV)
+
+    def _touch(self, key: str) -> None:
+        """Mark the file of ``key`` as just used, so pruning keeps it longest."""
+        path = self.path_for(key)
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    def _account(self, written: int) -> None:
+        """Count a newly written file and prune the directory when it has grown past its limit."""
+        if not self.disk_bytes:
+            return
+        with self._lock:
+            if self._disk_used is None:
+                self._disk_used = sum(size for _, size, _ in self._files())
+            else:
+                self._disk_used += written
+            if self._disk_used > self.disk_bytes:
+                self._disk_used = self._prune()
+
+    def _files(self) -> list[tuple[float, int, Path]]:
+        """(last use, size, path) of every prompt file in the directory."""
+        assert self.directory is not None
+        found = []
+        for path in self.directory.glob("??/*.wav"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                found.append((stat.st_mtime, stat.st_size, path))
+        return found
+
+    def _prune(self) -> int:
+        """Remove the least recently used files down to 90 % of the limit; return the bytes left.
+
+        Counting the directory again (not trusting our running total) keeps several processes that share
+        it honest: each sees the others' files.
+        """
+        files = sorted(self._files())
+        used = sum(size for _, size, _ in files)
+        target = int(self.disk_bytes * _PRUNE_TO)
+        removed = 0
+        for _, size, path in files:
+            if used <= target:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+                used -= size
+                removed += 1
+        log.info("prompt cache %s over %d MB: removed %d least recently used prompts",
+                 self.directory, self.disk_bytes // (1024 * 1024), removed)
+        return used
 
     def _read(self, key: str, sample_rate: int) -> bytes | None:
         path = self.path_for(key)
