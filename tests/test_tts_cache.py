@@ -119,7 +119,10 @@ def test_disk_cache_keeps_to_its_limit_removing_the_least_recently_used(tmp_path
         assert path is not None
         os.utime(path, (1000 + age, 1000 + age))  # written in this order, a second apart
     assert PromptCache(tmp_path).get(keys[0], 8000) == pcm  # reading the oldest makes it the newest
+    being_written = tmp_path / "00" / ".tmp-other-process.wav"
+    being_written.write_bytes(b"\x00" * 100)
     cache.put("04" * 32, pcm, 8000)  # 5 files, over 50 kB: pruned to 90 % of it (4 files)
+    assert being_written.exists()
     assert {f.stem for f in tmp_path.rglob("*.wav")} == {keys[0], keys[2], keys[3], "04" * 32}
     cache.put("05" * 32, pcm, 8000)
     assert {f.stem for f in tmp_path.rglob("*.wav")} == {keys[0], keys[3], "04" * 32, "05" * 32}

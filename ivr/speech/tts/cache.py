@@ -199,6 +199,8 @@ class PromptCache:
         assert self.directory is not None
         found = []
         for path in self.directory.glob("??/*.wav"):
+            if path.name.startswith("."):
+                continue  # another process's file being written
             with contextlib.suppress(OSError):
                 stat = path.stat()
                 found.append((stat.st_mtime, stat.st_size, path))
