@@ -123,6 +123,7 @@ def test_disk_cache_keeps_to_its_limit_removing_the_least_recently_used(tmp_path
     being_written.write_bytes(b"\x00" * 100)
     cache.put("04" * 32, pcm, 8000)  # 5 files, over 50 kB: pruned to 90 % of it (4 files)
     assert being_written.exists()
+    being_written.unlink()
     assert {f.stem for f in tmp_path.rglob("*.wav")} == {keys[0], keys[2], keys[3], "04" * 32}
     cache.put("05" * 32, pcm, 8000)
     assert {f.stem for f in tmp_path.rglob("*.wav")} == {keys[0], keys[3], "04" * 32, "05" * 32}
