@@ -121,6 +121,7 @@ def test_disk_cache_keeps_to_its_limit_removing_the_least_recently_used(tmp_path
     assert PromptCache(tmp_path).get(keys[0], 8000) == pcm  # reading the oldest makes it the newest
     being_written = tmp_path / "00" / ".tmp-other-process.wav"
     being_written.write_bytes(b"\x00" * 100)
+    os.utime(being_written, (1, 1))  # the oldest file there: pruning would take it first
     cache.put("04" * 32, pcm, 8000)  # 5 files, over 50 kB: pruned to 90 % of it (4 files)
     assert being_written.exists()
     being_written.unlink()
