@@ -20,7 +20,6 @@ import urllib.request
 import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from test_sip_sipp import run_sipp  # tests/ is on sys.path (pytest's default im
 from ivr.audio.wavfile import read_wav, write_wav
 from ivr.bench.wire import RtpCapture
 from ivr.errors import IvrError
+from ivr.replay.runner import MockWebServer
 from ivr.server import IvrServer, ServerConfig
 from ivr.sip.config import SipConfig
 from ivr.testing.sip_caller import CallerResult, place_call
@@ -64,31 +64,12 @@ def hotline_with_agent_uri(folder: Path) -> Path:
     return folder
 
 
-class _Orders(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(ORDER_SERVICE_DELAY)
-        if self.path.rstrip("/").endswith("/orders/12345"):
-            status, body = 200, {"order": "12345", "status": "shipped", "shipped_on": "Monday", "eta": "Thursday"}
-        else:
-            status, body = 404, {"error": "not found"}
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def orders_api() -> Iterator[str]:
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    http.server_close()
+    """The hotline's order service: order 12345 exists and takes a while to look up."""
+    order = {"order": "12345", "status": "shipped", "shipped_on": "Monday", "eta": "Thursday"}
+    with MockWebServer({"GET /orders/12345": {"json": order, "delay": ORDER_SERVICE_DELAY}}) as http:
+        yield http.base_url
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ capture (and SIPp's RTP replay) needs root / CAP_NET_RAW; without it the wire fi
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -24,7 +23,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -85,20 +83,9 @@ FLOWS = {
     ),
 }
 
-ORDER = {"order": "12345", "status": "shipped", "shipped_on": "Monday", "eta": "Thursday"}
-
-
-class _Orders(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        data = json.dumps(ORDER).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+# The demo hotline's order service: the order the callers key in exists.
+ORDER_ROUTES = {"GET /orders/12345": {"json": {"order": "12345", "status": "shipped", "shipped_on": "Monday",
+                                               "eta": "Thursday"}}}
 
 
 def _free_port(kind: int) -> int:
@@ -154,6 +141,7 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
     are the server's) or ``pjsua2`` (one pjsua2 caller process per call, as the SIP tests use).
     """
     from ivr.bench.wire import RtpCapture
+    from ivr.replay.runner import MockWebServer
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import SipConfig
     from ivr.testing.sip_caller import CallerResult, place_call
@@ -168,13 +156,12 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
     work = Path(tempfile.mkdtemp(prefix="ivr-bench-calls-"))
     (work / "flows").mkdir()
     shutil.copy(Path("flows") / f"{spec.name}.yaml", work / "flows")
-    orders = ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
-    threading.Thread(target=orders.serve_forever, daemon=True).start()
+    orders = MockWebServer(ORDER_ROUTES).start()
     config = ServerConfig(
         flows_dir=work / "flows",
         sip=SipConfig(host="127.0.0.1", port=_free_port(socket.SOCK_DGRAM), max_calls=calls, log_level=0),
         web_port=_free_port(socket.SOCK_STREAM), database=str(work / "ivr.db"),
-        variables={"api_base": f"http://127.0.0.1:{orders.server_port}"})
+        variables={"api_base": orders.base_url})
     load_before = os.getloadavg()
     server = IvrServer(config)
     server.start()
@@ -290,8 +277,7 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
                 "packets": sum(len(c.bot.audio()) for c in wire), "calls_captured": len(wire)}
     finally:
         server.stop(5)
-        orders.shutdown()
-        orders.server_close()
+        orders.stop()
         shutil.rmtree(work, ignore_errors=True)
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

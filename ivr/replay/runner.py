@@ -93,13 +93,21 @@ class MockWebServer:
         """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> MockWebServer:
+    def start(self) -> MockWebServer:
+        """Start serving (in a daemon thread)."""
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> MockWebServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         outer = self
