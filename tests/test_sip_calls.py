@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -154,3 +157,70 @@ def test_bot_hangs_up_and_server_stops_gracefully(server: SipServer) -> None:
         assert running.result().ended_by == "remote"  # hung up when the grace period ran out
     assert late.status in (503, 408, 0)  # refused while stopping (or no one listening any more)
     assert server.stats.active_calls == 0
+
+
+
+def test_media_ports_are_freed_only_after_the_conference_clock_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pjmedia's clock calls every port, idle ones too, every 20 ms (until 1 s after the last call); freeing a
+    port it may be entering frees the Python object twice and crashes the process later. Stopping the server
+    with calls up must stop the clock before the ports are freed."""
+    import ivr.sip.server as server_module
+
+    events: list[str] = []
+
+    class ProbedPort(server_module.CallAudioPort):
+        def onFrameReceived(self, frame: Any) -> None:
+            events.append("tick")
+            super().onFrameReceived(frame)
+
+        def __del__(self) -> None:
+            events.append("freed")
+            time.sleep(0.1)  # a clock still running would reach the other port meanwhile
+
+    monkeypatch.setattr(server_module, "CallAudioPort", ProbedPort)
+    srv = SipServer(SipConfig(port=0, log_level=0), on_call=EchoBot())
+    srv.start()
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            calls = [pool.submit(place_call, f"sip:100@127.0.0.1:{srv.port}", "wait 5", codecs=(codec,))
+                     for codec in ("PCMU", "G722")]  # two ports: one at 8 kHz, one at 16 kHz
+            assert wait_for(lambda: srv.stats.active_calls == 2 and events.count("tick") > 100, 10)
+        finally:
+            srv.stop()
+        assert all(call.result().connected for call in calls)
+    assert events.count("freed") == 2
+    assert "tick" not in events[events.index("freed"):]
+
+
+
+def spin_until(done: threading.Event) -> None:
+    """Pure Python: holds the GIL for whole switch intervals, as a busy call thread does."""
+    while not done.is_set():
+        pass
+
+
+def stop_with_calls_up(cycles: int) -> None:
+    """Start a server, put four calls on it and stop it while a Python thread keeps the GIL busy; repeat."""
+    for _ in range(cycles):
+        srv = SipServer(SipConfig(port=0, log_level=0), on_call=EchoBot())
+        srv.start()
+        with ThreadPoolExecutor(4) as pool:
+            calls = [pool.submit(place_call, f"sip:100@127.0.0.1:{srv.port}", "wait 5", codecs=(codec,))
+                     for codec in ("PCMU", "G722", "PCMU", "G722")]
+            assert wait_for(lambda: srv.stats.active_calls == 4, 10)  # noqa: B023 (called at once)
+            done = threading.Event()
+            spinner = threading.Thread(target=spin_until, args=(done,))
+            spinner.start()
+            try:
+                srv.stop()
+            finally:
+                done.set()
+                spinner.join()
+            assert all(call.result().connected for call in calls)
+
+def test_stopping_with_calls_up_does_not_crash_the_process() -> None:
+    """The crash the test above guards against, for real (it took one or two cycles before the fix)."""
+    code = "import test_sip_calls; test_sip_calls.stop_with_calls_up(4)"
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
