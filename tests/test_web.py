@@ -193,6 +193,27 @@ def test_supervisor_live_queue_view(env: Env) -> None:
     assert "1 waiting" in sue.get("/supervisor/live").get_data(as_text=True)
 
 
+def test_supervisor_sets_agent_states_from_the_live_view(env: Env) -> None:
+    sue, ann = env.client("sue"), env.client("ann")
+    token = csrf_of(sue.get("/supervisor"))
+    assert 'action="/supervisor/agents/ann/state"' in sue.get("/supervisor/live").get_data(as_text=True)
+    assert sue.post("/supervisor/agents/ann/state", data={"state": "available"}).status_code == 400  # no CSRF
+    resp = sue.post("/supervisor/agents/ann/state", data={"state": "available", "csrf_token": token})
+    assert resp.status_code == 302 and env.acd.snapshot()["agents"]["ann"]["state"] == "available"
+    fetched = {"X-Requested-With": "fetch"}
+    resp = sue.post("/supervisor/agents/ann/state", data={"state": "break", "csrf_token": token}, headers=fetched)
+    assert resp.status_code == 200 and "set by sue" in resp.get_data(as_text=True)  # the refreshed live view
+    assert env.acd.snapshot()["agents"]["ann"]["reason"] == "set by sue"
+    resp = sue.post("/supervisor/agents/zed/state", data={"state": "break", "csrf_token": token}, headers=fetched)
+    assert resp.status_code == 400 and "zed" in resp.get_data(as_text=True)
+    resp = sue.post("/supervisor/agents/ann/state", data={"state": "lunch", "csrf_token": token}, headers=fetched)
+    assert resp.status_code == 400 and env.acd.snapshot()["agents"]["ann"]["state"] == "break"
+    ann_token = csrf_of(ann.get("/agent"))  # agents change their own state on their desk, not others'
+    resp = ann.post("/supervisor/agents/ben/state", data={"state": "available", "csrf_token": ann_token})
+    assert resp.status_code == 403
+    assert env.acd.snapshot()["agents"]["ben"]["state"] == "offline"
+
+
 def test_todays_figures(env: Env) -> None:
     now = time.time()
     store = env.store

@@ -122,3 +122,26 @@ def test_agent_signs_in_gets_a_screen_pop_and_changes_state(console: dict[str, A
     assert browser.find_element(By.ID, "agent-reason").text == "lunch"
     assert acd.snapshot()["agents"]["ann"]["reason"] == "lunch"
     assert browser.execute_script("return window.__same_page") is True
+
+
+def test_supervisor_puts_an_agent_on_break_from_the_live_view(console: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    store, acd = console["store"], console["acd"]
+    store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    acd.set_agent_state("ann", "available")
+    browser.get(console["url"] + "/supervisor")
+    browser.find_element(By.ID, "name").send_keys("sue")
+    browser.find_element(By.ID, "password").send_keys("sue-password")
+    browser.find_element(By.ID, "sign-in").click()
+    state = '#live tr[data-agent="ann"] td.state'
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "available")
+    browser.execute_script("window.__same_page = true;")
+    browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] button[value="break"]').click()
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "break")
+    assert browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] td.reason').text == "set by sue"
+    assert acd.snapshot()["agents"]["ann"]["state"] == "break"
+    browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] button[value="offline"]').click()
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "offline")
+    assert acd.snapshot()["agents"]["ann"]["state"] == "offline"
+    assert browser.execute_script("return window.__same_page") is True  # no reload

@@ -167,6 +167,28 @@ def supervisor_live() -> str:
     return render_template("_live.html", **_live_args())
 
 
+@bp.route("/supervisor/agents/<name>/state", methods=["POST"])
+@login_required("supervisor")
+def supervisor_agent_state(name: str) -> Any:
+    """A supervisor logs an agent in or out, or puts them on a break (the reason names the supervisor)."""
+    user = current_user()
+    assert user is not None
+    acd = _acd()
+    if acd is None:
+        abort(503, "agent states can only be changed where the queues run (ivr serve)")
+    state = request.form.get("state", "")
+    fetched = request.headers.get("X-Requested-With") == "fetch"
+    try:
+        acd.set_agent_state(name, state, f"set by {user.name}" if state == "break" else "")
+    except IvrError as exc:
+        if fetched:
+            return Response(str(exc), status=400, mimetype="text/plain")
+        flash(str(exc))
+    if fetched:
+        return render_template("_live.html", **_live_args())
+    return redirect(url_for("console.supervisor"))
+
+
 @bp.route("/supervisor/figures")
 @login_required("supervisor")
 def supervisor_figures() -> str:

@@ -40,7 +40,7 @@
       method: "POST", body: data, credentials: "same-origin",
       headers: { "X-Requested-With": "fetch", "X-CSRF-Token": csrf() },
     });
-    const panel = document.getElementById("panel");
+    const panel = document.getElementById(form.dataset.target || "panel");
     if (resp.ok && panel) panel.innerHTML = await resp.text();
     else if (!resp.ok) window.alert("Not saved: " + resp.status + " " + (await resp.text()).slice(0, 200));
   });
