@@ -159,7 +159,6 @@ def test_bot_hangs_up_and_server_stops_gracefully(server: SipServer) -> None:
     assert server.stats.active_calls == 0
 
 
-
 def test_media_ports_are_freed_only_after_the_conference_clock_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     """pjmedia's clock calls every port, idle ones too, every 20 ms (until 1 s after the last call); freeing a
     port it may be entering frees the Python object twice and crashes the process later. Stopping the server
@@ -192,7 +191,6 @@ def test_media_ports_are_freed_only_after_the_conference_clock_stopped(monkeypat
     assert "tick" not in events[events.index("freed"):]
 
 
-
 def spin_until(done: threading.Event) -> None:
     """Pure Python: holds the GIL for whole switch intervals, as a busy call thread does."""
     while not done.is_set():
@@ -217,6 +215,7 @@ def stop_with_calls_up(cycles: int) -> None:
                 done.set()
                 spinner.join()
             assert all(call.result().connected for call in calls)
+
 
 def test_stopping_with_calls_up_does_not_crash_the_process() -> None:
     """The crash the test above guards against, for real (it took one or two cycles before the fix)."""

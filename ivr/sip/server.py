@@ -175,9 +175,8 @@ class SipServer:
         self._graveyard: list[tuple[float, CallAudioPort]] = []
         # Media ports are reused, never freed while pjmedia's clock runs: the clock thread calls every port
         # every 20 ms (idle ones too, until 1 s after the last call) and can enter one whose Python object
-        # is being freed, freeing it twice (a segfault later, anywhere). _teardown_stack stops the clock first.
+        # is being freed, freeing it twice (a segfault later, anywhere). _shutdown_calls stops the clock.
         self._spare_ports: dict[int, list[CallAudioPort]] = {}
-        self._clock_running = False
         self._workers: list[threading.Thread] = []
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -362,7 +361,6 @@ class SipServer:
         ep_cfg.logConfig.msgLogging = cfg.log_level >= 4
         ep.libInit(ep_cfg)
         ep.audDevManager().setNullDev()  # the conference clock: a null device ticking every 20 ms
-        self._clock_running = True
         for codec in ep.codecEnum2():
             ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(codec.codecId, 0))
 
@@ -404,12 +402,7 @@ class SipServer:
 
 
     def _teardown_stack(self) -> None:
-        # Every Call and port object must be gone before libDestroy, and the conference clock stopped
-        # before any port object is dropped (see _spare_ports).
-        if self._ep is not None and self._clock_running:
-            with contextlib.suppress(pj.Error):
-                self._ep.audDevManager().setNoDev()
-            self._clock_running = False
+        # Every Call and port object must be gone before libDestroy (the clock is stopped: _shutdown_calls).
         self._timers.clear()
         self._graveyard.clear()
         self._spare_ports.clear()
@@ -442,6 +435,8 @@ class SipServer:
             for entry in list(self._entries.values()):  # calls the peer never confirmed ending
                 self._finish(entry, by_caller=False)
         self._drain_commands()
+        with contextlib.suppress(pj.Error):  # no port may be freed while the clock runs (see _spare_ports)
+            ep.audDevManager().setNoDev()
 
     def _guard(self, fn: Callable[..., None], *args: object) -> None:
         # A Python exception must not unwind into pjsua2's C++ callback machinery.
