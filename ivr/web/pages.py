@@ -101,18 +101,26 @@ def agent_panel() -> str:
     return render_template("_agent_panel.html", **_agent_panel_args(user.name))
 
 
+def _set_agent_state(name: str, state: str, reason: str) -> str:
+    """Apply an agent state change on the ACD; returns why it was refused ('' when done)."""
+    acd = _acd()
+    if acd is None:
+        abort(503, "agent states can only be changed where the queues run (ivr serve)")
+    try:
+        acd.set_agent_state(name, state, reason)
+    except IvrError as exc:
+        return str(exc)
+    return ""
+
+
 @bp.route("/agent/state", methods=["POST"])
 @login_required("agent")
 def agent_state() -> Any:
     user = current_user()
     assert user is not None
-    acd = _acd()
-    if acd is None:
-        abort(503, "agent states can only be changed where the queues run (ivr serve)")
-    try:
-        acd.set_agent_state(user.name, request.form.get("state", ""), request.form.get("reason", "")[:200])
-    except IvrError as exc:
-        flash(str(exc))
+    error = _set_agent_state(user.name, request.form.get("state", ""), request.form.get("reason", "")[:200])
+    if error:
+        flash(error)
     if request.headers.get("X-Requested-With") == "fetch":
         return render_template("_agent_panel.html", **_agent_panel_args(user.name))
     return redirect(url_for("console.agent"))
@@ -173,17 +181,13 @@ def supervisor_agent_state(name: str) -> Any:
     """A supervisor logs an agent in or out, or puts them on a break (the reason names the supervisor)."""
     user = current_user()
     assert user is not None
-    acd = _acd()
-    if acd is None:
-        abort(503, "agent states can only be changed where the queues run (ivr serve)")
     state = request.form.get("state", "")
+    error = _set_agent_state(name, state, f"set by {user.name}" if state == "break" else "")
     fetched = request.headers.get("X-Requested-With") == "fetch"
-    try:
-        acd.set_agent_state(name, state, f"set by {user.name}" if state == "break" else "")
-    except IvrError as exc:
-        if fetched:
-            return Response(str(exc), status=400, mimetype="text/plain")
-        flash(str(exc))
+    if error and fetched:
+        return Response(error, status=400, mimetype="text/plain")
+    if error:
+        flash(error)
     if fetched:
         return render_template("_live.html", **_live_args())
     return redirect(url_for("console.supervisor"))
