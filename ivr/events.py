@@ -70,6 +70,11 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class CallInterrupted:
+    """The line went away without the caller hanging up (its SIP worker died, or the server stopped)."""
+
+
+@dataclass(frozen=True)
 class TimerFired:
     """A timer the flow asked for expired."""
 
@@ -103,6 +108,7 @@ ControlEvent = (
     | NoInput
     | PlaybackFinished
     | Hangup
+    | CallInterrupted
     | TimerFired
     | HttpResult
     | RecordingFinished

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -14,7 +16,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.active_calls = Gauge("ivr_active_calls", "Calls in progress", registry=self.registry)
+        self.active_calls = Gauge("ivr_active_calls", "Calls admitted and not over (ringing or answered)",
+                                  registry=self.registry)
         self.calls = Counter("ivr_calls", "Finished calls by outcome", ["outcome"], registry=self.registry)
         self.turn_latency = Histogram(
             "ivr_turn_latency_seconds",
@@ -28,6 +31,11 @@ class Metrics:
         )
         self.flow_reloads = Counter("ivr_flow_reloads", "Flow files reloaded", ["result"], registry=self.registry)
 
+    def watch_sip(self, active_calls: Callable[[], int], rejections: Callable[[], dict[str, int]]) -> None:
+        """Read the SIP side's call count and refusals (by reason) at every scrape."""
+        self.active_calls.set_function(active_calls)
+        self.registry.register(_RejectionsCollector(rejections))
+
     def observer(self) -> MetricsObserver:
         """A call observer that feeds these metrics."""
         return MetricsObserver(self)
@@ -35,6 +43,19 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class _RejectionsCollector:
+    """``ivr_calls_rejected_total{reason}``: read from the SIP side when scraped."""
+
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("ivr_calls_rejected", "Calls and requests refused, by reason", labels=["reason"])
+        for reason, count in sorted(self._read().items()):
+            family.add_metric([reason], count)
+        yield family
 
 
 class MetricsObserver:

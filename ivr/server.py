@@ -18,9 +18,13 @@ from ivr.session import CallSession, SessionConfig
 from ivr.sip.agents import SipAgentConnector
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import SipConfig
-from ivr.sip.server import SipServer
+from ivr.sip.edge import EdgeOptions
+from ivr.sip.service import SipService
 
 log = logging.getLogger(__name__)
+
+EDGE_REASONS = {"full": "capacity"}
+"""Edge refusals counted under admission's name for the same reason (every worker full is capacity)."""
 
 
 @dataclass
@@ -29,6 +33,7 @@ class ServerConfig:
 
     flows_dir: Path
     sip: SipConfig = field(default_factory=SipConfig)
+    edge: EdgeOptions = field(default_factory=EdgeOptions)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
     database: str = "var/ivr.db"
@@ -60,12 +65,12 @@ class IvrServer:
         self.acd: Any = None
         self.web: Any = None
         self.web_port = config.web_port
-        self.sip = SipServer(config.sip, on_call=self.handle_call, route=self.route)
+        self.sip = SipService(config.sip, config.edge, on_call=self.handle_call, route=self.route)
         self.connector = connector or SipAgentConnector(self.sip)
         self.sip.on_outcome = self._count_sip_outcome
+        self.metrics.watch_sip(lambda: self.sip.admission.active_calls, self._rejections)
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
-        self._active = 0
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -77,6 +82,9 @@ class IvrServer:
         if "://" not in self.config.database:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
+        interrupted = self.store.close_unfinished_calls(time.time())
+        if interrupted:
+            log.warning("%d call(s) left in progress by an earlier run closed as interrupted", len(interrupted))
         if self.config.queues_file is not None:
             from ivr.queue.config import load_queues
             from ivr.queue.engine import Acd
@@ -97,8 +105,8 @@ class IvrServer:
         self._start_web()
         self.sip.start()
         self._reloader.start()
-        log.info("ivr serving %d flow(s) on sip:%s:%d, web http://%s:%d", len(self.flows.names()),
-                 self.config.sip.host, self.sip.port, self.config.web_host, self.web_port)
+        log.info("ivr serving %d flow(s) on %s, web http://%s:%d", len(self.flows.names()), self.sip.describe(),
+                 self.config.web_host, self.web_port)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking calls, let current calls finish up to ``grace_seconds``, then shut everything down."""
@@ -129,9 +137,6 @@ class IvrServer:
         engine = runtime.default_engine()
         services = self.services.get(engine) or self._load_services(engine)
         interpreter = runtime.new_interpreter(channel, self.config.variables)
-        with self._lock:
-            self._active += 1
-            self.metrics.active_calls.set(self._active)
         self.connector.attach(channel.call_id, channel)
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
@@ -140,15 +145,24 @@ class IvrServer:
             session.run()
         finally:
             self.connector.detach(channel.call_id)
-            with self._lock:
-                self._active -= 1
-                self.metrics.active_calls.set(self._active)
 
     def _count_sip_outcome(self, outcome: str) -> None:
         # Calls refused at the SIP edge never reach a session: count them here (answered calls are counted
         # with the outcome their session ends with).
         if outcome.startswith("rejected_") or outcome == "cancelled":
             self.metrics.calls.labels(outcome=outcome).inc()
+
+    def _rejections(self) -> dict[str, int]:
+        """Calls refused, by reason: by admission and the workers (outcomes), and by the edge itself."""
+        counts: dict[str, int] = {}
+        for outcome, n in self.sip.stats.outcomes.items():
+            if outcome.startswith("rejected_"):
+                reason = outcome.removeprefix("rejected_")
+                counts[reason] = counts.get(reason, 0) + n
+        for reason, n in self.sip.refusals().items():
+            reason = EDGE_REASONS.get(reason, reason)
+            counts[reason] = counts.get(reason, 0) + n
+        return counts
 
     def _load_services(self, engine: str) -> SpeechServices:
         with self._lock:

@@ -21,6 +21,7 @@ from ivr.audio.frame import FRAME_MS, AudioFrame, pcm_from_frames
 from ivr.audio.wavfile import write_wav
 from ivr.channel import Channel
 from ivr.events import (
+    CallInterrupted,
     ControlEvent,
     DtmfDigit,
     Hangup,
@@ -265,6 +266,10 @@ class CallSession:
                 self._control.append(Hangup())
         for event in self.channel.poll_control():
             self._control.append(event)
+        if any(isinstance(event, CallInterrupted) for event in self._control):
+            log.warning("call %s: the line was lost (interrupted)", self.call_id)
+            self._result.outcome = "interrupted"
+            raise _CallEnded
         return frame
 
     def _take_control(self) -> ControlEvent | None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ivr.audio.wavfile import read_wav
+from ivr.sip.admission import Admission
 from ivr.sip import SipConfig, SipServer
 from ivr.sip.echo import EchoBot
 from ivr.testing.sip_caller import place_call
@@ -125,7 +126,8 @@ def test_rejections_forbidden_unrouted_and_over_capacity(server: SipServer) -> N
     server.config.allow_from = ("127.0.0.1/32",)
     assert place_call(f"sip:100@127.0.0.1:{server.port}", "wait 0.1", bind="127.0.0.2").status == 403
 
-    server.route = lambda user: user != "nobody"
+    assert isinstance(server.admission, Admission)
+    server.admission.route = lambda user: user != "nobody"
     assert place_call(f"sip:nobody@127.0.0.1:{server.port}", "wait 0.1").status == 404
 
     server.config.max_calls = 2

@@ -122,11 +122,11 @@ def _script(flow: BenchFlow, seconds: Any, margin: float = 1.5) -> str:
 
 def _worker_cpu_seconds(server: Any) -> float:
     """CPU time used so far by the server's SIP worker processes (Linux /proc; 0 if unavailable)."""
-    pool = getattr(server.sip, "_pool", None)
+    pool = server.sip.pool
     total = 0.0
-    for link in getattr(pool, "links", []):
+    for pid in pool.worker_pids() if pool is not None else []:
         try:
-            fields = Path(f"/proc/{link.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except (OSError, IndexError, ValueError):
             pass
@@ -181,7 +181,7 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
 
         def sample() -> None:
             while not sampling.wait(0.2):
-                peak[0] = max(peak[0], int(server.metrics.active_calls._value.get()))
+                peak[0] = max(peak[0], server.sip.admission.active_calls)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -232,7 +232,7 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         sampling.set()
         sampler.join()
         deadline = time.monotonic() + 10
-        while server.metrics.active_calls._value.get() and time.monotonic() < deadline:
+        while server.sip.admission.active_calls and time.monotonic() < deadline:
             time.sleep(0.1)
         outcomes: dict[str, int] = {}
         for row in server.store.list_calls(limit=1000):
@@ -264,7 +264,7 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
             "peak_concurrent_calls": peak[0],
             "server_outcomes": outcomes,
             "server_calls_not_as_scripted": sum(n for k, n in outcomes.items() if k != expected_outcome),
-            "active_calls_after": int(server.metrics.active_calls._value.get()),
+            "active_calls_after": server.sip.admission.active_calls,
         })
         if capture is not None:
             wire = [c for c in capture.calls() if c.speech_ends()]

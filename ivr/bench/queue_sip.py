@@ -89,7 +89,7 @@ def bench_transfer_to_ring(calls: int = 25, waiting: int = 50, max_calls: int = 
             rings = {e["headers"].get("X-IVR-Call-Id"): e["at"] for p in phones for e in p.seen("incoming")}
             latencies = sorted((rings[c] - t) * 1000 for c, t in transfer_at.items() if c in rings)
             still_waiting = sum(len(v) for k, v in acd.snapshot()["queues"].items() if k.startswith("backlog"))
-            mode = "pool" if server.sip.pooled else "single process"
+            mode = server.sip.describe()
     finally:
         CallSession._transfer = original  # type: ignore[method-assign]
         if server is not None:

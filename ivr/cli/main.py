@@ -21,6 +21,7 @@ _COMMANDS = [
     ("ivr.cli.replay", "replay"),
     ("ivr.cli.talk", "talk"),
     ("ivr.cli.serve", "serve"),
+    ("ivr.cli.edge", "edge"),
     ("ivr.cli.bench", "bench"),
     ("ivr.web.cli", "users"),
     ("ivr.web.cli", "console"),

@@ -22,6 +22,19 @@ from ivr.session import SessionConfig
 @click.option("--web-port", default=8080, show_default=True, help="Port of the web console, API and /metrics.")
 @click.option("--max-calls", default=30, show_default=True, help="Concurrent calls; more get 503.")
 @click.option("--allow-from", multiple=True, help="Source address or network allowed to call (repeatable).")
+@click.option("--edge", "edge_mode", type=click.Choice(["auto", "kamailio", "external", "none"]), default="auto",
+              show_default=True, help="SIP edge: Kamailio as a child (auto when installed), your own Kamailio "
+              "(external), or none (one pjsua2 endpoint on the port, at most 4 calls).")
+@click.option("--tls-port", default=0, help="SIP over TLS on this port (0: off); needs --tls-cert and --tls-key.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="TLS private key (PEM).")
+@click.option("--invite-rate", default=20, show_default=True,
+              help="New calls per second from one source address; more get 503 at the edge.")
+@click.option("--edge-address", multiple=True, metavar="IP[:PORT]",
+              help="--edge external: where your Kamailio sends calls from (workers take SIP only from it).")
+@click.option("--worker-host", default="127.0.0.1", show_default=True, help="Address the SIP workers listen on.")
+@click.option("--worker-ports", default=0, metavar="BASE",
+              help="Worker i listens on BASE+i (0: any free port; --edge external needs it).")
 @click.option("--register", "registrar", metavar="URI", help="Register with this registrar/PBX (e.g. sip:pbx:5060).")
 @click.option("--sip-user", help="Username for registration (digest authentication).")
 @click.option("--sip-password", envvar="IVR_SIP_PASSWORD", help="Password for registration (or $IVR_SIP_PASSWORD).")
@@ -32,12 +45,15 @@ from ivr.session import SessionConfig
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
-          max_calls: int, allow_from: tuple[str, ...], registrar: str | None, sip_user: str | None,
+          max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
+          tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
+          registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, fallback_queue: str,
           variables: tuple[str, ...], grace: float) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import RegistrationConfig, SipConfig
+    from ivr.sip.edge import EdgeOptions
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     extra = {}
@@ -55,13 +71,15 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
                     max_calls=max_calls, allow_from=allow_from, registration=registration)
     if queues_file is None and Path("config/queues.yaml").is_file():
         queues_file = Path("config/queues.yaml")
-    config = ServerConfig(flows_dir=flows_dir, sip=sip, web_host=web_host, web_port=web_port, database=database,
-                          queues_file=queues_file,
+    edge = EdgeOptions(mode=edge_mode, tls_port=tls_port, tls_cert=tls_cert, tls_key=tls_key, invite_rate=invite_rate,
+                       addresses=edge_address, worker_host=worker_host, worker_port_base=worker_ports)
+    config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
+                          database=database, queues_file=queues_file,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
     server = IvrServer(config)
     server.start()
-    click.echo(f"ivr: serving {', '.join(server.flows.names())} on sip:{sip_host}:{server.sip.port} "
-               f"({transport}); console http://{web_host}:{server.web_port}/  (Ctrl-C stops)")
+    click.echo(f"ivr: serving {', '.join(server.flows.names())} on {server.sip.describe()}; "
+               f"console http://{web_host}:{server.web_port}/  (Ctrl-C stops)")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -16,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
 from ivr.audio.frame import AudioFrame, samples_per_frame
-from ivr.events import ControlEvent, DtmfDigit, Hangup
+from ivr.events import CallInterrupted, ControlEvent, DtmfDigit, Hangup
 
 INBOUND_BUFFER_FRAMES = 500
 """Caller audio kept while nobody reads it (10 s); older frames are dropped first."""
@@ -208,13 +208,14 @@ class SipChannel:
             with self._events_lock:
                 self._events.append(DtmfDigit(digit))
 
-    def mark_ended(self, by_caller: bool) -> None:
-        """The call is over; a Hangup event is queued when the caller hung up."""
+    def mark_ended(self, by_caller: bool, interrupted: bool = False) -> None:
+        """The call is over; a Hangup event is queued when the caller hung up, CallInterrupted when the line
+        was lost without a hangup (the call's SIP worker died, or the server stopped with the call up)."""
         if self._ended.is_set():
             return
-        if by_caller:
+        if by_caller or interrupted:
             with self._events_lock:
-                self._events.append(Hangup())
+                self._events.append(Hangup() if by_caller else CallInterrupted())
         self._ended.set()
         with self._inbound_ready:
             self._inbound_ready.notify_all()

@@ -70,9 +70,14 @@ class SipConfig:
     tcp_port: int = 0
     """TCP port when it differs from ``port`` (0: the same)."""
     contact: str = ""
-    """Contact to register and answer with instead of our own address (a pool registers its front)."""
-    behind_front: bool = False
-    """Internal: this endpoint is a pool worker behind ``ivr.sip.pool``'s front (trust its X-IVR-Source)."""
+    """Contact to register with instead of our own address (a worker registers the edge's)."""
+    edge: tuple[str, ...] = ()
+    """Addresses (``ip`` or ``ip:port``) of the SIP edge in front of this endpoint. When set, INVITEs from
+    anywhere else get 403, and the edge's ``X-IVR-Source`` header names the caller."""
+    outbound_proxy: str = ""
+    """SIP URI every request we originate goes through (``sip:127.0.0.1:5060;lr``: the edge)."""
+    media_host: str = ""
+    """Address RTP binds to, when it differs from ``host`` (workers: SIP on loopback, RTP public)."""
     transfer_timeout: float = 5.0
     """Seconds to wait for the peer to accept a REFER."""
 
@@ -102,6 +107,12 @@ class SipConfig:
         if problems:
             raise SipError("invalid SIP settings:\n  " + "\n  ".join(problems))
 
+    def is_edge(self, sender: str) -> bool:
+        """True if a request from ``sender`` (``ip:port``) came from the edge."""
+        ip = parse_source_ip(sender)
+        return any(sender == entry if _has_port(entry) else ip is not None and ip == parse_source_ip(entry)
+                   for entry in self.edge)
+
     def is_allowed(self, source: str) -> bool:
         """True if a request from ``source`` (``ip``, ``ip:port`` or ``[v6]:port``) may place a call."""
         if not self.allow_from:
@@ -110,6 +121,11 @@ class SipConfig:
         if ip is None:
             return False
         return any(ip in ipaddress.ip_network(entry, strict=False) for entry in self.allow_from)
+
+
+def _has_port(address: str) -> bool:
+    """True for ``ip:port`` and ``[v6]:port``, False for a bare address."""
+    return "]:" in address if address.startswith("[") else address.count(":") == 1
 
 
 def parse_source_ip(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

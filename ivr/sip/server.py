@@ -25,11 +25,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pjsua2 as pj
 
 from ivr.errors import SipError
+from ivr.sip.admission import RETRY_AFTER_SECONDS, Admission, IncomingCall, Route, Verdict
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
 from ivr.sip.media import IDLE_SINK, CallAudioPort
@@ -37,20 +38,18 @@ from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_use
 
 if TYPE_CHECKING:
     from ivr.sip.agents import AgentLegs
-    from ivr.sip.pool import SipPool
 
 log = logging.getLogger("ivr.sip")
 pjsip_log = logging.getLogger("ivr.sip.pjsip")
 
 OnCall = Callable[[SipChannel], None]
-Route = Callable[[str], bool]
 
 # Codec priorities: wideband first so a caller offering G.722 gets it; everything else is disabled so an
 # offer with only, say, speex or G.729 is refused with 488.
 CODEC_PRIORITIES = {"G722/16000/1": 130, "PCMU/8000/1": 129, "PCMA/8000/1": 128}
 
 SOURCE_HEADER = "X-IVR-Source"
-"""Header a pool front adds to forwarded INVITEs with the caller's address (trusted only behind_front)."""
+"""Header the edge (Kamailio) adds to INVITEs with the caller's address (trusted only from ``config.edge``)."""
 
 REJECT_DELAY = 0.1
 """Seconds a refused INVITE waits for its final response (see _on_incoming)."""
@@ -64,6 +63,7 @@ OUTCOMES = (
     "rejected_forbidden",
     "rejected_unrouted",
     "rejected_shutdown",
+    "rejected_duplicate",
 )
 """Every outcome counted in ``SipStats.outcomes``."""
 
@@ -78,6 +78,18 @@ class SipStats:
     """Finished or rejected calls by outcome (see OUTCOMES)."""
     setup_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     """Time from receiving an INVITE to sending 200 OK, for recent answered calls."""
+
+
+class CallAdmission(Protocol):
+    """Decides on new calls and counts them: ``ivr.sip.admission.Admission``, or a worker's remote one."""
+
+    def admit(self, call: IncomingCall) -> Verdict:
+        """A ticket for the call, or the refusal to answer with."""
+        ...
+
+    def release(self, ticket: int) -> object:
+        """The call holding ``ticket`` is over."""
+        ...
 
 
 @dataclass
@@ -99,6 +111,9 @@ class _CallEntry:
     worker: threading.Thread | None = None
     transfer_future: Future[bool] | None = None
     transfer_accepted: bool = False
+    ticket: int = 0
+    interrupted: bool = False
+    """Ended by the server stopping with the call up, not by either party."""
 
 
 class _LogWriter(pj.LogWriter):
@@ -144,23 +159,29 @@ class _ServerCall(pj.Call):
 
 
 class SipServer:
-    """Listens for SIP calls, answers the ones it may take and runs ``on_call(channel)`` for each.
+    """One pjsua2 endpoint: answers the calls admission lets in and runs ``on_call(channel)`` for each.
 
-    ``route(called_user)`` (optional) decides whether a dialled user exists (False → 404). Rejections:
-    403 for sources outside ``allow_from``, 503 beyond ``max_calls`` or while stopping, 488 (by pjsua)
-    for offers without PCMU, PCMA or G.722. OPTIONS are answered by pjsua.
+    ``admission`` decides on every new call (default: an ``Admission`` of this endpoint alone, with
+    ``route(called_user)`` deciding whether a dialled user exists, False → 404). Other refusals: 403 for
+    INVITEs that did not come through ``config.edge`` when one is set, 488 (by pjsua) for offers without
+    PCMU, PCMA or G.722. OPTIONS are answered by pjsua. One process holds one endpoint of at most
+    ``PJSUA_MAX_CALLS`` calls; ``ivr.sip.service.SipService`` runs more in worker processes.
     """
 
-    def __init__(self, config: SipConfig, on_call: OnCall | None = None, route: Route | None = None) -> None:
+    def __init__(self, config: SipConfig, on_call: OnCall | None = None, route: Route | None = None,
+                 admission: CallAdmission | None = None) -> None:
         config.check()
+        if config.max_calls > PJSUA_MAX_CALLS:
+            raise SipError(f"one pjsua2 endpoint takes at most {PJSUA_MAX_CALLS} calls (max_calls "
+                           f"{config.max_calls}); run more through ivr.sip.service.SipService (ivr serve does)")
         self.config = config
         self.on_call = on_call
-        self.route = route
+        self.admission: CallAdmission = admission or Admission(config, route)
         self.stats = SipStats()
         self.on_outcome: Callable[[str], None] | None = None
         """Called (on the SIP thread) with each call's outcome; keep it quick."""
-        self.on_call_finished: Callable[[str, str], None] | None = None
-        """Called (on the SIP thread) with (SIP Call-ID, outcome) when a call is over; keep it quick."""
+        self.on_call_finished: Callable[[int, str, str], None] | None = None
+        """Called (on the SIP thread) with (admission ticket, SIP Call-ID, outcome) when a call is over."""
         self.port = config.port
         """The SIP port actually bound (differs from config.port when that is 0)."""
         self.registration_status: tuple[int, str] = (0, "")
@@ -186,28 +207,15 @@ class SipServer:
         self._ep: pj.Endpoint | None = None
         self._account: _ServerAccount | None = None
         self._log_writer: _LogWriter | None = None
-        self._pool: SipPool | None = None
+        self._loop_at = time.monotonic()
         self._agent_legs: AgentLegs | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
-    @property
-    def pooled(self) -> bool:
-        """True when calls are spread over worker processes (max_calls above pjsua's 4 per process)."""
-        return self.config.max_calls > PJSUA_MAX_CALLS and not self.config.behind_front
-
     def start(self, timeout: float = 10.0) -> None:
         """Bind the transports and start taking calls; raises SipError if the stack cannot start."""
-        if self._thread is not None or self._pool is not None:
+        if self._thread is not None:
             raise SipError("the SIP server is already running; stop() it before starting again")
-        if self.pooled:
-            from ivr.sip.pool import SipPool
-
-            pool = SipPool(self)
-            pool.start(timeout=2 * timeout)
-            self._pool = pool
-            self.port = pool.port
-            return
         self._thread = threading.Thread(target=self._run, name="ivr-sip", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -222,10 +230,6 @@ class SipServer:
 
     def stop(self, grace_seconds: float = 0.0) -> None:
         """Refuse new calls (503), let current calls run up to ``grace_seconds``, then hang up and shut down."""
-        if self._pool is not None:
-            self._pool.stop(grace_seconds)
-            self._pool = None
-            return
         if self._thread is None:
             return
         self._stopping = True
@@ -255,10 +259,13 @@ class SipServer:
         """Block until registered (True) or ``timeout`` seconds passed (False)."""
         return self._registered.wait(timeout)
 
+    @property
+    def responsive(self) -> bool:
+        """True while the SIP thread keeps turning (a worker's heartbeat reports it)."""
+        return self._thread is not None and time.monotonic() - self._loop_at < 2.0
+
     def call_threads(self) -> list[threading.Thread]:
         """Call worker threads still running (for leak checks)."""
-        if self._pool is not None:
-            return self._pool.call_threads()
         return [w for w in self._workers if w.is_alive()]
 
     # -- requests from other threads (CallControl) -------------------------------------------------------------
@@ -328,8 +335,10 @@ class SipServer:
         assert ep is not None
         try:
             while not self._quit.is_set():
+                self._loop_at = time.monotonic()
                 self._drain_commands()
-                ep.libHandleEvents(5)
+                # Poll often while calls are up (commands such as hangup wait for the next turn), rarely idle.
+                ep.libHandleEvents(5 if self._entries or self._timers else 50)
                 self._fire_timers()
                 self._bury()
         finally:
@@ -391,9 +400,11 @@ class SipServer:
             acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.username, 0, reg.password))
         if cfg.contact:
             acfg.sipConfig.contactForced = cfg.contact
+        if cfg.outbound_proxy:  # agent calls and registration leave through the edge, like the calls came in
+            acfg.sipConfig.proxies.append(cfg.outbound_proxy)
         acfg.mediaConfig.transportConfig.port = cfg.rtp_port
         acfg.mediaConfig.transportConfig.portRange = cfg.rtp_port_range
-        acfg.mediaConfig.transportConfig.boundAddress = cfg.host
+        acfg.mediaConfig.transportConfig.boundAddress = cfg.media_host or cfg.host
         if cfg.public_address:
             acfg.mediaConfig.transportConfig.publicAddress = cfg.public_address
         self._account = _ServerAccount(self)
@@ -427,6 +438,8 @@ class SipServer:
         if ep is None:
             return
         if self._entries or self._agent_legs:
+            for entry in self._entries.values():
+                entry.interrupted = True
             ep.hangupAllCalls()
             deadline = time.monotonic() + 3.0
             while (self._entries or self._agent_legs) and time.monotonic() < deadline:
@@ -479,15 +492,14 @@ class SipServer:
         message = prm.rdata.wholeMsg
         called = uri_user(request_uri(message)) or uri_user(info.localUri)
         headers = extension_headers(message)
-        remote = prm.rdata.srcAddress
-        if self.config.behind_front:  # a SipPool front forwarded this INVITE: the caller is named in a header
-            remote = headers.pop(SOURCE_HEADER, remote)
+        sender = str(prm.rdata.srcAddress)
+        claimed = headers.pop(SOURCE_HEADER, "")
         entry = _CallEntry(
             call=call,
             sip_call_id=info.callIdString,
             caller=uri_user(info.remoteUri),
             called=called,
-            remote=remote,
+            remote=claimed if self.config.edge and claimed else sender,
             headers=headers,
             received_at=started,
         )
@@ -495,22 +507,22 @@ class SipServer:
         self._entries[info.id] = entry
         self.stats.active_calls += 1
 
-        reject = 0
         if self._stopping:
-            reject, entry.outcome = 503, "rejected_shutdown"
-        elif not self.config.is_allowed(entry.remote):
-            reject, entry.outcome = 403, "rejected_forbidden"
-        elif self.stats.active_calls > self.config.max_calls:
-            reject, entry.outcome = 503, "rejected_capacity"
-        elif self.route is not None and not self.route(called):
-            reject, entry.outcome = 404, "rejected_unrouted"
-        if reject:
+            verdict = Verdict(code=503, outcome="rejected_shutdown")
+        elif self.config.edge and not self.config.is_edge(sender):
+            # Behind an edge, an INVITE from anywhere else went around its allow-list and rate limits.
+            verdict = Verdict(code=403, outcome="rejected_forbidden")
+        else:
+            verdict = self.admission.admit(IncomingCall(entry.sip_call_id, entry.caller, called, entry.remote))
+        entry.ticket = verdict.ticket
+        if not verdict.admitted:
+            entry.outcome = verdict.outcome
             log.info("rejecting call %s from %s to %r: %d %s", entry.sip_call_id, entry.remote, called,
-                     reject, entry.outcome)
+                     verdict.code, entry.outcome)
             # pjsua has already opened RTP sockets for this call, and closed sockets stay reserved in the
             # ioqueue (64 handles) for 500 ms. Holding the call slot briefly before refusing bounds how
             # fast a flood can churn sockets; meanwhile further INVITEs get pjsua's stateless 486.
-            self._later(REJECT_DELAY, lambda: self._reject(entry, reject))
+            self._later(REJECT_DELAY, lambda: self._reject(entry, verdict.code))
             return
         log.info("incoming call %s from %s (%s) to %r", entry.sip_call_id, entry.caller, entry.remote, called)
         if self.config.ring_seconds > 0:
@@ -526,6 +538,11 @@ class SipServer:
     def _reply(self, call: pj.Call, code: int) -> None:
         prm = pj.CallOpParam()
         prm.statusCode = code
+        if code == 503:
+            header = pj.SipHeader()
+            header.hName = "Retry-After"
+            header.hValue = str(RETRY_AFTER_SECONDS)
+            prm.txOption.headers.append(header)
         if code >= 300:
             call.hangup(prm)
         else:
@@ -570,19 +587,20 @@ class SipServer:
         self._entries = {k: v for k, v in self._entries.items() if v is not entry}
         if entry.channel is not None:
             self._by_channel.pop(id(entry.channel), None)
-            entry.channel.mark_ended(by_caller=by_caller)
+            entry.channel.mark_ended(by_caller=by_caller and not entry.interrupted, interrupted=entry.interrupted)
             if self._agent_legs is not None:
                 self._agent_legs.caller_ended(entry.channel)
         if entry.transfer_future is not None and not entry.transfer_future.done():
             entry.transfer_future.set_result(False)
         outcome = entry.outcome or "failed"
+        self.admission.release(entry.ticket)
         self.stats.active_calls -= 1
         self.stats.outcomes[outcome] += 1
         log.info("call %s ended: %s", entry.sip_call_id, outcome)
         if self.on_outcome is not None:
             self._guard(self.on_outcome, outcome)
         if self.on_call_finished is not None:
-            self._guard(self.on_call_finished, entry.sip_call_id, outcome)
+            self._guard(self.on_call_finished, entry.ticket, entry.sip_call_id, outcome)
         if entry.port is not None:
             entry.port.sink = IDLE_SINK
             entry.port.connected_slot = -1

@@ -174,6 +174,14 @@ class Store:
             self._ensure_call(conn, call_id, at)
             conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(ended_at=at, outcome=outcome))
 
+    def close_unfinished_calls(self, at: float, outcome: str = "interrupted") -> list[str]:
+        """End every call that has no end (left by a server that crashed); returns their ids."""
+        with self._write() as conn:
+            ids = [row[0] for row in conn.execute(sa.select(t.calls.c.id).where(t.calls.c.ended_at.is_(None)))]
+            if ids:
+                conn.execute(t.calls.update().where(t.calls.c.id.in_(ids)).values(ended_at=at, outcome=outcome))
+        return ids
+
     def set_call_fields(self, call_id: str, **fields: Any) -> None:
         """Update summary columns of a call (``queue``, ``agent``, ``outcome``...)."""
         with self._write() as conn:
