@@ -23,9 +23,6 @@ from ivr.sip.service import SipService
 
 log = logging.getLogger(__name__)
 
-EDGE_REASONS = {"full": "capacity"}
-"""Edge refusals counted under admission's name for the same reason (every worker full is capacity)."""
-
 
 @dataclass
 class ServerConfig:
@@ -68,7 +65,7 @@ class IvrServer:
         self.sip = SipService(config.sip, config.edge, on_call=self.handle_call, route=self.route)
         self.connector = connector or SipAgentConnector(self.sip)
         self.sip.on_outcome = self._count_sip_outcome
-        self.metrics.watch_sip(lambda: self.sip.admission.active_calls, self._rejections)
+        self.metrics.watch_sip(lambda: self.sip.admission.active_calls, self.sip.rejections)
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
         self._lock = threading.Lock()
@@ -151,18 +148,6 @@ class IvrServer:
         # with the outcome their session ends with).
         if outcome.startswith("rejected_") or outcome == "cancelled":
             self.metrics.calls.labels(outcome=outcome).inc()
-
-    def _rejections(self) -> dict[str, int]:
-        """Calls refused, by reason: by admission and the workers (outcomes), and by the edge itself."""
-        counts: dict[str, int] = {}
-        for outcome, n in self.sip.stats.outcomes.items():
-            if outcome.startswith("rejected_"):
-                reason = outcome.removeprefix("rejected_")
-                counts[reason] = counts.get(reason, 0) + n
-        for reason, n in self.sip.refusals().items():
-            reason = EDGE_REASONS.get(reason, reason)
-            counts[reason] = counts.get(reason, 0) + n
-        return counts
 
     def _load_services(self, engine: str) -> SpeechServices:
         with self._lock:

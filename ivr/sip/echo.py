@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ivr.events import DtmfDigit, Hangup
+from ivr.events import CallInterrupted, DtmfDigit, Hangup
 from ivr.sip.channel import SipChannel
 
 _DTMF_FREQS = {
@@ -49,6 +49,8 @@ class EchoCall:
     max_gap: float = 0.0
     """Longest wait (s) between two frames from receive_audio while connected."""
     hung_up_by_caller: bool = False
+    interrupted: bool = False
+    """The line was lost without a hangup (its SIP worker died)."""
     transfer_accepted: bool | None = None
 
 
@@ -90,6 +92,8 @@ class EchoBot:
             for event in channel.poll_control():
                 if isinstance(event, Hangup):
                     record.hung_up_by_caller = True
+                elif isinstance(event, CallInterrupted):
+                    record.interrupted = True
                 elif isinstance(event, DtmfDigit):
                     record.digits += event.digit
                     if event.digit in self.transfer_on:
@@ -101,5 +105,6 @@ class EchoBot:
             if self.hangup_after and now - started >= self.hangup_after:
                 channel.hangup()
                 break
-        if any(isinstance(event, Hangup) for event in channel.poll_control()):  # ended between two polls
-            record.hung_up_by_caller = True
+        for event in channel.poll_control():  # ended between two polls
+            record.hung_up_by_caller = record.hung_up_by_caller or isinstance(event, Hangup)
+            record.interrupted = record.interrupted or isinstance(event, CallInterrupted)

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -180,7 +181,7 @@ def render_config(sip: SipConfig, options: EdgeOptions, files: EdgeFiles, *, wri
         module_path=module_dir or find_module_dir(), rpc_socket=files.rpc_socket, dispatcher_file=files.dispatcher,
         worker_set=WORKER_SET, worker_timeout_ms=2000, flood_per_2s=4 * (options.invite_rate + options.other_rate),
         invite_rate=options.invite_rate, other_rate=options.other_rate, retry_after=RETRY_AFTER_SECONDS,
-        max_message_bytes=3500, allow_from=list(sip.allow_from),
+        max_message_bytes=3500, allow_from=list(sip.allow_from), refusals=REFUSALS,
         register_contact=register_contact(sip) if sip.registration is not None else "",
     )
 
@@ -213,6 +214,18 @@ _LEVELS = (("CRITICAL", logging.CRITICAL), ("ALERT", logging.ERROR), ("BUG", log
            ("ERROR", logging.ERROR), ("WARNING", logging.WARNING), ("NOTICE", logging.INFO),
            ("INFO", logging.INFO), ("DEBUG", logging.DEBUG))
 _LINE = re.compile(r"^\s*\d+\(\d+\)\s+(\w+):\s*(.*)$")
+_PEER_NOISE = ("parse_", "parsing", "bad via", "bad header", "bad message", "tcp_send failed", "tcpconn_1st_send",
+               "msg_send_buffer", "receive_msg", "unable to parse", "failed to parse", "reparse_on_dns_failover")
+"""Kamailio errors about what a peer sent or where it cannot be reached: counted as refusals, not logged loudly
+(a flood of bad packets must not become a flood of error lines)."""
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of a Kamailio process group (children whose main process died)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(2)
 
 
 class KamailioEdge:
@@ -229,7 +242,9 @@ class KamailioEdge:
         self.files = EdgeFiles(options.var_dir, Path(tempfile.mkdtemp(prefix="ivr-edge-")))
         self.rpc = KamailioRpc(self.files.rpc_socket)
         self.restarts = 0
-        self._workers: list[WorkerAddress] = []
+        self._listed: dict[int, WorkerAddress] = {}  # the dispatcher file: one destination per worker index
+        self._ready: list[WorkerAddress] | None = None  # the latest set_workers, not yet applied
+        self._changed = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -246,28 +261,29 @@ class KamailioEdge:
         _write(self.files.config, render_config(self.sip, self.options, self.files))
         if self.options.tls_port:
             _write(self.files.tls_config, render_tls_config(self.options))
-        self._workers = list(workers)
-        _write(self.files.dispatcher, render_dispatcher_list(self._workers, self._via()))
+        self._listed = {worker.index: worker for worker in workers}
+        self._write_list()
         self._check_config()
         self._spawn(timeout)
         self._supervisor = threading.Thread(target=self._supervise, name="ivr-edge", daemon=True)
         self._supervisor.start()
         log.info("SIP edge (Kamailio) on %s port %d (%s%s), %d worker(s)", self.sip.host, self.sip.port,
                  ",".join(self.sip.transports), f", tls {self.options.tls_port}" if self.options.tls_port else "",
-                 len(self._workers))
+                 len(self._listed))
 
     def stop(self) -> None:
         """Stop Kamailio (SIGTERM, then SIGKILL) and remove its run folder."""
         self._stopping.set()
         with self._lock:
             process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(2)
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            _kill_group(process)
         if self._supervisor is not None:
             self._supervisor.join(2)
         shutil.rmtree(self.files.run_dir, ignore_errors=True)
@@ -279,19 +295,21 @@ class KamailioEdge:
             return self._process.pid if self._process is not None and self._process.poll() is None else None
 
     def set_workers(self, workers: Sequence[WorkerAddress]) -> None:
-        """Route to exactly these workers from now on (called whenever a worker dies or is ready)."""
-        self._workers = list(workers)
-        _write(self.files.dispatcher, render_dispatcher_list(self._workers, self._via()))
-        try:
-            self.rpc.call("dispatcher.reload")
-        except KamailioRpcError as exc:  # restarting: the new process reads the file as it starts
-            log.warning("SIP edge: could not reload the worker list: %s", exc)
+        """Route to exactly these (ready) workers from now on; returns at once, applied within ~0.1 s."""
+        with self._lock:
+            self._ready = list(workers)
+        self._changed.set()
 
     def refusals(self) -> dict[str, int]:
         """Requests the edge refused itself since the node started, by reason (see REFUSALS)."""
         try:
             current = htable_values(self.rpc.call("htable.dump", "stats", timeout=1.0))
-        except KamailioRpcError:
+            # Requests so broken that Kamailio's parser drops them before the script sees them.
+            for line in self.rpc.call("stats.get_statistics", "core:", timeout=1.0) or []:
+                name, _, value = str(line).partition(" = ")
+                if name in ("core:bad_msg_hdr", "core:err_requests"):
+                    current["malformed"] = current.get("malformed", 0) + int(value or 0)
+        except (KamailioRpcError, ValueError):
             current = dict(self._last_counts)
         with self._lock:
             self._last_counts = current
@@ -313,6 +331,36 @@ class KamailioEdge:
     def _via(self) -> str:
         return f"udp:{internal_address(self.sip)}"
 
+    def _write_list(self) -> None:
+        _write(self.files.dispatcher, render_dispatcher_list(sorted(self._listed.values(), key=lambda w: w.index),
+                                                             self._via()))
+
+    def _apply_workers(self) -> None:
+        """Make Kamailio route to the ready workers: inactive for the others, reload only for a new address."""
+        with self._lock:
+            ready, self._ready = self._ready, None
+        if ready is None:
+            return
+        moved = [w for w in ready if self._listed.get(w.index) != w]
+        if moved:  # a replacement on a new port: the destination list itself changes
+            self._listed.update({w.index: w for w in moved})
+            self._write_list()
+            self._rpc_retrying("dispatcher.reload")
+        up = {w.index for w in ready}
+        for index, worker in self._listed.items():
+            self._rpc_retrying("dispatcher.set_state", "ap" if index in up else "ip", WORKER_SET, worker.uri)
+
+    def _rpc_retrying(self, method: str, *params: object) -> None:
+        for _ in range(20):  # "ongoing reload": the dispatcher allows one reload at a time
+            try:
+                self.rpc.call(method, *params)
+                return
+            except KamailioRpcError as exc:
+                error = exc
+            if self._stopping.wait(0.25):
+                return
+        log.warning("SIP edge: %s failed: %s", method, error)
+
     def _command(self) -> list[str]:
         return [self.binary, "-f", str(self.files.config), "-DD", "-E", "-Y", str(self.files.run_dir),
                 "-P", str(self.files.run_dir / "kamailio.pid"), "-m", "64", "-M", "8"]
@@ -326,8 +374,11 @@ class KamailioEdge:
 
     def _spawn(self, timeout: float) -> None:
         self._last_lines = []
+        # Its own process group: Kamailio's children outlive a main process that was killed, and must go
+        # before a new one can bind the port. SIGTERM when the server dies lets Kamailio stop its children.
         process = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+                                   stdin=subprocess.DEVNULL, process_group=0,
+                                   preexec_fn=die_with_parent(signal.SIGTERM))
         with self._lock:
             self._process = process
         threading.Thread(target=self._forward_log, args=(process,), name="ivr-edge-log", daemon=True).start()
@@ -355,6 +406,8 @@ class KamailioEdge:
             match = _LINE.match(line)
             level_name, text = (match.group(1), match.group(2)) if match else ("INFO", line)
             level = next((lvl for name, lvl in _LEVELS if level_name.startswith(name)), logging.INFO)
+            if self._stopping.is_set() or any(noise in text for noise in _PEER_NOISE):
+                level = min(level, logging.DEBUG)
             log.log(level, "kamailio: %s", text)
 
     def _supervise(self) -> None:
@@ -363,12 +416,15 @@ class KamailioEdge:
             with self._lock:
                 process = self._process
             assert process is not None
-            while process.poll() is None and not self._stopping.wait(0.2):
-                pass
+            while process.poll() is None and not self._stopping.is_set():
+                if self._changed.wait(0.1):
+                    self._changed.clear()
+                    self._apply_workers()
             if self._stopping.is_set():
                 return
             started = time.monotonic()
             log.error("SIP edge: Kamailio exited (status %s); restarting it", process.returncode)
+            _kill_group(process)
             with self._lock:  # its counters died with it
                 for reason, value in self._last_counts.items():
                     self._counted[reason] = self._counted.get(reason, 0) + value
@@ -378,6 +434,7 @@ class KamailioEdge:
                 self._spawn(10.0)
                 backoff = 0.5
                 log.warning("SIP edge: Kamailio restarted in %.2f s", time.monotonic() - started)
+                self._changed.set()  # the new process starts with every listed worker active
             except EdgeError as exc:
                 log.error("SIP edge: restart failed: %s", exc)
                 if self._stopping.wait(backoff):

@@ -31,6 +31,9 @@ from ivr.sip.workers import WorkerPool, workers_needed
 
 log = logging.getLogger("ivr.sip")
 
+EDGE_REASONS = {"full": "capacity"}
+"""Edge refusals counted under admission's name for the same reason (every worker full is capacity)."""
+
 
 def resolve_mode(config: SipConfig, options: EdgeOptions) -> str:
     """The edge mode to run: ``auto`` picks kamailio when installed, else none (at most 4 calls)."""
@@ -68,10 +71,10 @@ class SipService:
         config.check()
         self.options = options or EdgeOptions()
         self.options.check()
-        self.config = config
         self.mode = resolve_mode(config, self.options)
         if self.mode == "kamailio" and config.port == 0:  # Kamailio needs a number: take a free one now
             config = replace(config, port=free_port(config.host))
+        self.config = config
         if self.mode == "none" and config.max_calls > PJSUA_MAX_CALLS:
             raise SipError(f"--edge none runs one pjsua2 endpoint: at most {PJSUA_MAX_CALLS} calls "
                            f"(--max-calls {config.max_calls}); use --edge kamailio for more")
@@ -148,6 +151,18 @@ class SipService:
     def refusals(self) -> dict[str, int]:
         """Requests refused by the edge before reaching a worker, by reason (empty without our own edge)."""
         return self.edge.refusals() if self.edge is not None else {}
+
+    def rejections(self) -> dict[str, int]:
+        """Calls and requests refused, by reason: by admission and the workers, and by the edge itself."""
+        counts: dict[str, int] = {}
+        for outcome, n in list(self.stats.outcomes.items()):
+            if outcome.startswith("rejected_"):
+                reason = outcome.removeprefix("rejected_")
+                counts[reason] = counts.get(reason, 0) + n
+        for reason, n in self.refusals().items():
+            reason = EDGE_REASONS.get(reason, reason)
+            counts[reason] = counts.get(reason, 0) + n
+        return counts
 
     def call_threads(self) -> list[threading.Thread]:
         """Threads still running calls (for leak checks)."""

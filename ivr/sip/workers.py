@@ -65,10 +65,14 @@ class WorkerAddress:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for children of the server: the kernel kills them when the server dies (Linux; the
-    signal follows the *thread* that started the child, so start children from long-lived threads)."""
-    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for children of the server: the kernel sends them ``sig`` when the server dies (Linux;
+    the signal follows the *thread* that started the child, so start children from long-lived threads)."""
+
+    def arm() -> None:
+        _LIBC.prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return arm
 
 
 class RemoteSipChannel(SipChannel):
@@ -135,7 +139,7 @@ class WorkerLink:
         # __main__), talking over a socketpair wrapped as a multiprocessing Connection.
         parent_sock, child_sock = socket.socketpair()
         self.process = subprocess.Popen([sys.executable, "-m", "ivr.sip.worker", str(child_sock.fileno())],
-                                        pass_fds=[child_sock.fileno()], preexec_fn=die_with_parent)
+                                        pass_fds=[child_sock.fileno()], preexec_fn=die_with_parent())
         child_sock.close()
         self.pipe = wire.server_end(Connection(parent_sock.detach()))
         self.started_at = time.monotonic()
@@ -145,6 +149,8 @@ class WorkerLink:
         self.error = ""
         self.gone = False
         """The pipe closed or the worker was taken down: nothing more comes from it."""
+        self.lost_calls: list[str] = []
+        """Call-IDs of the calls that were up when the worker was lost."""
         self.channels: dict[int, RemoteSipChannel] = {}
         self.transfers: dict[int, Future[bool]] = {}
         self.agent_calls: dict[str, Callable[[str, str], None]] = {}
@@ -258,11 +264,11 @@ class WorkerLink:
             self.error = message.error
             self.ready.set()
 
-    def take_down(self) -> list[str]:
-        """The worker is gone (or being killed): end its calls as interrupted; returns their Call-IDs."""
+    def take_down(self) -> None:
+        """The worker is gone (or being killed): end its calls as interrupted, release their tickets."""
         with self._lock:
             if self.gone:
-                return []
+                return
             self.gone = True
             channels, self.channels = list(self.channels.values()), {}
             transfers, self.transfers = list(self.transfers.values()), {}
@@ -275,9 +281,8 @@ class WorkerLink:
         for request, on_result in agent_calls:
             on_result(request, "failed")
         self.ready.set()
-        call_ids = self.pool.admission.release_owner(self)
+        self.lost_calls = self.pool.admission.release_owner(self)
         self.pool.stats.active_calls = self.pool.admission.active_calls
-        return call_ids
 
     def kill(self) -> None:
         """Kill the process (SIGKILL) and reap it."""
@@ -430,7 +435,8 @@ class WorkerPool:
     def _replace(self, link: WorkerLink, why: str) -> None:
         self._noticed_at[link.index] = time.monotonic()
         link.kill()
-        call_ids = link.take_down()
+        link.take_down()
+        call_ids = link.lost_calls
         code = link.process.returncode
         log.error("SIP worker %d (pid %d) %s (exit status %s); %d call(s) on it ended as interrupted%s; "
                   "starting a replacement", link.index, link.process.pid, why, code, len(call_ids),

@@ -135,7 +135,15 @@ def run_call(uri: str, steps: list[Step], *, record: str = "", codecs: tuple[str
     tcfg = pj.TransportConfig()
     tcfg.port = 0
     tcfg.boundAddress = bind
-    transport = pj.PJSIP_TRANSPORT_TCP if ";transport=tcp" in uri.lower() else pj.PJSIP_TRANSPORT_UDP
+    lowered = uri.lower()
+    if ";transport=tls" in lowered or lowered.startswith("sips:"):
+        transport = pj.PJSIP_TRANSPORT_TLS
+        tcfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+        tcfg.tlsConfig.verifyServer = False  # test certificates are self-signed
+    elif ";transport=tcp" in lowered:
+        transport = pj.PJSIP_TRANSPORT_TCP
+    else:
+        transport = pj.PJSIP_TRANSPORT_UDP
     ep.transportCreate(transport, tcfg)
     ep.libStart()
     acfg = pj.AccountConfig()
@@ -247,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m ivr.testing.sip_caller", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("uri", help="SIP URI to call, e.g. sip:100@127.0.0.1:5060 (add ;transport=tcp for TCP)")
+    parser.add_argument("uri", help="SIP URI to call, e.g. sip:100@127.0.0.1:5060 (;transport=tcp or tls)")
     parser.add_argument("--script", default="wait 3", help="steps separated by ';' (see above)")
     parser.add_argument("--record", default="", help="write what the far end says to this WAV (16 kHz)")
     parser.add_argument("--codecs", default="PCMU", help="codecs to offer in order, e.g. G722,PCMU")
