@@ -62,6 +62,8 @@ class IvrServer:
         self.acd: Any = None
         self.web: Any = None
         self.web_port = config.web_port
+        if "://" not in config.database and config.edge.var_dir == EdgeOptions().var_dir:
+            config.edge.var_dir = Path(config.database).parent / "edge"  # beside the database, as var/ is
         self.sip = SipService(config.sip, config.edge, on_call=self.handle_call, route=self.route)
         self.connector = connector or SipAgentConnector(self.sip)
         self.sip.on_outcome = self._count_sip_outcome

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from ivr.audio.wavfile import read_wav
-from ivr.sip.admission import Admission
 from ivr.sip import SipConfig, SipServer
+from ivr.sip.admission import Admission
 from ivr.sip.echo import EchoBot
 from ivr.testing.sip_caller import place_call
 from ivr.testing.waiting import wait_for

@@ -25,7 +25,7 @@ from ivr.testing.sip_caller import place_call
 from ivr.testing.waiting import wait_for
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(find_kamailio() is None, reason="Kamailio is not installed (apt-get install kamailio)")]
+              pytest.mark.skipif(find_kamailio() is None, reason="needs Kamailio (apt-get install kamailio)")]
 
 
 def start_edge(tmp_path: Path, bot: Callable[..., None], *, max_calls: int = 8, **options: Any) -> SipService:

@@ -239,7 +239,7 @@ class KamailioEdge:
         self.binary = found
         self.sip = sip
         self.options = options
-        self.files = EdgeFiles(options.var_dir, Path(tempfile.mkdtemp(prefix="ivr-edge-")))
+        self.files = EdgeFiles(options.var_dir.resolve(), Path(tempfile.mkdtemp(prefix="ivr-edge-")))
         self.rpc = KamailioRpc(self.files.rpc_socket)
         self.restarts = 0
         self._listed: dict[int, WorkerAddress] = {}  # the dispatcher file: one destination per worker index
@@ -257,7 +257,7 @@ class KamailioEdge:
 
     def start(self, workers: Sequence[WorkerAddress], timeout: float = 10.0) -> None:
         """Write the configuration, start Kamailio and wait until it answers; raises EdgeError."""
-        self.options.var_dir.mkdir(parents=True, exist_ok=True)
+        self.files.var_dir.mkdir(parents=True, exist_ok=True)
         _write(self.files.config, render_config(self.sip, self.options, self.files))
         if self.options.tls_port:
             _write(self.files.tls_config, render_tls_config(self.options))
@@ -279,10 +279,8 @@ class KamailioEdge:
         if process is not None:
             if process.poll() is None:
                 process.terminate()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
             _kill_group(process)
         if self._supervisor is not None:
             self._supervisor.join(2)
@@ -385,9 +383,12 @@ class KamailioEdge:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise EdgeError(f"Kamailio exited at start (status {process.returncode}):\n  " +
-                                "\n  ".join(self._last_lines[-8:]) +
-                                f"\n  is port {self.sip.port} in use? pick another --sip-port")
+                _kill_group(process)
+                lines = self._last_lines[-8:]
+                hint = (f"\n  port {self.sip.port} is in use (another Kamailio? sudo systemctl disable --now kamailio);"
+                        " pick another --sip-port" if any("in use" in line for line in lines) else "")
+                raise EdgeError(f"Kamailio exited at start (status {process.returncode}):\n  " + "\n  ".join(lines)
+                                + hint)
             try:
                 self.rpc.call("core.version", timeout=0.5)
                 return
