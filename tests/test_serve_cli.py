@@ -5,7 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
+
+from ivr.testing.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +35,79 @@ def test_serve_refuses_an_invalid_flow_and_lists_every_problem(tmp_path: Path) -
     assert "Traceback" not in result.stderr
     assert f"{broken}:8:11:" in result.stderr and "menuu" in result.stderr and "did you mean" in result.stderr
     assert "nothing" in result.stderr  # the undefined intent is reported in the same run
+
+
+def _serve(flows: Path, db: Path, sip_port: int, cwd: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ivr.cli.main", "serve", "--flows", str(flows), "--sip-host", "127.0.0.1",
+         "--sip-port", str(sip_port), "--web-port", "0", "--database", str(db), "--max-calls", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("ivr: serving"):
+            assert "Kamailio edge, 2 worker(s)" in line, line
+            return process
+    raise AssertionError(f"ivr serve did not start (exit {process.wait()})")
+
+
+def _descendants(pid: int) -> set[int]:
+    """The server's children and theirs (workers, Kamailio and Kamailio's own children)."""
+    rows = [line.split() for line in subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True,
+                                                    text=True).stdout.splitlines()[1:]]
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {int(child) for child, parent in rows if int(parent) in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":  # a zombie is dead, only not reaped yet
+            alive.add(pid)
+    return alive
+
+
+@pytest.mark.slow
+def test_a_killed_server_leaves_no_edge_behind_and_its_calls_are_closed_at_the_next_start(tmp_path: Path) -> None:
+    from test_sip_sipp import free_port
+
+    from ivr.store import open_store
+    from ivr.testing.sip_caller import place_call
+
+    if shutil.which("kamailio") is None and not Path("/usr/sbin/kamailio").exists():
+        pytest.fail("Kamailio is not installed; apt-get install kamailio (see the README's test command)")
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(ROOT / "flows" / "hotline.yaml", flows / "hotline.yaml")
+    db, port = tmp_path / "var" / "ivr.db", free_port()
+    server = _serve(flows, db, port, tmp_path)
+    caller = threading.Thread(target=place_call, args=(f"sip:1000@127.0.0.1:{port}", "wait 8"))
+    try:
+        caller.start()
+        time.sleep(4.0)  # the call is up, the greeting playing
+        children = _descendants(server.pid)
+        assert len(children) >= 4  # two workers, Kamailio and its children
+        server.kill()  # kill -9: no shutdown code runs
+        server.wait(5)
+        assert wait_for(lambda: not _alive(children), 5), _alive(children)
+        [before] = open_store(db).list_calls()
+        assert before["ended_at"] is None  # left "in progress" by the crash
+        restarted = _serve(flows, db, port, tmp_path)  # the port is free again
+        try:
+            call = open_store(db).get_call(before["id"])
+            assert call is not None and call["outcome"] == "interrupted" and call["ended_at"] is not None
+            children = _descendants(restarted.pid)
+        finally:
+            restarted.terminate()
+            assert restarted.wait(30) == 0
+        assert wait_for(lambda: not _alive(children), 5), _alive(children)
+    finally:
+        caller.join(30)
+        if server.poll() is None:
+            server.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import wave
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -431,3 +432,33 @@ def test_slow_recognition_fills_the_line_with_comfort_noise(hello_pcm) -> None:
     assert audible, "dead air while the recognizer was slow"
     assert max(levels) < 400  # soft
     assert audible[0] / 8000 >= 1.0  # only after a second of waiting (end of speech + recognition)
+
+
+def test_a_lost_line_ends_the_call_as_interrupted_without_spinning(services_factory) -> None:
+    """The call's SIP worker died: no hangup arrives, the channel just ends. The session stops at once."""
+    from ivr.sip.channel import SipChannel
+
+    class NoControl:
+        def request_hangup(self, channel: Any) -> None: ...
+        def request_transfer(self, channel: Any, target: str, headers: dict[str, str]) -> Any: ...
+
+    channel = SipChannel(NoControl(), call_id="lost-1", caller="555", called="100", sample_rate=8000)
+    flow = ScriptedFlow([fa.Listen(no_input_timeout=30.0)])
+    store = MemoryStore()
+    session = CallSession(channel, flow, services_factory(), flow_name="test", store=store)
+
+    def feed_then_lose_the_line() -> None:
+        for _ in range(25):
+            channel.push_inbound(None)  # half a second of silence
+        time.sleep(0.5)
+        channel.mark_ended(by_caller=False, interrupted=True)
+
+    feeder = threading.Thread(target=feed_then_lose_the_line)
+    started = time.monotonic()
+    feeder.start()
+    result = session.run()
+    feeder.join()
+    assert result.outcome == "interrupted"
+    assert time.monotonic() - started < 2.0
+    assert store.calls[-1][0] == "end_call" and store.calls[-1][1][2] == "interrupted"
+    assert flow.events == []  # nobody to talk to: the flow is not asked what to do next

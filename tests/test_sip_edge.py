@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -188,12 +189,31 @@ def test_retransmitted_and_duplicate_invites_count_once(edge: SipService, bot: E
     assert edge.admission.active_calls == 1  # the live call keeps its slot
 
 
-def test_killed_worker_is_replaced_and_only_its_calls_end(edge: SipService, bot: EchoBot) -> None:
+def test_a_refused_reinvite_keeps_the_call_and_its_slot(edge: SipService, bot: EchoBot, tmp_path: Path) -> None:
+    counts: list[int] = []
+
+    def sample() -> None:
+        for _ in range(20):
+            counts.append(edge.admission.active_calls)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    proc = run_sipp("reinvite_refused.xml", tmp_path, "-s", "100", "-m", "1", target=f"127.0.0.1:{edge.port}")
+    assert proc.returncode == 0  # 488 to the re-INVITE, then the call went on until the caller's BYE
+    sampler.join()
+    assert max(counts) == 1 and counts[10] == 1  # still counted after the refused re-INVITE (at ~2 s)
+    assert wait_for(lambda: edge.stats.outcomes["completed"] == 1 and edge.admission.active_calls == 0, 5)
+    assert bot.calls[0].hung_up_by_caller
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_killed_worker_is_replaced_and_only_its_calls_end(edge: SipService, bot: EchoBot, index: int) -> None:
     assert edge.pool is not None and edge.edge is not None
     with ThreadPoolExecutor(4) as pool:
         calls = [pool.submit(place_call, uri(edge), "wait 8") for _ in range(4)]
         assert wait_for(lambda: len(bot.calls) == 4, 10)
-        victim = edge.pool.links[0]
+        victim = edge.pool.links[index]
         doomed = set(victim.channels)
         assert doomed and len(doomed) < 4  # calls on both workers
         time.sleep(1.0)
@@ -201,7 +221,7 @@ def test_killed_worker_is_replaced_and_only_its_calls_end(edge: SipService, bot:
         os.kill(victim.process.pid, signal.SIGKILL)
         assert wait_for(lambda: sum(c.interrupted for c in bot.calls) == len(doomed), 5)
         assert wait_for(lambda: edge.admission.active_calls == 4 - len(doomed), 5)
-        assert wait_for(lambda: len(edge.pool.ready_addresses()) == 2 and edge.pool.links[0] is not victim, 10)
+        assert wait_for(lambda: len(edge.pool.ready_addresses()) == 2 and edge.pool.links[index] is not victim, 10)
         replaced_in = time.monotonic() - killed_at
         assert replaced_in < 5, replaced_in
         assert wait_for(lambda: len(edge.edge.active_workers()) == 2, 5)

@@ -215,3 +215,16 @@ def test_postgresql_round_trip(tmp_path: Path) -> None:
         server.wait(timeout=30)
         if workdir != tmp_path:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_calls_left_in_progress_by_a_crash_are_closed_as_interrupted(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "ivr.db")
+    store.start_call("done", "1", "100", "hotline", 10.0)
+    store.end_call("done", 20.0, "completed")
+    store.start_call("cut-off", "2", "100", "hotline", 30.0)
+    assert store.close_unfinished_calls(99.0) == ["cut-off"]
+    call = store.get_call("cut-off")
+    assert call is not None and call["outcome"] == "interrupted" and call["ended_at"] == 99.0
+    finished = store.get_call("done")
+    assert finished is not None and finished["outcome"] == "completed" and finished["ended_at"] == 20.0
+    assert store.close_unfinished_calls(100.0) == []

@@ -83,6 +83,17 @@ def turns(fast: bool, record: Path | None) -> None:
 
 
 @bench.command()
+@click.option("--part", "parts", multiple=True, type=click.Choice(["setup", "flood", "failover", "idle"]),
+              help="Measure only these (repeatable); default all.")
+@_record_option
+def edge(parts: tuple[str, ...], record: Path | None) -> None:
+    """The Kamailio edge: added set-up latency, INVITE floods refused with calls up, failover, idle CPU."""
+    from ivr.bench.edge import run_edge_bench
+
+    _run("edge", lambda: run_edge_bench(parts or ("setup", "flood", "failover", "idle")), record)
+
+
+@bench.command()
 @click.option("--calls", "n_calls", default=20, show_default=True, help="Concurrent callers.")
 @click.option("--flow", type=click.Choice(["hotline", "korean"]), default="hotline", show_default=True,
               help="Demo flow: hotline (English, whisper) or korean (Vosk grammars).")
