@@ -204,7 +204,7 @@ def test_a_refused_reinvite_keeps_the_call_and_its_slot(edge: SipService, bot: E
     sampler.join()
     assert max(counts) == 1 and counts[10] == 1  # still counted after the refused re-INVITE (at ~2 s)
     assert wait_for(lambda: edge.stats.outcomes["completed"] == 1 and edge.admission.active_calls == 0, 5)
-    assert bot.calls[0].hung_up_by_caller
+    assert wait_for(lambda: bot.calls[0].hung_up_by_caller, 5)
 
 
 @pytest.mark.parametrize("index", [0, 1])
