@@ -1,7 +1,7 @@
 """``ivr bench edge``: what the Kamailio edge costs and what it withstands, measured with real SIP on loopback.
 
 - ``setup``: INVITE → 200 OK through Kamailio and a worker process, against one pjsua2 endpoint answering on
-  the port itself (SIPp callers; the bot answers at once): the added latency of the hop.
+  the port itself (pjsua2 callers, one call at a time; the bot answers at once): the added latency.
 - ``flood``: calls up with the bot talking, while an INVITE flood from another address grows; how many
   INVITEs per second the edge refuses, and the bot's RTP on the wire (gaps over 40 ms).
 - ``failover``: kill -9 of a worker until its replacement is ready and routed to; kill -9 of Kamailio until it
@@ -48,22 +48,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_setup(calls: int = 20) -> dict[str, Any]:
-    """Median INVITE → 200 OK, one endpoint on the port vs. through Kamailio and a worker."""
-    from ivr.bench.sipp import run_sipp_callers
+    """Median INVITE → 200 OK, one endpoint on the port vs. through Kamailio and a worker (pjsua2 callers)."""
+    from ivr.testing.sip_caller import place_call
 
     result: dict[str, Any] = {"calls": calls}
     with tempfile.TemporaryDirectory(prefix="ivr-bench-edge-") as tmp:
         for mode in ("none", "kamailio"):
             service = _service(Path(tmp) / mode, mode, 4, EchoBot())
             try:
-                sipp = run_sipp_callers(f"127.0.0.1:{service.port}", "100", "wait 0.2", calls, 0.4,
-                                        Path(tmp) / mode / "sipp", CALLER_ADDRESS)
+                setups = [place_call(f"sip:100@127.0.0.1:{service.port}", "wait 0.1", bind=CALLER_ADDRESS).setup_ms
+                          for _ in range(calls + 1)][1:]  # the first call warms up both sides
             finally:
                 service.stop()
-            if not sipp.setup_ms:
-                raise IvrError(f"no call set-up measured ({mode}): {sipp.errors}")
-            result[mode] = {"median_ms": round(statistics.median(sipp.setup_ms), 2),
-                            "p95_ms": round(_percentile(sipp.setup_ms, 0.95), 2), "answered": sipp.successful}
+            if not all(setups):
+                raise IvrError(f"a benchmark call was not answered ({mode})")
+            result[mode] = {"median_ms": round(statistics.median(setups), 2),
+                            "p95_ms": round(_percentile(setups, 0.95), 2)}
     result["added_median_ms"] = round(result["kamailio"]["median_ms"] - result["none"]["median_ms"], 2)
     result["target_added_ms"] = 5
     result["ok"] = result["added_median_ms"] <= 5

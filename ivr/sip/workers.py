@@ -138,8 +138,10 @@ class WorkerLink:
         # A plain child interpreter (not multiprocessing's spawn, which would re-import the parent's
         # __main__), talking over a socketpair wrapped as a multiprocessing Connection.
         parent_sock, child_sock = socket.socketpair()
+        # stdout is dropped: pjlib prints a banner there before its logging is set up (logs go to stderr).
         self.process = subprocess.Popen([sys.executable, "-m", "ivr.sip.worker", str(child_sock.fileno())],
-                                        pass_fds=[child_sock.fileno()], preexec_fn=die_with_parent())
+                                        pass_fds=[child_sock.fileno()], preexec_fn=die_with_parent(),
+                                        stdout=subprocess.DEVNULL)
         child_sock.close()
         self.pipe = wire.server_end(Connection(parent_sock.detach()))
         self.started_at = time.monotonic()
