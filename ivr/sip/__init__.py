@@ -1,6 +1,8 @@
-"""The SIP edge: a pjsua2 server that answers calls and hands each one over as a ``SipChannel``.
+"""Telephony: Kamailio at the edge; pjsua2 endpoints answer calls and hand each one over as a ``SipChannel``.
 
-Only this package imports pjsua2. See ``ivr.sip.server`` for the thread model.
+``SipService`` (``ivr.sip.service``) is what a node runs: the edge, the supervised worker processes and the
+one admission. ``SipServer`` is one pjsua2 endpoint (see ``ivr.sip.server`` for its thread model). Only this
+package imports pjsua2; ``docs/deploy.md`` describes the deployment.
 """
 
 from __future__ import annotations

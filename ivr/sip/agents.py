@@ -6,7 +6,7 @@ Two connection modes, chosen per queue:
   the offer's ``X-IVR-*`` context headers, rings it for the ring timeout (then CANCELs: no answer), and
   when the agent answers joins the two legs' audio in that process's conference bridge. When either side
   hangs up, the other leg is hung up too, so the call session sees ``channel.connected`` turn False.
-  In a pool (more than 4 calls) the caller's call lives in a worker process: the pool forwards the
+  Behind the edge the caller's call lives in a worker process: the server forwards the
   request there, so both legs always share one conference bridge.
 - **refer**: a blind REFER of the caller's call to the agent's URI with the headers (``SipChannel.transfer``).
 

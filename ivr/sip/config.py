@@ -69,8 +69,6 @@ class SipConfig:
     """pjsip log verbosity (0-6) forwarded to the ``ivr.sip.pjsip`` logger."""
     tcp_port: int = 0
     """TCP port when it differs from ``port`` (0: the same)."""
-    contact: str = ""
-    """Contact to register with instead of our own address (a worker registers the edge's)."""
     edge: tuple[str, ...] = ()
     """Addresses (``ip`` or ``ip:port``) of the SIP edge in front of this endpoint. When set, INVITEs from
     anywhere else get 403, and the edge's ``X-IVR-Source`` header names the caller."""

@@ -398,8 +398,6 @@ class SipServer:
             acfg.regConfig.timeoutSec = reg.expires
             acfg.regConfig.registerOnAdd = True
             acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.username, 0, reg.password))
-        if cfg.contact:
-            acfg.sipConfig.contactForced = cfg.contact
         if cfg.outbound_proxy:  # agent calls and registration leave through the edge, like the calls came in
             acfg.sipConfig.proxies.append(cfg.outbound_proxy)
         acfg.mediaConfig.transportConfig.port = cfg.rtp_port

@@ -204,7 +204,7 @@ class SipService:
         return replace(cfg, host=self.options.worker_host, port=port, tcp_port=0, transports=("udp",),
                        max_calls=PJSUA_MAX_CALLS, allow_from=(), edge=edge, outbound_proxy=proxy,
                        media_host=cfg.media_host or cfg.host,
-                       registration=cfg.registration if index == 0 else None, contact="")
+                       registration=cfg.registration if index == 0 else None)
 
     def _run_call(self, channel: SipChannel) -> None:
         if self.on_call is not None:
