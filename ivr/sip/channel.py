@@ -7,6 +7,7 @@ thread through ``CallControl``. So any thread may use a channel, and none of the
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -17,6 +18,8 @@ from typing import Protocol
 
 from ivr.audio.frame import AudioFrame, samples_per_frame
 from ivr.events import CallInterrupted, ControlEvent, DtmfDigit, Hangup
+
+log = logging.getLogger("ivr.sip")
 
 INBOUND_BUFFER_FRAMES = 500
 """Caller audio kept while nobody reads it (10 s); older frames are dropped first."""
@@ -34,6 +37,18 @@ class CallControl(Protocol):
     def request_transfer(self, channel: SipChannel, target: str, headers: dict[str, str]) -> Future[bool]:
         """Send a blind REFER; the future says whether the peer accepted it."""
         ...
+
+
+def run_call(on_call: Callable[[SipChannel], None], channel: SipChannel) -> None:
+    """Run ``on_call`` for one answered call (on its own thread); a failure is logged, never raised, and the
+    call is hung up when ``on_call`` returns with it still up."""
+    try:
+        on_call(channel)
+    except Exception:
+        log.exception("call %s: on_call failed", channel.call_id)
+    finally:
+        if channel.connected:
+            channel.hangup()
 
 
 class SipChannel:

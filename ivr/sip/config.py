@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+import threading
 from dataclasses import dataclass
 
 from ivr.errors import SipError
@@ -38,6 +40,32 @@ class RegistrationConfig:
         host = self.registrar.split(":", 1)[1] if ":" in self.registrar else self.registrar
         host = host.split(";", 1)[0]
         return f"sip:{self.username}@{host}"
+
+
+class RegistrationState:
+    """The registrar's latest answer to our REGISTER, and a way to wait for success (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.status: tuple[int, str] = (0, "")
+        self._registered = threading.Event()
+
+    def record(self, code: int, reason: str, registered: bool) -> None:
+        """Note an answer (``registered``: a 2xx with a positive expiry)."""
+        self.status = (code, reason)
+        if registered:
+            self._registered.set()
+        else:
+            self._registered.clear()
+        logging.getLogger("ivr.sip").info("registration: %d %s", code, reason)
+
+    @property
+    def registered(self) -> bool:
+        """True while the registrar has accepted the registration."""
+        return self._registered.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until registered (True) or ``timeout`` seconds passed (False)."""
+        return self._registered.wait(timeout)
 
 
 @dataclass

@@ -31,8 +31,8 @@ import pjsua2 as pj
 
 from ivr.errors import SipError
 from ivr.sip.admission import RETRY_AFTER_SECONDS, Admission, IncomingCall, Route, Verdict
-from ivr.sip.channel import SipChannel
-from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
+from ivr.sip.channel import SipChannel, run_call
+from ivr.sip.config import PJSUA_MAX_CALLS, RegistrationState, SipConfig
 from ivr.sip.media import IDLE_SINK, CallAudioPort
 from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_user
 
@@ -184,10 +184,9 @@ class SipServer:
         """Called (on the SIP thread) with (admission ticket, SIP Call-ID, outcome) when a call is over."""
         self.port = config.port
         """The SIP port actually bound (differs from config.port when that is 0)."""
-        self.registration_status: tuple[int, str] = (0, "")
+        self.registration = RegistrationState()
         self.on_registration: Callable[[int, str, bool], None] | None = None
         """Called (on the SIP thread) with each registration response code and reason."""
-        self._registered = threading.Event()
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -251,13 +250,13 @@ class SipServer:
         self.stop()
 
     @property
-    def registered(self) -> bool:
-        """True while the registrar has accepted our registration."""
-        return self._registered.is_set()
+    def registration_status(self) -> tuple[int, str]:
+        """The registrar's latest answer (code, reason)."""
+        return self.registration.status
 
     def wait_registered(self, timeout: float) -> bool:
         """Block until registered (True) or ``timeout`` seconds passed (False)."""
-        return self._registered.wait(timeout)
+        return self.registration.wait(timeout)
 
     @property
     def responsive(self) -> bool:
@@ -666,14 +665,8 @@ class SipServer:
         worker.start()
 
     def _run_call(self, channel: SipChannel) -> None:
-        try:
-            if self.on_call is not None:
-                self.on_call(channel)
-        except Exception:
-            log.exception("call %s: on_call failed", channel.call_id)
-        finally:
-            if channel.connected:
-                channel.hangup()
+        if self.on_call is not None:
+            run_call(self.on_call, channel)
 
     def _hangup_channel(self, channel: SipChannel) -> None:
         entry = self._by_channel.get(id(channel))
@@ -737,15 +730,6 @@ class SipServer:
 
     def _on_reg_state(self, prm: pj.OnRegStateParam) -> None:
         registered = 200 <= prm.code < 300 and prm.expiration > 0
-        self.set_registration(int(prm.code), str(prm.reason), registered)
+        self.registration.record(int(prm.code), str(prm.reason), registered)
         if self.on_registration is not None:
             self._guard(self.on_registration, int(prm.code), str(prm.reason), registered)
-
-    def set_registration(self, code: int, reason: str, registered: bool) -> None:
-        """Record the registrar's latest answer (a pool relays its worker's here)."""
-        self.registration_status = (code, reason)
-        if registered:
-            self._registered.set()
-        else:
-            self._registered.clear()
-        log.info("registration: %d %s", code, reason)

@@ -24,7 +24,7 @@ from dataclasses import replace
 from ivr.errors import SipError
 from ivr.sip.admission import Admission, Route
 from ivr.sip.channel import SipChannel
-from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
+from ivr.sip.config import PJSUA_MAX_CALLS, RegistrationState, SipConfig
 from ivr.sip.edge import EdgeOptions, KamailioEdge, find_kamailio, internal_address
 from ivr.sip.server import SipServer, SipStats
 from ivr.sip.workers import WorkerPool, workers_needed
@@ -85,8 +85,7 @@ class SipService:
         self.endpoint: SipServer | None = None
         self.pool: WorkerPool | None = None
         self.edge: KamailioEdge | None = None
-        self.registration_status: tuple[int, str] = (0, "")
-        self._registered = threading.Event()
+        self.registration = RegistrationState()
         self._stats = SipStats()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
@@ -98,13 +97,13 @@ class SipService:
                         "with at most %d calls; install Kamailio for a hardened edge", PJSUA_MAX_CALLS)
             self.endpoint = SipServer(self.config, on_call=self._run_call, admission=self.admission)
             self.endpoint.on_outcome = self._outcome
-            self.endpoint.on_registration = self._registration
+            self.endpoint.registration = self.registration
             self.endpoint.start()
             return
         pool = WorkerPool(workers_needed(self.config.max_calls), self._worker_config, self.admission,
                           self._stats, self._run_call)
         pool.on_outcome = self._outcome
-        pool.on_registration = self._registration
+        pool.on_registration = self.registration.record
         pool.start()
         self.pool = pool
         if self.mode == "external":
@@ -181,14 +180,9 @@ class SipService:
             return f"{workers} SIP worker(s) behind your Kamailio ({', '.join(self.options.addresses)})"
         return f"sip:{self.config.host}:{self.port} ({transports}{tls}; Kamailio edge, {workers} worker(s))"
 
-    @property
-    def registered(self) -> bool:
-        """True while the registrar has accepted our registration."""
-        return self._registered.is_set()
-
     def wait_registered(self, timeout: float) -> bool:
-        """Block until registered (True) or ``timeout`` seconds passed (False)."""
-        return self._registered.wait(timeout)
+        """Block until the registrar accepted our registration (True) or ``timeout`` seconds passed (False)."""
+        return self.registration.wait(timeout)
 
     # -- internals ----------------------------------------------------------------------------------------------
 
@@ -213,10 +207,3 @@ class SipService:
     def _outcome(self, outcome: str) -> None:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
-
-    def _registration(self, code: int, reason: str, registered: bool) -> None:
-        self.registration_status = (code, reason)
-        if registered:
-            self._registered.set()
-        else:
-            self._registered.clear()

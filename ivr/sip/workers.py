@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from ivr.errors import SipError
 from ivr.sip import wire
 from ivr.sip.admission import Admission
-from ivr.sip.channel import SipChannel
+from ivr.sip.channel import SipChannel, run_call
 from ivr.sip.config import PJSUA_MAX_CALLS, SipConfig
 from ivr.sip.server import SipStats
 
@@ -379,21 +379,13 @@ class WorkerPool:
 
     def start_call(self, channel: RemoteSipChannel) -> None:
         """Run an answered call on a thread of its own."""
-        thread = threading.Thread(target=self._run_call, args=(channel,), name=f"ivr-call-{channel.call_id}",
+        thread = threading.Thread(target=run_call, args=(self.on_call, channel), name=f"ivr-call-{channel.call_id}",
                                   daemon=True)
         with self._lock:
             self._call_threads = [t for t in self._call_threads if t.is_alive()]
             self._call_threads.append(thread)
         thread.start()
 
-    def _run_call(self, channel: RemoteSipChannel) -> None:
-        try:
-            self.on_call(channel)
-        except Exception:
-            log.exception("call %s: on_call failed", channel.call_id)
-        finally:
-            if channel.connected:
-                channel.hangup()
 
     def call_finished(self, ticket: int, outcome: str) -> None:
         """A worker's SIP call is over: free its ticket and count its outcome."""
