@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from test_sip_sipp import run_sipp  # tests/ is on sys.path (pytest's default import mode)
 
@@ -119,11 +120,31 @@ def whisper() -> Any:
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
+def _prompts(wav: Path, pause: float = 0.6) -> list[np.ndarray]:
+    """The recording cut at the bot's pauses: one piece of 16 kHz float audio per prompt."""
+    samples = np.frombuffer(read_wav(wav, 16000).pcm, dtype="<i2").astype(np.float32) / 32768.0
+    frame = 320
+    loud = [float(np.sqrt(np.mean(samples[i:i + frame] ** 2))) > 0.01 for i in range(0, len(samples), frame)]
+    pieces, start, quiet = [], None, 0
+    for index, is_loud in enumerate([*loud, False]):
+        if is_loud:
+            start, quiet = index if start is None else start, 0
+        elif start is not None:
+            quiet += 1
+            if quiet * frame >= pause * 16000 or index == len(loud):
+                pieces.append(samples[start * frame:(index - quiet + 1) * frame])
+                start = None
+    return pieces
+
+
 def heard(whisper: Any, wav: Path) -> str:
-    # Without conditioning on its own previous text, greedy decoding of long synthetic speech does not fall
-    # into loops ("five five five five…") that swallow the rest of the recording.
-    segments, _ = whisper.transcribe(str(wav), beam_size=1, language="en", condition_on_previous_text=False)
-    text = " ".join(s.text for s in segments).lower()
+    # One prompt at a time, without conditioning on its own previous text: greedy decoding of long synthetic
+    # speech otherwise falls into loops ("five five five five…") that swallow the rest of the recording.
+    texts = []
+    for piece in _prompts(wav):
+        segments, _ = whisper.transcribe(piece, beam_size=1, language="en", condition_on_previous_text=False)
+        texts.extend(s.text for s in segments)
+    text = " ".join(texts).lower()
     for digit, word in enumerate(NUMBER_WORDS):
         text = text.replace(str(digit), f" {word} ")
     return " ".join(re.sub(r"[^a-z ]", " ", text).split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -313,5 +314,30 @@ def test_invite_flood_is_refused_while_calls_keep_clean_audio(tmp_path: Path, bo
         assert refused["rate_limited"] + refused["flood"] >= 1000, refused
         assert len(bot.calls) == 4 and len(flooded) <= 20 * 5  # at most the per-source rate got through
         assert place_call(uri(service), "wait 0.3").connected  # others still get in
+    finally:
+        service.stop()
+
+
+def test_over_capacity_is_503_with_retry_after(tmp_path: Path, bot: EchoBot) -> None:
+    service = start_edge(tmp_path, bot, max_calls=1)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(place_call, uri(service), "wait 4")
+            assert wait_for(lambda: len(bot.calls) == 1, 10)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                sock.settimeout(5)
+                target = torture.Target("127.0.0.1", service.port, source="127.0.0.1",
+                                        source_port=sock.getsockname()[1])
+                sock.sendto(torture.invite(target), ("127.0.0.1", service.port))
+                final = b""
+                while not final:
+                    data = sock.recv(65535)
+                    if not data.startswith(b"SIP/2.0 1"):
+                        final = data
+            assert first.result().connected
+        assert final.startswith(b"SIP/2.0 503 "), final[:200]
+        assert b"\r\nRetry-After: 5" in final
+        assert service.rejections()["capacity"] == 1
     finally:
         service.stop()
