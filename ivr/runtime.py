@@ -15,6 +15,17 @@ def engine_for_language(language: str) -> str:
     return "whisper" if language.lower().startswith("en") else "vosk"
 
 
+def speech_key(engine: str, model: str | None) -> str:
+    """How a server names a loaded engine: ``whisper`` (its default model) or ``whisper:base``."""
+    return f"{engine}:{model}" if model else engine
+
+
+def parse_speech_key(key: str) -> tuple[str, str | None]:
+    """The (engine, model) a ``speech_key`` names."""
+    engine, _, model = key.partition(":")
+    return engine, model or None
+
+
 @dataclass
 class FlowRuntime:
     """One checked flow (shared by all calls that use it)."""
@@ -38,9 +49,23 @@ class FlowRuntime:
         """The flow's language (e.g. ``en-US``)."""
         return self.flow.language
 
+    def speech(self) -> tuple[str, str | None]:
+        """The recognizer engine and model the flow asks for (``speech:``), else its language's default."""
+        settings = self.flow.speech
+        return settings.engine or engine_for_language(self.flow.language), settings.model
+
     def default_engine(self) -> str:
-        """The recognizer engine this flow's language needs."""
-        return engine_for_language(self.flow.language)
+        """The recognizer engine this flow uses."""
+        return self.speech()[0]
+
+    def speech_key(self) -> str:
+        """The name of the engine and model this flow uses (see ``speech_key``)."""
+        return speech_key(*self.speech())
+
+    def model_for(self, engine: str) -> str | None:
+        """The flow's model when it runs on ``engine`` (None, the engine's default, for another engine)."""
+        flow_engine, model = self.speech()
+        return model if engine == flow_engine else None
 
     def new_interpreter(self, channel: Channel, variables: dict[str, Any] | None = None) -> Any:
         """A fresh interpreter for one call on ``channel``."""

@@ -12,7 +12,7 @@ from typing import Any
 from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.metrics import FanOut, Metrics
-from ivr.runtime import FlowRuntime, engine_for_language
+from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.session import CallSession, SessionConfig
 from ivr.sip.agents import SipAgentConnector
@@ -90,16 +90,17 @@ class IvrServer:
 
             self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store)
             self.acd.start()
-        for engine in sorted({engine_for_language(flow.language) for flow in self._all_flows()}):
+        needed = sorted({FlowRuntime(flow).speech_key() for flow in self._all_flows()})
+        for key in needed:
             try:
-                self._load_services(engine)
+                self._load_services(key)
             except IvrError as exc:
                 # One missing model must not stop the flows that have theirs: calls to flows that need it
                 # are refused (404) until a model is installed and the server restarted.
-                self.unavailable[engine] = str(exc)
-                names = [f.name for f in self._all_flows() if engine_for_language(f.language) == engine]
-                log.warning("flow(s) %s disabled: the %s recognizer cannot load: %s", ", ".join(names), engine, exc)
-        if len(self.unavailable) == len({engine_for_language(f.language) for f in self._all_flows()}):
+                self.unavailable[key] = str(exc)
+                names = [f.name for f in self._all_flows() if FlowRuntime(f).speech_key() == key]
+                log.warning("flow(s) %s disabled: the %s recognizer cannot load: %s", ", ".join(names), key, exc)
+        if len(self.unavailable) == len(needed):
             raise IvrError("no flow can run: " + "; ".join(self.unavailable.values()))
         self._start_web()
         self.sip.start()
@@ -124,7 +125,7 @@ class IvrServer:
 
     def route(self, called: str) -> bool:
         """Whether a dialled number reaches a flow that can run (the default flow catches other numbers)."""
-        return engine_for_language(self.flows.route(called).language) not in self.unavailable
+        return FlowRuntime(self.flows.route(called)).speech_key() not in self.unavailable
 
     def _all_flows(self) -> list[Any]:
         return [self.flows.get(name) for name in self.flows.names()]
@@ -133,8 +134,8 @@ class IvrServer:
         """Run one answered call to its end (on the SIP server's worker thread for this call)."""
         flow = self.flows.route(channel.called)
         runtime = FlowRuntime(flow)
-        engine = runtime.default_engine()
-        services = self.services.get(engine) or self._load_services(engine)
+        key = runtime.speech_key()
+        services = self.services.get(key) or self._load_services(key)
         interpreter = runtime.new_interpreter(channel, self.config.variables)
         self.connector.attach(channel.call_id, channel)
         try:
@@ -151,14 +152,17 @@ class IvrServer:
         if outcome.startswith("rejected_") or outcome == "cancelled":
             self.metrics.calls.labels(outcome=outcome).inc()
 
-    def _load_services(self, engine: str) -> SpeechServices:
+    def _load_services(self, key: str) -> SpeechServices:
+        """The engine and model ``key`` names (``whisper``, ``whisper:base``, ``vosk:NAME``), loaded once."""
         with self._lock:
-            if engine not in self.services:
-                model = self.config.whisper_model if engine == "whisper" else self.config.vosk_model
+            if key not in self.services:
+                engine, model = parse_speech_key(key)
+                if model is None:
+                    model = self.config.whisper_model if engine == "whisper" else self.config.vosk_model
                 started = time.perf_counter()
-                self.services[engine] = SpeechServices.create(engine, model)
-                log.info("loaded %s in %.1f s", engine, time.perf_counter() - started)
-            return self.services[engine]
+                self.services[key] = SpeechServices.create(engine, model)
+                log.info("loaded %s in %.1f s", key, time.perf_counter() - started)
+            return self.services[key]
 
     # ---------------------------------------------------------------------- web
 

@@ -406,3 +406,89 @@ def test_demo_flow_with_the_real_intent_classifier() -> None:
     c2 = ScriptedCall(flow)
     c2.say("I need to speak with a representative please")
     assert c2.transfer is not None and c2.transfer.queue == "support"
+
+
+# ------------------------------------------------------------------------------ recognizer confidence
+
+UNSURE = """
+version: 1
+name: unsure
+language: en-US
+start: menu
+speech: {engine: whisper, model: base, min_confidence: 0.4}
+intents:
+  agent: {examples: [talk to a person, operator]}
+  billing: {examples: [billing, a question about my bill]}
+nodes:
+  menu:
+    ask:
+      prompt: "Billing or agent?"
+    on: {billing: number, agent: bye}
+  number:
+    ask:
+      prompt: "Your account number?"
+      slot: digits
+      save_as: account
+      confirm: {prompt: "I heard {{ account | digits }}. Right?", when: unsure, sure_above: 0.8}
+    next: bye
+  bye:
+    hangup: {say: "Goodbye."}
+"""
+
+
+@pytest.fixture()
+def unsure_flow(tmp_path: Path) -> Flow:
+    (tmp_path / "unsure.yaml").write_text(textwrap.dedent(UNSURE))
+    return load_flow(tmp_path / "unsure.yaml", classifier_factory=KeywordClassifier.build)
+
+
+def heard(text: str, *probabilities: float) -> events.Transcript:
+    words = tuple(events.Word(w, p) for w, p in zip(text.split(), probabilities, strict=True))
+    return events.Transcript(text, sum(probabilities) / len(probabilities), words)
+
+
+def test_an_unsure_transcript_is_a_no_match_not_a_guess(unsure_flow: Flow) -> None:
+    c = call(unsure_flow)
+    c.send(heard("billing", 0.2))  # the recognizer barely heard it: ask again
+    assert c.said()[-2:] == ["Sorry, I didn't understand that.", "Billing or agent?"]
+    assert c.interpreter.current_node == "menu"
+    c.send(heard("billing", 0.9))
+    assert c.interpreter.current_node == "number"
+
+
+def test_a_recognizer_loop_is_no_intent(unsure_flow: Flow) -> None:
+    c = call(unsure_flow)
+    c.say("please please please please please", confidence=0.95)  # noise, not a caller asking for a person
+    assert c.interpreter.current_node == "menu" and c.said()[-2] == "Sorry, I didn't understand that."
+
+
+def test_confirm_when_unsure_reads_back_only_doubtful_speech(unsure_flow: Flow) -> None:
+    sure = call(unsure_flow)
+    sure.say("billing")
+    sure.send(heard("4 5 6 7", 0.97, 0.95, 0.99, 0.9))
+    assert sure.said()[-1] == "Goodbye."  # every word heard clearly: no read-back
+    doubtful = call(unsure_flow)
+    doubtful.say("billing")
+    doubtful.send(heard("4 5 6 7", 0.97, 0.55, 0.99, 0.9))
+    assert doubtful.said()[-1] == "I heard 4 5 6 7. Right?"
+    keyed = call(unsure_flow)
+    keyed.say("billing")
+    keyed.press("4567#")
+    assert keyed.said()[-1] == "Goodbye."  # keys are not misheard
+
+
+def test_speech_settings_are_read_and_checked(unsure_flow: Flow, tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.runtime import FlowRuntime
+
+    assert FlowRuntime(unsure_flow).speech() == ("whisper", "base")
+    assert FlowRuntime(unsure_flow).speech_key() == "whisper:base"
+    assert FlowRuntime(unsure_flow).model_for("vosk") is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent(UNSURE).replace("engine: whisper", "engine: whispr")
+                   .replace("when: unsure", "when: sometimes"))
+    with pytest.raises(FlowError) as info:
+        load_flow(bad, classifier_factory=None)
+    text = str(info.value)
+    assert "unknown speech engine 'whispr' (did you mean 'whisper'?)" in text
+    assert "'when' is 'always'" in text and f"{bad}:" in text

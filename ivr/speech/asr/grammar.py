@@ -70,9 +70,24 @@ def phrase_score(heard: str, phrase: str) -> float:
     return best
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def spell_numbers(text: str) -> str:
+    """Digits written out as English words ("5" → "five", "21" → "twenty one"), the way phrases are written."""
+    from num2words import num2words
+
+    return _DIGITS.sub(lambda m: " " + num2words(int(m.group())).replace("-", " ").replace(",", "") + " ", text)
+
+
 def closest_phrase(heard: str, phrases: Sequence[str]) -> PhraseMatch | None:
-    """The best-scoring phrase for ``heard`` (normalised phrases), or None when there are none."""
+    """The best-scoring phrase for ``heard`` (normalised phrases), or None when there are none.
+
+    A recognizer that writes "5" for a caller's "five" still matches the phrase "five" (and "5" matches "5").
+    """
     norm = normalize(heard)
+    if _DIGITS.search(norm) and not any(_DIGITS.search(p) for p in phrases):
+        norm = normalize(spell_numbers(norm))
     scored = [PhraseMatch(p, phrase_score(norm, p)) for p in phrases]
     if not scored:
         return None

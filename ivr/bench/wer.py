@@ -1,0 +1,146 @@
+"""``ivr bench wer``: word error rate and time per utterance on real human speech over a phone line.
+
+Each recognizer setting transcribes every utterance of the chosen split of ``ivr.bench.corpus`` (8 kHz,
+band-limited, G.711), resampled to 16 kHz as a call's audio is. WER is computed with jiwer on normalised
+text (lower case, numbers spelled out, punctuation dropped), over all words of the split and separately for
+sentences and short answers. Times are CPU-bound wall times on one thread, the median per utterance.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ivr.audio.wavfile import resample
+from ivr.bench import corpus
+from ivr.errors import IvrError
+
+Transcribe = Callable[[np.ndarray], str]
+
+_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint", "ok": "okay", "e-mail": "email"}
+
+
+def normalize(text: str) -> str:
+    """Lower case, numbers as words, no punctuation: how references and results are compared."""
+    from num2words import num2words
+
+    t = text.lower().replace("&", " and ").replace("%", " percent ").replace("#", " pound ")
+    t = re.sub(r"\$(\d+)", r"\1 dollars", t)
+    t = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: " " + num2words(int(m.group(1)), to="ordinal") + " ", t)
+    t = re.sub(r"\d+", lambda m: " " + num2words(int(m.group())) + " ", t)
+    t = re.sub(r"[-–—/]", " ", t)
+    t = re.sub(r"[^a-z' ]", " ", t)
+    words = [w.strip("'") for w in t.split()]
+    return " ".join(_ABBREVIATIONS.get(w, w) for w in words if w)
+
+
+def repeats(text: str, n: int = 3) -> bool:
+    """True when some n-word run occurs twice in a row (a decoding loop), or one word three times in a row."""
+    words = normalize(text).split()
+    if any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)):
+        return True
+    return any(words[i:i + n] == words[i + n:i + 2 * n] for i in range(len(words) - 2 * n + 1))
+
+
+@dataclass
+class SettingResult:
+    """What one recognizer setting made of the split."""
+
+    name: str
+    refs: list[str] = field(default_factory=list)
+    hyps: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    audio_seconds: list[float] = field(default_factory=list)
+
+    def wer(self, kind: str | None = None) -> float:
+        """Word error rate (0..1) over the whole split, or over one kind of utterance."""
+        import jiwer
+
+        pairs = [(r, h) for r, h, k in zip(self.refs, self.hyps, self.kinds, strict=True)
+                 if (kind is None or k == kind) and r]
+        if not pairs:
+            return float("nan")
+        refs, hyps = zip(*pairs, strict=True)
+        return float(jiwer.wer(list(refs), list(hyps)))
+
+    def summary(self) -> dict[str, Any]:
+        """The figures, rounded for the report."""
+        near_three = [s for s, a in zip(self.seconds, self.audio_seconds, strict=True) if 2.0 <= a <= 4.0]
+        exact_short = [r == h for r, h, k in zip(self.refs, self.hyps, self.kinds, strict=True) if k == "short"]
+        return {
+            "wer_percent": round(100 * self.wer(), 2),
+            "wer_sentences_percent": round(100 * self.wer("sentence"), 2),
+            "wer_short_percent": round(100 * self.wer("short"), 2),
+            "short_exact_percent": round(100 * sum(exact_short) / max(1, len(exact_short)), 1),
+            "repeats": sum(repeats(h) and not repeats(r) for r, h in zip(self.refs, self.hyps, strict=True)),
+            "utterances": len(self.refs),
+            "median_ms": round(1000 * statistics.median(self.seconds), 1),
+            "median_ms_2_to_4_s": round(1000 * statistics.median(near_three), 1) if near_three else None,
+            "total_s": round(sum(self.seconds), 1),
+        }
+
+
+def whisper_settings(model: str = "tiny.en") -> dict[str, Transcribe]:
+    """The shipped fast path and stock faster-whisper ``transcribe()`` (greedy), on the same weights."""
+    from ivr.speech.asr.whisper_engine import WhisperEngine
+    from ivr.speech.models import whisper_model_dir
+
+    engine = WhisperEngine(whisper_model_dir(model), cpu_threads=1, num_workers=1)
+    language = "en" if model.endswith(".en") else None
+
+    def fast(audio: np.ndarray) -> str:
+        return engine.transcribe_audio(audio, hint=None).text
+
+    def stock(audio: np.ndarray) -> str:
+        segments, _ = engine.whisper.transcribe(audio, language=language, beam_size=1)
+        return " ".join(s.text.strip() for s in segments)
+
+    return {f"{model} fast": fast, f"{model} stock": stock}
+
+
+def run(settings: dict[str, Transcribe], utterances: list[corpus.Utterance]) -> dict[str, SettingResult]:
+    """Transcribe every utterance with every setting."""
+    if not utterances:
+        raise IvrError("no utterances to score (is the corpus installed? see `ivr bench wer --help`)")
+    results = {name: SettingResult(name) for name in settings}
+    for utterance in utterances:
+        audio = resample(corpus.line_audio(utterance), corpus.LINE_RATE, 16000)
+        reference = normalize(utterance.text)
+        for name, transcribe in settings.items():
+            started = time.perf_counter()
+            text = transcribe(audio)
+            elapsed = time.perf_counter() - started
+            result = results[name]
+            result.refs.append(reference)
+            result.hyps.append(normalize(text))
+            result.kinds.append(utterance.kind)
+            result.seconds.append(elapsed)
+            result.audio_seconds.append(len(audio) / 16000)
+    return results
+
+
+def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
+                  sources: tuple[str, ...] = corpus.SOURCES, limit: int = 0) -> dict[str, Any]:
+    """WER and time per utterance of the fast path and stock transcribe for each model."""
+    utterances = list(corpus.choose(corpus.load(sources), split))
+    if limit:
+        utterances = utterances[:limit]
+    settings: dict[str, Transcribe] = {}
+    for model in models:
+        settings.update(whisper_settings(model))
+    results = run(settings, utterances)
+    report: dict[str, Any] = {"split": split, "sources": list(sources), "utterances": len(utterances),
+                              "line": "8 kHz, 300-3400 Hz, G.711 mu-law, resampled to 16 kHz",
+                              "settings": {name: r.summary() for name, r in results.items()}}
+    for model in models:
+        fast, stock = report["settings"][f"{model} fast"], report["settings"][f"{model} stock"]
+        report[f"{model} fast_minus_stock_wer_points"] = round(fast["wer_percent"] - stock["wer_percent"], 2)
+        report[f"{model} fast_over_stock_time"] = round(fast["median_ms"] / max(stock["median_ms"], 1e-6), 2)
+    return report

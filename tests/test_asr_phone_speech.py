@@ -1,0 +1,169 @@
+"""Recognition of real human speech over a phone line (the evaluation set of ``ivr bench wer``).
+
+The recordings are the Asterisk core prompts (Debian ``asterisk-core-sounds-en-wav``: one professional
+voice, 8 kHz), put through the same phone line as the benchmark (300–3400 Hz, G.711). Short answers are
+what callers mostly say to an IVR; these must come out exact, without the repeats the old fast path made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ivr.audio.frame import AudioFrame, samples_per_frame
+from ivr.audio.wavfile import float_to_pcm16, resample
+from ivr.bench import corpus
+from ivr.bench.wer import normalize, repeats
+from ivr.events import Transcript
+from ivr.nlu.slots import parse_slot
+from ivr.speech.asr import load_engine
+from ivr.speech.interfaces import AsrEngine
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prompts() -> dict[str, corpus.Utterance]:
+    try:
+        return {u.id.removeprefix("asterisk/"): u for u in corpus.asterisk()}
+    except corpus.CorpusError as exc:
+        pytest.fail(f"{exc} (see the README's test command)")
+
+
+@pytest.fixture(scope="module")
+def whisper() -> AsrEngine:
+    return load_engine("whisper")
+
+
+def hear(engine: AsrEngine, utterance: corpus.Utterance, grammar: list[str] | None = None) -> Transcript:
+    """The utterance over the phone line, fed to a call's 8 kHz recognizer frame by frame."""
+    pcm = float_to_pcm16(corpus.line_audio(utterance))
+    step = samples_per_frame(8000) * 2
+    recognizer = engine.new_recognizer(8000, grammar)
+    for i in range(0, len(pcm) - step + 1, step):
+        recognizer.accept(AudioFrame(pcm[i:i + step], 8000))
+    return recognizer.finish()
+
+
+DIGITS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+
+@pytest.mark.parametrize("digit", DIGITS)
+def test_a_spoken_digit_comes_out_exact_and_once(whisper: AsrEngine, prompts: dict[str, corpus.Utterance],
+                                                 digit: str) -> None:
+    heard = hear(whisper, prompts[f"digits/{digit}"])
+    assert parse_slot("digits", heard.text) == digit, heard.text  # not "0 0 0 0 0 0"
+
+
+def test_short_answers_never_repeat(whisper: AsrEngine, prompts: dict[str, corpus.Utterance]) -> None:
+    shorts = [u for name, u in sorted(prompts.items()) if name.startswith("digits/")]
+    looped = [(u.text, heard.text) for u in shorts if repeats((heard := hear(whisper, u)).text)]
+    assert not looped, looped
+
+
+def test_a_sentence_is_not_repeated_into_the_padding(whisper: AsrEngine, prompts: dict[str, corpus.Utterance]) -> None:
+    heard = hear(whisper, prompts["conf-leaderhasleft"])  # was "The leader has left the conference. The leader…"
+    assert normalize(heard.text) == "the leader has left the conference", heard.text
+
+
+def test_words_carry_their_own_probability_and_time(whisper: AsrEngine, prompts: dict[str, corpus.Utterance]) -> None:
+    utterance = prompts["vm-dialout"]  # "Please wait while I connect your call."
+    heard = hear(whisper, utterance)
+    duration = len(corpus.line_audio(utterance)) / 8000
+    assert [w.text.strip(".,").lower() for w in heard.words] == normalize(heard.text).split()
+    assert len({w.confidence for w in heard.words}) > 1  # per word, not the utterance's score copied
+    assert all(0.0 <= w.start <= w.end <= duration + 0.5 for w in heard.words)
+    assert [w.start for w in heard.words] == sorted(w.start for w in heard.words)
+    assert heard.confidence == pytest.approx(np.mean([w.confidence for w in heard.words]), abs=1e-3)
+
+
+def test_a_rating_snaps_to_the_grammar(whisper: AsrEngine, prompts: dict[str, corpus.Utterance]) -> None:
+    grammar = ["one", "two", "three", "four", "five"]
+    for number, word in (("5", "five"), ("3", "three"), ("1", "one")):
+        heard = hear(whisper, prompts[f"digits/{number}"], grammar)
+        assert heard.text == word and not heard.rejected, (number, heard)
+
+
+def test_noise_is_not_heard_as_words(whisper: AsrEngine) -> None:
+    rng = np.random.default_rng(7)
+    line = corpus.phone_line((0.05 * rng.standard_normal(8000 * 3)).astype(np.float32))
+    pcm = float_to_pcm16(line)
+    recognizer = whisper.new_recognizer(8000)
+    step = samples_per_frame(8000) * 2
+    for i in range(0, len(pcm) - step + 1, step):
+        recognizer.accept(AudioFrame(pcm[i:i + step], 8000))
+    heard = recognizer.finish()
+    assert not heard.text or heard.confidence < 0.35 or not repeats(heard.text), heard
+
+
+def test_the_phone_line_keeps_the_voice_band_only() -> None:
+    rate = 8000
+    t = np.arange(rate) / rate
+    tones = {f: (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (100, 1000, 3800)}
+    kept = {f: float(np.sqrt(np.mean(corpus.phone_line(x) ** 2)) / np.sqrt(np.mean(x ** 2))) for f, x in tones.items()}
+    assert kept[1000] > 0.9 and kept[100] < 0.05 and kept[3800] < 0.05, kept
+
+
+def test_the_evaluation_set_is_real_speech_split_for_good(prompts: dict[str, corpus.Utterance]) -> None:
+    utterances = list(prompts.values())
+    assert len(utterances) > 500
+    dev = {u.id for u in corpus.choose(utterances, "dev")}
+    test = {u.id for u in corpus.choose(utterances, "test")}
+    assert not dev & test and 0.25 < len(dev) / len(utterances) < 0.42
+    assert {u.split for u in corpus.asterisk()} == {"dev", "test"}
+    assert dev == {u.id for u in corpus.choose(corpus.asterisk(), "dev")}  # the same split every time
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Press 1, 2 or 3.", "press one two or three"),
+    ("That's $5!", "that's five dollars"),
+    ("the 21st of March", "the twenty first of march"),
+    ("De-activated.", "de activated"),
+    ("Mr. Dashwood", "mister dashwood"),
+])
+def test_wer_normalisation(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_repeat_detection() -> None:
+    assert repeats("zero zero zero") and repeats("where with my order where with my order where with")
+    assert not repeats("no, no, thank you") and not repeats("one two three four five")
+
+
+def test_whisper_base_is_assembled_checked_and_hears_a_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              prompts: dict[str, corpus.Utterance]) -> None:
+    from ivr.errors import ModelError
+    from ivr.speech import models
+
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.setenv(models.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    assert "whisper-base" in [m.name for m in models.installed_models()]
+    folder = models.whisper_model_dir("base")
+    assert folder == tmp_path / "models" / "whisper-base"
+    assert (folder / "model.bin").stat().st_size == models.WHISPER_BASE_SIZE
+    base = load_engine("whisper", "base")
+    heard = hear(base, prompts["vm-dialout"])
+    assert normalize(heard.text) == "please wait while i connect your call", heard.text
+    with (folder / "model.bin").open("r+b") as weights:  # a damaged copy is refused, not loaded
+        weights.seek(1000)
+        weights.write(b"\x00" * 16)
+    with pytest.raises(ModelError, match="SHA-256"):
+        models.whisper_model_dir("base")
+
+
+def test_ivr_bench_wer_scores_real_speech(tmp_path: Path) -> None:
+    from ivr.bench.wer import run_wer_bench
+
+    report = run_wer_bench("dev", ("tiny.en",), ("asterisk",), limit=8)
+    fast, stock = report["settings"]["tiny.en fast"], report["settings"]["tiny.en stock"]
+    assert report["utterances"] == 8 and fast["utterances"] == stock["utterances"] == 8
+    assert 0 <= fast["wer_percent"] < 50 and fast["repeats"] == 0
+    assert fast["median_ms"] < stock["median_ms"]
+
+
+def test_resampled_line_audio_matches_a_calls_rate(prompts: dict[str, corpus.Utterance]) -> None:
+    audio = corpus.line_audio(prompts["vm-dialout"])
+    assert audio.dtype == np.float32 and np.abs(audio).max() <= 1.0
+    assert len(resample(audio, 8000, 16000)) == pytest.approx(2 * len(audio), abs=2)
