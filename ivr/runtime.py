@@ -15,15 +15,19 @@ def engine_for_language(language: str) -> str:
     return "whisper" if language.lower().startswith("en") else "vosk"
 
 
-def speech_key(engine: str, model: str | None) -> str:
-    """How a server names a loaded engine: ``whisper`` (its default model) or ``whisper:base``."""
-    return f"{engine}:{model}" if model else engine
+def speech_key(engine: str, model: str | None, language: str = "en") -> str:
+    """How a server names a loaded engine: ``whisper`` (its default model), ``whisper:base``, or
+    ``whisper:base@ko`` (a multilingual whisper model listening for another language than English)."""
+    key = f"{engine}:{model}" if model else engine
+    spoken = language.split("-")[0].lower()
+    return f"{key}@{spoken}" if engine == "whisper" and spoken != "en" else key
 
 
-def parse_speech_key(key: str) -> tuple[str, str | None]:
-    """The (engine, model) a ``speech_key`` names."""
+def parse_speech_key(key: str) -> tuple[str, str | None, str]:
+    """The (engine, model, language) a ``speech_key`` names."""
+    key, _, language = key.partition("@")
     engine, _, model = key.partition(":")
-    return engine, model or None
+    return engine, model or None, language or "en"
 
 
 @dataclass
@@ -60,7 +64,7 @@ class FlowRuntime:
 
     def speech_key(self) -> str:
         """The name of the engine and model this flow uses (see ``speech_key``)."""
-        return speech_key(*self.speech())
+        return speech_key(*self.speech(), language=self.flow.language)
 
     def model_for(self, engine: str) -> str | None:
         """The flow's model when it runs on ``engine`` (None, the engine's default, for another engine)."""

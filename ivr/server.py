@@ -156,11 +156,11 @@ class IvrServer:
         """The engine and model ``key`` names (``whisper``, ``whisper:base``, ``vosk:NAME``), loaded once."""
         with self._lock:
             if key not in self.services:
-                engine, model = parse_speech_key(key)
+                engine, model, language = parse_speech_key(key)
                 if model is None:
                     model = self.config.whisper_model if engine == "whisper" else self.config.vosk_model
                 started = time.perf_counter()
-                self.services[key] = SpeechServices.create(engine, model)
+                self.services[key] = SpeechServices.create(engine, model, language=language)
                 log.info("loaded %s in %.1f s", key, time.perf_counter() - started)
             return self.services[key]
 

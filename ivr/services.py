@@ -47,13 +47,15 @@ class SpeechServices:
 
     @classmethod
     def create(
-        cls, engine: str = "whisper", model: str | None = None, voice: str | None = None, workers: int = 4
+        cls, engine: str = "whisper", model: str | None = None, voice: str | None = None, workers: int = 4,
+        language: str | None = None,
     ) -> SpeechServices:
-        """Load the speech engines once (the recognizer model and the synthesizer)."""
+        """Load the speech engines once (the recognizer model and the synthesizer); ``language`` (``ko``)
+        is what a multilingual whisper model listens for."""
         from ivr.speech.asr import load_engine
         from ivr.speech.tts import get_synthesizer
 
-        return cls(asr=load_engine(engine, model), tts=get_synthesizer(voice=voice), workers=workers)
+        return cls(asr=load_engine(engine, model, language), tts=get_synthesizer(voice=voice), workers=workers)
 
     def tts_for(self, language: str | None) -> Synthesizer:
         """The synthesizer for a flow's language (English uses the default voice)."""

@@ -49,6 +49,9 @@ def test_exact_phrase_requires_exactly_one_phrase() -> None:
 def test_repeated_whisper_sentence_is_dropped() -> None:
     assert drop_repeated_sentences("Can I speak to someone? Can I speak to someone?") == "Can I speak to someone?"
     assert drop_repeated_sentences("Yes. No. Yes.") == "Yes. No. Yes."
+    assert drop_repeated_sentences("The leader has left the conference. The leader has left the") == (
+        "The leader has left the conference.")
+    assert drop_repeated_sentences("I need help. Is that right?") == "I need help. Is that right?"
 
 
 def test_word_errors_counts_substitutions_insertions_deletions() -> None:

@@ -134,7 +134,7 @@ def _worker_cpu_seconds(server: Any) -> float:
 
 
 def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5,
-                    callers: str = "sipp") -> dict[str, Any]:
+                    callers: str = "sipp", model: str | None = None) -> dict[str, Any]:
     """Run ``calls`` concurrent calls through ``flow`` (hotline or korean) and return the figures.
 
     ``callers``: ``sipp`` (one SIPp process replaying each caller's RTP from a pcap: cheap, so the figures
@@ -161,12 +161,12 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         flows_dir=work / "flows",
         sip=SipConfig(host="127.0.0.1", port=_free_port(socket.SOCK_DGRAM), max_calls=calls, log_level=0),
         web_port=_free_port(socket.SOCK_STREAM), database=str(work / "ivr.db"),
-        variables={"api_base": orders.base_url})
+        variables={"api_base": orders.base_url}, whisper_model=model)
     load_before = os.getloadavg()
     server = IvrServer(config)
     server.start()
     result: dict[str, Any] = {"flow": spec.name, "calls": calls, "callers": callers,
-                              "engine": sorted(server.services)}
+                              "engine": sorted(server.services), "model": model or "default"}
     try:
         services = next(iter(server.services.values()))
         tts = services.tts_for(server.flows.get(spec.name).language)

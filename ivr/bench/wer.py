@@ -144,3 +144,49 @@ def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
         report[f"{model} fast_minus_stock_wer_points"] = round(fast["wer_percent"] - stock["wer_percent"], 2)
         report[f"{model} fast_over_stock_time"] = round(fast["median_ms"] / max(stock["median_ms"], 1e-6), 2)
     return report
+
+
+MULTILINGUAL_PROBE = {
+    "ko": ["주문 상태를 확인하고 싶어요", "상담원과 통화하고 싶습니다", "요금 청구서에 대해 문의드립니다",
+           "배송이 아직 도착하지 않았어요", "비밀번호를 잊어버렸어요", "감사합니다 좋은 하루 되세요"],
+    "zh": ["我想查询我的订单状态", "请帮我转接人工客服", "我对账单有疑问", "我的包裹还没有到",
+           "我忘记了我的密码", "谢谢你再见"],
+}
+"""Caller-like sentences for the multilingual probe (spoken by espeak-ng: synthetic, see run_multilingual_probe)."""
+
+
+def run_multilingual_probe(model: str = "base") -> dict[str, Any]:
+    """Character error rate of whisper ``model`` on synthetic Korean and Mandarin sentences over a phone line.
+
+    There is no real Korean or Chinese speech with transcripts among the registries' packages, so this says
+    whether the model understands the languages at all, not how well it will hear real callers.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import jiwer
+
+    from ivr.speech.asr.whisper_engine import WhisperEngine
+    from ivr.speech.models import whisper_model_dir
+    from ivr.testing.fixtures import make_caller_wav
+
+    voices = {"ko": "ko", "zh": "cmn"}
+    report: dict[str, Any] = {"model": model, "synthetic": True}
+    with tempfile.TemporaryDirectory(prefix="ivr-multilingual-") as tmp:
+        for language, sentences in MULTILINGUAL_PROBE.items():
+            engine = WhisperEngine(whisper_model_dir(model), language=language, cpu_threads=1, num_workers=1)
+            refs, hyps, seconds = [], [], []
+            for index, sentence in enumerate(sentences):
+                wav = Path(tmp) / f"{language}{index}.wav"
+                make_caller_wav(wav, sentence, voice=voices[language], speed=150, rate=8000)
+                utterance = corpus.Utterance(f"{language}/{index}", wav, sentence, "espeak", "sentence")
+                audio = resample(corpus.line_audio(utterance), corpus.LINE_RATE, 16000)
+                started = time.perf_counter()
+                text = engine.transcribe_audio(audio, hint=None).text
+                seconds.append(time.perf_counter() - started)
+                refs.append(re.sub(r"[\W_]", "", sentence))
+                hyps.append(re.sub(r"[\W_]", "", text))
+            report[language] = {"cer_percent": round(100 * float(jiwer.cer(refs, hyps)), 1),
+                                "median_ms": round(1000 * statistics.median(seconds), 1),
+                                "examples": [{"said": r, "heard": h} for r, h in zip(refs[:3], hyps[:3], strict=True)]}
+    return report

@@ -118,12 +118,14 @@ def edge(parts: tuple[str, ...], record: Path | None) -> None:
 @click.option("--stagger", default=0.5, show_default=True, help="Seconds between callers' start.")
 @click.option("--callers", type=click.Choice(["sipp", "pjsua2"]), default="sipp", show_default=True,
               help="Load generator: one SIPp process replaying RTP pcaps (cheap), or a pjsua2 process per call.")
+@click.option("--model", default=None, help="Whisper model for the English flow (tiny.en, base).")
 @_record_option
-def calls(n_calls: int, flow: str, stagger: float, callers: str, record: Path | None) -> None:
+def calls(n_calls: int, flow: str, stagger: float, callers: str, model: str | None, record: Path | None) -> None:
     """Concurrent SIP callers on loopback: set-up time, turn latency and RTP gaps on the wire, failures."""
     from ivr.bench.calls import run_calls_bench
 
-    _run(f"calls_{flow}", lambda: run_calls_bench(n_calls, flow, stagger, callers), record)
+    name = f"calls_{flow}" + (f"_{model}" if model else "")
+    _run(name, lambda: run_calls_bench(n_calls, flow, stagger, callers, model), record)
 
 
 @bench.command()

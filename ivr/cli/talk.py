@@ -81,7 +81,8 @@ def talk(
     runtime = FlowRuntime.from_file(flow)
     chosen_engine = engine or runtime.default_engine()
     click.echo(f"loading {chosen_engine} speech recognition…", err=True)
-    services = SpeechServices.create(chosen_engine, model or runtime.model_for(chosen_engine))
+    services = SpeechServices.create(chosen_engine, model or runtime.model_for(chosen_engine),
+                                     language=runtime.language.split("-")[0].lower())
     channel = LocalAudioChannel(
         int(rate),
         mic.index,

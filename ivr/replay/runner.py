@@ -147,13 +147,13 @@ class ReplayRunner:
         self.model = model
         self.realtime = realtime
         self.record_dir = record_dir
-        self._services: dict[tuple[str, str | None], SpeechServices] = {}
+        self._services: dict[tuple[str, str | None, str], SpeechServices] = {}
 
-    def services(self, engine: str, model: str | None) -> SpeechServices:
-        """The speech services for an engine, loaded once."""
-        key = (engine, model)
+    def services(self, engine: str, model: str | None, language: str = "en") -> SpeechServices:
+        """The speech services for an engine and model (listening for ``language``), loaded once."""
+        key = (engine, model, language)
         if key not in self._services:
-            self._services[key] = SpeechServices.create(engine, model)
+            self._services[key] = SpeechServices.create(engine, model, language=language)
         return self._services[key]
 
     def run_file(self, path: str | Path) -> ReplayReport:
@@ -167,7 +167,7 @@ class ReplayRunner:
         runtime = FlowRuntime.from_file(scenario.flow)
         engine = self.engine or scenario.engine or runtime.default_engine()
         model = self.model or scenario.model or runtime.model_for(engine)
-        services = self.services(engine, model)
+        services = self.services(engine, model, runtime.language.split("-")[0].lower())
         channel = ReplayChannel(
             scenario.steps,
             scenario.audio,

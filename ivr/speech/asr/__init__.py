@@ -14,7 +14,7 @@ from ivr.speech.interfaces import AsrEngine
 
 ENGINES = ("whisper", "vosk")
 
-_engines: dict[tuple[str, str], AsrEngine] = {}
+_engines: dict[tuple[str, str, str], AsrEngine] = {}
 _lock = threading.Lock()
 
 
@@ -37,26 +37,31 @@ def resolve_model(kind: str, model: str | Path | None = None) -> Path:
     return found.path
 
 
-def load_engine(kind: str = "whisper", model: str | Path | None = None) -> AsrEngine:
-    """The shared engine of ``kind`` ('whisper' or 'vosk') for ``model``, loaded once per process."""
+def load_engine(kind: str = "whisper", model: str | Path | None = None, language: str | None = None) -> AsrEngine:
+    """The shared engine of ``kind`` ('whisper' or 'vosk') for ``model``, loaded once per process.
+
+    ``language`` (``en``, ``ko``, ``zh`` …) is what a multilingual whisper model listens for (one engine per
+    language); English-only and Vosk models ignore it.
+    """
     path = resolve_model(kind, model)
-    key = (kind, str(path.resolve()))
+    language = (language or "en") if kind == "whisper" else None
+    key = (kind, str(path.resolve()), language or "")
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _create(kind, path)
+            engine = _create(kind, path, language)
             _engines[key] = engine
         return engine
 
 
-def _create(kind: str, path: Path) -> AsrEngine:
+def _create(kind: str, path: Path, language: str | None) -> AsrEngine:
     if kind == "vosk":
         from ivr.speech.asr.vosk_engine import VoskEngine
 
         return VoskEngine(path)
     from ivr.speech.asr.whisper_engine import WhisperEngine
 
-    return WhisperEngine(path)
+    return WhisperEngine(path, language=language or "en")
 
 
 __all__ = ["ENGINES", "load_engine", "resolve_model"]

@@ -262,9 +262,11 @@ _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
 
 
 def drop_repeated_sentences(text: str) -> str:
-    """Remove a sentence that repeats the one before it (a Whisper decoding loop on short audio)."""
+    """Remove a sentence that repeats the one before it, or begins to ("The leader has left the conference.
+    The leader has left the"): a Whisper decoding loop on short audio."""
     kept: list[str] = []
     for sentence in (m.group().strip() for m in _SENTENCE.finditer(text)):
-        if sentence and (not kept or normalize(sentence) != normalize(kept[-1])):
+        said = normalize(sentence).split()
+        if sentence and (not kept or not said or normalize(kept[-1]).split()[:len(said)] != said):
             kept.append(sentence)
     return " ".join(kept)
