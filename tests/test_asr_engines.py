@@ -40,11 +40,11 @@ def recognize(engine: AsrEngine, audio: Audio, grammar: list[str] | None = None)
 
 
 def with_noise(clean: Path, out: Path, volume: float) -> Path:
-    """Mix white noise into ``clean`` (like a noisy phone line)."""
+    """Mix white noise into ``clean`` (like a noisy phone line); the same noise every run (``sox -R``)."""
     rate = read_wav(clean).sample_rate
     duration = read_wav(clean).duration
     noise = out.with_suffix(".noise.wav")
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(noise),
+    subprocess.run(["sox", "-R", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(noise),
                     "synth", f"{duration:.3f}", "whitenoise", "vol", str(volume)], check=True)
     subprocess.run(["sox", "-m", str(clean), str(noise), str(out)], check=True)
     return out

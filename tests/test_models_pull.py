@@ -194,7 +194,7 @@ def test_weights_check_is_cached_and_detects_changes(tmp_path: Path, monkeypatch
     assert calls == []  # remembered: not hashed again
 
     weights.write_bytes(b"tampered" * 1000)
-    with pytest.raises(ModelError, match=r"SHA-256 mismatch .* reinstall"):
+    with pytest.raises(ModelError, match=r"SHA-256 mismatch .*reinstall"):
         registry.verify_weights(weights, good)
     assert calls == [weights]
 

@@ -40,12 +40,20 @@ def normalize(text: str) -> str:
     return " ".join(_ABBREVIATIONS.get(w, w) for w in words if w)
 
 
-def repeats(text: str, n: int = 3) -> bool:
-    """True when some n-word run occurs twice in a row (a decoding loop), or one word three times in a row."""
+def repeats(text: str) -> bool:
+    """True when the text loops: a run of words starts again right after itself, possibly cut short
+    ("where with my order where with my order where with", "1 2 3 4 5 1 2 3"): one word three times,
+    two words three times, or three or more words followed by at least three of them again."""
     words = normalize(text).split()
-    if any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)):
-        return True
-    return any(words[i:i + n] == words[i + n:i + 2 * n] for i in range(len(words) - 2 * n + 1))
+    needed = {1: 2, 2: 4}  # words that must repeat for a run of this length; 3 for longer runs
+    for i in range(len(words)):
+        for period in range(1, len(words) - i):
+            again = 0
+            while i + period + again < len(words) and words[i + period + again] == words[i + again]:
+                again += 1
+            if again >= needed.get(period, 3):
+                return True
+    return False
 
 
 @dataclass

@@ -48,6 +48,9 @@ SILENCE_RMS = 1e-4
 NO_SPEECH_PROB = 0.6
 NO_SPEECH_LOGPROB = -1.0
 MAX_PROMPT_TOKENS = 200
+# faster-whisper's transcribe() defaults: punctuation joins the word it belongs to.
+PREPENDED_PUNCTUATION = "\"'“¿([{-"
+APPENDED_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class WhisperEngine:
     def _decode(self, audio: np.ndarray, hint: str | None, window: float) -> Heard:
         """Encode the audio padded with silence to ``window`` seconds, decode greedily, align the words."""
         import ctranslate2  # type: ignore[import-untyped]
+        from faster_whisper.transcribe import merge_punctuations
 
         seconds = len(audio) / WHISPER_RATE
         total = min(WINDOW_SECONDS, max(window, seconds + 0.5))
@@ -170,6 +174,7 @@ class WhisperEngine:
         if text != self._tokenizer.decode(tokens).strip():  # a repeat was cut: align what is left
             tokens = self._tokenizer.encode(" " + text)
         aligned = self._whisper.find_alignment(self._tokenizer, [tokens], encoded, frames // 2)[0]
+        merge_punctuations(aligned, PREPENDED_PUNCTUATION, APPENDED_PUNCTUATION)  # "car" + "." → "car."
         words = tuple(Word(w["word"].strip(), round(float(w["probability"]), 4), round(float(w["start"]), 2),
                            round(float(w["end"]), 2)) for w in aligned if w["word"].strip())
         confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
