@@ -101,6 +101,17 @@ def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: in
 
 
 @bench.command()
+@click.option("--model", default="base", show_default=True, help="A multilingual Whisper model.")
+@_record_option
+def languages(model: str, record: Path | None) -> None:
+    """Character error rate on synthetic Korean and Mandarin sentences over a phone line (does the model
+    understand the language at all? Real callers need real recordings)."""
+    from ivr.bench.wer import run_multilingual_probe
+
+    _run("languages", lambda: run_multilingual_probe(model), record)
+
+
+@bench.command()
 @click.option("--part", "parts", multiple=True, type=click.Choice(["setup", "flood", "failover", "idle"]),
               help="Measure only these (repeatable); default all.")
 @_record_option
