@@ -54,7 +54,14 @@ class IvrServer:
         process); they are used as they are and left running by ``stop``."""
         self.config = config
         self.metrics = Metrics()
-        self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
+        self.queue_config: Any = None
+        if config.queues_file is not None:
+            from ivr.queue.config import load_queues
+
+            self.queue_config = load_queues(config.queues_file)  # raises ConfigError: refuse to start
+        server_queues = sorted(self.queue_config.queues) if self.queue_config is not None else None
+        # raises FlowError on an invalid flow (a transfer to a queue the queues file lacks, too): refuse to start
+        self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues)
         self.services: dict[str, SpeechServices] = dict(services or {})
         self._shared_services = set(self.services)
         self.unavailable: dict[str, str] = {}  # engine → why it could not load
@@ -84,11 +91,10 @@ class IvrServer:
         interrupted = self.store.close_unfinished_calls(time.time())
         if interrupted:
             log.warning("%d call(s) left in progress by an earlier run closed as interrupted", len(interrupted))
-        if self.config.queues_file is not None:
-            from ivr.queue.config import load_queues
+        if self.queue_config is not None:
             from ivr.queue.engine import Acd
 
-            self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store)
+            self.acd = Acd(self.queue_config, self.connector, self.store)
             self.acd.start()
         needed = sorted({FlowRuntime(flow).speech_key() for flow in self._all_flows()})
         for key in needed:

@@ -37,6 +37,20 @@ def test_serve_refuses_an_invalid_flow_and_lists_every_problem(tmp_path: Path) -
     assert "nothing" in result.stderr  # the undefined intent is reported in the same run
 
 
+def test_server_refuses_a_flow_that_transfers_to_a_queue_the_queues_file_lacks(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(ROOT / "flows" / "hotline.yaml", flows / "hotline.yaml")
+    queues = tmp_path / "queues.yaml"
+    queues.write_text((ROOT / "config" / "queues.yaml").read_text().replace("  billing:", "  bililng:"))
+    with pytest.raises(FlowError) as info:
+        IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")))
+    assert f"{flows / 'hotline.yaml'}:254:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
+
+
 def _serve(flows: Path, db: Path, sip_port: int, cwd: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ivr.cli.main", "serve", "--flows", str(flows), "--sip-host", "127.0.0.1",

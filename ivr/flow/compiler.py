@@ -83,10 +83,11 @@ class FlowCompiler:
     """Compiles one flow file (and, through ``compile_file``, its sub-flows)."""
 
     def __init__(self, path: Path, shown: str, known_queues: frozenset[str], chain: tuple[Path, ...],
-                 cache: FlowCache, intents_only: bool = False) -> None:
+                 cache: FlowCache, intents_only: bool = False, server_queues: frozenset[str] | None = None) -> None:
         self.path = path
         self.shown = shown
         self.known_queues = known_queues
+        self.server_queues = server_queues
         self.chain = chain
         self.cache = cache
         self.intents_only = intents_only
@@ -135,8 +136,12 @@ class FlowCompiler:
             r.error(threshold_node, f"'intent_threshold' is a confidence between 0 and 1, got {threshold:g}")
         speech = self._speech(root.get("speech"))
         numbers = tuple(v for _, v in r.string_list(root.get("numbers"), "'numbers'"))
-        queue_list = tuple(v for _, v in r.string_list(root.get("queues"), "'queues'"))
+        queue_items = r.string_list(root.get("queues"), "'queues'")
+        queue_list = tuple(v for _, v in queue_items)
         self.declared_queues = frozenset(queue_list) | self.known_queues
+        if self.server_queues is not None:  # the server's queues file decides; the flow's own list is checked too
+            self.declared_queues = self.server_queues
+            self.refs.queues.extend(queue_items)
         variables = self._variables(root.get("variables"))
         self.intents = self._intents(root.get("intents"))
         if self.intents_only:
@@ -670,7 +675,8 @@ class FlowCompiler:
             self.r.error(body, f"sub-flow file '{rel}' not found (looked for {full}); paths are relative to the "
                                "flow file")
             return node
-        flow, diagnostics = compile_file(full, shown, self.known_queues, (*self.chain, self.path), self.cache)
+        flow, diagnostics = compile_file(full, shown, self.known_queues, (*self.chain, self.path), self.cache,
+                                         server_queues=self.server_queues)
         self.r.diagnostics.extend(diagnostics)
         if flow is None:
             self.r.error(body, f"sub-flow '{rel}' is invalid; fix the errors reported for {shown}")
@@ -723,11 +729,12 @@ class FlowCompiler:
             for missing in sorted(names - known):
                 r.error(at, f"undefined variable '{missing}'{did_you_mean(missing, known)}; set it with a 'set' "
                             "node, a slot's 'save_as', an http 'save_as' or the flow's 'variables:'")
-        if self.declared_queues:
+        if self.declared_queues or self.server_queues is not None:
+            where = "the queues file has" if self.server_queues is not None else "known queues"
             for at, queue in self.refs.queues:
                 if queue not in self.declared_queues:
-                    r.error(at, f"unknown queue '{queue}'{did_you_mean(queue, self.declared_queues)}; known "
-                                f"queues: {', '.join(sorted(self.declared_queues))}")
+                    r.error(at, f"unknown queue '{queue}'{did_you_mean(queue, self.declared_queues)}; {where}: "
+                                f"{', '.join(sorted(self.declared_queues)) or 'none'}")
         if start not in nodes or self.broken_links:
             return
         seen: set[str] = set()
@@ -751,12 +758,16 @@ def node_pos(node: Node) -> Y:
 
 
 def compile_file(path: Path, shown: str, known_queues: frozenset[str], chain: tuple[Path, ...],
-                 cache: FlowCache, intents_only: bool = False) -> tuple[Flow | None, list[Diagnostic]]:
-    """Compile one file (cached per load so a sub-flow used twice is read once)."""
+                 cache: FlowCache, intents_only: bool = False,
+                 server_queues: frozenset[str] | None = None) -> tuple[Flow | None, list[Diagnostic]]:
+    """Compile one file (cached per load so a sub-flow used twice is read once).
+
+    ``known_queues`` add to the flow's own ``queues:``; ``server_queues`` (the names of the server's queues
+    file) replace them: every queue the flow names, its ``queues:`` list included, must be one of them."""
     key = path.resolve()
     if key in cache and not intents_only:
         return cache[key]
-    result = FlowCompiler(key, shown, known_queues, chain, cache, intents_only).compile()
+    result = FlowCompiler(key, shown, known_queues, chain, cache, intents_only, server_queues).compile()
     if not intents_only:
         cache[key] = result
     return result

@@ -52,13 +52,16 @@ class FlowRegistry:
     ``strict=True`` (the server's start-up) raises FlowError listing the problems of every invalid
     file; otherwise invalid files are skipped and reported in ``errors``. ``default_flow`` names the flow
     used for numbers no flow claims (default: a flow named 'hotline' or 'default', else the first by name).
+    ``server_queues`` (the names in the server's queues file) are the only queues a flow may transfer to.
     """
 
     def __init__(self, directory: str | Path, known_queues: Iterable[str] = (),
                  classifier_factory: ClassifierFactory | None = default_classifier_factory,
-                 default_flow: str | None = None, strict: bool = True) -> None:
+                 default_flow: str | None = None, strict: bool = True,
+                 server_queues: Iterable[str] | None = None) -> None:
         self.directory = Path(directory)
         self.known_queues = tuple(known_queues)
+        self.server_queues = None if server_queues is None else tuple(server_queues)
         self.classifier_factory = classifier_factory
         self.default_flow = default_flow
         self.errors: dict[str, list[Diagnostic]] = {}
@@ -136,7 +139,7 @@ class FlowRegistry:
 
     def _load(self, path: Path, entry: _Entry | None) -> str | None:
         try:
-            flow = load_flow(path, self.known_queues, self.classifier_factory)
+            flow = load_flow(path, self.known_queues, self.classifier_factory, self.server_queues)
         except FlowError as exc:
             self.errors[str(path)] = exc.diagnostics
             stamps = {path: _stamp(path)}
