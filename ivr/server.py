@@ -11,6 +11,7 @@ from typing import Any
 
 from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
+from ivr.flow.schema import flow_fallback_queue
 from ivr.metrics import FanOut, Metrics
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
@@ -147,7 +148,8 @@ class IvrServer:
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
                                   store=self.store, queues=self.acd,
-                                  observer=FanOut(self.metrics.observer()), config=self.config.session)
+                                  observer=FanOut(self.metrics.observer()), config=self.config.session,
+                                  fallback_queue=flow_fallback_queue(flow))
             session.run()
         finally:
             self.connector.detach(channel.call_id)
