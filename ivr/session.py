@@ -657,7 +657,7 @@ class CallSession:
                 self._next_frame(timeout=0.2)
                 self._check_hangup()
         except _CallEnded:
-            pass
+            self._result.outcome = "transferred"  # either side hanging up ends a call an agent took
         finally:
             assert self.queues is not None
             self.queues.call_finished(self.call_id)
