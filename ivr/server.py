@@ -62,7 +62,8 @@ class IvrServer:
             self.queue_config = load_queues(config.queues_file)  # raises ConfigError: refuse to start
         server_queues = sorted(self.queue_config.queues) if self.queue_config is not None else None
         # raises FlowError on an invalid flow (a transfer to a queue the queues file lacks, too): refuse to start
-        self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues)
+        self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues,
+                                  on_reload=lambda result: self.metrics.flow_reloads.labels(result=result).inc())
         self.services: dict[str, SpeechServices] = dict(services or {})
         self._shared_services = set(self.services)
         self.unavailable: dict[str, str] = {}  # engine → why it could not load
@@ -192,7 +193,6 @@ class IvrServer:
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.config.reload_interval):
             try:
-                for message in self.flows.refresh():
-                    log.warning("%s", message)
+                self.flows.refresh()  # logs each reload (or the errors of a broken edit) once per change
             except Exception:
                 log.exception("flow reload failed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,26 @@ def test_server_refuses_a_flow_that_transfers_to_a_queue_the_queues_file_lacks(t
     with pytest.raises(FlowError) as info:
         IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")))
     assert f"{flows / 'hotline.yaml'}:254:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
+
+
+def test_flow_reloads_are_counted_in_the_metrics(tmp_path: Path) -> None:
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    flow = flows / "hotline.yaml"
+    flow.write_text("version: 1\nname: hotline\nstart: bye\nnodes:\n  bye: {hangup: true}\n")
+    server = IvrServer(ServerConfig(flows_dir=flows, database=str(tmp_path / "ivr.db")))
+    for text in ("version: 1\nname: hotline\nstart: bye\nnodes: {bye: [}\n",
+                 "version: 1\nname: hotline\nstart: bye\nnodes:\n  bye: {hangup: 'Bye.'}\n"):
+        before = flow.stat().st_mtime_ns
+        flow.write_text(text)
+        os.utime(flow, ns=(before + 1_000_000, before + 1_000_000))
+        server.flows.refresh()
+        server.flows.refresh()
+    metrics = server.metrics.render().decode()
+    assert 'ivr_flow_reloads_total{result="error"} 1.0' in metrics
+    assert 'ivr_flow_reloads_total{result="ok"} 1.0' in metrics
 
 
 def _serve(flows: Path, db: Path, sip_port: int, cwd: Path) -> subprocess.Popen[str]:
