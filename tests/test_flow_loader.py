@@ -339,3 +339,31 @@ def test_intents_only_file_for_evaluation(tmp_path: Path) -> None:
 def test_demo_flows_are_valid() -> None:
     for name in ("hotline.yaml", "korean.yaml"):
         assert check_flow(ROOT / "flows" / name) == []
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return ("version: 1\nname: bomb\nstart: bye\nvariables:\n" + "".join(f"  {line}\n" for line in lines)
+            + "nodes:\n  bye: {hangup: true}\n")
+
+
+def test_an_alias_bomb_is_refused_quickly_at_the_anchor(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(6))  # 9^6 strings: 17 s and 716 MB per parse before the limit
+    started = time.perf_counter()
+    [problem] = check_flow(path)
+    assert time.perf_counter() - started < 3
+    assert str(problem).startswith(f"{path}:8:7: too much YAML: aliases repeating the value anchored here")
+    small = tmp_path / "small.yaml"
+    small.write_text(_alias_bomb(3))  # 729 values: aliases are fine in moderation
+    assert check_flow(small) == []
+
+
+def test_a_flow_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("version: 1\nname: huge\nstart: bye\nnodes:\n  bye: {hangup: true}\n" + "#" * 1_100_000 + "\n")
+    [problem] = check_flow(path)
+    assert str(problem) == f"{path}:1:1: the file is 1.1 MB; flow files may be at most 1 MB (move parts into sub-flows)"
