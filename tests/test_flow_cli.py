@@ -35,7 +35,7 @@ def test_validate_broken_flows_lists_every_error_and_fails(runner: CliRunner) ->
     assert any(line.startswith("flows/broken/syntax_error.yaml:8:5: YAML syntax error") for line in lines)
     files_with_errors = {line.split(":")[0] for line in lines[1:]}
     assert files_with_errors == {str(p.relative_to(ROOT)) for p in (ROOT / "flows" / "broken").glob("*.yaml")}
-    assert "12 flow file(s) with errors" in result.stderr
+    assert "15 flow file(s) with errors" in result.stderr
 
 
 def test_validate_with_server_queues(runner: CliRunner) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.errors import Diagnostic
+from ivr.flow.checks import loops_without_wait, subflow_returns
 from ivr.flow.fields import IDENTIFIER, Reader, did_you_mean
 from ivr.flow.schema import (
     INPUT_MODES,
@@ -344,7 +345,7 @@ class FlowCompiler:
         node = builder(name, key_node, value, body)
         if node is None:
             self.broken_links = True
-        if "next" in NODE_EXTRA_KEYS[kind] and kind != "ask" and "next" not in value.entries:
+        if "next" in NODE_EXTRA_KEYS[kind] and kind not in ("ask", "subflow") and "next" not in value.entries:
             self.broken_links = True
             r.error(key_node, f"{kind} node '{name}' needs 'next': the node to go to afterwards")
         return node
@@ -400,6 +401,10 @@ class FlowCompiler:
         self.unsure_slot = False  # an unknown slot type: skip the checks that depend on it
         node.prompt = self._template(body.get("prompt"), "'prompt'")
         node.audio = self._audio(body.get("audio"), "'audio'")
+        misspelt = any(key not in ASK_KEYS for key in body.entries)  # e.g. 'promt': already reported
+        if body.get("prompt") is None and body.get("audio") is None and not misspelt:
+            r.error(body, f"ask node '{name}' has no 'prompt': the caller would wait in silence; add a prompt "
+                          "(or an 'audio' recording)")
         mode = r.string(body.get("input"), "'input'", "both") or "both"
         if mode not in INPUT_MODES:
             r.error(body.get("input"), f"'input' must be one of {', '.join(INPUT_MODES)}, got {mode!r}"
@@ -735,6 +740,7 @@ class FlowCompiler:
                 if queue not in self.declared_queues:
                     r.error(at, f"unknown queue '{queue}'{did_you_mean(queue, self.declared_queues)}; {where}: "
                                 f"{', '.join(sorted(self.declared_queues)) or 'none'}")
+        self._check_subflows(nodes)
         if start not in nodes or self.broken_links:
             return
         seen: set[str] = set()
@@ -750,6 +756,35 @@ class FlowCompiler:
                 r.diagnostics.append(Diagnostic(self.shown, node.line, node.col,
                                                 f"node '{node.name}' is unreachable: nothing leads to it from "
                                                 f"start '{start}' (link it or remove it)"))
+        self._check_graph(nodes)
+
+    def _check_graph(self, nodes: dict[str, Node]) -> None:
+        """Loops the call can never leave without waiting for the caller."""
+        for loop in loops_without_wait(nodes):
+            first = nodes[loop[0]]
+            self.r.diagnostics.append(Diagnostic(
+                self.shown, first.line, first.col,
+                f"node '{first.name}' starts a loop that never waits for the caller ({' → '.join(loop)}); add an "
+                "ask, or a way out (the call would end in an error after 200 steps)"))
+
+    def _check_subflows(self, nodes: dict[str, Node]) -> None:
+        """A sub-flow that returns needs 'next'; one whose 'return' cannot be reached from its start makes
+        its 'next' dead code."""
+        for node in nodes.values():
+            if not isinstance(node, SubflowNode) or node.flow is None:
+                continue
+            sub = node.flow
+            if node.next and not subflow_returns(sub):
+                self.r.diagnostics.append(Diagnostic(
+                    self.shown, node.line, node.col,
+                    f"sub-flow '{node.path}' never returns: no 'return' node is reachable from its start "
+                    f"'{sub.start}', so 'next: {node.next}' of '{node.name}' can never run; remove 'next' or "
+                    "add a return"))
+            elif not node.next and subflow_returns(sub):
+                self.broken_links = True
+                self.r.diagnostics.append(Diagnostic(
+                    self.shown, node.line, node.col,
+                    f"subflow node '{node.name}' needs 'next': the node to go to when '{node.path}' returns"))
 
 
 def node_pos(node: Node) -> Y:
