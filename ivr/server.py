@@ -24,6 +24,8 @@ from ivr.sip.service import SipService
 
 log = logging.getLogger(__name__)
 
+UNROUTED_ANSWERS = ("default", "reject")
+
 
 @dataclass
 class ServerConfig:
@@ -41,6 +43,10 @@ class ServerConfig:
     vosk_model: str | None = None
     session: SessionConfig = field(default_factory=SessionConfig)
     reload_interval: float = 1.0
+    default_flow: str | None = None
+    """The flow for dialled numbers no flow claims (default: 'hotline' or 'default', else the first by name)."""
+    unrouted: str = "default"
+    """Calls to numbers no flow claims: 'default' (the default flow answers) or 'reject' (SIP 404)."""
     variables: dict[str, Any] = field(default_factory=dict)
     secret_key: str | None = None
 
@@ -62,7 +68,9 @@ class IvrServer:
             self.queue_config = load_queues(config.queues_file)  # raises ConfigError: refuse to start
         server_queues = sorted(self.queue_config.queues) if self.queue_config is not None else None
         # raises FlowError on an invalid flow (a transfer to a queue the queues file lacks, too): refuse to start
-        self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues,
+        if config.unrouted not in UNROUTED_ANSWERS:
+            raise IvrError(f"unrouted must be one of {', '.join(UNROUTED_ANSWERS)}, not {config.unrouted!r}")
+        self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues, default_flow=config.default_flow,
                                   on_reload=lambda result: self.metrics.flow_reloads.labels(result=result).inc())
         self.services: dict[str, SpeechServices] = dict(services or {})
         self._shared_services = set(self.services)
@@ -132,8 +140,20 @@ class IvrServer:
     # -------------------------------------------------------------------- calls
 
     def route(self, called: str) -> bool:
-        """Whether a dialled number reaches a flow that can run (the default flow catches other numbers)."""
-        return FlowRuntime(self.flows.route(called)).speech_key() not in self.unavailable
+        """Whether a dialled number reaches a flow that can run (False: SIP 404). Numbers no flow claims go
+        to the default flow, or are refused with ``unrouted='reject'``; the log says which."""
+        flow = self.flows.match(called)
+        if flow is None:
+            if self.config.unrouted == "reject":
+                log.warning("call to %s: no flow has this number; refused with 404 (unrouted: reject)", called)
+                return False
+            flow = self.flows.default()
+            log.info("call to %s: no flow has this number; answered by the default flow '%s'", called, flow.name)
+        if FlowRuntime(flow).speech_key() in self.unavailable:
+            log.warning("call to %s: flow '%s' cannot run (%s); refused with 404", called, flow.name,
+                        self.unavailable[FlowRuntime(flow).speech_key()])
+            return False
+        return True
 
     def _all_flows(self) -> list[Any]:
         return [self.flows.get(name) for name in self.flows.names()]

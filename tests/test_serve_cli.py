@@ -72,6 +72,26 @@ def test_flow_reloads_are_counted_in_the_metrics(tmp_path: Path) -> None:
     assert 'ivr_flow_reloads_total{result="ok"} 1.0' in metrics
 
 
+def test_numbers_no_flow_claims_get_the_configured_answer_and_the_log_says_which(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    for name, number in (("sales", "2000"), ("hotline", "1000")):
+        (flows / f"{name}.yaml").write_text(f"version: 1\nname: {name}\nnumbers: ['{number}']\nstart: bye\n"
+                                            "nodes:\n  bye: {hangup: true}\n")
+    default = IvrServer(ServerConfig(flows_dir=flows, database=str(tmp_path / "a.db"), default_flow="sales"))
+    reject = IvrServer(ServerConfig(flows_dir=flows, database=str(tmp_path / "b.db"), unrouted="reject"))
+    with caplog.at_level("INFO", logger="ivr.server"):
+        assert default.route("sip:1000@pbx") and reject.route("sip:1000@pbx")  # claimed: no complaint
+        assert not caplog.records
+        assert default.route("sip:9999@pbx")
+        assert "call to sip:9999@pbx: no flow has this number; answered by the default flow 'sales'" in caplog.text
+        assert not reject.route("sip:9999@pbx")
+        assert "call to sip:9999@pbx: no flow has this number; refused with 404" in caplog.text
+
+
 def _serve(flows: Path, db: Path, sip_port: int, cwd: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ivr.cli.main", "serve", "--flows", str(flows), "--sip-host", "127.0.0.1",

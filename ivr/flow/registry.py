@@ -117,17 +117,23 @@ class FlowRegistry:
                                         f"no flow named '{name}'; loaded flows: {', '.join(self.names())}")])
         return flow
 
-    def route(self, called: str) -> Flow:
-        """The flow for a dialled number or SIP URI: the flow listing its user part in ``numbers:``, a flow
-        of that name, else the default flow."""
+    def match(self, called: str) -> Flow | None:
+        """The flow that claims a dialled number or SIP URI (its user part in ``numbers:``, or a flow of that
+        name); None when no flow does."""
         wanted = user_part(called)
         flows = self._flows()
         for flow in flows.values():
             if wanted in flow.numbers:
                 return flow
-        if wanted in flows:
-            return flows[wanted]
+        return flows.get(wanted)
+
+    def default(self) -> Flow:
+        """The flow for numbers no flow claims."""
         return self.get(self._default_name())
+
+    def route(self, called: str) -> Flow:
+        """The flow for a dialled number or SIP URI: ``match``, else the default flow."""
+        return self.match(called) or self.default()
 
     def _default_name(self) -> str:
         names = self.names()
