@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.audio.wavfile import write_wav
+from ivr.errors import ConfigError, Diagnostic
 from ivr.flow.loader import load_flow
 from ivr.flow.schema import flow_fallback_queue
 from ivr.queue.config import load_queues
@@ -172,7 +173,7 @@ class ReplayRunner:
         """Run one scenario and check its expectations."""
         report = ReplayReport(scenario)
         started = time.perf_counter()
-        acd = _replay_acd(scenario.queues) if scenario.queues is not None else None
+        acd = _replay_acd(scenario.queues, scenario.agents) if scenario.queues is not None else None
         server_queues = sorted(acd.config.queues) if acd is not None else None
         runtime = FlowRuntime(load_flow(scenario.flow, server_queues=server_queues))
         engine = self.engine or scenario.engine or runtime.default_engine()
@@ -208,11 +209,15 @@ class ReplayRunner:
             services.shutdown()
 
 
-def _replay_acd(path: Path) -> Acd:
-    """The scenario's queues, with every agent logged in and answering at once."""
+def _replay_acd(path: Path, agents: tuple[str, ...]) -> Acd:
+    """The scenario's queues: ``agents`` are logged in and answer at once, the others are logged out."""
     config = load_queues(path)
-    acd = Acd(config, FakeConnector(auto={name: OfferResult.ANSWERED for name in config.agents}))
-    for name in config.agents:
+    unknown = [name for name in agents if name not in config.agents]
+    if unknown:
+        raise ConfigError([Diagnostic(str(path), 0, 0, f"agent(s) {', '.join(unknown)} of the scenario are not in "
+                                                       f"this queues file; agents: {', '.join(config.agents)}")])
+    acd = Acd(config, FakeConnector(auto={name: OfferResult.ANSWERED for name in agents}))
+    for name in agents:
         acd.set_agent_state(name, "available")
     return acd
 
