@@ -157,6 +157,8 @@ def test_a_broken_file_is_parsed_and_logged_once_per_change(tmp_path: Path, monk
         assert len([r for r in caplog.records if "invalid flow" in r.getMessage()]) == 1
         write(tmp_path / "flows" / "hotline.yaml", "hotline", "Hello two.")
         assert reg.refresh() == ["hotline"] and reg.refresh() == []
-    assert results == ["error", "ok"]
+    write(tmp_path / "flows" / "sales.yaml", "sales", "Sales here.")
+    assert reg.refresh() == ["sales"]  # a file added while running counts too
+    assert results == ["error", "ok", "ok"]
     [reloaded] = [r.getMessage() for r in caplog.records if "reloaded flow" in r.getMessage()]
     assert "'hotline' version " in reloaded and "(revision 2)" in reloaded

@@ -82,6 +82,7 @@ class FlowRegistry:
                  server_queues: Iterable[str] | None = None, on_reload: ReloadListener | None = None) -> None:
         self.directory = Path(directory)
         self.on_reload = on_reload
+        self._loaded_once = False  # the constructor's first pass is loading, not reloading
         self.known_queues = tuple(known_queues)
         self.server_queues = None if server_queues is None else tuple(server_queues)
         self.classifier_factory = classifier_factory
@@ -92,6 +93,7 @@ class FlowRegistry:
             raise FlowError([Diagnostic(str(self.directory), 0, 0, "flow directory not found; create it or "
                                                                   "point the server at the folder of your flows")])
         self.refresh()
+        self._loaded_once = True
         if strict and self.errors:
             raise FlowError([d for diagnostics in self.errors.values() for d in diagnostics])
         if not self.names():
@@ -178,7 +180,7 @@ class FlowRegistry:
             self._entries[path] = _Entry(kept, _stamps(watched), revision)
             action = f"keeping the last good version of '{kept.name}'" if kept else "flow not loaded"
             log.error("invalid flow %s (%s):\n%s", path, action, "\n".join(str(d) for d in exc.diagnostics))
-            self._reloaded(entry, "error")
+            self._reloaded("error")
             return None
         clash = [p for p, e in self._entries.items() if p != path and e.flow is not None and e.flow.name == flow.name]
         if clash:
@@ -187,18 +189,18 @@ class FlowRegistry:
             self.errors[str(path)] = [diagnostic]
             self._entries[path] = _Entry(kept, _stamps({path, *flow.sources}), revision)
             log.error("%s", diagnostic)
-            self._reloaded(entry, "error")
+            self._reloaded("error")
             return None
         self.errors.pop(str(path), None)
         self._entries[path] = _Entry(flow, _stamps(flow.sources), revision + 1)
-        if entry is not None:
-            log.info("reloaded flow '%s' version %s (revision %d) from %s", flow.name,
+        if self._loaded_once:
+            log.info("%s flow '%s' version %s (revision %d) from %s", "reloaded" if entry else "added", flow.name,
                      content_version(flow.sources), revision + 1, path)
-            self._reloaded(entry, "ok")
+            self._reloaded("ok")
         return flow.name
 
-    def _reloaded(self, entry: _Entry | None, result: str) -> None:
-        if entry is None or self.on_reload is None:  # the first load of a file is not a reload
+    def _reloaded(self, result: str) -> None:
+        if not self._loaded_once or self.on_reload is None:
             return
         try:
             self.on_reload(result)
