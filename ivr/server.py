@@ -67,6 +67,9 @@ class IvrServer:
 
             self.queue_config = load_queues(config.queues_file)  # raises ConfigError: refuse to start
         server_queues = sorted(self.queue_config.queues) if self.queue_config is not None else None
+        if server_queues is not None and config.session.fallback_queue not in server_queues:
+            log.warning("the fallback queue '%s' is not in %s: calls of flows without their own fallback_queue go "
+                        "to voicemail when a transfer fails", config.session.fallback_queue, config.queues_file)
         # raises FlowError on an invalid flow (a transfer to a queue the queues file lacks, too): refuse to start
         if config.unrouted not in UNROUTED_ANSWERS:
             raise IvrError(f"unrouted must be one of {', '.join(UNROUTED_ANSWERS)}, not {config.unrouted!r}")
