@@ -11,6 +11,7 @@ from typing import Any
 
 from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
+from ivr.flow.schema import flow_fallback_queue
 from ivr.metrics import FanOut, Metrics
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
@@ -22,6 +23,8 @@ from ivr.sip.edge import EdgeOptions
 from ivr.sip.service import SipService
 
 log = logging.getLogger(__name__)
+
+UNROUTED_ANSWERS = ("default", "reject")
 
 
 @dataclass
@@ -40,6 +43,10 @@ class ServerConfig:
     vosk_model: str | None = None
     session: SessionConfig = field(default_factory=SessionConfig)
     reload_interval: float = 1.0
+    default_flow: str | None = None
+    """The flow for dialled numbers no flow claims (default: 'hotline' or 'default', else the first by name)."""
+    unrouted: str = "default"
+    """Calls to numbers no flow claims: 'default' (the default flow answers) or 'reject' (SIP 404)."""
     variables: dict[str, Any] = field(default_factory=dict)
     secret_key: str | None = None
 
@@ -54,7 +61,20 @@ class IvrServer:
         process); they are used as they are and left running by ``stop``."""
         self.config = config
         self.metrics = Metrics()
-        self.flows = FlowRegistry(config.flows_dir)  # raises FlowError on an invalid flow: refuse to start
+        self.queue_config: Any = None
+        if config.queues_file is not None:
+            from ivr.queue.config import load_queues
+
+            self.queue_config = load_queues(config.queues_file)  # raises ConfigError: refuse to start
+        server_queues = sorted(self.queue_config.queues) if self.queue_config is not None else None
+        if server_queues is not None and config.session.fallback_queue not in server_queues:
+            log.warning("the fallback queue '%s' is not in %s: calls of flows without their own fallback_queue go "
+                        "to voicemail when a transfer fails", config.session.fallback_queue, config.queues_file)
+        # raises FlowError on an invalid flow (a transfer to a queue the queues file lacks, too): refuse to start
+        if config.unrouted not in UNROUTED_ANSWERS:
+            raise IvrError(f"unrouted must be one of {', '.join(UNROUTED_ANSWERS)}, not {config.unrouted!r}")
+        self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues, default_flow=config.default_flow,
+                                  on_reload=lambda result: self.metrics.flow_reloads.labels(result=result).inc())
         self.services: dict[str, SpeechServices] = dict(services or {})
         self._shared_services = set(self.services)
         self.unavailable: dict[str, str] = {}  # engine → why it could not load
@@ -84,11 +104,10 @@ class IvrServer:
         interrupted = self.store.close_unfinished_calls(time.time())
         if interrupted:
             log.warning("%d call(s) left in progress by an earlier run closed as interrupted", len(interrupted))
-        if self.config.queues_file is not None:
-            from ivr.queue.config import load_queues
+        if self.queue_config is not None:
             from ivr.queue.engine import Acd
 
-            self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store)
+            self.acd = Acd(self.queue_config, self.connector, self.store)
             self.acd.start()
         needed = sorted({FlowRuntime(flow).speech_key() for flow in self._all_flows()})
         for key in needed:
@@ -124,8 +143,20 @@ class IvrServer:
     # -------------------------------------------------------------------- calls
 
     def route(self, called: str) -> bool:
-        """Whether a dialled number reaches a flow that can run (the default flow catches other numbers)."""
-        return FlowRuntime(self.flows.route(called)).speech_key() not in self.unavailable
+        """Whether a dialled number reaches a flow that can run (False: SIP 404). Numbers no flow claims go
+        to the default flow, or are refused with ``unrouted='reject'``; the log says which."""
+        flow = self.flows.match(called)
+        if flow is None:
+            if self.config.unrouted == "reject":
+                log.warning("call to %s: no flow has this number; refused with 404 (unrouted: reject)", called)
+                return False
+            flow = self.flows.default()
+            log.info("call to %s: no flow has this number; answered by the default flow '%s'", called, flow.name)
+        if FlowRuntime(flow).speech_key() in self.unavailable:
+            log.warning("call to %s: flow '%s' cannot run (%s); refused with 404", called, flow.name,
+                        self.unavailable[FlowRuntime(flow).speech_key()])
+            return False
+        return True
 
     def _all_flows(self) -> list[Any]:
         return [self.flows.get(name) for name in self.flows.names()]
@@ -141,7 +172,8 @@ class IvrServer:
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
                                   store=self.store, queues=self.acd,
-                                  observer=FanOut(self.metrics.observer()), config=self.config.session)
+                                  observer=FanOut(self.metrics.observer()), config=self.config.session,
+                                  fallback_queue=flow_fallback_queue(flow))
             session.run()
         finally:
             self.connector.detach(channel.call_id)
@@ -184,7 +216,6 @@ class IvrServer:
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.config.reload_interval):
             try:
-                for message in self.flows.refresh():
-                    log.warning("%s", message)
+                self.flows.refresh()  # logs each reload (or the errors of a broken edit) once per change
             except Exception:
                 log.exception("flow reload failed")

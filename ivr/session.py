@@ -102,6 +102,8 @@ class SessionConfig:
     comfort_noise_after: float = 1.0
     """Seconds of waiting on recognition without a filler prompt before soft comfort noise plays."""
     no_agents_prompt: str = "Sorry, no one is available to take your call right now. Please call again later."
+    transfer_failed_prompt: str = "Sorry, I couldn't connect you there. Let me find someone else who can help."
+    voicemail_prompt: str = "Please leave a message after the tone, and we will call you back."
     speculate_after: float = 0.15
     """A pause this long starts recognising speculatively (on a live call, while the pause goes on)."""
     early_silence_phrase: float = 0.2
@@ -145,7 +147,10 @@ class CallSession:
         queues: QueueService | None = None,
         observer: CallObserver | None = None,
         config: SessionConfig | None = None,
+        fallback_queue: str | None = None,
     ) -> None:
+        """``fallback_queue``: the flow's (``global.fallback_queue``), where a failed transfer goes next;
+        default: the server's ``SessionConfig.fallback_queue``."""
         self.channel = channel
         self.interp = interpreter
         self.services = services
@@ -155,6 +160,7 @@ class CallSession:
         self.queues = queues
         self.observer = observer
         self.config = config or SessionConfig()
+        self.fallback_queue = fallback_queue or self.config.fallback_queue
         self.call_id = channel.call_id or uuid.uuid4().hex
         self.rate = channel.sample_rate
         self.now = 0.0  # seconds of caller audio received (the call clock)
@@ -540,27 +546,76 @@ class CallSession:
             self._check_hangup()
 
     def _transfer(self, action: fa.Transfer) -> None:
-        target = action.queue or action.uri or self.config.fallback_queue
+        """Hand the caller to the action's queue or URI. A transfer that fails (unknown queue, no agent
+        reachable, SIP failure) is logged as an error and goes on to the fallback queue, then voicemail:
+        the caller is never hung up on silently."""
+        target = action.queue or action.uri or self.fallback_queue
         context = {**self.interp.context(), **action.context, "call_id": self.call_id}
         self._store("set_context", self.call_id, context)
         self._drain_playback()
-        self._notify("transfer", {"target": target, "queue": action.queue, "uri": action.uri, "context": context})
-        self._result.transfer_target = target
-        if action.uri is None and self.queues is not None and self.queues.has_queue(target):
-            self._wait_in_queue(target, context)
-        else:
-            accepted = self.channel.transfer(target, transfer_headers(context))
-            self._store("add_event", self.call_id, time.time(), "transfer", {"target": target, "accepted": accepted})
-            self._result.outcome = "transferred" if accepted else "transfer_failed"
+        failure = self._try_transfer(target, action.uri is not None, context)
+        if failure is not None:
+            self._transfer_failed(target, failure, context)
         raise _CallEnded
 
-    def _wait_in_queue(self, queue: str, context: dict[str, Any]) -> None:
+    def _transfer_failed(self, target: str, failure: str, context: dict[str, Any]) -> None:
+        fallback = self.fallback_queue if self.fallback_queue != target else None
+        log.error("call %s: transfer to %s failed (%s); %s", self.call_id, target, failure,
+                  f"trying fallback queue {fallback}" if fallback else "taking a voicemail")
+        self._notify("transfer_failed", {"target": target, "error": failure})
+        self._store("add_event", self.call_id, time.time(), "transfer_failed", {"target": target, "error": failure})
+        self.channel.stop_playback()
+        self._say(fa.Say(self.config.transfer_failed_prompt, barge_in=False))
+        if fallback:
+            context = {**context, "fallback_reason": f"transfer to {target} failed", "error": failure}
+            again = self._try_transfer(fallback, False, context)
+            if again is None:
+                return
+            log.error("call %s: transfer to fallback queue %s failed (%s); taking a voicemail",
+                      self.call_id, fallback, again)
+            self._notify("transfer_failed", {"target": fallback, "error": again})
+        self._voicemail()
+
+    def _try_transfer(self, target: str, is_uri: bool, context: dict[str, Any]) -> str | None:
+        """Transfer once; None when the caller was handed on (or the call ended meanwhile), else why not."""
+        self._notify("transfer", {"target": target, "queue": None if is_uri else target,
+                                  "uri": target if is_uri else None, "context": context})
+        self._result.transfer_target = target
+        if not is_uri and self.queues is not None:
+            if not self.queues.has_queue(target):
+                return f"unknown queue '{target}'"
+            return self._wait_in_queue(target, context)
+        try:
+            accepted = self.channel.transfer(target, transfer_headers(context))
+            failure = None if accepted else "the transfer was refused"
+        except Exception as exc:  # a SIP stack error is one more way a transfer fails
+            accepted, failure = False, f"the transfer raised {exc!r}"
+        self._store("add_event", self.call_id, time.time(), "transfer", {"target": target, "accepted": accepted})
+        self._result.outcome = "transferred" if accepted else "transfer_failed"
+        return failure
+
+    def _voicemail(self) -> None:
+        """The last resort: take a message, thank the caller and hang up."""
+        self._say(fa.Say(self.config.voicemail_prompt, barge_in=False))
+        try:
+            self._record(fa.Record(max_seconds=120, end_silence=4.0))
+        finally:
+            self._result.outcome = "voicemail"  # hanging up is how most callers end a message
+        self._say(fa.Say("Thank you. Goodbye.", barge_in=False))
+        self._drain_playback()
+        self.channel.hangup()
+
+    def _wait_in_queue(self, queue: str, context: dict[str, Any]) -> str | None:
         """Hold the caller in an agent queue: music on hold, announcements, until an agent takes the call
-        (the connector transfers or bridges it), the queue overflows, or the caller gives up."""
+        (the connector transfers or bridges it), the queue overflows, or the caller gives up. Returns why
+        no agent could be reached, or None."""
         from ivr.queue.engine import Announce, Connected, Overflowed
 
         assert self.queues is not None
-        ticket = self.queues.enqueue(self.call_id, queue, None, context)
+        try:
+            ticket = self.queues.enqueue(self.call_id, queue, None, context)
+        except Exception as exc:
+            return f"the queue refused the call: {exc}"
         self._store("add_event", self.call_id, time.time(), "queued", {"queue": queue, "position": ticket.position})
         hold = self.services.load_prompt(ticket.music_on_hold, self.rate) if ticket.music_on_hold else None
         hold = hold or self.services.hold_music(self.rate)
@@ -574,7 +629,7 @@ class CallSession:
                 raise
             if not self._channel_up():
                 self.queues.call_finished(self.call_id)
-                return
+                return None
             for update in self.queues.poll(self.call_id):
                 if isinstance(update, Announce):
                     self.channel.stop_playback()
@@ -587,10 +642,9 @@ class CallSession:
                     self._result.outcome = "transferred"
                     self._result.transfer_target = update.uri
                     self._stay_until_agent_call_ends(update.mode)
-                    return
+                    return None
                 elif isinstance(update, Overflowed):
-                    self._overflow(update, context)
-                    return
+                    return self._overflow(update, context)
             if self.channel.playback_pending() < 0.2:
                 self.channel.play(hold)
 
@@ -603,7 +657,7 @@ class CallSession:
                 self._next_frame(timeout=0.2)
                 self._check_hangup()
         except _CallEnded:
-            pass
+            self._result.outcome = "transferred"  # either side hanging up ends a call an agent took
         finally:
             assert self.queues is not None
             self.queues.call_finished(self.call_id)
@@ -611,30 +665,22 @@ class CallSession:
     def _channel_up(self) -> bool:
         return bool(getattr(self.channel, "connected", True))
 
-    def _overflow(self, update: Any, context: dict[str, Any]) -> None:
+    def _overflow(self, update: Any, context: dict[str, Any]) -> str | None:
+        """Follow a queue's overflow rule; returns why no agent was reached when the rule leads nowhere."""
         self._store("add_event", self.call_id, time.time(), "overflow",
                     {"kind": update.kind, "target": update.target, "reason": update.reason})
         self._notify("overflow", {"kind": update.kind, "target": update.target, "reason": update.reason})
         self.channel.stop_playback()
         if update.kind == "queue":
-            self._wait_in_queue(update.target, context)
-            return
+            return self._wait_in_queue(update.target, context)
         if update.kind == "voicemail":
-            self._say(fa.Say("Please leave a message after the tone, and we will call you back.", barge_in=False))
-            try:
-                self._record(fa.Record(max_seconds=120, end_silence=4.0))
-            finally:
-                self._result.outcome = "voicemail"  # hanging up is how most callers end a message
-            self._say(fa.Say("Thank you. Goodbye.", barge_in=False))
-        elif update.kind == "node" and hasattr(self.interp, "resume_at"):
+            self._voicemail()
+            return None
+        if update.kind == "node" and hasattr(self.interp, "resume_at"):
             self._result.outcome = "completed"
             self._run_actions(self.interp.resume_at(update.target))
-            return
-        else:
-            self._say(fa.Say(self.config.no_agents_prompt, barge_in=False))
-            self._result.outcome = "overflow"
-        self._drain_playback()
-        self.channel.hangup()
+            return None
+        return f"no agent reachable in queue {update.target or 'the queue'} ({update.reason})"
 
     def _hangup(self, reason: str) -> None:
         self._drain_playback()
@@ -647,7 +693,7 @@ class CallSession:
         """After an unexpected error: apologise and transfer to the fallback queue (or hang up)."""
         try:
             self._say(fa.Say(text=self.config.apology, barge_in=False))
-            self._transfer(fa.Transfer(queue=self.config.fallback_queue))
+            self._transfer(fa.Transfer(queue=self.fallback_queue))
         except _CallEnded:
             pass
         except Exception:

@@ -30,17 +30,37 @@ def test_validate_broken_flows_lists_every_error_and_fails(runner: CliRunner) ->
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[0] == "ok flows/hotline.yaml"
-    assert "flows/broken/unknown_queue.yaml:9:14: unknown queue 'suport' (did you mean 'support'?); known queues: " \
-           "billing, support" in lines
+    assert "flows/broken/unknown_queue.yaml:9:14: unknown queue 'suport' (did you mean 'support'?); the queues " \
+           "file has: billing, orders, spanish, support, support_ko" in lines
     assert any(line.startswith("flows/broken/syntax_error.yaml:8:5: YAML syntax error") for line in lines)
     files_with_errors = {line.split(":")[0] for line in lines[1:]}
     assert files_with_errors == {str(p.relative_to(ROOT)) for p in (ROOT / "flows" / "broken").glob("*.yaml")}
-    assert "12 flow file(s) with errors" in result.stderr
+    assert "15 flow file(s) with errors" in result.stderr
 
 
 def test_validate_with_server_queues(runner: CliRunner) -> None:
     result = runner.invoke(flows, ["validate", "--queues", "support,sales", "flows/hotline.yaml"])
     assert result.exit_code == 0, result.output  # hotline's own queues plus these
+
+
+def test_validate_checks_transfers_against_the_queues_file(runner: CliRunner, tmp_path: Path) -> None:
+    # The demo's billing transfer used to pass validation because the flow's own 'queues:' listed it.
+    queues = tmp_path / "queues.yaml"
+    text = (ROOT / "config" / "queues.yaml").read_text()
+    queues.write_text(text.replace("  billing:", "  bililng:"))
+    result = runner.invoke(flows, ["validate", "--queues", str(queues), "flows/hotline.yaml"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[:2] == [
+        "flows/hotline.yaml:11:19: unknown queue 'billing' (did you mean 'bililng'?); the queues file has: "
+        "bililng, orders, spanish, support, support_ko",
+        "flows/hotline.yaml:254:14: unknown queue 'billing' (did you mean 'bililng'?); the queues file has: "
+        "bililng, orders, spanish, support, support_ko",
+    ]
+
+
+def test_shipped_queues_file_covers_every_demo_flow(runner: CliRunner) -> None:
+    result = runner.invoke(flows, ["validate", "--queues", "config/queues.yaml", "flows/"])
+    assert result.exit_code == 0, result.output
 
 
 def test_validate_missing_path(runner: CliRunner) -> None:

@@ -369,9 +369,13 @@ def test_goto_loop_is_caught(tmp_path: Path) -> None:
         name: loop
         start: a
         queues: [help]
-        nodes:
-          a: {goto: b}
+        variables: {done: false}
+        nodes:                      # a loop with a way out that is never taken: only the run finds it
+          a:
+            branch: [{if: "done", goto: c}]
+            otherwise: b
           b: {goto: a}
+          c: {hangup: true}
     """))
     interp = CallInterpreter(load_flow(path, classifier_factory=None), {})
     out = interp.start()

@@ -179,6 +179,12 @@ BROKEN_CASES = {
     "missing_audio.yaml": [(8, 14, "audio file 'sounds/welcome.wav' not found")],
     "bad_template.yaml": [(9, 10, "bad template in 'say': unexpected '}'"),
                           (13, 13, "bad condition: unexpected 'end of print statement'")],
+    "silent_ask.yaml": [(7, 10, "ask node 'order' has no 'prompt': the caller would wait in silence")],
+    "endless_loop.yaml": [(11, 3, "node 'promo' starts a loop that never waits for the caller "
+                                  "(promo → count → again → promo)")],
+    "subflow_never_returns.yaml": [(6, 3, "sub-flow 'parts/survey_goodbye.yaml' never returns: no 'return' node "
+                                          "is reachable from its start 'rate', so 'next: to_agent' of 'survey' "
+                                          "can never run")],
     "many_errors.yaml": [(2, 10, "unsupported flow version 2"),
                          (11, 10, "undefined variable 'callr' (did you mean 'caller'?)"),
                          (16, 19, "undefined intent 'agnet' (did you mean 'agent'?)"),
@@ -339,3 +345,74 @@ def test_intents_only_file_for_evaluation(tmp_path: Path) -> None:
 def test_demo_flows_are_valid() -> None:
     for name in ("hotline.yaml", "korean.yaml"):
         assert check_flow(ROOT / "flows" / name) == []
+
+
+def _alias_bomb(levels: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return ("version: 1\nname: bomb\nstart: bye\nvariables:\n" + "".join(f"  {line}\n" for line in lines)
+            + "nodes:\n  bye: {hangup: true}\n")
+
+
+def test_an_alias_bomb_is_refused_quickly_at_the_anchor(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(6))  # 9^6 strings: 17 s and 716 MB per parse before the limit
+    started = time.perf_counter()
+    [problem] = check_flow(path)
+    assert time.perf_counter() - started < 3
+    assert str(problem).startswith(f"{path}:8:7: too much YAML: aliases repeating the value anchored here")
+    small = tmp_path / "small.yaml"
+    small.write_text(_alias_bomb(3))  # 729 values: aliases are fine in moderation
+    assert check_flow(small) == []
+
+
+def test_a_flow_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("version: 1\nname: huge\nstart: bye\nnodes:\n  bye: {hangup: true}\n" + "#" * 1_100_000 + "\n")
+    [problem] = check_flow(path)
+    assert str(problem) == f"{path}:1:1: the file is 1.1 MB; flow files may be at most 1 MB (move parts into sub-flows)"
+
+
+def test_loops_with_a_way_out_and_questions_are_not_endless(tmp_path: Path) -> None:
+    path = write(tmp_path / "retry.yaml", """
+        version: 1
+        name: retry
+        start: menu
+        variables: {tries: 0}
+        nodes:
+          menu:
+            ask: {prompt: "Your PIN?", slot: digits}
+            next: count
+          count:
+            set: {tries: "{{ tries + 1 }}"}
+            next: check
+          check:
+            branch: [{if: "tries > 3", goto: bye}]
+            otherwise: spin
+          spin: {goto: count}
+          bye: {hangup: true}
+    """)
+    assert check_flow(path) == []  # a counting loop that can leave is fine
+
+
+def test_a_subflow_that_returns_needs_next(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    write(tmp_path / "parts" / "sub.yaml", """
+        version: 1
+        name: sub
+        start: r
+        nodes:
+          r: {return: true}
+    """)
+    path = write(tmp_path / "main.yaml", """
+        version: 1
+        name: main
+        start: s
+        nodes:
+          s: {subflow: parts/sub.yaml}
+    """)
+    [problem] = check_flow(path)
+    assert (problem.line, problem.column) == (5, 3)
+    assert problem.message == "subflow node 's' needs 'next': the node to go to when 'parts/sub.yaml' returns"

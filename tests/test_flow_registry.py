@@ -106,8 +106,7 @@ def test_subflow_edit_reloads_the_parent(tmp_path: Path) -> None:
         name: main
         start: s
         nodes:
-          s: {subflow: sub/part.yaml, next: e}
-          e: {hangup: true}
+          s: {subflow: sub/part.yaml}   # part hangs up: it never returns, so no 'next'
     """))
     reg = registry(tmp_path)
     assert reg.names() == ["main"]  # sub-directories hold sub-flows, not flows of their own
@@ -140,3 +139,26 @@ def test_user_part() -> None:
     assert user_part("sip:1000@host") == "1000"
     assert user_part("tel:+15551234") == "+15551234"
     assert user_part("hotline") == "hotline"
+
+
+def test_a_broken_file_is_parsed_and_logged_once_per_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # The server runs with --flows flows (a relative path): stamps used to mix relative and absolute keys,
+    # so a broken file was parsed (and logged) again every second.
+    (tmp_path / "flows").mkdir()
+    write(tmp_path / "flows" / "hotline.yaml", "hotline", "Hello one.")
+    monkeypatch.chdir(tmp_path)
+    results: list[str] = []
+    reg = registry(Path("flows"), on_reload=results.append)
+    (tmp_path / "flows" / "hotline.yaml").write_text("version: 1\nname: hotline\nstart: hello\nnodes: {hello: [}\n")
+    with caplog.at_level("INFO", logger="ivr.flow.registry"):
+        for _ in range(3):
+            reg.refresh()
+        assert len([r for r in caplog.records if "invalid flow" in r.getMessage()]) == 1
+        write(tmp_path / "flows" / "hotline.yaml", "hotline", "Hello two.")
+        assert reg.refresh() == ["hotline"] and reg.refresh() == []
+    write(tmp_path / "flows" / "sales.yaml", "sales", "Sales here.")
+    assert reg.refresh() == ["sales"]  # a file added while running counts too
+    assert results == ["error", "ok", "ok"]
+    [reloaded] = [r.getMessage() for r in caplog.records if "reloaded flow" in r.getMessage()]
+    assert "'hotline' version " in reloaded and "(revision 2)" in reloaded

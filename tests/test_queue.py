@@ -267,7 +267,7 @@ def test_config_errors_have_positions(tmp_path: Path) -> None:
 
 def test_shipped_example_config_loads() -> None:
     config = load_queues(ROOT / "config" / "queues.yaml")
-    assert set(config.queues) == {"support", "orders", "spanish"}
+    assert set(config.queues) == {"support", "orders", "spanish", "billing", "support_ko"}
 
 
 def test_queue_benchmark_runs_small(tmp_path: Path) -> None:

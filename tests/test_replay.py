@@ -41,6 +41,21 @@ def test_a_wrong_expectation_fails_with_the_transcript(tmp_path: Path) -> None:
         assert_scenario_passes(scenario)
 
 
+def test_the_billing_scenario_needs_a_billing_queue_that_reaches_an_agent(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+
+    text = (HOTLINE / "billing_to_agent.yaml").read_text().replace("../../flows/", f"{ROOT}/flows/")
+    assert "agent: alice" in text and "queues:" in text
+    queues = (ROOT / "config" / "queues.yaml").read_text()
+    (tmp_path / "no_billing.yaml").write_text(queues.replace("  billing:", "  bililng:"))
+    scenario = tmp_path / "billing.yaml"
+    scenario.write_text(text.replace("../../config/queues.yaml", "no_billing.yaml"))
+    for wav in ("billing.wav", "yes.wav"):
+        (tmp_path / wav).write_bytes((HOTLINE / wav).read_bytes())
+    with pytest.raises(FlowError, match="unknown queue 'billing'"):
+        run_scenario(scenario)
+
+
 def test_scenario_errors_are_all_reported_with_positions(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,60 @@ def test_serve_refuses_an_invalid_flow_and_lists_every_problem(tmp_path: Path) -
     assert "Traceback" not in result.stderr
     assert f"{broken}:8:11:" in result.stderr and "menuu" in result.stderr and "did you mean" in result.stderr
     assert "nothing" in result.stderr  # the undefined intent is reported in the same run
+
+
+def test_server_refuses_a_flow_that_transfers_to_a_queue_the_queues_file_lacks(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(ROOT / "flows" / "hotline.yaml", flows / "hotline.yaml")
+    queues = tmp_path / "queues.yaml"
+    queues.write_text((ROOT / "config" / "queues.yaml").read_text().replace("  billing:", "  bililng:"))
+    with pytest.raises(FlowError) as info:
+        IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")))
+    assert f"{flows / 'hotline.yaml'}:254:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
+
+
+def test_flow_reloads_are_counted_in_the_metrics(tmp_path: Path) -> None:
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    flow = flows / "hotline.yaml"
+    flow.write_text("version: 1\nname: hotline\nstart: bye\nnodes:\n  bye: {hangup: true}\n")
+    server = IvrServer(ServerConfig(flows_dir=flows, database=str(tmp_path / "ivr.db")))
+    for text in ("version: 1\nname: hotline\nstart: bye\nnodes: {bye: [}\n",
+                 "version: 1\nname: hotline\nstart: bye\nnodes:\n  bye: {hangup: 'Bye.'}\n"):
+        before = flow.stat().st_mtime_ns
+        flow.write_text(text)
+        os.utime(flow, ns=(before + 1_000_000, before + 1_000_000))
+        server.flows.refresh()
+        server.flows.refresh()
+    metrics = server.metrics.render().decode()
+    assert 'ivr_flow_reloads_total{result="error"} 1.0' in metrics
+    assert 'ivr_flow_reloads_total{result="ok"} 1.0' in metrics
+
+
+def test_numbers_no_flow_claims_get_the_configured_answer_and_the_log_says_which(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    for name, number in (("sales", "2000"), ("hotline", "1000")):
+        (flows / f"{name}.yaml").write_text(f"version: 1\nname: {name}\nnumbers: ['{number}']\nstart: bye\n"
+                                            "nodes:\n  bye: {hangup: true}\n")
+    default = IvrServer(ServerConfig(flows_dir=flows, database=str(tmp_path / "a.db"), default_flow="sales"))
+    reject = IvrServer(ServerConfig(flows_dir=flows, database=str(tmp_path / "b.db"), unrouted="reject"))
+    with caplog.at_level("INFO", logger="ivr.server"):
+        assert default.route("sip:1000@pbx") and reject.route("sip:1000@pbx")  # claimed: no complaint
+        assert not caplog.records
+        assert default.route("sip:9999@pbx")
+        assert "call to sip:9999@pbx: no flow has this number; answered by the default flow 'sales'" in caplog.text
+        assert not reject.route("sip:9999@pbx")
+        assert "call to sip:9999@pbx: no flow has this number; refused with 404" in caplog.text
 
 
 def _serve(flows: Path, db: Path, sip_port: int, cwd: Path) -> subprocess.Popen[str]:

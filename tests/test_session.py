@@ -462,3 +462,61 @@ def test_a_lost_line_ends_the_call_as_interrupted_without_spinning(services_fact
     assert time.monotonic() - started < 2.0
     assert store.calls[-1][0] == "end_call" and store.calls[-1][1][2] == "interrupted"
     assert flow.events == []  # nobody to talk to: the flow is not asked what to do next
+
+
+# ------------------------------------------------------------------------------ failed transfers
+
+
+class RefusingChannel(ReplayChannel):
+    """A line whose SIP transfers (REFER) all fail."""
+
+    def transfer(self, target: str, headers: dict[str, str]) -> bool:
+        self.transfers.append((target, headers))
+        return False
+
+
+def test_a_transfer_to_an_unknown_queue_goes_to_the_fallback_queue_and_is_logged(services_factory, caplog) -> None:
+    from ivr.queue.connector import OfferResult
+
+    acd, _connector = _acd(auto={"alice": OfferResult.ANSWERED})
+    acd.set_agent_state("alice", "available")
+    flow = ScriptedFlow([fa.Say("Connecting you to billing."), fa.Transfer(queue="billing")])
+    channel = ReplayChannel([], {}, 8000, max_seconds=60)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+
+    with caplog.at_level("ERROR", logger="ivr.session"):
+        result = CallSession(channel, flow, services_factory(), queues=acd, observer=Observer(),
+                             fallback_queue="support").run()
+    assert result.outcome == "transferred"
+    assert any(k == "agent" and d["agent"] == "alice" for k, d in events)  # a person took the call
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert channel.call_id in error.getMessage() and "billing" in error.getMessage()
+    assert "fallback queue support" in error.getMessage()
+
+
+def test_a_refused_transfer_and_a_refused_fallback_end_in_voicemail(services_factory, caplog, tmp_path) -> None:
+    flow = ScriptedFlow([fa.Transfer(uri="sip:billing@pbx.example.com")])
+    channel = RefusingChannel([], {}, 8000, max_seconds=30)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+
+    with caplog.at_level("ERROR", logger="ivr.session"):
+        result = CallSession(channel, flow, services_factory(), observer=Observer(), fallback_queue="support",
+                             config=SessionConfig(recordings_dir=str(tmp_path))).run()
+    assert [t for t, _ in channel.transfers] == ["sip:billing@pbx.example.com", "support"]
+    assert result.outcome == "voicemail"
+    assert any(k == "recording" for k, _ in events)
+    prompts = " ".join(str(d.get("text")) for k, d in events if k == "prompt")
+    assert "couldn't connect you" in prompts and "leave a message" in prompts
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and all(channel.call_id in e for e in errors)
+    assert "sip:billing@pbx.example.com" in errors[0] and "support" in errors[1]

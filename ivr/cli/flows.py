@@ -37,16 +37,35 @@ def flows() -> None:
     """Check and draw YAML call flows."""
 
 
+DEFAULT_QUEUES_FILE = Path("config/queues.yaml")
+
+
+def _queue_names(queues: str | None) -> tuple[list[str], list[str] | None]:
+    """``--queues``: a queues file (its names are the only valid targets) or names that add to each flow's
+    own ``queues:``. Without the option, ``config/queues.yaml`` when it exists (as ``ivr serve`` does)."""
+    from ivr.queue.config import load_queues
+
+    if queues is None:
+        if not DEFAULT_QUEUES_FILE.is_file():
+            return [], None
+        queues = str(DEFAULT_QUEUES_FILE)
+    if queues.endswith((".yaml", ".yml")) or Path(queues).is_file():
+        return [], sorted(load_queues(queues).queues)
+    return [q.strip() for q in queues.split(",") if q.strip()], None
+
+
 @flows.command("validate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--queues", default="", metavar="A,B", help="Known queue names (adds to each flow's 'queues:').")
-def validate(paths: tuple[str, ...], queues: str) -> None:
+@click.option("--queues", default=None, metavar="FILE|A,B",
+              help="The server's queues file (every transfer target must be in it; default: config/queues.yaml "
+                   "when it exists), or queue names that add to each flow's 'queues:'.")
+def validate(paths: tuple[str, ...], queues: str | None) -> None:
     """Check flow files (or every .yaml file of a directory) and print every problem as
     file:line:col: message. Exits 1 if there is any."""
-    known = [q.strip() for q in queues.split(",") if q.strip()]
+    known, server_queues = _queue_names(queues)
     failed = 0
     for path in _flow_files(paths):
-        diagnostics = check_flow(path, known)
+        diagnostics = check_flow(path, known, server_queues)
         if diagnostics:
             failed += 1
             for diagnostic in diagnostics:

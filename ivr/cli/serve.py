@@ -41,6 +41,10 @@ from ivr.session import SessionConfig
 @click.option("--database", default="var/ivr.db", show_default=True, help="SQLite path or database URL.")
 @click.option("--queues", "queues_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Agent queues YAML (default: config/queues.yaml when it exists).")
+@click.option("--default-flow", default=None, metavar="NAME",
+              help="Flow for dialled numbers no flow claims (default: hotline or default, else the first).")
+@click.option("--unrouted", type=click.Choice(["default", "reject"]), default="default", show_default=True,
+              help="Calls to numbers no flow claims: answered by the default flow, or refused (SIP 404).")
 @click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
@@ -48,7 +52,8 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
           max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
-          sip_password: str | None, database: str, queues_file: Path | None, fallback_queue: str,
+          sip_password: str | None, database: str, queues_file: Path | None, default_flow: str | None,
+          unrouted: str, fallback_queue: str,
           variables: tuple[str, ...], grace: float) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
@@ -74,7 +79,7 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
     edge = EdgeOptions(mode=edge_mode, tls_port=tls_port, tls_cert=tls_cert, tls_key=tls_key, invite_rate=invite_rate,
                        addresses=edge_address, worker_host=worker_host, worker_port_base=worker_ports)
     config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
-                          database=database, queues_file=queues_file,
+                          database=database, queues_file=queues_file, default_flow=default_flow, unrouted=unrouted,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
     server = IvrServer(config)
     server.start()

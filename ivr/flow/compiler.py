@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr.errors import Diagnostic
+from ivr.flow.checks import loops_without_wait, subflow_returns
 from ivr.flow.fields import IDENTIFIER, Reader, did_you_mean
 from ivr.flow.schema import (
     INPUT_MODES,
@@ -83,10 +84,11 @@ class FlowCompiler:
     """Compiles one flow file (and, through ``compile_file``, its sub-flows)."""
 
     def __init__(self, path: Path, shown: str, known_queues: frozenset[str], chain: tuple[Path, ...],
-                 cache: FlowCache, intents_only: bool = False) -> None:
+                 cache: FlowCache, intents_only: bool = False, server_queues: frozenset[str] | None = None) -> None:
         self.path = path
         self.shown = shown
         self.known_queues = known_queues
+        self.server_queues = server_queues
         self.chain = chain
         self.cache = cache
         self.intents_only = intents_only
@@ -135,8 +137,12 @@ class FlowCompiler:
             r.error(threshold_node, f"'intent_threshold' is a confidence between 0 and 1, got {threshold:g}")
         speech = self._speech(root.get("speech"))
         numbers = tuple(v for _, v in r.string_list(root.get("numbers"), "'numbers'"))
-        queue_list = tuple(v for _, v in r.string_list(root.get("queues"), "'queues'"))
+        queue_items = r.string_list(root.get("queues"), "'queues'")
+        queue_list = tuple(v for _, v in queue_items)
         self.declared_queues = frozenset(queue_list) | self.known_queues
+        if self.server_queues is not None:  # the server's queues file decides; the flow's own list is checked too
+            self.declared_queues = self.server_queues
+            self.refs.queues.extend(queue_items)
         variables = self._variables(root.get("variables"))
         self.intents = self._intents(root.get("intents"))
         if self.intents_only:
@@ -339,7 +345,7 @@ class FlowCompiler:
         node = builder(name, key_node, value, body)
         if node is None:
             self.broken_links = True
-        if "next" in NODE_EXTRA_KEYS[kind] and kind != "ask" and "next" not in value.entries:
+        if "next" in NODE_EXTRA_KEYS[kind] and kind not in ("ask", "subflow") and "next" not in value.entries:
             self.broken_links = True
             r.error(key_node, f"{kind} node '{name}' needs 'next': the node to go to afterwards")
         return node
@@ -395,6 +401,10 @@ class FlowCompiler:
         self.unsure_slot = False  # an unknown slot type: skip the checks that depend on it
         node.prompt = self._template(body.get("prompt"), "'prompt'")
         node.audio = self._audio(body.get("audio"), "'audio'")
+        misspelt = any(key not in ASK_KEYS for key in body.entries)  # e.g. 'promt': already reported
+        if body.get("prompt") is None and body.get("audio") is None and not misspelt:
+            r.error(body, f"ask node '{name}' has no 'prompt': the caller would wait in silence; add a prompt "
+                          "(or an 'audio' recording)")
         mode = r.string(body.get("input"), "'input'", "both") or "both"
         if mode not in INPUT_MODES:
             r.error(body.get("input"), f"'input' must be one of {', '.join(INPUT_MODES)}, got {mode!r}"
@@ -670,7 +680,8 @@ class FlowCompiler:
             self.r.error(body, f"sub-flow file '{rel}' not found (looked for {full}); paths are relative to the "
                                "flow file")
             return node
-        flow, diagnostics = compile_file(full, shown, self.known_queues, (*self.chain, self.path), self.cache)
+        flow, diagnostics = compile_file(full, shown, self.known_queues, (*self.chain, self.path), self.cache,
+                                         server_queues=self.server_queues)
         self.r.diagnostics.extend(diagnostics)
         if flow is None:
             self.r.error(body, f"sub-flow '{rel}' is invalid; fix the errors reported for {shown}")
@@ -723,11 +734,13 @@ class FlowCompiler:
             for missing in sorted(names - known):
                 r.error(at, f"undefined variable '{missing}'{did_you_mean(missing, known)}; set it with a 'set' "
                             "node, a slot's 'save_as', an http 'save_as' or the flow's 'variables:'")
-        if self.declared_queues:
+        if self.declared_queues or self.server_queues is not None:
+            where = "the queues file has" if self.server_queues is not None else "known queues"
             for at, queue in self.refs.queues:
                 if queue not in self.declared_queues:
-                    r.error(at, f"unknown queue '{queue}'{did_you_mean(queue, self.declared_queues)}; known "
-                                f"queues: {', '.join(sorted(self.declared_queues))}")
+                    r.error(at, f"unknown queue '{queue}'{did_you_mean(queue, self.declared_queues)}; {where}: "
+                                f"{', '.join(sorted(self.declared_queues)) or 'none'}")
+        self._check_subflows(nodes)
         if start not in nodes or self.broken_links:
             return
         seen: set[str] = set()
@@ -743,6 +756,35 @@ class FlowCompiler:
                 r.diagnostics.append(Diagnostic(self.shown, node.line, node.col,
                                                 f"node '{node.name}' is unreachable: nothing leads to it from "
                                                 f"start '{start}' (link it or remove it)"))
+        self._check_graph(nodes)
+
+    def _check_graph(self, nodes: dict[str, Node]) -> None:
+        """Loops the call can never leave without waiting for the caller."""
+        for loop in loops_without_wait(nodes):
+            first = nodes[loop[0]]
+            self.r.diagnostics.append(Diagnostic(
+                self.shown, first.line, first.col,
+                f"node '{first.name}' starts a loop that never waits for the caller ({' → '.join(loop)}); add an "
+                "ask, or a way out (the call would end in an error after 200 steps)"))
+
+    def _check_subflows(self, nodes: dict[str, Node]) -> None:
+        """A sub-flow that returns needs 'next'; one whose 'return' cannot be reached from its start makes
+        its 'next' dead code."""
+        for node in nodes.values():
+            if not isinstance(node, SubflowNode) or node.flow is None:
+                continue
+            sub = node.flow
+            if node.next and not subflow_returns(sub):
+                self.r.diagnostics.append(Diagnostic(
+                    self.shown, node.line, node.col,
+                    f"sub-flow '{node.path}' never returns: no 'return' node is reachable from its start "
+                    f"'{sub.start}', so 'next: {node.next}' of '{node.name}' can never run; remove 'next' or "
+                    "add a return"))
+            elif not node.next and subflow_returns(sub):
+                self.broken_links = True
+                self.r.diagnostics.append(Diagnostic(
+                    self.shown, node.line, node.col,
+                    f"subflow node '{node.name}' needs 'next': the node to go to when '{node.path}' returns"))
 
 
 def node_pos(node: Node) -> Y:
@@ -751,12 +793,16 @@ def node_pos(node: Node) -> Y:
 
 
 def compile_file(path: Path, shown: str, known_queues: frozenset[str], chain: tuple[Path, ...],
-                 cache: FlowCache, intents_only: bool = False) -> tuple[Flow | None, list[Diagnostic]]:
-    """Compile one file (cached per load so a sub-flow used twice is read once)."""
+                 cache: FlowCache, intents_only: bool = False,
+                 server_queues: frozenset[str] | None = None) -> tuple[Flow | None, list[Diagnostic]]:
+    """Compile one file (cached per load so a sub-flow used twice is read once).
+
+    ``known_queues`` add to the flow's own ``queues:``; ``server_queues`` (the names of the server's queues
+    file) replace them: every queue the flow names, its ``queues:`` list included, must be one of them."""
     key = path.resolve()
     if key in cache and not intents_only:
         return cache[key]
-    result = FlowCompiler(key, shown, known_queues, chain, cache, intents_only).compile()
+    result = FlowCompiler(key, shown, known_queues, chain, cache, intents_only, server_queues).compile()
     if not intents_only:
         cache[key] = result
     return result

@@ -6,6 +6,7 @@ Only builds the DOT text; rendering it to SVG/PNG (running ``dot``) is the CLI's
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 
 from ivr.flow.schema import (
     AskNode,
@@ -76,8 +77,8 @@ def _detail(node: Node) -> str:
     return ""
 
 
-def _edges(node: Node, flow: Flow) -> list[tuple[str, str, str]]:
-    """(target, label, style) for each way out of a node."""
+def node_edges(node: Node, nodes: Mapping[str, Node]) -> list[tuple[str, str, str]]:
+    """(target, label, style) for each way out of a node (to a node of ``nodes``)."""
     out: list[tuple[str, str, str]] = []
     if isinstance(node, AskNode):
         keys: dict[str, list[str]] = {}
@@ -103,7 +104,7 @@ def _edges(node: Node, flow: Flow) -> list[tuple[str, str, str]]:
         out.append((node.target, "goto", "solid"))
     elif isinstance(node, SayNode | SetNode | RecordNode | SubflowNode):
         out.append((node.next, "", "solid"))
-    return [(t, label, style) for t, label, style in out if t in flow.nodes]
+    return [(t, label, style) for t, label, style in out if t in nodes]
 
 
 def flow_to_dot(flow: Flow) -> str:
@@ -124,7 +125,7 @@ def flow_to_dot(flow: Flow) -> str:
         lines.append(f"  {_q(node.name)} [label=\"{body}\", {_STYLE[node.kind]}, tooltip={_q(node.kind)}];")
     for node in flow.nodes.values():
         merged: dict[tuple[str, str], list[str]] = {}
-        for target, edge_label, style in _edges(node, flow):
+        for target, edge_label, style in node_edges(node, flow.nodes):
             merged.setdefault((target, style), []).append(edge_label)
         for (target, style), labels in merged.items():
             label = "\\n".join(_wrap(part, 30, 2) for part in labels if part)

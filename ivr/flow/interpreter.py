@@ -34,6 +34,7 @@ from ivr.flow.schema import (
     SetNode,
     SubflowNode,
     TransferNode,
+    flow_fallback_queue,
 )
 from ivr.flow.templates import Template
 from ivr.nlu.garbled import looks_garbled
@@ -617,7 +618,7 @@ class CallInterpreter:
         globals_ = self.flow.globals
         self._vars["error"] = self._vars.get("error") or reason
         self._emit(Say(text=prompt or globals_.error_prompt, barge_in=False))
-        queue = globals_.fallback_queue or (self.flow.queues[0] if self.flow.queues else None)
+        queue = flow_fallback_queue(self.flow)
         self._wait = None
         if queue:
             self._finish_transfer(queue, None, {"fallback_reason": reason})

@@ -27,20 +27,29 @@ def default_classifier_factory(examples: dict[str, list[str]], threshold: float)
     return build(examples, threshold)
 
 
-def check_flow(path: str | Path, known_queues: Iterable[str] = ()) -> list[Diagnostic]:
+def check_flow(path: str | Path, known_queues: Iterable[str] = (),
+               server_queues: Iterable[str] | None = None) -> list[Diagnostic]:
     """Every problem of a flow file and its sub-flows (empty when valid). Builds no classifier."""
-    _, diagnostics = compile_file(Path(path), str(path), frozenset(known_queues), (), {})
+    _, diagnostics = compile_file(Path(path), str(path), frozenset(known_queues), (), {},
+                                  server_queues=_frozen(server_queues))
     return diagnostics
 
 
+def _frozen(names: Iterable[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(names)
+
+
 def load_flow(path: str | Path, known_queues: Iterable[str] = (),
-              classifier_factory: ClassifierFactory | None = default_classifier_factory) -> Flow:
+              classifier_factory: ClassifierFactory | None = default_classifier_factory,
+              server_queues: Iterable[str] | None = None) -> Flow:
     """Check and compile a flow file, then build the classifier of it and of each sub-flow.
 
     Raises FlowError listing every problem. ``known_queues`` adds to the flow's own ``queues:`` for the
-    unknown-queue check. ``classifier_factory=None`` skips classifiers (e.g. for drawing a graph).
+    unknown-queue check; ``server_queues`` (the queues file's names) is the only list that counts when
+    given. ``classifier_factory=None`` skips classifiers (e.g. for drawing a graph).
     """
-    flow, diagnostics = compile_file(Path(path), str(path), frozenset(known_queues), (), {})
+    flow, diagnostics = compile_file(Path(path), str(path), frozenset(known_queues), (), {},
+                                     server_queues=_frozen(server_queues))
     if flow is None:
         raise FlowError(diagnostics)
     if classifier_factory is not None:

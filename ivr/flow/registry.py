@@ -8,8 +8,9 @@ never change a call in progress.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,30 @@ log = logging.getLogger(__name__)
 FLOW_SUFFIXES = (".yaml", ".yml")
 
 
+ReloadListener = Callable[[str], None]
+"""Told the result ('ok' or 'error') of every reload of a changed file (e.g. a metrics counter)."""
+
+
 @dataclass
 class _Entry:
     flow: Flow | None
-    stamps: dict[Path, tuple[int, int]]
+    stamps: dict[Path, tuple[int, int]]  # keyed by resolved path, as the compiler names a flow's sources
+    revision: int = 0
+
+
+def _stamps(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    return {p.resolve(): _stamp(p) for p in paths}
+
+
+def content_version(paths: Iterable[Path]) -> str:
+    """A short digest of a flow's files (the flow file and its sub-flows): which edit is running."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -52,13 +73,18 @@ class FlowRegistry:
     ``strict=True`` (the server's start-up) raises FlowError listing the problems of every invalid
     file; otherwise invalid files are skipped and reported in ``errors``. ``default_flow`` names the flow
     used for numbers no flow claims (default: a flow named 'hotline' or 'default', else the first by name).
+    ``server_queues`` (the names in the server's queues file) are the only queues a flow may transfer to.
     """
 
     def __init__(self, directory: str | Path, known_queues: Iterable[str] = (),
                  classifier_factory: ClassifierFactory | None = default_classifier_factory,
-                 default_flow: str | None = None, strict: bool = True) -> None:
+                 default_flow: str | None = None, strict: bool = True,
+                 server_queues: Iterable[str] | None = None, on_reload: ReloadListener | None = None) -> None:
         self.directory = Path(directory)
+        self.on_reload = on_reload
+        self._loaded_once = False  # the constructor's first pass is loading, not reloading
         self.known_queues = tuple(known_queues)
+        self.server_queues = None if server_queues is None else tuple(server_queues)
         self.classifier_factory = classifier_factory
         self.default_flow = default_flow
         self.errors: dict[str, list[Diagnostic]] = {}
@@ -67,6 +93,7 @@ class FlowRegistry:
             raise FlowError([Diagnostic(str(self.directory), 0, 0, "flow directory not found; create it or "
                                                                   "point the server at the folder of your flows")])
         self.refresh()
+        self._loaded_once = True
         if strict and self.errors:
             raise FlowError([d for diagnostics in self.errors.values() for d in diagnostics])
         if not self.names():
@@ -92,17 +119,23 @@ class FlowRegistry:
                                         f"no flow named '{name}'; loaded flows: {', '.join(self.names())}")])
         return flow
 
-    def route(self, called: str) -> Flow:
-        """The flow for a dialled number or SIP URI: the flow listing its user part in ``numbers:``, a flow
-        of that name, else the default flow."""
+    def match(self, called: str) -> Flow | None:
+        """The flow that claims a dialled number or SIP URI (its user part in ``numbers:``, or a flow of that
+        name); None when no flow does."""
         wanted = user_part(called)
         flows = self._flows()
         for flow in flows.values():
             if wanted in flow.numbers:
                 return flow
-        if wanted in flows:
-            return flows[wanted]
+        return flows.get(wanted)
+
+    def default(self) -> Flow:
+        """The flow for numbers no flow claims."""
         return self.get(self._default_name())
+
+    def route(self, called: str) -> Flow:
+        """The flow for a dialled number or SIP URI: ``match``, else the default flow."""
+        return self.match(called) or self.default()
 
     def _default_name(self) -> str:
         names = self.names()
@@ -127,7 +160,7 @@ class FlowRegistry:
                 log.warning("flow file %s was removed; flow '%s' is no longer available", gone, removed.flow.name)
         for path in sorted(present):
             entry = self._entries.get(path)
-            if entry is not None and all(_stamp(p) == s for p, s in entry.stamps.items()):
+            if entry is not None and all(_stamp(p) == stamp for p, stamp in entry.stamps.items()):
                 continue
             name = self._load(path, entry)
             if name:
@@ -135,28 +168,41 @@ class FlowRegistry:
         return reloaded
 
     def _load(self, path: Path, entry: _Entry | None) -> str | None:
+        """Parse a new or changed file once; a broken one is not parsed again until one of its files changes
+        (its stamps cover the file and the sub-flows of its last good version)."""
+        kept = entry.flow if entry is not None else None
+        revision = entry.revision if entry is not None else 0
         try:
-            flow = load_flow(path, self.known_queues, self.classifier_factory)
+            flow = load_flow(path, self.known_queues, self.classifier_factory, self.server_queues)
         except FlowError as exc:
             self.errors[str(path)] = exc.diagnostics
-            stamps = {path: _stamp(path)}
-            if entry is not None:
-                stamps = {**entry.stamps, path: _stamp(path)}
-            kept = entry.flow if entry is not None else None
-            self._entries[path] = _Entry(kept, stamps)
+            watched = {*(entry.stamps if entry is not None else ()), path}
+            self._entries[path] = _Entry(kept, _stamps(watched), revision)
             action = f"keeping the last good version of '{kept.name}'" if kept else "flow not loaded"
             log.error("invalid flow %s (%s):\n%s", path, action, "\n".join(str(d) for d in exc.diagnostics))
+            self._reloaded("error")
             return None
         clash = [p for p, e in self._entries.items() if p != path and e.flow is not None and e.flow.name == flow.name]
         if clash:
             diagnostic = Diagnostic(str(path), 0, 0, f"flow name '{flow.name}' is already used by {clash[0]}; "
                                                      "give each flow a unique 'name'")
             self.errors[str(path)] = [diagnostic]
-            self._entries[path] = _Entry(entry.flow if entry else None, {path: _stamp(path)})
+            self._entries[path] = _Entry(kept, _stamps({path, *flow.sources}), revision)
             log.error("%s", diagnostic)
+            self._reloaded("error")
             return None
         self.errors.pop(str(path), None)
-        self._entries[path] = _Entry(flow, {source: _stamp(source) for source in flow.sources})
-        if entry is not None:
-            log.info("reloaded flow '%s' from %s", flow.name, path)
+        self._entries[path] = _Entry(flow, _stamps(flow.sources), revision + 1)
+        if self._loaded_once:
+            log.info("%s flow '%s' version %s (revision %d) from %s", "reloaded" if entry else "added", flow.name,
+                     content_version(flow.sources), revision + 1, path)
+            self._reloaded("ok")
         return flow.name
+
+    def _reloaded(self, result: str) -> None:
+        if not self._loaded_once or self.on_reload is None:
+            return
+        try:
+            self.on_reload(result)
+        except Exception:
+            log.exception("reload listener failed")

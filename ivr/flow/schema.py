@@ -257,3 +257,8 @@ class Flow:
     def subflows(self) -> list[Flow]:
         """The flows this flow calls directly."""
         return [n.flow for n in self.nodes.values() if isinstance(n, SubflowNode) and n.flow is not None]
+
+
+def flow_fallback_queue(flow: Flow) -> str | None:
+    """Where the flow's calls go when something fails: ``global.fallback_queue``, else its first queue."""
+    return flow.globals.fallback_queue or (flow.queues[0] if flow.queues else None)

@@ -2,6 +2,10 @@
 
 ruamel.yaml keeps positions on containers only; this module copies its tree into small ``Y`` objects so
 the flow compiler can point at any value (or key) when it reports a problem.
+
+Input is bounded: files over ``MAX_YAML_BYTES`` are refused unread, and a tree that expands to more than
+``MAX_YAML_VALUES`` values (aliases repeating lists of aliases: an "alias bomb") is refused while it is
+copied, at the alias that blew the budget, instead of taking seconds and hundreds of MB per parse.
 """
 
 from __future__ import annotations
@@ -14,6 +18,11 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.errors import Diagnostic
+
+MAX_YAML_BYTES = 1_000_000
+"""Largest flow file read (a big flow is a sign it should be split into sub-flows)."""
+MAX_YAML_VALUES = 50_000
+"""Most values (mappings, lists, scalars, keys) a file may expand to; the demo hotline has under 2,000."""
 
 
 @dataclass(eq=False)
@@ -64,28 +73,67 @@ class Y:
         return f"the string {str(value)!r}"
 
 
-def _convert(value: object, line: int, col: int) -> Y:
-    if isinstance(value, CommentedMap):
-        node = Y("map", value.lc.line + 1, value.lc.col + 1)
-        for key in value:
-            kline, kcol = value.lc.key(key)
-            vline, vcol = value.lc.value(key)
-            key_node = Y("scalar", kline + 1, kcol + 1, scalar=key)
-            node.entries[str(key)] = (key_node, _convert(value[key], vline + 1, vcol + 1))
-        return node
-    if isinstance(value, CommentedSeq):
+class _TooLarge(Exception):
+    """The tree expands past ``MAX_YAML_VALUES``; ``line``/``col``: the outermost alias being expanded."""
+
+    def __init__(self, line: int, col: int, aliased: bool) -> None:
+        super().__init__(line, col)
+        self.line, self.col, self.aliased = line, col, aliased
+
+
+class _Converter:
+    """Copies ruamel's tree into ``Y`` nodes, counting values; a container met again is an alias."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.seen: set[int] = set()
+        self.alias_at: tuple[int, int] | None = None  # position of the outermost alias being expanded
+
+    def convert(self, value: object, line: int, col: int) -> Y:
+        self.budget -= 1
+        if self.budget < 0:
+            at = self.alias_at or (line, col)
+            raise _TooLarge(at[0], at[1], self.alias_at is not None)
+        if not isinstance(value, CommentedMap | CommentedSeq):
+            if isinstance(value, str):
+                value = str(value)  # drop ruamel's scalar string subclasses
+            return Y("scalar", line, col, scalar=value)
+        outermost = id(value) in self.seen and self.alias_at is None
+        if outermost:
+            self.alias_at = (line, col)
+        self.seen.add(id(value))
+        try:
+            return self._container(value)
+        finally:
+            if outermost:
+                self.alias_at = None
+
+    def _container(self, value: CommentedMap | CommentedSeq) -> Y:
+        if isinstance(value, CommentedMap):
+            node = Y("map", value.lc.line + 1, value.lc.col + 1)
+            for key in value:
+                kline, kcol = value.lc.key(key)
+                vline, vcol = value.lc.value(key)
+                key_node = Y("scalar", kline + 1, kcol + 1, scalar=key)
+                node.entries[str(key)] = (key_node, self.convert(value[key], vline + 1, vcol + 1))
+            return node
         node = Y("seq", value.lc.line + 1, value.lc.col + 1)
         for index, item in enumerate(value):
             iline, icol = value.lc.item(index)
-            node.items.append(_convert(item, iline + 1, icol + 1))
+            node.items.append(self.convert(item, iline + 1, icol + 1))
         return node
-    if isinstance(value, str):
-        value = str(value)  # drop ruamel's scalar string subclasses
-    return Y("scalar", line, col, scalar=value)
+
+
+def _too_big(path: str, size: int) -> Diagnostic:
+    return Diagnostic(path, 1, 1, f"the file is {size / 1e6:.1f} MB; flow files may be at most "
+                                  f"{MAX_YAML_BYTES / 1e6:g} MB (move parts into sub-flows)")
 
 
 def parse_yaml(text: str, path: str) -> tuple[Y | None, list[Diagnostic]]:
-    """Parse YAML text; on a syntax error return None and one diagnostic at the offending position."""
+    """Parse YAML text; on a syntax error (or input past the size limits) return None and one diagnostic at
+    the offending position."""
+    if len(text) > MAX_YAML_BYTES:
+        return None, [_too_big(path, len(text.encode("utf-8")))]
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -106,12 +154,21 @@ def parse_yaml(text: str, path: str) -> tuple[Y | None, list[Diagnostic]]:
     if data is None:
         return None, [Diagnostic(path, 1, 1, "the file is empty; a flow needs at least version, name, start "
                                              "and nodes")]
-    return _convert(data, 1, 1), []
+    try:
+        return _Converter(MAX_YAML_VALUES).convert(data, 1, 1), []
+    except _TooLarge as exc:
+        cause = ("aliases repeating the value anchored here (an alias bomb?) expand to" if exc.aliased
+                 else "the file holds")
+        return None, [Diagnostic(path, exc.line, exc.col, f"too much YAML: {cause} more than {MAX_YAML_VALUES} "
+                                                          "values; write the values out or split the file")]
 
 
 def load_yaml_file(path: Path, shown_as: str) -> tuple[Y | None, list[Diagnostic]]:
     """Read and parse a YAML file; a missing or unreadable file is a diagnostic, not an exception."""
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            return None, [_too_big(shown_as, size)]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, [Diagnostic(shown_as, 0, 0, "file not found; check the path")]

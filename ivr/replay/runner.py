@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ivr.audio.wavfile import write_wav
+from ivr.errors import ConfigError, Diagnostic
+from ivr.flow.loader import load_flow
+from ivr.flow.schema import flow_fallback_queue
+from ivr.queue.config import load_queues
+from ivr.queue.connector import OfferResult
+from ivr.queue.engine import Acd
+from ivr.queue.testing import FakeConnector
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import Scenario, load_scenario
 from ivr.runtime import FlowRuntime
@@ -68,6 +75,8 @@ _TRANSCRIPT_LINES: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "barge_in": lambda d: f"(caller barged in by {d['by']})",
     "intent": lambda d: f"  → intent {d['intent']} ({d.get('confidence') or 0:.2f})" if d.get("intent") else None,
     "http": lambda d: f"webhook {d['method']} {d['url']}",
+    "transfer_failed": lambda d: f"TRANSFER to {d['target']} FAILED: {d['error']}",
+    "agent": lambda d: f"AGENT {d['agent']} took the call ({d.get('mode')})",
     "transfer": lambda d: f"TRANSFER → {d['target']}",
     "overflow": lambda d: f"queue overflow → {d['kind']} {d['target']} ({d['reason']})",
     "recording": lambda d: f"(recorded {d['duration']:.1f} s)",
@@ -164,7 +173,9 @@ class ReplayRunner:
         """Run one scenario and check its expectations."""
         report = ReplayReport(scenario)
         started = time.perf_counter()
-        runtime = FlowRuntime.from_file(scenario.flow)
+        acd = _replay_acd(scenario.queues, scenario.agents) if scenario.queues is not None else None
+        server_queues = sorted(acd.config.queues) if acd is not None else None
+        runtime = FlowRuntime(load_flow(scenario.flow, server_queues=server_queues))
         engine = self.engine or scenario.engine or runtime.default_engine()
         model = self.model or scenario.model or runtime.model_for(engine)
         services = self.services(engine, model, runtime.language.split("-")[0].lower())
@@ -180,7 +191,8 @@ class ReplayRunner:
             variables = {k: (web.base_url if v == "$HTTP" else v) for k, v in scenario.variables.items()}
             interpreter = runtime.new_interpreter(channel, variables)
             session = CallSession(
-                channel, interpreter, services, flow_name=runtime.name, observer=_Recorder(channel, report)
+                channel, interpreter, services, flow_name=runtime.name, observer=_Recorder(channel, report),
+                queues=acd, fallback_queue=flow_fallback_queue(runtime.flow),
             )
             report.result = session.run()
         report.seconds = time.perf_counter() - started
@@ -195,6 +207,19 @@ class ReplayRunner:
         """Stop the worker pools."""
         for services in self._services.values():
             services.shutdown()
+
+
+def _replay_acd(path: Path, agents: tuple[str, ...]) -> Acd:
+    """The scenario's queues: ``agents`` are logged in and answer at once, the others are logged out."""
+    config = load_queues(path)
+    unknown = [name for name in agents if name not in config.agents]
+    if unknown:
+        raise ConfigError([Diagnostic(str(path), 0, 0, f"agent(s) {', '.join(unknown)} of the scenario are not in "
+                                                       f"this queues file; agents: {', '.join(config.agents)}")])
+    acd = Acd(config, FakeConnector(auto={name: OfferResult.ANSWERED for name in agents}))
+    for name in agents:
+        acd.set_agent_state(name, "available")
+    return acd
 
 
 def _norm(text: str) -> str:
@@ -240,13 +265,19 @@ def _check(report: ReplayReport, channel: ReplayChannel) -> None:
             fail(f"expected variable {name} = {value!r}, got {got!r}")
     if "transfer" in expect:
         want = expect["transfer"] or {}
-        if not channel.transfers:
+        targets = [str(d["target"]) for k, d in report.events if k == "transfer"]
+        if not targets:
             fail(f"expected a transfer to {want}, there was none")
         else:
-            target, _headers = channel.transfers[-1]
+            for failed in (d for k, d in report.events if k == "transfer_failed"):
+                fail(f"the transfer to {failed['target']!r} failed: {failed['error']}")
+            target = targets[-1]
             wanted_target = want.get("queue") or want.get("uri")
             if wanted_target and target != wanted_target:
                 fail(f"expected a transfer to {wanted_target!r}, got {target!r}")
+            agents = [str(d["agent"]) for k, d in report.events if k == "agent"]
+            if want.get("agent") and want["agent"] not in agents:
+                fail(f"expected agent {want['agent']!r} to take the call, got {agents or 'no agent'}")
             transfer_ctx: dict[str, Any] = next((d["context"] for k, d in report.events if k == "transfer"), {})
             for key in want.get("context", []):
                 if key not in transfer_ctx and key not in (transfer_ctx.get("slots") or {}):

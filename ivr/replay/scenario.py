@@ -6,6 +6,8 @@ A scenario is a YAML file next to its recordings in ``audio_fixtures/``::
     caller: "+15551234567"              # optional caller number
     called: "1000"                      # optional dialled number
     rate: 8000                          # 8000 (telephone) or 16000
+    queues: ../../config/queues.yaml    # optional: transfers wait in these queues (agents logged out)...
+    agents: [alice]                     # ...except these, who are logged in and answer at once
     variables: {api_base: $HTTP}        # flow variables; $HTTP is the local mock web server
     http:                               # mock webhooks served on 127.0.0.1 while the scenario runs
       GET /orders/12345: {status: 200, json: {status: shipped}}
@@ -21,7 +23,7 @@ A scenario is a YAML file next to its recordings in ``audio_fixtures/``::
     expect:
       intent: order_status
       slots: {order_number: "12345"}
-      transfer: {queue: support, context: [intent, order_number]}
+      transfer: {queue: support, agent: alice, context: [intent, order_number]}  # agent: with queues:
       outcome: transferred
       barge_in: true
 """
@@ -52,6 +54,8 @@ TOP_KEYS = {
     "http",
     "steps",
     "expect",
+    "queues",
+    "agents",
     "name",
     "description",
 }
@@ -90,6 +94,10 @@ class Scenario:
     variables: dict[str, Any] = field(default_factory=dict)
     http: dict[str, dict[str, Any]] = field(default_factory=dict)
     audio: dict[str, bytes] = field(default_factory=dict)
+    queues: Path | None = None
+    """A queues file: the flow is checked against it and transfers wait in its queues."""
+    agents: tuple[str, ...] = ()
+    """Agents of ``queues`` logged in and answering every offer at once (the others are logged out)."""
 
 
 class _Checker:
@@ -137,6 +145,15 @@ def load_scenario(path: str | Path) -> Scenario:
         check.error(data, None, "missing `flow:` (path of the flow YAML, relative to this scenario)")
     elif not flow.is_file():
         check.error(data, "flow", f"flow file {flow} does not exist", at_value=True)
+    queues = path.parent / str(data["queues"]) if data.get("queues") else None
+    if queues is not None and not queues.is_file():
+        check.error(data, "queues", f"queues file {queues} does not exist", at_value=True)
+    agents = data.get("agents") or []
+    if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
+        check.error(data, "agents", "agents must be a list of agent names from the queues file", at_value=True)
+        agents = []
+    elif agents and queues is None:
+        check.error(data, "agents", "agents need `queues:` (the queues file they are defined in)")
     rate = data.get("rate", 8000)
     if rate not in (8000, 16000):
         check.error(data, "rate", f"rate must be 8000 or 16000, not {rate!r}", at_value=True)
@@ -154,6 +171,8 @@ def load_scenario(path: str | Path) -> Scenario:
         model=data.get("model"),
         variables=dict(data.get("variables") or {}),
         http={str(k): dict(v or {}) for k, v in (data.get("http") or {}).items()},
+        queues=queues,
+        agents=tuple(agents),
     )
     expect = data.get("expect") or CommentedMap()
     if isinstance(expect, CommentedMap):
