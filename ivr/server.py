@@ -140,6 +140,7 @@ class IvrServer:
         self.connector.attach(channel.call_id, channel)
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
+                                  prompts=flow.prompts,
                                   store=self.store, queues=self.acd,
                                   observer=FanOut(self.metrics.observer()), config=self.config.session)
             session.run()

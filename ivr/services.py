@@ -26,6 +26,9 @@ from ivr.speech.interfaces import AsrEngine, Synthesizer
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_ESPEAK_LANGUAGES = {"zh": "cmn"}
+"""espeak-ng's names for flow languages it does not call by their ISO 639-1 code (Mandarin)."""
+
 
 @dataclass
 class SpeechServices:
@@ -64,7 +67,8 @@ class SpeechServices:
         if language not in self._voices:
             from ivr.speech.tts import get_synthesizer
 
-            self._voices[language] = get_synthesizer(language=language.split("-")[0].lower())
+            spoken = language.split("-")[0].lower()
+            self._voices[language] = get_synthesizer(language=_ESPEAK_LANGUAGES.get(spoken, spoken))
         return self._voices[language]
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:

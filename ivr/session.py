@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from ivr.events import (
     Transcript,
 )
 from ivr.flow import actions as fa
+from ivr.flow.prompts import queue_announcement, system_prompts
 from ivr.services import SpeechServices
 from ivr.speech.interfaces import Recognizer
 
@@ -97,11 +99,9 @@ class SessionConfig:
     fallback_queue: str = "support"
     recordings_dir: str = "var/recordings"
     max_call_seconds: float = 3600.0
-    apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
     goodbye_drain_seconds: float = 30.0
     comfort_noise_after: float = 1.0
     """Seconds of waiting on recognition without a filler prompt before soft comfort noise plays."""
-    no_agents_prompt: str = "Sorry, no one is available to take your call right now. Please call again later."
     speculate_after: float = 0.15
     """A pause this long starts recognising speculatively (on a live call, while the pause goes on)."""
     early_silence_phrase: float = 0.2
@@ -131,7 +131,9 @@ class _CallEnded(Exception):
 
 
 class CallSession:
-    """Runs one call: give it a channel, an interpreter for the flow, and the shared speech services."""
+    """Runs one call: give it a channel, an interpreter for the flow, and the shared speech services.
+    ``language`` and ``prompts`` are the flow's (``Flow.language``, ``Flow.prompts``): the voice and the
+    words of everything the session says on its own."""
 
     def __init__(
         self,
@@ -141,6 +143,7 @@ class CallSession:
         *,
         flow_name: str = "",
         language: str | None = None,
+        prompts: Mapping[str, str] | None = None,
         store: CallStore | None = None,
         queues: QueueService | None = None,
         observer: CallObserver | None = None,
@@ -151,6 +154,8 @@ class CallSession:
         self.services = services
         self.flow_name = flow_name
         self.tts = services.tts_for(language)
+        self.prompts = system_prompts(language or "en", prompts)
+        """What the bot says on its own (apology, voicemail, queue announcements), in the flow's language."""
         self.store = store
         self.queues = queues
         self.observer = observer
@@ -578,7 +583,9 @@ class CallSession:
             for update in self.queues.poll(self.call_id):
                 if isinstance(update, Announce):
                     self.channel.stop_playback()
-                    self._say(fa.Say(update.text, barge_in=False))
+                    text = queue_announcement(self.prompts, update.template, update.position, update.wait,
+                                              update.queue or queue)
+                    self._say(fa.Say(text, barge_in=False))
                 elif isinstance(update, Connected):
                     self.channel.stop_playback()
                     self._notify("agent", {"agent": update.agent, "uri": update.uri, "mode": update.mode})
@@ -620,18 +627,18 @@ class CallSession:
             self._wait_in_queue(update.target, context)
             return
         if update.kind == "voicemail":
-            self._say(fa.Say("Please leave a message after the tone, and we will call you back.", barge_in=False))
+            self._say(fa.Say(self.prompts["voicemail"], barge_in=False))
             try:
                 self._record(fa.Record(max_seconds=120, end_silence=4.0))
             finally:
                 self._result.outcome = "voicemail"  # hanging up is how most callers end a message
-            self._say(fa.Say("Thank you. Goodbye.", barge_in=False))
+            self._say(fa.Say(self.prompts["voicemail_thanks"], barge_in=False))
         elif update.kind == "node" and hasattr(self.interp, "resume_at"):
             self._result.outcome = "completed"
             self._run_actions(self.interp.resume_at(update.target))
             return
         else:
-            self._say(fa.Say(self.config.no_agents_prompt, barge_in=False))
+            self._say(fa.Say(self.prompts["no_agents"], barge_in=False))
             self._result.outcome = "overflow"
         self._drain_playback()
         self.channel.hangup()
@@ -646,7 +653,7 @@ class CallSession:
     def _fallback(self) -> None:
         """After an unexpected error: apologise and transfer to the fallback queue (or hang up)."""
         try:
-            self._say(fa.Say(text=self.config.apology, barge_in=False))
+            self._say(fa.Say(text=self.prompts["error"], barge_in=False))
             self._transfer(fa.Transfer(queue=self.config.fallback_queue))
         except _CallEnded:
             pass

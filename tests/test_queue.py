@@ -295,3 +295,12 @@ def test_break_asked_during_a_call_starts_after_wrap_up(rig: Rig) -> None:
     rig.acd.call_finished("c2")
     rig.later(5)
     assert rig.agent("ann")["state"] == "available"  # no stale break after the next call
+
+
+def test_no_wait_is_quoted_while_an_agents_phone_rings_for_the_caller(rig: Rig) -> None:
+    rig.login("ann")
+    ticket = rig.acd.enqueue("c1", "support")
+    assert rig.connector.ringing_agents() == ["ann"]
+    assert ticket.estimated_wait == 0.0
+    [announce] = rig.acd.poll("c1")
+    assert announce == Announce("You are number 1. Wait less than a minute.") and announce.wait == 0.0

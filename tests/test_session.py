@@ -462,3 +462,90 @@ def test_a_lost_line_ends_the_call_as_interrupted_without_spinning(services_fact
     assert time.monotonic() - started < 2.0
     assert store.calls[-1][0] == "end_call" and store.calls[-1][1][2] == "interrupted"
     assert flow.events == []  # nobody to talk to: the flow is not asked what to do next
+
+
+# ------------------------------------------------------------------------- system prompts in the flow's language
+
+KOREAN_QUEUES = """
+version: 1
+agents:
+  minji: {uri: "sip:minji@127.0.0.1:5071"}
+queues:
+  support_ko:
+    agents: [minji]
+    announce: {every: 5, first_after: 0}
+    overflow: {voicemail: support_ko, when: [no_agents]}
+"""
+
+
+def _korean_call(services: SpeechServices, acd: Any, tmp_path: Path,
+                 steps: list[CallerStep] | None = None) -> tuple[Any, list[str]]:
+    """The Korean demo flow; the caller presses 0 for an agent."""
+    from ivr.flow.interpreter import CallInterpreter
+    from ivr.flow.loader import load_flow
+    from ivr.flow.testing import KeywordClassifier
+
+    flow = load_flow(Path(__file__).parent.parent / "flows" / "korean.yaml", classifier_factory=KeywordClassifier.build)
+    channel = ReplayChannel(steps or [CallerStep(line=1, dtmf="0")], {}, 8000, max_seconds=40)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+
+    session = CallSession(channel, CallInterpreter(flow, call_vars={"caller": "+8210"}), services,
+                          flow_name=flow.name, language=flow.language, prompts=flow.prompts, queues=acd,
+                          observer=Observer(), config=SessionConfig(recordings_dir=str(tmp_path)))
+    result = session.run()
+    return result, [str(d.get("text")) for k, d in events if k == "prompt"]
+
+
+def _hangul(text: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
+def test_korean_caller_with_no_agents_hears_the_voicemail_prompts_in_korean(services_factory, tmp_path) -> None:
+    from ivr.queue.config import parse_queues
+    from ivr.queue.engine import Acd
+    from ivr.queue.testing import FakeConnector
+
+    acd = Acd(parse_queues(KOREAN_QUEUES), FakeConnector())  # nobody logged in: overflow to voicemail
+    result, prompts = _korean_call(services_factory(), acd, tmp_path)
+    assert result.outcome == "voicemail"
+    assert "메시지를 남겨 주세요" in " ".join(prompts)
+    assert all(_hangul(p) for p in prompts), prompts  # not one English word on the Korean line
+
+
+def test_korean_caller_waiting_in_a_queue_hears_announcements_in_korean(services_factory, tmp_path) -> None:
+    from ivr.queue.config import parse_queues
+    from ivr.queue.engine import Acd
+    from ivr.queue.testing import FakeConnector
+
+    acd = Acd(parse_queues(KOREAN_QUEUES), FakeConnector())
+    acd.set_agent_state("minji", "break", "lunch")  # staffed but busy: the caller waits
+    acd.start(interval=0.05)
+    try:
+        _result, prompts = _korean_call(services_factory(), acd, tmp_path,
+                                        [CallerStep(line=1, dtmf="0"), CallerStep(line=2, silence=8)])
+    finally:
+        acd.stop()
+    announcements = [p for p in prompts if "대기" in p]
+    assert announcements and "1번째" in announcements[0] and "약 3분" in announcements[0]
+    assert all(_hangul(p) for p in prompts), prompts
+
+
+def test_an_unexpected_error_apologises_in_the_flow_language(services_factory) -> None:
+    flow = ScriptedFlow([fa.Listen(no_input_timeout=0.5)], fail_on=NoInput)
+    channel = ReplayChannel([CallerStep(line=1, silence=3)], {}, 8000, max_seconds=10)
+    said: list[str] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            if kind == "prompt":
+                said.append(str(data["text"]))
+
+    result = CallSession(channel, flow, services_factory(), language="zh-CN", observer=Observer()).run()
+    assert result.outcome == "transferred"
+    assert said and said[-1].startswith("抱歉"), said

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.errors import IvrError
+from ivr.flow.prompts import PROMPT_DEFAULTS, queue_announcement
 from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig
 from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
 from ivr.store import Store, mask_sensitive
@@ -35,9 +36,16 @@ class QueueError(IvrError):
 
 @dataclass(frozen=True)
 class Announce:
-    """Speak this to the waiting caller (position and estimated wait)."""
+    """Tell the waiting caller their position and estimated wait. ``text`` is the English wording (for
+    logs and listeners); the call session speaks it in its flow's language from the other fields."""
 
     text: str
+    position: int = field(default=1, compare=False)
+    wait: float = field(default=0.0, compare=False)
+    """Estimated seconds until an agent takes the call (0 while an agent's phone rings for it)."""
+    queue: str = field(default="", compare=False)
+    template: str | None = field(default=None, compare=False)
+    """The queue's own ``announce: text``, if it has one (else the flow's ``queue_announcement``)."""
 
 
 @dataclass(frozen=True)
@@ -372,6 +380,8 @@ class Acd:
         return [self._agents[a.name] for a in self.config.members(queue) if self._agents[a.name].state != "offline"]
 
     def _estimated_wait(self, entry: _Entry) -> float:
+        if entry.state == "offering":
+            return 0.0  # an agent's phone is ringing for this caller already
         q = self.config.queues[entry.queue]
         times = self._handle_times[entry.queue]
         handle = sum(times) / len(times) if times else q.handle_time
@@ -386,12 +396,9 @@ class Acd:
         q = self.config.queues[entry.queue]
         assert q.announce is not None and entry.next_announce is not None
         wait = self._estimated_wait(entry)
-        minutes = max(1, round(wait / 60))
-        wait_text = "less than a minute" if wait < 60 else f"about {minutes} minute{'s' if minutes > 1 else ''}"
-        text = q.announce.text.format(
-            position=self._position(entry), wait_minutes=minutes, wait_text=wait_text, queue=entry.queue
-        )
-        entry.updates.append(Announce(text))
+        position = self._position(entry)
+        text = queue_announcement(PROMPT_DEFAULTS["en"], q.announce.text, position, wait, entry.queue)
+        entry.updates.append(Announce(text, position, wait, entry.queue, q.announce.text))
         entry.next_announce += q.announce.every
         now = self.clock()
         if entry.next_announce <= now:  # after a long pause, don't speak a backlog

@@ -180,7 +180,8 @@ class ReplayRunner:
             variables = {k: (web.base_url if v == "$HTTP" else v) for k, v in scenario.variables.items()}
             interpreter = runtime.new_interpreter(channel, variables)
             session = CallSession(
-                channel, interpreter, services, flow_name=runtime.name, observer=_Recorder(channel, report)
+                channel, interpreter, services, flow_name=runtime.name, language=runtime.language,
+                prompts=runtime.flow.prompts, observer=_Recorder(channel, report),
             )
             report.result = session.run()
         report.seconds = time.perf_counter() - started
