@@ -444,10 +444,12 @@ class CallSession:
 
     # ------------------------------------------------------------ waiting
 
-    def _wait(self, future: Future[Any], filler: str | None, filler_after: float) -> Any:
+    def _wait(self, future: Future[Any], filler: str | None, filler_after: float,
+              give_up_after: float | None = None) -> Any:
         """Wait for background work while keeping the call alive (caller audio flowing, hang-up noticed).
         After ``filler_after`` seconds the caller hears ``filler``, or, without one, soft comfort noise
-        (after ``comfort_noise_after``) so the line never goes dead; the noise stops when the work is done."""
+        (after ``comfort_noise_after``) so the line never goes dead; the noise stops when the work is done.
+        Raises TimeoutError after ``give_up_after`` seconds (the work is left to finish on its own)."""
         started = time.perf_counter()
         filler_played = comfort = False
         while True:
@@ -463,6 +465,11 @@ class CallSession:
                 self._next_frame(timeout=0.02)
                 self._check_hangup()
             waited = time.perf_counter() - started
+            if give_up_after is not None and waited >= give_up_after:
+                future.cancel()
+                if comfort:
+                    self.channel.stop_playback()
+                raise TimeoutError
             if filler and not filler_played and waited >= filler_after:
                 filler_played = True
                 self._say(fa.Say(text=filler, barge_in=False))
@@ -479,8 +486,14 @@ class CallSession:
 
     def _http(self, action: fa.HttpRequest) -> HttpResult:
         self._notify("http", {"method": action.method, "url": action.url})
-        future: Future[HttpResult] = self.services.submit(lambda: self.services.http(action))
-        result: HttpResult = self._wait(future, action.filler, action.filler_after)
+        future = self.services.submit_webhook(action)
+        try:
+            # requests' timeout bounds each read, not a reply that trickles in: the call gives up on time
+            result: HttpResult = self._wait(future, action.filler, action.filler_after,
+                                            give_up_after=self.services.webhook_deadline(action) + 1.0)
+        except TimeoutError:
+            log.warning("call %s: webhook %s %s gave no answer in time", self.call_id, action.method, action.url)
+            result = HttpResult(ok=False, status=0, error="Timeout: timed out")
         self._store(
             "add_event",
             self.call_id,

@@ -252,6 +252,53 @@ def test_slow_webhook_plays_filler_and_returns_the_result(services_factory, slow
     assert "One moment please." in [d["text"] for k, d in events if k == "prompt"]
 
 
+class _StuckOrderApi(BaseHTTPRequestHandler):
+    """An order API that takes 5 s to answer; ``arrived`` counts requests as they come in."""
+
+    arrived = threading.Semaphore(0)
+
+    def do_GET(self) -> None:
+        type(self).arrived.release()
+        threading.Event().wait(5.0)
+        body = json.dumps({"status": "shipped"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_slow_order_api_does_not_delay_another_calls_recognition(hello_pcm) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StuckOrderApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    services = SpeechServices(asr=ScriptedAsr(["talk to a person"]), tts=ToneTts())
+    url = f"http://127.0.0.1:{server.server_address[1]}/orders/1"
+    stuck = [ScriptedFlow([fa.HttpRequest("GET", url, timeout=10)], [[fa.Hangup()]])
+             for _ in range(services.workers + 1)]  # more waiting calls than there are recognition workers
+    threads = [threading.Thread(target=CallSession(ReplayChannel([], {}, 8000, max_seconds=60), flow, services).run)
+               for flow in stuck]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(services.workers):  # (a shared pool would hold the last one back)
+            assert _StuckOrderApi.arrived.acquire(timeout=5)  # the webhooks are waiting on the order API
+        listener = ScriptedFlow([fa.Listen()], [[fa.Hangup()]])
+        _result, _channel, events = _run(listener, [CallerStep(line=1, audio="hello")], services, {"hello": hello_pcm})
+        assert listener.events[0] == Transcript("talk to a person", 0.9)
+        recognition = [d["seconds"] for k, d in events if k == "asr"]
+        assert recognition and max(recognition) < 0.05, recognition
+        for thread in threads:
+            thread.join(timeout=10)
+        assert all(isinstance(f.events[0], HttpResult) and f.events[0].ok for f in stuck)
+    finally:
+        server.shutdown()
+        server.server_close()
+        services.shutdown()
+
+
 def test_failing_webhook_reports_failure_without_raising(services_factory) -> None:
     request = fa.HttpRequest("GET", "http://127.0.0.1:9/nothing-listens-here", timeout=0.5, retries=1)
     flow = ScriptedFlow([request], [[fa.Hangup()]])
