@@ -50,6 +50,7 @@ TOP_KEYS = {
     "model",
     "variables",
     "http",
+    "queues",
     "steps",
     "expect",
     "name",
@@ -89,6 +90,9 @@ class Scenario:
     model: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     http: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queues: Path | None = None
+    """Agent queues (a queues YAML) that transfers to a queue wait in; every agent is logged out, so the
+    call takes the queue's no-agent path (voicemail, overflow) in the flow's language."""
     audio: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -137,6 +141,9 @@ def load_scenario(path: str | Path) -> Scenario:
         check.error(data, None, "missing `flow:` (path of the flow YAML, relative to this scenario)")
     elif not flow.is_file():
         check.error(data, "flow", f"flow file {flow} does not exist", at_value=True)
+    queues = path.parent / str(data["queues"]) if data.get("queues") else None
+    if queues is not None and not queues.is_file():
+        check.error(data, "queues", f"queues file {queues} does not exist", at_value=True)
     rate = data.get("rate", 8000)
     if rate not in (8000, 16000):
         check.error(data, "rate", f"rate must be 8000 or 16000, not {rate!r}", at_value=True)
@@ -154,6 +161,7 @@ def load_scenario(path: str | Path) -> Scenario:
         model=data.get("model"),
         variables=dict(data.get("variables") or {}),
         http={str(k): dict(v or {}) for k, v in (data.get("http") or {}).items()},
+        queues=queues,
     )
     expect = data.get("expect") or CommentedMap()
     if isinstance(expect, CommentedMap):
