@@ -307,6 +307,8 @@ def test_no_wait_is_quoted_while_an_agents_phone_rings_for_the_caller(rig: Rig) 
     assert ticket.estimated_wait == 0.0
     [announce] = rig.acd.poll("c1")
     assert announce == Announce("You are number 1. Wait less than a minute.") and announce.wait == 0.0
+    rig.acd.enqueue("c2", "support")  # next in line: one handle time (180 s), not two
+    assert rig.acd.poll("c2") == [Announce("You are number 2. Wait about 3 minutes.")]
 
 
 class _SlowStore:

@@ -457,7 +457,9 @@ class Acd:
         handle = sum(times) / len(times) if times else q.handle_time
         staffed = max(1, len(self._staffed(entry.queue)))
         free = sum(1 for a in self._staffed(entry.queue) if a.state == "available")
-        ahead = self._position(entry) - 1
+        # callers ahead whose agent's phone rings are as good as served: their agents are the busy ones
+        ahead = sum(1 for e in self._entries.values()
+                    if e.queue == entry.queue and e.state == "waiting" and self._order(e) < self._order(entry))
         if ahead < free:
             return 0.0
         return (ahead - free + 1) * handle / staffed
