@@ -126,9 +126,10 @@ class SpeechServices:
             self._webhook_backlog -= 1
 
     def shutdown(self) -> None:
-        """Stop the worker pools (waits for running work)."""
+        """Stop the worker pools: waits for running recognition; webhooks still waiting on the network are
+        left to their timeouts (queued ones are dropped)."""
         self._pool.shutdown(wait=True)
-        self._webhooks.shutdown(wait=True)
+        self._webhooks.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------- endpointing
 

@@ -596,3 +596,47 @@ def test_an_unexpected_error_apologises_in_the_flow_language(services_factory) -
     result = CallSession(channel, flow, services_factory(), language="zh-CN", observer=Observer()).run()
     assert result.outcome == "transferred"
     assert said and said[-1].startswith("抱歉"), said
+
+
+def test_webhooks_beyond_the_bound_fail_at_once_instead_of_queueing(slow_server) -> None:
+    services = SpeechServices(asr=ScriptedAsr([]), tts=ToneTts(), webhook_workers=1, max_webhook_backlog=1)
+    try:
+        first = services.submit_webhook(fa.HttpRequest("GET", f"{slow_server}/orders/1", timeout=5))
+        second = services.submit_webhook(fa.HttpRequest("GET", f"{slow_server}/orders/2", timeout=5))
+        assert second.done() and not second.result().ok and "busy" in second.result().error
+        assert first.result(timeout=5).ok
+    finally:
+        services.shutdown()
+
+
+class _TricklingApi(BaseHTTPRequestHandler):
+    """Answers at once, then sends its body one byte a second: each read is quick, the reply never ends."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "12")
+        self.end_headers()
+        for _ in range(12):
+            self.wfile.write(b" ")
+            self.wfile.flush()
+            threading.Event().wait(0.5)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_reply_that_never_ends_fails_on_time(services_factory) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TricklingApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = fa.HttpRequest("GET", f"http://127.0.0.1:{server.server_address[1]}/orders/1", timeout=1)
+        flow = ScriptedFlow([request], [[fa.Hangup()]])
+        started = time.perf_counter()
+        _run(flow, [], services_factory())
+        result = flow.events[0]
+        assert isinstance(result, HttpResult) and not result.ok and "timed out" in result.error
+        assert time.perf_counter() - started < 4  # the 1 s timeout + 1 s grace, not the 6 s trickle
+    finally:
+        server.shutdown()
+        server.server_close()
