@@ -21,6 +21,7 @@ from ivr.sip.channel import SipChannel
 from ivr.sip.config import SipConfig
 from ivr.sip.edge import EdgeOptions
 from ivr.sip.service import SipService
+from ivr.store.location import default_database
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class ServerConfig:
     edge: EdgeOptions = field(default_factory=EdgeOptions)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
-    database: str = "var/ivr.db"
+    database: str = field(default_factory=default_database)
     queues_file: Path | None = None
     """Agent queues (YAML); without it, transfers to a queue name are REFERred to that name."""
     whisper_model: str | None = None
@@ -49,6 +50,9 @@ class ServerConfig:
     """Calls to numbers no flow claims: 'default' (the default flow answers) or 'reject' (SIP 404)."""
     variables: dict[str, Any] = field(default_factory=dict)
     secret_key: str | None = None
+    demo_api_port: int | None = None
+    """Serve the demo order service (``ivr.demo``) on 127.0.0.1 at this port (0: any free port); None: off.
+    Not started when ``variables`` set ``api_base`` (the flows use a real service)."""
 
 
 class IvrServer:
@@ -82,6 +86,7 @@ class IvrServer:
         self.acd: Any = None
         self.web: Any = None
         self.web_port = config.web_port
+        self.demo_api: Any = None
         if "://" not in config.database and config.edge.var_dir == EdgeOptions().var_dir:
             config.edge.var_dir = Path(config.database).parent / "edge"  # beside the database, as var/ is
         self.sip = SipService(config.sip, config.edge, on_call=self.handle_call, route=self.route)
@@ -109,8 +114,21 @@ class IvrServer:
 
             self.acd = Acd(self.queue_config, self.connector, self.store)
             self.acd.start()
+        self.load_engines()
+        self.start_demo_api()
+        self._start_web()
+        self.sip.start()
+        self._reloader.start()
+        log.info("ivr serving %d flow(s) on %s, web http://%s:%d", len(self.flow_status()[0]), self.sip.describe(),
+                 self.config.web_host, self.web_port)
+
+    def load_engines(self) -> None:
+        """Load the recognizers the flows need (``start`` does it first). A flow whose recognizer cannot load
+        is not served (see ``flow_status``); raises IvrError when no flow can run."""
         needed = sorted({FlowRuntime(flow).speech_key() for flow in self._all_flows()})
         for key in needed:
+            if key in self.services:
+                continue
             try:
                 self._load_services(key)
             except IvrError as exc:
@@ -119,13 +137,38 @@ class IvrServer:
                 self.unavailable[key] = str(exc)
                 names = [f.name for f in self._all_flows() if FlowRuntime(f).speech_key() == key]
                 log.warning("flow(s) %s disabled: the %s recognizer cannot load: %s", ", ".join(names), key, exc)
-        if len(self.unavailable) == len(needed):
+        if needed and len(self.unavailable) == len(needed):
             raise IvrError("no flow can run: " + "; ".join(self.unavailable.values()))
-        self._start_web()
-        self.sip.start()
-        self._reloader.start()
-        log.info("ivr serving %d flow(s) on %s, web http://%s:%d", len(self.flows.names()), self.sip.describe(),
-                 self.config.web_host, self.web_port)
+
+    def flow_status(self) -> tuple[list[str], dict[str, str]]:
+        """The flows calls can reach, and those they cannot with the reason (name → why)."""
+        served: list[str] = []
+        refused: dict[str, str] = {}
+        for flow in self._all_flows():
+            key = FlowRuntime(flow).speech_key()
+            if key in self.unavailable:
+                refused[flow.name] = f"its {key} recognizer cannot load: {self.unavailable[key]}"
+            else:
+                served.append(flow.name)
+        return served, refused
+
+    def start_demo_api(self) -> None:
+        """Serve the demo order service when configured (``start`` does it; see ``ServerConfig.demo_api_port``)."""
+        if self.config.demo_api_port is None:
+            return
+        if "api_base" in self.config.variables:
+            log.info("demo order API not started: api_base is %s", self.config.variables["api_base"])
+            return
+        from ivr.demo import DemoOrderApi
+
+        demo = DemoOrderApi(port=self.config.demo_api_port)
+        try:
+            demo.start()
+        except OSError as exc:  # most likely a real order service on that port already
+            log.warning("demo order API not started on %s: %s", demo.base_url, exc)
+            return
+        self.demo_api = demo
+        log.info("demo order API on %s (--no-demo-api turns it off)", demo.base_url)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking calls, let current calls finish up to ``grace_seconds``, then shut everything down."""
@@ -136,6 +179,8 @@ class IvrServer:
         if self.web is not None:
             self.web.shutdown()
             self.web.server_close()
+        if self.demo_api is not None:
+            self.demo_api.stop()
         for engine, services in self.services.items():
             if engine not in self._shared_services:
                 services.shutdown()
@@ -171,6 +216,7 @@ class IvrServer:
         self.connector.attach(channel.call_id, channel)
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
+                                  prompts=flow.prompts,
                                   store=self.store, queues=self.acd,
                                   observer=FanOut(self.metrics.observer()), config=self.config.session,
                                   fallback_queue=flow_fallback_queue(flow))

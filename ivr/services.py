@@ -1,8 +1,10 @@
-"""Per-process services shared by every call: speech engines, prompt audio, webhooks, a worker pool.
+"""Per-process services shared by every call: speech engines, prompt audio, webhooks, worker pools.
 
 Speech models are heavy: one instance per process serves all calls; each call asks for its own
-recognizer and endpointer. CPU-heavy work (final recognition, webhooks) runs in a worker pool, off the
-thread that moves a call's audio.
+recognizer and endpointer. Work that may take a while runs off the thread that moves a call's audio, in
+two pools that never wait on each other: recognition (final and speculative passes, CPU-bound, one
+worker per core or so) and webhooks (network-bound, bounded, each with its own timeouts), so a slow
+order API delays only the calls waiting on it, never anyone's recognition.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from ivr.speech.interfaces import AsrEngine, Synthesizer
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_ESPEAK_LANGUAGES = {"zh": "cmn"}
+"""espeak-ng's names for flow languages it does not call by their ISO 639-1 code (Mandarin)."""
+
 
 @dataclass
 class SpeechServices:
@@ -34,15 +39,27 @@ class SpeechServices:
     asr: AsrEngine
     tts: Synthesizer
     workers: int = 4
+    """Recognition workers."""
+    webhook_workers: int = 16
+    """Webhooks in flight at once (each waits on the network, not the CPU)."""
+    max_webhook_backlog: int = 64
+    """Webhooks queued or running beyond which a new one fails at once ("busy") instead of queueing behind
+    a service that has stopped answering."""
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
+    _webhooks: ThreadPoolExecutor = field(init=False, repr=False)
+    _webhook_backlog: int = field(init=False, repr=False, default=0)
     _http: requests.Session = field(init=False, repr=False)
     _voices: dict[str, Synthesizer] = field(init=False, repr=False)
     _backlog: int = field(init=False, repr=False, default=0)
     _backlog_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ivr-work")
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ivr-asr")
+        self._webhooks = ThreadPoolExecutor(max_workers=self.webhook_workers, thread_name_prefix="ivr-webhook")
         self._http = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.webhook_workers)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
         self._voices = {}
 
     @classmethod
@@ -64,11 +81,12 @@ class SpeechServices:
         if language not in self._voices:
             from ivr.speech.tts import get_synthesizer
 
-            self._voices[language] = get_synthesizer(language=language.split("-")[0].lower())
+            spoken = language.split("-")[0].lower()
+            self._voices[language] = get_synthesizer(language=_ESPEAK_LANGUAGES.get(spoken, spoken))
         return self._voices[language]
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
-        """Run ``fn`` in the worker pool."""
+        """Run ``fn`` (recognition) in the recognition pool."""
         with self._backlog_lock:
             self._backlog += 1
         future = self._pool.submit(fn)
@@ -81,13 +99,37 @@ class SpeechServices:
 
     @property
     def backlog(self) -> int:
-        """Jobs submitted to the worker pool and not finished (queued or running, cancelled ones excluded):
-        how busy recognition is, so optional work (speculative recognition) can wait for a quieter moment."""
+        """Jobs submitted to the recognition pool and not finished (queued or running, cancelled ones
+        excluded): how busy recognition is, so optional work (speculative recognition) can wait for a
+        quieter moment. Webhooks do not count: they run in their own pool."""
         return self._backlog
 
+    def submit_webhook(self, request: fa.HttpRequest) -> Future[HttpResult]:
+        """Perform a flow's webhook in the webhook pool (see ``http``); when too many are already waiting
+        on the network, the future holds a failed result at once (the flow's ``on_failure`` path)."""
+        with self._backlog_lock:
+            busy = self._webhook_backlog >= self.max_webhook_backlog
+            if not busy:
+                self._webhook_backlog += 1
+        if busy:
+            log.warning("webhook %s %s not sent: %d webhooks already waiting", request.method, request.url,
+                        self.max_webhook_backlog)
+            refused: Future[HttpResult] = Future()
+            refused.set_result(HttpResult(ok=False, status=0, error="busy: too many webhooks waiting"))
+            return refused
+        future = self._webhooks.submit(self.http, request)
+        future.add_done_callback(self._webhook_done)
+        return future
+
+    def _webhook_done(self, _: Future[Any]) -> None:
+        with self._backlog_lock:
+            self._webhook_backlog -= 1
+
     def shutdown(self) -> None:
-        """Stop the worker pool (waits for running work)."""
+        """Stop the worker pools: waits for running recognition; webhooks still waiting on the network are
+        left to their timeouts (queued ones are dropped)."""
         self._pool.shutdown(wait=True)
+        self._webhooks.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------- endpointing
 
@@ -130,8 +172,14 @@ class SpeechServices:
 
     # ---------------------------------------------------------------- http
 
+    @staticmethod
+    def webhook_deadline(request: fa.HttpRequest) -> float:
+        """The longest a webhook may take in all: every attempt's timeout and the pauses between them."""
+        pauses = sum(min(0.25 * 2**attempt, 2.0) for attempt in range(request.retries))
+        return request.timeout * (request.retries + 1) + pauses
+
     def http(self, request: fa.HttpRequest) -> HttpResult:
-        """Perform a flow's webhook with timeout and retries; never raises."""
+        """Perform a flow's webhook with timeout and retries (in the calling thread); never raises."""
         attempts = request.retries + 1
         error = ""
         status = 0

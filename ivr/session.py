@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from ivr.events import (
     Transcript,
 )
 from ivr.flow import actions as fa
+from ivr.flow.prompts import queue_announcement, system_prompts
 from ivr.services import SpeechServices
 from ivr.speech.interfaces import Recognizer
 
@@ -97,13 +99,9 @@ class SessionConfig:
     fallback_queue: str = "support"
     recordings_dir: str = "var/recordings"
     max_call_seconds: float = 3600.0
-    apology: str = "Sorry, something went wrong on our side. Let me get you to someone who can help."
     goodbye_drain_seconds: float = 30.0
     comfort_noise_after: float = 1.0
     """Seconds of waiting on recognition without a filler prompt before soft comfort noise plays."""
-    no_agents_prompt: str = "Sorry, no one is available to take your call right now. Please call again later."
-    transfer_failed_prompt: str = "Sorry, I couldn't connect you there. Let me find someone else who can help."
-    voicemail_prompt: str = "Please leave a message after the tone, and we will call you back."
     speculate_after: float = 0.15
     """A pause this long starts recognising speculatively (on a live call, while the pause goes on)."""
     early_silence_phrase: float = 0.2
@@ -133,7 +131,9 @@ class _CallEnded(Exception):
 
 
 class CallSession:
-    """Runs one call: give it a channel, an interpreter for the flow, and the shared speech services."""
+    """Runs one call: give it a channel, an interpreter for the flow, and the shared speech services.
+    ``language`` and ``prompts`` are the flow's (``Flow.language``, ``Flow.prompts``): the voice and the
+    words of everything the session says on its own."""
 
     def __init__(
         self,
@@ -143,6 +143,7 @@ class CallSession:
         *,
         flow_name: str = "",
         language: str | None = None,
+        prompts: Mapping[str, str] | None = None,
         store: CallStore | None = None,
         queues: QueueService | None = None,
         observer: CallObserver | None = None,
@@ -156,6 +157,8 @@ class CallSession:
         self.services = services
         self.flow_name = flow_name
         self.tts = services.tts_for(language)
+        self.prompts = system_prompts(language or "en", prompts)
+        """What the bot says on its own (apology, voicemail, queue announcements), in the flow's language."""
         self.store = store
         self.queues = queues
         self.observer = observer
@@ -445,10 +448,12 @@ class CallSession:
 
     # ------------------------------------------------------------ waiting
 
-    def _wait(self, future: Future[Any], filler: str | None, filler_after: float) -> Any:
+    def _wait(self, future: Future[Any], filler: str | None, filler_after: float,
+              give_up_after: float | None = None) -> Any:
         """Wait for background work while keeping the call alive (caller audio flowing, hang-up noticed).
         After ``filler_after`` seconds the caller hears ``filler``, or, without one, soft comfort noise
-        (after ``comfort_noise_after``) so the line never goes dead; the noise stops when the work is done."""
+        (after ``comfort_noise_after``) so the line never goes dead; the noise stops when the work is done.
+        Raises TimeoutError after ``give_up_after`` seconds (the work is left to finish on its own)."""
         started = time.perf_counter()
         filler_played = comfort = False
         while True:
@@ -464,6 +469,11 @@ class CallSession:
                 self._next_frame(timeout=0.02)
                 self._check_hangup()
             waited = time.perf_counter() - started
+            if give_up_after is not None and waited >= give_up_after:
+                future.cancel()
+                if comfort:
+                    self.channel.stop_playback()
+                raise TimeoutError
             if filler and not filler_played and waited >= filler_after:
                 filler_played = True
                 self._say(fa.Say(text=filler, barge_in=False))
@@ -480,8 +490,14 @@ class CallSession:
 
     def _http(self, action: fa.HttpRequest) -> HttpResult:
         self._notify("http", {"method": action.method, "url": action.url})
-        future: Future[HttpResult] = self.services.submit(lambda: self.services.http(action))
-        result: HttpResult = self._wait(future, action.filler, action.filler_after)
+        future = self.services.submit_webhook(action)
+        try:
+            # requests' timeout bounds each read, not a reply that trickles in: the call gives up on time
+            result: HttpResult = self._wait(future, action.filler, action.filler_after,
+                                            give_up_after=self.services.webhook_deadline(action) + 1.0)
+        except TimeoutError:
+            log.warning("call %s: webhook %s %s gave no answer in time", self.call_id, action.method, action.url)
+            result = HttpResult(ok=False, status=0, error="Timeout: timed out")
         self._store(
             "add_event",
             self.call_id,
@@ -565,7 +581,7 @@ class CallSession:
         self._notify("transfer_failed", {"target": target, "error": failure})
         self._store("add_event", self.call_id, time.time(), "transfer_failed", {"target": target, "error": failure})
         self.channel.stop_playback()
-        self._say(fa.Say(self.config.transfer_failed_prompt, barge_in=False))
+        self._say(fa.Say(self.prompts["transfer_failed"], barge_in=False))
         if fallback:
             context = {**context, "fallback_reason": f"transfer to {target} failed", "error": failure}
             again = self._try_transfer(fallback, False, context)
@@ -596,12 +612,12 @@ class CallSession:
 
     def _voicemail(self) -> None:
         """The last resort: take a message, thank the caller and hang up."""
-        self._say(fa.Say(self.config.voicemail_prompt, barge_in=False))
+        self._say(fa.Say(self.prompts["voicemail"], barge_in=False))
         try:
             self._record(fa.Record(max_seconds=120, end_silence=4.0))
         finally:
             self._result.outcome = "voicemail"  # hanging up is how most callers end a message
-        self._say(fa.Say("Thank you. Goodbye.", barge_in=False))
+        self._say(fa.Say(self.prompts["voicemail_thanks"], barge_in=False))
         self._drain_playback()
         self.channel.hangup()
 
@@ -633,7 +649,9 @@ class CallSession:
             for update in self.queues.poll(self.call_id):
                 if isinstance(update, Announce):
                     self.channel.stop_playback()
-                    self._say(fa.Say(update.text, barge_in=False))
+                    text = queue_announcement(self.prompts, update.template, update.position, update.wait,
+                                              update.queue or queue)
+                    self._say(fa.Say(text, barge_in=False))
                 elif isinstance(update, Connected):
                     self.channel.stop_playback()
                     self._notify("agent", {"agent": update.agent, "uri": update.uri, "mode": update.mode})
@@ -692,7 +710,7 @@ class CallSession:
     def _fallback(self) -> None:
         """After an unexpected error: apologise and transfer to the fallback queue (or hang up)."""
         try:
-            self._say(fa.Say(text=self.config.apology, barge_in=False))
+            self._say(fa.Say(text=self.prompts["error"], barge_in=False))
             self._transfer(fa.Transfer(queue=self.fallback_queue))
         except _CallEnded:
             pass

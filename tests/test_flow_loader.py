@@ -416,3 +416,39 @@ def test_a_subflow_that_returns_needs_next(tmp_path: Path) -> None:
     [problem] = check_flow(path)
     assert (problem.line, problem.column) == (5, 3)
     assert problem.message == "subflow node 's' needs 'next': the node to go to when 'parts/sub.yaml' returns"
+
+
+def test_system_prompts_come_from_the_flow_language_and_its_prompts(tmp_path: Path) -> None:
+    base = """
+        version: 1
+        name: p
+        language: {language}
+        start: bye
+        {prompts}
+        nodes:
+          bye: {{hangup: true}}
+    """
+    korean = load_flow(write(tmp_path / "ko.yaml", base.format(language="ko-KR", prompts="")))
+    assert korean.prompt("voicemail").startswith("삐 소리가") and korean.prompt("error").startswith("죄송합니다")
+    chinese = load_flow(write(tmp_path / "zh.yaml", base.format(language="zh-CN", prompts="")))
+    assert chinese.prompt("no_match") == "抱歉，我没有听懂。"
+    own = load_flow(write(tmp_path / "own.yaml", base.format(
+        language="ko-KR", prompts='prompts: {no_agents: "지금은 상담이 어렵습니다.", wait_minutes: "{minutes}분쯤"}')))
+    assert own.prompt("no_agents") == "지금은 상담이 어렵습니다." and own.prompt("wait_minutes") == "{minutes}분쯤"
+    assert own.prompt("no_input") == korean.prompt("no_input")
+
+
+def test_prompt_mistakes_are_reported_with_positions(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.yaml", """
+        version: 1
+        name: bad
+        start: bye
+        prompts:
+          voicemial: "Leave a message."
+          queue_announcement: "You are {postion} in line."
+        nodes:
+          bye: {hangup: true}
+    """)
+    messages = [str(d) for d in check_flow(path)]
+    assert any(":5:3: unknown key 'voicemial' in 'prompts' (did you mean 'voicemail'?)" in m for m in messages)
+    assert any(":6:23: unknown placeholder {postion} in prompt 'queue_announcement'" in m for m in messages)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from ivr.errors import ConfigError
 from ivr.queue import Acd, Announce, Connected, OfferResult, Overflowed, QueueError, load_queues, parse_queues
+from ivr.queue.connector import Offer, ReportOffer
 from ivr.queue.testing import FakeClock, FakeConnector
 from ivr.store import Store, open_store
 
@@ -295,3 +298,66 @@ def test_break_asked_during_a_call_starts_after_wrap_up(rig: Rig) -> None:
     rig.acd.call_finished("c2")
     rig.later(5)
     assert rig.agent("ann")["state"] == "available"  # no stale break after the next call
+
+
+def test_no_wait_is_quoted_while_an_agents_phone_rings_for_the_caller(rig: Rig) -> None:
+    rig.login("ann")
+    ticket = rig.acd.enqueue("c1", "support")
+    assert rig.connector.ringing_agents() == ["ann"]
+    assert ticket.estimated_wait == 0.0
+    [announce] = rig.acd.poll("c1")
+    assert announce == Announce("You are number 1. Wait less than a minute.") and announce.wait == 0.0
+    rig.acd.enqueue("c2", "support")  # next in line: one handle time (180 s), not two
+    assert rig.acd.poll("c2") == [Announce("You are number 2. Wait about 3 minutes.")]
+
+
+class _SlowStore:
+    """The real store behind writes that take 0.3 s each (a busy database); records what was written."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes: list[str] = []
+        self.writing = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self.store, name)
+        if name not in ("add_queue_entry", "update_queue_entry", "save_agent_state"):
+            return method
+
+        def slow(*args: object, **fields: object) -> object:
+            self.writing.set()
+            time.sleep(0.3)
+            self.writes.append(f"{name} {fields.get('state') or args[1]}")
+            return method(*args, **fields)
+
+        return slow
+
+
+class _LoggingConnector(FakeConnector):
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def offer(self, offer: Offer, report: ReportOffer) -> None:
+        self.log.append(f"offer {offer.agent}")
+        super().offer(offer, report)
+
+
+def test_the_acd_lock_is_never_held_across_store_writes_or_offers(tmp_path: Path) -> None:
+    slow = _SlowStore(open_store(tmp_path / "ivr.db"))
+    connector = _LoggingConnector(slow.writes)
+    acd = Acd(parse_queues(BASIC), connector, slow, FakeClock())  # type: ignore[arg-type]
+    slow.writes.clear()
+    busy = threading.Thread(target=lambda: (acd.set_agent_state("ann", "available"), acd.enqueue("c1", "support")))
+    busy.start()
+    assert slow.writing.wait(2)
+    started = time.perf_counter()
+    acd.snapshot()
+    acd.poll("c2")
+    assert time.perf_counter() - started < 0.05  # the console and other calls' sessions are not kept waiting
+    busy.join(10)
+    # the writes and the offer happen in the order of the changes
+    assert slow.writes == ["save_agent_state available", "add_queue_entry support", "update_queue_entry offering",
+                           "save_agent_state ringing", "offer ann"]
+    assert connector.ringing_agents() == ["ann"]
+    assert slow.store.open_queue_entries()[0]["state"] == "offering"

@@ -252,6 +252,53 @@ def test_slow_webhook_plays_filler_and_returns_the_result(services_factory, slow
     assert "One moment please." in [d["text"] for k, d in events if k == "prompt"]
 
 
+class _StuckOrderApi(BaseHTTPRequestHandler):
+    """An order API that takes 5 s to answer; ``arrived`` counts requests as they come in."""
+
+    arrived = threading.Semaphore(0)
+
+    def do_GET(self) -> None:
+        type(self).arrived.release()
+        threading.Event().wait(5.0)
+        body = json.dumps({"status": "shipped"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_slow_order_api_does_not_delay_another_calls_recognition(hello_pcm) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StuckOrderApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    services = SpeechServices(asr=ScriptedAsr(["talk to a person"]), tts=ToneTts())
+    url = f"http://127.0.0.1:{server.server_address[1]}/orders/1"
+    stuck = [ScriptedFlow([fa.HttpRequest("GET", url, timeout=10)], [[fa.Hangup()]])
+             for _ in range(services.workers + 1)]  # more waiting calls than there are recognition workers
+    threads = [threading.Thread(target=CallSession(ReplayChannel([], {}, 8000, max_seconds=60), flow, services).run)
+               for flow in stuck]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(services.workers):  # (a shared pool would hold the last one back)
+            assert _StuckOrderApi.arrived.acquire(timeout=5)  # the webhooks are waiting on the order API
+        listener = ScriptedFlow([fa.Listen()], [[fa.Hangup()]])
+        _result, _channel, events = _run(listener, [CallerStep(line=1, audio="hello")], services, {"hello": hello_pcm})
+        assert listener.events[0] == Transcript("talk to a person", 0.9)
+        recognition = [d["seconds"] for k, d in events if k == "asr"]
+        assert recognition and max(recognition) < 0.05, recognition
+        for thread in threads:
+            thread.join(timeout=10)
+        assert all(isinstance(f.events[0], HttpResult) and f.events[0].ok for f in stuck)
+    finally:
+        server.shutdown()
+        server.server_close()
+        services.shutdown()
+
+
 def test_failing_webhook_reports_failure_without_raising(services_factory) -> None:
     request = fa.HttpRequest("GET", "http://127.0.0.1:9/nothing-listens-here", timeout=0.5, retries=1)
     flow = ScriptedFlow([request], [[fa.Hangup()]])
@@ -520,3 +567,134 @@ def test_a_refused_transfer_and_a_refused_fallback_end_in_voicemail(services_fac
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 2 and all(channel.call_id in e for e in errors)
     assert "sip:billing@pbx.example.com" in errors[0] and "support" in errors[1]
+
+
+# ------------------------------------------------------------------------- system prompts in the flow's language
+
+KOREAN_QUEUES = """
+version: 1
+agents:
+  minji: {uri: "sip:minji@127.0.0.1:5071"}
+queues:
+  support_ko:
+    agents: [minji]
+    announce: {every: 5, first_after: 0}
+    overflow: {voicemail: support_ko, when: [no_agents]}
+"""
+
+
+def _korean_call(services: SpeechServices, acd: Any, tmp_path: Path,
+                 steps: list[CallerStep] | None = None) -> tuple[Any, list[str]]:
+    """The Korean demo flow; the caller presses 0 for an agent."""
+    from ivr.flow.interpreter import CallInterpreter
+    from ivr.flow.loader import load_flow
+    from ivr.flow.testing import KeywordClassifier
+
+    flow = load_flow(Path(__file__).parent.parent / "flows" / "korean.yaml", classifier_factory=KeywordClassifier.build)
+    channel = ReplayChannel(steps or [CallerStep(line=1, dtmf="0")], {}, 8000, max_seconds=40)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            events.append((kind, data))
+
+    session = CallSession(channel, CallInterpreter(flow, call_vars={"caller": "+8210"}), services,
+                          flow_name=flow.name, language=flow.language, prompts=flow.prompts, queues=acd,
+                          observer=Observer(), config=SessionConfig(recordings_dir=str(tmp_path)))
+    result = session.run()
+    return result, [str(d.get("text")) for k, d in events if k == "prompt"]
+
+
+def _hangul(text: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
+def test_korean_caller_with_no_agents_hears_the_voicemail_prompts_in_korean(services_factory, tmp_path) -> None:
+    from ivr.queue.config import parse_queues
+    from ivr.queue.engine import Acd
+    from ivr.queue.testing import FakeConnector
+
+    acd = Acd(parse_queues(KOREAN_QUEUES), FakeConnector())  # nobody logged in: overflow to voicemail
+    result, prompts = _korean_call(services_factory(), acd, tmp_path)
+    assert result.outcome == "voicemail"
+    assert "메시지를 남겨 주세요" in " ".join(prompts)
+    assert all(_hangul(p) for p in prompts), prompts  # not one English word on the Korean line
+
+
+def test_korean_caller_waiting_in_a_queue_hears_announcements_in_korean(services_factory, tmp_path) -> None:
+    from ivr.queue.config import parse_queues
+    from ivr.queue.engine import Acd
+    from ivr.queue.testing import FakeConnector
+
+    acd = Acd(parse_queues(KOREAN_QUEUES), FakeConnector())
+    acd.set_agent_state("minji", "break", "lunch")  # staffed but busy: the caller waits
+    acd.start(interval=0.05)
+    try:
+        _result, prompts = _korean_call(services_factory(), acd, tmp_path,
+                                        [CallerStep(line=1, dtmf="0"), CallerStep(line=2, silence=8)])
+    finally:
+        acd.stop()
+    announcements = [p for p in prompts if "대기" in p]
+    assert announcements and "1번째" in announcements[0] and "약 3분" in announcements[0]
+    assert all(_hangul(p) for p in prompts), prompts
+
+
+def test_an_unexpected_error_apologises_in_the_flow_language(services_factory) -> None:
+    flow = ScriptedFlow([fa.Listen(no_input_timeout=0.5)], fail_on=NoInput)
+    channel = ReplayChannel([CallerStep(line=1, silence=3)], {}, 8000, max_seconds=10)
+    said: list[str] = []
+
+    class Observer:
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            if kind == "prompt":
+                said.append(str(data["text"]))
+
+    result = CallSession(channel, flow, services_factory(), language="zh-CN", observer=Observer()).run()
+    assert result.outcome == "transferred"
+    assert said and said[-1].startswith("抱歉"), said
+
+
+def test_webhooks_beyond_the_bound_fail_at_once_instead_of_queueing(slow_server) -> None:
+    services = SpeechServices(asr=ScriptedAsr([]), tts=ToneTts(), webhook_workers=1, max_webhook_backlog=1)
+    try:
+        first = services.submit_webhook(fa.HttpRequest("GET", f"{slow_server}/orders/1", timeout=5))
+        second = services.submit_webhook(fa.HttpRequest("GET", f"{slow_server}/orders/2", timeout=5))
+        assert second.done() and not second.result().ok and "busy" in second.result().error
+        assert first.result(timeout=5).ok
+    finally:
+        services.shutdown()
+
+
+class _TricklingApi(BaseHTTPRequestHandler):
+    """Answers at once, then sends its body one byte a second: each read is quick, the reply never ends."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "12")
+        self.end_headers()
+        for _ in range(12):
+            self.wfile.write(b" ")
+            self.wfile.flush()
+            threading.Event().wait(0.5)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_reply_that_never_ends_fails_on_time(services_factory) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TricklingApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        request = fa.HttpRequest("GET", f"http://127.0.0.1:{server.server_address[1]}/orders/1", timeout=1)
+        flow = ScriptedFlow([request], [[fa.Hangup()]])
+        started = time.perf_counter()
+        _run(flow, [], services_factory())
+        result = flow.events[0]
+        assert isinstance(result, HttpResult) and not result.ok and "timed out" in result.error
+        assert time.perf_counter() - started < 4  # the 1 s timeout + 1 s grace, not the 6 s trickle
+    finally:
+        server.shutdown()
+        server.server_close()

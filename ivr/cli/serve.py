@@ -6,10 +6,13 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ivr.demo import DEMO_API_HOST, DEMO_API_PORT
 from ivr.session import SessionConfig
+from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 
 
 @click.command()
@@ -38,7 +41,8 @@ from ivr.session import SessionConfig
 @click.option("--register", "registrar", metavar="URI", help="Register with this registrar/PBX (e.g. sip:pbx:5060).")
 @click.option("--sip-user", help="Username for registration (digest authentication).")
 @click.option("--sip-password", envvar="IVR_SIP_PASSWORD", help="Password for registration (or $IVR_SIP_PASSWORD).")
-@click.option("--database", default="var/ivr.db", show_default=True, help="SQLite path or database URL.")
+@click.option("--database", "--db", "database", envvar=DATABASE_ENV, default=DEFAULT_DATABASE, show_default=True,
+              help=f"SQLite path or database URL (env {DATABASE_ENV}; the same default as `ivr users`).")
 @click.option("--queues", "queues_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Agent queues YAML (default: config/queues.yaml when it exists).")
 @click.option("--default-flow", default=None, metavar="NAME",
@@ -48,13 +52,16 @@ from ivr.session import SessionConfig
 @click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
+@click.option("--demo-api/--no-demo-api", default=True, show_default=True,
+              help=f"Answer the demo hotline's order look-ups on {DEMO_API_HOST}:{DEMO_API_PORT} (off when a "
+                   "--var api_base is given, or the port is taken).")
 def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
           max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, default_flow: str | None,
           unrouted: str, fallback_queue: str,
-          variables: tuple[str, ...], grace: float) -> None:
+          variables: tuple[str, ...], grace: float, demo_api: bool) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import RegistrationConfig, SipConfig
@@ -80,14 +87,31 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
                        addresses=edge_address, worker_host=worker_host, worker_port_base=worker_ports)
     config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
                           database=database, queues_file=queues_file, default_flow=default_flow, unrouted=unrouted,
-                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
+                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
+                          demo_api_port=DEMO_API_PORT if demo_api else None)
     server = IvrServer(config)
     server.start()
-    click.echo(f"ivr: serving {', '.join(server.flows.names())} on {server.sip.describe()}; "
-               f"console http://{web_host}:{server.web_port}/  (Ctrl-C stops)")
+    click.echo(serve_banner(server, web_host))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     click.echo(f"ivr: stopping; letting current calls finish (up to {grace:.0f} s)")
     server.stop(grace)
+
+
+def serve_banner(server: Any, web_host: str) -> str:
+    """What ``ivr serve`` prints once it answers calls: the flows it serves (with their numbers), why any
+    other flow is not served, the console and the demo order API."""
+    served, refused = server.flow_status()
+    flows = ", ".join(_with_numbers(server.flows.get(name)) for name in served)
+    lines = [f"ivr: serving {flows} on {server.sip.describe()}; console http://{web_host}:{server.web_port}/  "
+             "(Ctrl-C stops)"]
+    lines += [f"ivr: not serving {name}: {why}" for name, why in refused.items()]
+    if server.demo_api is not None:
+        lines.append(f"ivr: demo order API on {server.demo_api.base_url} (--no-demo-api turns it off)")
+    return "\n".join(lines)
+
+
+def _with_numbers(flow: Any) -> str:
+    return f"{flow.name} ({', '.join(flow.numbers)})" if flow.numbers else flow.name

@@ -102,7 +102,8 @@ def talk(
             echo = "" if half_duplex else " (use headphones, or --half-duplex on speakers)"
             click.echo(f"speak after the prompt{echo}; {keys}Ctrl-C hangs up")
             interpreter = runtime.new_interpreter(channel, call_vars)
-            session = CallSession(channel, interpreter, services, flow_name=runtime.name, observer=TranscriptScreen())
+            session = CallSession(channel, interpreter, services, flow_name=runtime.name, language=runtime.language,
+                                  prompts=runtime.flow.prompts, observer=TranscriptScreen())
             result = session.run()
     finally:
         services.shutdown()

@@ -15,6 +15,7 @@ from pathlib import Path
 from ivr.errors import Diagnostic
 from ivr.flow.checks import loops_without_wait, subflow_returns
 from ivr.flow.fields import IDENTIFIER, Reader, did_you_mean
+from ivr.flow.prompts import PROMPT_NAMES, placeholder_problem, system_prompts
 from ivr.flow.schema import (
     INPUT_MODES,
     NODE_TYPES,
@@ -42,7 +43,7 @@ from ivr.flow.templates import Template, TemplateProblem, TemplateValue, compile
 from ivr.flow.yamlsource import Y, load_yaml_file
 
 TOP_KEYS = ("version", "name", "language", "description", "start", "numbers", "queues", "variables",
-            "intents", "intent_threshold", "speech", "global", "nodes")
+            "intents", "intent_threshold", "speech", "prompts", "global", "nodes")
 SPEECH_KEYS = ("engine", "model", "min_confidence")
 SPEECH_ENGINES = ("whisper", "vosk")
 CONFIRM_WHEN = ("always", "unsure")
@@ -150,6 +151,7 @@ class FlowCompiler:
                         version=version, language=language, description=description, intents=self.intents,
                         intent_threshold=threshold)
         globals_ = self._globals(root.get("global"))
+        prompts = self._prompts(root.get("prompts"), language, globals_)
         self.agent_intent = globals_.agent_intent
         nodes: dict[str, Node] = {}
         nodes_node = root.get("nodes")
@@ -171,7 +173,7 @@ class FlowCompiler:
         return Flow(name=name, path=self.shown, directory=self.path.parent, start=start, nodes=nodes,
                     version=version, language=language, description=description, intents=self.intents,
                     intent_threshold=threshold, speech=speech, variables=variables, numbers=numbers,
-                    queues=queue_list,
+                    queues=queue_list, prompts=prompts,
                     globals=globals_, sources=tuple(sorted(self.sources)),
                     defines=frozenset(variables) | frozenset(self.refs.defined))
 
@@ -190,6 +192,25 @@ class FlowCompiler:
         if confidence > 1.0:
             r.error(confidence_node, f"'min_confidence' is between 0 and 1, got {confidence:g}")
         return SpeechSettings(engine, model, confidence)
+
+    def _prompts(self, node: Y | None, language: str, globals_: Globals) -> dict[str, str]:
+        """The flow's system prompts: its language's defaults, ``global.error_prompt``, then ``prompts:``."""
+        overrides: dict[str, str] = {}
+        if globals_.error_prompt:
+            overrides["error"] = globals_.error_prompt
+        r = self.r
+        if node is None or not r.is_map(node, "'prompts'"):
+            return system_prompts(language, overrides)
+        r.check_keys(node, PROMPT_NAMES, "'prompts'")
+        for name, (_, value) in node.entries.items():
+            text = r.string(value, f"prompt '{name}'")
+            if name not in PROMPT_NAMES or text is None:
+                continue
+            problem = placeholder_problem(name, text)
+            if problem:
+                r.error(value, problem)
+            overrides[name] = text
+        return system_prompts(language, overrides)
 
     def _variables(self, node: Y | None) -> dict[str, object]:
         if node is None or not self.r.is_map(node, "'variables'"):
@@ -247,7 +268,7 @@ class FlowCompiler:
         g.fallback_queue = r.string(node.get("fallback_queue"), "'fallback_queue'")
         if g.fallback_queue and node.get("fallback_queue") is not None:
             self.refs.queues.append((node.get("fallback_queue"), g.fallback_queue))  # type: ignore[arg-type]
-        g.error_prompt = r.string(node.get("error_prompt"), "'error_prompt'", g.error_prompt) or g.error_prompt
+        g.error_prompt = r.string(node.get("error_prompt"), "'error_prompt'")
         for target in (g.agent_target, g.max_turns_target, g.on_error):
             if target:
                 self.refs.roots.append(target)

@@ -19,6 +19,7 @@ from ivr import events
 from ivr.errors import IvrError
 from ivr.flow.actions import FlowAction, Hangup, HttpRequest, Listen, Record, Say, Transfer
 from ivr.flow.loader import normalize_utterance
+from ivr.flow.prompts import default_prompts
 from ivr.flow.schema import (
     AskNode,
     BranchNode,
@@ -43,30 +44,13 @@ from ivr.nlu.types import IntentClassifier, IntentMatch
 
 log = logging.getLogger(__name__)
 
-# Built-in prompts by language (the first two letters of the flow's ``language``); flows override them
-# per question with ``no_input`` / ``no_match`` prompts.
-DEFAULT_PROMPTS = {
-    "en": {
-        "no_input": "Sorry, I didn't hear anything.",
-        "no_match": "Sorry, I didn't understand that.",
-        "give_up": "Sorry, I'm having trouble understanding. Let me transfer you to someone who can help.",
-        "confirm_retry": "Please say yes or no.",
-        "confirm_no": "Sorry about that. Let's try again.",
-    },
-    "ko": {
-        "no_input": "죄송합니다. 잘 들리지 않았습니다.",
-        "no_match": "죄송합니다. 잘 이해하지 못했습니다.",
-        "give_up": "죄송합니다. 이해하기 어렵습니다. 상담원에게 연결해 드리겠습니다.",
-        "confirm_retry": "네 또는 아니요로 말씀해 주세요.",
-        "confirm_no": "죄송합니다. 다시 해 보겠습니다.",
-    },
-}
-
 
 def default_prompt(language: str, which: str) -> str:
-    """A built-in prompt (no_input, no_match, give_up, confirm_retry, confirm_no) in the flow's language
-    (English when the language has none)."""
-    return DEFAULT_PROMPTS.get(language[:2].lower(), DEFAULT_PROMPTS["en"])[which]
+    """A built-in system prompt (no_input, no_match, give_up, confirm_retry, confirm_no, error...) in a
+    flow language (English when the language has none); see ``ivr.flow.prompts``."""
+    return default_prompts(language)[which]
+
+
 YES_NO_KEYS = {"1": True, "2": False}
 
 
@@ -307,7 +291,7 @@ class CallInterpreter:
             del self._stack[1:]  # the target is a node of the main flow
             if main.max_turns_target:
                 return main.max_turns_target
-            self._fallback(f"more than {main.max_turns} turns", default_prompt(self.flow.language, "give_up"))
+            self._fallback(f"more than {main.max_turns} turns", self.flow.prompt("give_up"))
             return None
         self._no_input = self._no_match = 0
         self._pending = None
@@ -511,14 +495,14 @@ class CallInterpreter:
         if answer is None:
             self._confirm_misses += 1
             if self._confirm_misses <= node.confirm.retries:
-                self._emit(Say(text=default_prompt(self.flow.language, "confirm_retry"), barge_in=node.barge_in))
+                self._emit(Say(text=self.flow.prompt("confirm_retry"), barge_in=node.barge_in))
                 self._emit(Say(text=node.confirm.prompt.text(self._vars), barge_in=node.barge_in))
                 self._listen(node, yes_no=True)
                 return
         self._vars.pop(node.save_as, None)
         self._slots.pop(node.save_as, None)
         no_prompt = (node.confirm.no_prompt.text(self._vars) if node.confirm.no_prompt
-                     else default_prompt(self.flow.language, "confirm_no"))
+                     else self.flow.prompt("confirm_no"))
         self._emit(Say(text=no_prompt, barge_in=node.barge_in))
         self._run(node.name)
 
@@ -537,12 +521,12 @@ class CallInterpreter:
                 self._run(target)
             else:
                 self._fallback(f"{which} retries used up at '{node.name}'",
-                               default_prompt(self.flow.language, "give_up"))
+                               self.flow.prompt("give_up"))
             return
         if handler.prompts:
             lead: Template | str = handler.prompts[min(count, len(handler.prompts)) - 1]
         else:
-            lead = default_prompt(self.flow.language, which)
+            lead = self.flow.prompt(which)
         self._prompt(node, lead)
 
     # ---- globals: agent, max turns, errors ---------------------------------------------------------
@@ -615,9 +599,8 @@ class CallInterpreter:
 
     def _fallback(self, reason: str, prompt: str | None) -> None:
         """Apologise and transfer to the fallback queue (or hang up when the flow names none)."""
-        globals_ = self.flow.globals
         self._vars["error"] = self._vars.get("error") or reason
-        self._emit(Say(text=prompt or globals_.error_prompt, barge_in=False))
+        self._emit(Say(text=prompt or self.flow.prompt("error"), barge_in=False))
         queue = flow_fallback_queue(self.flow)
         self._wait = None
         if queue:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr.flow.prompts import default_prompts
 from ivr.flow.templates import Template, TemplateValue
 from ivr.nlu.types import IntentClassifier
 
@@ -228,7 +229,8 @@ class Globals:
     max_turns_target: str | None = None
     on_error: str | None = None
     fallback_queue: str | None = None
-    error_prompt: str = "Sorry, something went wrong on our side. Let me transfer you to someone who can help."
+    error_prompt: str | None = None
+    """Same as ``prompts: {error: ...}`` (kept for existing flows); default: the language's ``error``."""
 
 
 @dataclass(eq=False)
@@ -250,9 +252,15 @@ class Flow:
     numbers: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
     globals: Globals = field(default_factory=Globals)
+    prompts: dict[str, str] = field(default_factory=dict)
+    """System prompts by name (see ``ivr.flow.prompts``): the language's defaults with the flow's own."""
     sources: tuple[Path, ...] = ()
     defines: frozenset[str] = frozenset()
     classifier: IntentClassifier | None = None
+
+    def prompt(self, name: str) -> str:
+        """The system prompt ``name`` (``no_match``, ``error``, ``voicemail``...) in the flow's language."""
+        return self.prompts.get(name) or default_prompts(self.language)[name]
 
     def subflows(self) -> list[Flow]:
         """The flows this flow calls directly."""

@@ -23,7 +23,6 @@ CONNECTIONS = ("bridged", "refer")
 OVERFLOW_KINDS = ("queue", "voicemail", "node")
 OVERFLOW_WHEN = ("max_wait", "no_agents")
 ANNOUNCE_FIELDS = frozenset({"position", "wait_minutes", "wait_text", "queue"})
-DEFAULT_ANNOUNCEMENT = "You are number {position} in the queue. Your estimated wait is {wait_text}."
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,8 @@ class Announcement:
 
     every: float = 30.0
     first_after: float = 0.0
-    text: str = DEFAULT_ANNOUNCEMENT
+    text: str | None = None
+    """The queue's own wording; None: the calling flow's ``queue_announcement`` prompt, in its language."""
 
 
 @dataclass(frozen=True)
@@ -228,10 +228,12 @@ def _announce(c: _Checker, node: CommentedMap) -> Announcement | None:
     if a is None:
         return None
     c.known_keys(a, {"every", "first_after", "text"}, "announce")
-    text = a.get("text", DEFAULT_ANNOUNCEMENT)
-    if not isinstance(text, str):
+    text = a.get("text")
+    if text is None:
+        pass
+    elif not isinstance(text, str):
         c.at(a, "text", "announce text must be a string", value=True)
-        text = DEFAULT_ANNOUNCEMENT
+        text = None
     else:
         try:
             fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}

@@ -45,7 +45,8 @@ ReportOffer = Callable[[str, OfferResult], None]
 class AgentConnector(Protocol):
     """Rings agents. ``offer`` must return at once; the result comes later through ``report`` (any thread).
 
-    The ACD calls ``offer`` and ``cancel`` while holding its lock, so ``report`` must not be called while
+    The ACD calls ``offer`` and ``cancel`` outside its lock, one at a time and in the order it decided
+    them; ``report`` may be called from within ``offer``. Still, ``report`` must not be called while
     holding a lock that ``offer`` or ``cancel`` also take (hand reports from media callbacks to a worker).
     """
 

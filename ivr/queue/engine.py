@@ -4,20 +4,28 @@ Deterministic: time comes from an injectable clock and timers advance only in :m
 background thread calls it every 100 ms after :meth:`Acd.start`; tests call it after moving a fake
 clock). Every state change is written through to the store, so a console in another process sees it and
 agent states survive a restart.
+
+The lock guards only memory: store writes and connector calls (offers, cancels) are queued under it, in
+the order of the changes they follow, and carried out after it is released, one at a time and in that
+order. A slow database or a connector that takes its time to ring never stalls other calls' sessions,
+the console or the ticker.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.errors import IvrError
+from ivr.flow.prompts import PROMPT_DEFAULTS, queue_announcement
 from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig
 from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
 from ivr.store import Store, mask_sensitive
@@ -35,9 +43,16 @@ class QueueError(IvrError):
 
 @dataclass(frozen=True)
 class Announce:
-    """Speak this to the waiting caller (position and estimated wait)."""
+    """Tell the waiting caller their position and estimated wait. ``text`` is the English wording (for
+    logs and listeners); the call session speaks it in its flow's language from the other fields."""
 
     text: str
+    position: int = field(default=1, compare=False)
+    wait: float = field(default=0.0, compare=False)
+    """Estimated seconds until an agent takes the call (0 while an agent's phone rings for it)."""
+    queue: str = field(default="", compare=False)
+    template: str | None = field(default=None, compare=False)
+    """The queue's own ``announce: text``, if it has one (else the flow's ``queue_announcement``)."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +157,14 @@ class Acd:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed_updates: dict[str, _Entry] = {}  # overflowed callers whose session has not polled yet
+        self._outbox: deque[tuple[str, Callable[[], None]]] = deque()  # I/O to do after the lock, in order
+        self._outbox_lock = threading.Lock()
+        self._flushing = False
+        self._nesting = threading.local()
+        self._unsent: set[str] = set()  # offers withdrawn before the connector was asked to ring them
         if store is not None:
             self._restore(store, resume_waiting)
+            self._flush()
 
     # ----------------------------------------------------------------- public API: calls
     def has_queue(self, name: str) -> bool:
@@ -160,7 +181,7 @@ class Acd:
         q = self.config.queues[queue]
         if priority is None:
             priority = q.priority.priority_for(ctx) if q.priority else 0
-        with self._lock:
+        with self._changing():
             old = self._entries.get(call_id)
             if old is not None:
                 self._close(old, "overflowed", f"requeued:{queue}")
@@ -174,7 +195,7 @@ class Acd:
 
     def abandon(self, call_id: str) -> None:
         """The caller hung up while waiting or ringing (counted as abandoned), or during the agent call."""
-        with self._lock:
+        with self._changing():
             entry = self._entries.get(call_id)
             if entry is None:
                 return
@@ -188,7 +209,7 @@ class Acd:
 
     def call_finished(self, call_id: str) -> None:
         """The connected agent call ended: the agent goes to wrap-up."""
-        with self._lock:
+        with self._changing():
             entry = self._entries.get(call_id)
             if entry is not None and entry.state == "connected":
                 self._finish(entry)
@@ -203,32 +224,35 @@ class Acd:
             return updates
 
     def offer_result(self, offer_id: str, result: OfferResult) -> None:
-        """The connector's report on an offer (any thread)."""
-        with self._lock:
-            entry = self._offers.pop(offer_id, None)
-            if entry is None or offer_id not in entry.offers:
-                if result is OfferResult.ANSWERED:  # answered too late (ring-all race): drop that leg
-                    self.connector.cancel(offer_id)
-                return
-            offer = entry.offers.pop(offer_id)
-            entry.offer_started.pop(offer_id, None)
-            agent = self._agents[offer.agent]
-            now = self.clock()
-            if result is OfferResult.ANSWERED:
-                self._connect(entry, agent, offer, now)
-            else:
-                self._missed(entry, agent, result, now)
-                if not entry.offers and entry.state == "offering":
-                    entry.state = "waiting"
-                    self._save_entry(entry, state="waiting", agent=None)
-            self._dispatch()
+        """The connector's report on an offer (any thread, also from within ``offer``)."""
+        with self._changing():
+            self._offer_result(offer_id, result)
+
+    def _offer_result(self, offer_id: str, result: OfferResult) -> None:
+        entry = self._offers.pop(offer_id, None)
+        if entry is None or offer_id not in entry.offers:
+            if result is OfferResult.ANSWERED:  # answered too late (ring-all race): drop that leg
+                self._later("cancel", lambda: self.connector.cancel(offer_id))
+            return
+        offer = entry.offers.pop(offer_id)
+        entry.offer_started.pop(offer_id, None)
+        agent = self._agents[offer.agent]
+        now = self.clock()
+        if result is OfferResult.ANSWERED:
+            self._connect(entry, agent, offer, now)
+        else:
+            self._missed(entry, agent, result, now)
+            if not entry.offers and entry.state == "offering":
+                entry.state = "waiting"
+                self._save_entry(entry, state="waiting", agent=None)
+        self._dispatch()
 
     # ----------------------------------------------------------------- public API: agents
     def set_agent_state(self, name: str, state: str, reason: str = "") -> None:
         """Log an agent in ('available'), out ('offline') or on 'break' (with a reason)."""
         if state not in SETTABLE_STATES:
             raise QueueError(f"an agent can be set {', '.join(SETTABLE_STATES)}, not {state!r}")
-        with self._lock:
+        with self._changing():
             agent = self._agent(name)
             if agent.state == "on_call":  # applies when the call and its wrap-up end
                 agent.after_call = None if state == "available" else state
@@ -253,7 +277,8 @@ class Acd:
         return list(self._agents)
 
     def subscribe(self, listener: Listener) -> None:
-        """Call ``listener(event)`` on every change (keep it quick; it runs under the ACD lock)."""
+        """Call ``listener(event)`` on every change, in order, once the change is in the store (keep it quick:
+        the ACD's other store writes and offers wait for it)."""
         with self._lock:
             self._listeners.append(listener)
 
@@ -289,13 +314,13 @@ class Acd:
     # ----------------------------------------------------------------- timers
     def tick(self) -> None:
         """Advance timers: ring timeouts, wrap-up ends, announcements, maximum wait; then offer calls."""
-        with self._lock:
+        with self._changing():
             now = self.clock()
             for entry in list(self._entries.values()):
                 for offer_id, offer in list(entry.offers.items()):
                     if now - entry.offer_started[offer_id] >= offer.ring_timeout:
-                        self.connector.cancel(offer_id)
-                        self.offer_result(offer_id, OfferResult.NO_ANSWER)
+                        self._later("cancel", functools.partial(self.connector.cancel, offer_id))
+                        self._offer_result(offer_id, OfferResult.NO_ANSWER)
             for agent in self._agents.values():
                 if agent.state == "wrap_up" and now >= agent.wrap_until:
                     self._end_wrap_up(agent)
@@ -331,22 +356,75 @@ class Acd:
             self._thread = None
 
     # ----------------------------------------------------------------- internals
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the lock while state changes; then do the I/O those changes queued (``_later``). Nested
+        (a listener changing state from within a change) the I/O waits for the outermost change to end."""
+        depth = getattr(self._nesting, "depth", 0)
+        self._nesting.depth = depth + 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            self._nesting.depth = depth
+            if depth == 0:
+                self._flush()
+
+    def _later(self, what: str, effect: Callable[[], None]) -> None:
+        """Queue store or connector work (called under the lock; runs after it, in this order)."""
+        with self._outbox_lock:
+            self._outbox.append((what, effect))
+
+    def _flush(self) -> None:
+        """Carry out the queued I/O in order, one thread at a time (others leave it to that thread)."""
+        with self._outbox_lock:
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while True:
+                with self._outbox_lock:
+                    if not self._outbox:
+                        self._flushing = False
+                        return
+                    what, effect = self._outbox.popleft()
+                try:
+                    effect()
+                except Exception:  # one failed write or offer must not lose the ones after it
+                    log.exception("ACD %s failed", what)
+        except BaseException:
+            with self._outbox_lock:
+                self._flushing = False
+            raise
+
     def _agent(self, name: str) -> _Agent:
         if name not in self._agents:
             raise QueueError(f"unknown agent {name!r}; add it to the queue configuration")
         return self._agents[name]
 
     def _emit(self, kind: str, **data: Any) -> None:
+        """Tell the listeners, after the store writes queued before (a listener reading the store sees
+        the change) and outside the lock."""
         event = {"type": kind, "at": self.clock(), **data}
         for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("ACD listener failed")
+            self._later("listener", functools.partial(self._tell, listener, event))
+
+    @staticmethod
+    def _tell(listener: Listener, event: dict[str, Any]) -> None:
+        try:
+            listener(event)
+        except Exception:
+            log.exception("ACD listener failed")
 
     def _add_entry(self, call_id: str, queue: str, priority: int, ctx: dict[str, Any], at: float) -> _Entry:
-        entry_id = self.store.add_queue_entry(call_id, queue, priority, at, ctx) if self.store else next(self._ids)
-        entry = _Entry(entry_id, call_id, queue, priority, ctx, at, next(self._seq))
+        entry = _Entry(0, call_id, queue, priority, ctx, at, next(self._seq))
+        store = self.store
+        if store is not None:  # the row's id is known once written; later writes of the entry follow it
+
+            def add() -> None:
+                entry.entry_id = store.add_queue_entry(call_id, queue, priority, at, ctx)
+
+            self._later("store write", add)
         announce = self.config.queues[queue].announce
         if announce is not None:
             entry.next_announce = at + announce.first_after
@@ -372,12 +450,16 @@ class Acd:
         return [self._agents[a.name] for a in self.config.members(queue) if self._agents[a.name].state != "offline"]
 
     def _estimated_wait(self, entry: _Entry) -> float:
+        if entry.state == "offering":
+            return 0.0  # an agent's phone is ringing for this caller already
         q = self.config.queues[entry.queue]
         times = self._handle_times[entry.queue]
         handle = sum(times) / len(times) if times else q.handle_time
         staffed = max(1, len(self._staffed(entry.queue)))
         free = sum(1 for a in self._staffed(entry.queue) if a.state == "available")
-        ahead = self._position(entry) - 1
+        # callers ahead whose agent's phone rings are as good as served: their agents are the busy ones
+        ahead = sum(1 for e in self._entries.values()
+                    if e.queue == entry.queue and e.state == "waiting" and self._order(e) < self._order(entry))
         if ahead < free:
             return 0.0
         return (ahead - free + 1) * handle / staffed
@@ -386,12 +468,9 @@ class Acd:
         q = self.config.queues[entry.queue]
         assert q.announce is not None and entry.next_announce is not None
         wait = self._estimated_wait(entry)
-        minutes = max(1, round(wait / 60))
-        wait_text = "less than a minute" if wait < 60 else f"about {minutes} minute{'s' if minutes > 1 else ''}"
-        text = q.announce.text.format(
-            position=self._position(entry), wait_minutes=minutes, wait_text=wait_text, queue=entry.queue
-        )
-        entry.updates.append(Announce(text))
+        position = self._position(entry)
+        text = queue_announcement(PROMPT_DEFAULTS["en"], q.announce.text, position, wait, entry.queue)
+        entry.updates.append(Announce(text, position, wait, entry.queue, q.announce.text))
         entry.next_announce += q.announce.every
         now = self.clock()
         if entry.next_announce <= now:  # after a long pause, don't speak a backlog
@@ -482,8 +561,23 @@ class Acd:
                 self._set_state(agent, "ringing", "")
                 self._emit("offer", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name)
             for offer in list(entry.offers.values()):
-                if offer.offer_id in entry.offers:  # may be answered synchronously by the connector
-                    self.connector.offer(offer, self.offer_result)
+                self._later("offer", functools.partial(self._send_offer, offer))
+
+    def _send_offer(self, offer: Offer) -> None:
+        """Ask the connector to ring (outside the lock), unless the offer was withdrawn meanwhile (another
+        agent of a ring-all queue answered at once, the caller hung up)."""
+        with self._lock:
+            live = offer.offer_id in self._offers
+        if not live:
+            self._unsent.add(offer.offer_id)
+            return
+        self.connector.offer(offer, self.offer_result)
+
+    def _send_cancel(self, offer_id: str) -> None:
+        if offer_id in self._unsent:
+            self._unsent.discard(offer_id)
+            return
+        self.connector.cancel(offer_id)
 
     def _make_offer(self, entry: _Entry, agent: _Agent, q: QueueConfig, now: float) -> Offer:
         offer_id = f"{entry.call_id}#{next(self._ids)}"
@@ -500,7 +594,7 @@ class Acd:
         offer = entry.offers.pop(offer_id)
         entry.offer_started.pop(offer_id, None)
         self._offers.pop(offer_id, None)
-        self.connector.cancel(offer_id)
+        self._later("cancel", lambda: self._send_cancel(offer_id))
         agent = self._agents[offer.agent]
         if agent.state == "ringing" and agent.call_id == entry.call_id:
             agent.call_id = None
@@ -570,20 +664,16 @@ class Acd:
         self._emit("agent", agent=agent.config.name, state=state, reason=reason)
 
     def _save_agent(self, agent: _Agent) -> None:
-        if self.store is not None:
-            self.store.save_agent_state(
-                agent.config.name,
-                agent.state,
-                agent.reason,
-                agent.since,
-                agent.last_call_end,
-                agent.missed,
-                agent.call_id,
-            )
+        store = self.store
+        if store is not None:
+            row = (agent.config.name, agent.state, agent.reason, agent.since, agent.last_call_end, agent.missed,
+                   agent.call_id)  # as it is now, whatever changes before the write
+            self._later("store write", lambda: store.save_agent_state(*row))
 
     def _save_entry(self, entry: _Entry, **fields: Any) -> None:
-        if self.store is not None:
-            self.store.update_queue_entry(entry.entry_id, **fields)
+        store = self.store
+        if store is not None:
+            self._later("store write", lambda: store.update_queue_entry(entry.entry_id, **fields))
 
     def _restore(self, store: Store, resume_waiting: bool) -> None:
         now = self.clock()

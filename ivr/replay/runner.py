@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import Scenario, load_scenario
 from ivr.runtime import FlowRuntime
 from ivr.services import SpeechServices
-from ivr.session import CallResult, CallSession
+from ivr.session import CallResult, CallSession, SessionConfig
 
 
 @dataclass
@@ -187,12 +188,13 @@ class ReplayRunner:
             called=scenario.called,
             realtime=self.realtime,
         )
-        with MockWebServer(scenario.http) as web:
+        with MockWebServer(scenario.http) as web, tempfile.TemporaryDirectory(prefix="ivr-replay-") as recordings:
             variables = {k: (web.base_url if v == "$HTTP" else v) for k, v in scenario.variables.items()}
             interpreter = runtime.new_interpreter(channel, variables)
             session = CallSession(
-                channel, interpreter, services, flow_name=runtime.name, observer=_Recorder(channel, report),
-                queues=acd, fallback_queue=flow_fallback_queue(runtime.flow),
+                channel, interpreter, services, flow_name=runtime.name, language=runtime.language,
+                prompts=runtime.flow.prompts, observer=_Recorder(channel, report), queues=acd,
+                fallback_queue=flow_fallback_queue(runtime.flow), config=SessionConfig(recordings_dir=recordings),
             )
             report.result = session.run()
         report.seconds = time.perf_counter() - started

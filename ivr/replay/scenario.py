@@ -95,7 +95,8 @@ class Scenario:
     http: dict[str, dict[str, Any]] = field(default_factory=dict)
     audio: dict[str, bytes] = field(default_factory=dict)
     queues: Path | None = None
-    """A queues file: the flow is checked against it and transfers wait in its queues."""
+    """A queues file: the flow is checked against it and transfers wait in its queues (without ``agents``
+    every agent is logged out, so the call takes the queue's no-agent path in the flow's language)."""
     agents: tuple[str, ...] = ()
     """Agents of ``queues`` logged in and answering every offer at once (the others are logged out)."""
 

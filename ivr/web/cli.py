@@ -5,14 +5,17 @@ from __future__ import annotations
 import click
 
 from ivr.store import open_store
+from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 from ivr.web.auth import ROLES, add_user, new_token
 
 DB_OPTION = click.option(
     "--db",
-    envvar="IVR_DB",
-    default="ivr.db",
+    "--database",
+    "db",
+    envvar=DATABASE_ENV,
+    default=DEFAULT_DATABASE,
     show_default=True,
-    help="SQLite file or database URL (env IVR_DB).",
+    help=f"SQLite file or database URL (env {DATABASE_ENV}; the same default as `ivr serve`).",
 )
 
 

@@ -6,9 +6,9 @@ encoder pass dominates the time of a short answer. The fast path encodes the utt
 silence instead, decodes greedily with timestamps (text the model places after the end of the audio is a
 continuation it made up, and is dropped), and aligns the result to get each word's time and probability.
 When the result comes out unsure (mean word probability under ``REDECODE_BELOW``) the utterance is decoded
-again with the full window, which hears short, clipped words better (a 10 or 15 s window does not help). Measured on real telephone speech
-(``ivr bench wer``, docs/benchmarks.md): about as accurate as stock ``transcribe()``, in a third of the
-time. Why 5 s: with less padding the model does not find the end of a one-word answer and repeats it
+again with the full window, which hears short, clipped words better (a 10 or 15 s window does not help).
+Measured on real telephone speech (``ivr bench wer``, docs/benchmarks.md). Why 5 s: with less padding the
+model does not find the end of a one-word answer and repeats it
 ("zero zero zero …", "the leader has left the conference. The leader has left the"); more costs time
 without helping. Long utterances (over ~25 s) go through faster-whisper's stock ``transcribe``.
 
