@@ -226,16 +226,20 @@ class Store:
         if outcome:
             query = query.where(t.calls.c.outcome == outcome)
         if search:
-            pattern = f"%{search.lower()}%"
-            in_turns = sa.select(t.turns.c.id).where(
-                t.turns.c.call_id == t.calls.c.id, sa.func.lower(t.turns.c.text).like(pattern)
-            )
+            # the search is literal text: % and _ match themselves, not any characters
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+
+            def like(column: Any) -> Any:
+                return sa.func.lower(column).like(pattern, escape="\\")
+
+            in_turns = sa.select(t.turns.c.id).where(t.turns.c.call_id == t.calls.c.id, like(t.turns.c.text))
             query = query.where(
                 sa.or_(
-                    sa.func.lower(t.calls.c.id).like(pattern),
-                    sa.func.lower(t.calls.c.caller).like(pattern),
-                    sa.func.lower(t.calls.c.called).like(pattern),
-                    sa.func.lower(sa.func.coalesce(t.calls.c.intent, "")).like(pattern),
+                    like(t.calls.c.id),
+                    like(t.calls.c.caller),
+                    like(t.calls.c.called),
+                    like(sa.func.coalesce(t.calls.c.intent, "")),
                     in_turns.exists(),
                 )
             )

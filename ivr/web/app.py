@@ -10,14 +10,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, stream_with_context
+from flask import Flask, Response, current_app, jsonify, request, stream_with_context
 from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
 
 from ivr.queue import Acd, AcdConfig
 from ivr.store import Store, mask_sensitive
 from ivr.web import api, pages
 from ivr.web.auth import check_csrf, csrf_token, current_user, login_required
 from ivr.web.live import LiveBroker
+from ivr.web.params import CallIdConverter
 from ivr.web.webhook import CrmWebhook
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
         if acd is not None:
             acd.subscribe(webhook.on_acd_event)
 
+    app.url_map.converters["call_id"] = CallIdConverter
+    app.url_map.merge_slashes = False  # a Call-ID may hold "//"
     app.before_request(check_csrf)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
@@ -102,6 +106,15 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
         if current_user() is not None:
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        if request.path.startswith("/api/"):
+            resp = exc.get_response()
+            resp.set_data(jsonify(error=exc.description).get_data())
+            resp.mimetype = "application/json"
+            return resp
+        return exc
 
     @app.get("/healthz")
     def healthz() -> Any:

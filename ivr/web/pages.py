@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from ivr.web import figures as fig
 from ivr.web.auth import ROLES, add_user, check_login, csrf_token, current_user, login_required
 from ivr.web.charts import bar_chart
 from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.params import day_arg, int_arg, safe_next
 
 bp = Blueprint("console", __name__)
 
@@ -30,12 +30,6 @@ def _acd() -> Acd | None:
 
 def _settings() -> Any:
     return current_app.extensions["ivr.config"]
-
-
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return ""
 
 
 @bp.route("/")
@@ -58,7 +52,7 @@ def login() -> Any:
             session["user"] = user.name
             csrf_token()
             default = url_for("console.supervisor" if user.at_least("supervisor") else "console.agent")
-            return redirect(_safe_next(request.args.get("next")) or default)
+            return redirect(safe_next(request.args.get("next")) or default)
     return render_template("login.html", error=error), (401 if error else 200)
 
 
@@ -154,7 +148,7 @@ def _live_args() -> dict[str, Any]:
 
 def _figures_args() -> dict[str, Any]:
     settings = _settings()
-    today = dt.date.today()
+    today = day_arg("day")
     since, until = fig.day_bounds(today)
     figures = fig.figures(_store(), since, until, settings.service_level_seconds)
     trend = fig.daily_trend(_store(), settings.trend_days, today, settings.service_level_seconds)
@@ -203,12 +197,12 @@ def supervisor_figures() -> str:
 @login_required("supervisor")
 def calls() -> str:
     q = request.args.get("q", "").strip()[:200]
-    page = max(0, request.args.get("page", 0, type=int))
+    page = int_arg("page", 0, 0, 10_000_000)
     rows = _store().list_calls(search=q or None, limit=50, offset=page * 50)
     return render_template("calls.html", calls=rows, q=q, page=page)
 
 
-@bp.route("/calls/<call_id>")
+@bp.route("/calls/<call_id:call_id>")
 @login_required("agent")
 def call_detail(call_id: str) -> str:
     user = current_user()

@@ -1,0 +1,89 @@
+"""The console and API under hostile input: redirects, bad parameters, search patterns, odd Call-IDs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_web import Env, csrf_of
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+def _login(env: Env, name: str, password: str, next_url: str) -> str:
+    client = env.app.test_client()
+    token = csrf_of(client.get("/login"))
+    resp = client.post(f"/login?next={next_url}", data={"name": name, "password": password, "csrf_token": token})
+    assert resp.status_code == 302, resp.data
+    return resp.headers["Location"]
+
+
+@pytest.mark.parametrize("next_url", ["/%09/evil.example", "/%0A/evil.example", "/%0D%0A/x", "%0A", "/%5C/evil",
+                                      "//evil.example", "https://evil.example/", "/%00"])  # fmt: skip
+def test_sign_in_never_redirects_off_site(env: Env, next_url: str) -> None:
+    assert _login(env, "sue", "sue-password", next_url) == "/supervisor"
+
+
+def test_sign_in_returns_to_the_page_asked_for(env: Env) -> None:
+    assert _login(env, "sue", "sue-password", "/calls%3Fq%3Dhello") == "/calls?q=hello"
+
+
+@pytest.mark.parametrize("url,message", [
+    ("/supervisor/figures?day=99999-01-01", "day must be a date"),
+    ("/supervisor/figures?day=9999-12-31", "day must be a date"),
+    ("/calls?page=1e20", "page must be a whole number"),
+    ("/calls?page=99999999999999999999", "page must be a whole number"),
+    ("/api/figures?day=0001-01-01&days=5", "day must be a date"),
+    ("/api/figures?days=1000", "days must be a whole number from 1 to 90"),
+    ("/api/calls?limit=99999999999999999999999", "limit must be a whole number from 1 to 200"),
+    ("/api/calls?offset=99999999999999999999", "offset must be a whole number"),
+    ("/api/calls?since=nan", "since must be a number"),
+    ("/api/calls?until=1e400", "until must be a number"),
+])  # fmt: skip
+def test_bad_parameters_get_a_400_that_says_why(env: Env, url: str, message: str) -> None:
+    resp = env.client("sue").get(url)
+    assert resp.status_code == 400
+    body = resp.get_json()["error"] if url.startswith("/api/") else resp.get_data(as_text=True)
+    assert message in body
+
+
+def test_a_past_day_of_figures_can_be_shown(env: Env) -> None:
+    resp = env.client("sue").get("/api/figures?day=2026-01-31&days=3")
+    assert resp.status_code == 200
+    assert [d["day"] for d in resp.get_json()["trend"]] == ["2026-01-29", "2026-01-30", "2026-01-31"]
+    assert env.client("sue").get("/supervisor/figures?day=2026-01-31").status_code == 200
+    assert len(env.client("sue").get("/api/figures?day=1971-01-01&days=90").get_json()["trend"]) == 90
+
+
+def test_search_wildcards_match_themselves(env: Env) -> None:
+    env.call("c1", "my discount is 50% off")
+    env.call("c2", "fifty off")
+    env.call("c3", "order_number please")
+    env.call("c4", "order number please")
+    sue = env.client("sue")
+    assert [c["id"] for c in sue.get("/api/calls?q=%25").get_json()["calls"]] == ["c1"]
+    assert [c["id"] for c in sue.get("/api/calls?q=order_number").get_json()["calls"]] == ["c3"]
+    assert sue.get("/api/calls?q=\\").get_json()["calls"] == []
+
+
+def test_call_ids_with_slashes_are_viewable(env: Env) -> None:
+    odd = "/a3f9//x@10.0.0.1/udp?x=1#y"
+    env.call(odd, "hello there")
+    sue = env.client("sue")
+    listing = sue.get("/calls").get_data(as_text=True)
+    href = listing.split('href="/calls/', 1)[1].split('"', 1)[0]
+    page = sue.get("/calls/" + href)
+    assert page.status_code == 200 and "hello there" in page.get_data(as_text=True)
+    assert sue.get("/api/calls/" + href).get_json()["id"] == odd
+    token = csrf_of(sue.get("/supervisor"))
+    resp = sue.post(f"/api/calls/{href}/notes", json={"text": "ok"}, headers={"X-CSRF-Token": token})
+    assert resp.status_code == 201 and env.store.get_call(odd)["notes"][0]["text"] == "ok"  # type: ignore[index]
+
+
+def test_unknown_api_paths_answer_json(env: Env) -> None:
+    resp = env.client("sue").get("/api/nothing-here")
+    assert resp.status_code == 404 and "error" in resp.get_json()
+
