@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from test_web import Env, csrf_of
+
+from ivr.queue import Acd, parse_queues
+from ivr.queue.testing import FakeClock, FakeConnector
+from ivr.web import create_app
 
 
 @pytest.fixture
@@ -87,3 +92,33 @@ def test_unknown_api_paths_answer_json(env: Env) -> None:
     resp = env.client("sue").get("/api/nothing-here")
     assert resp.status_code == 404 and "error" in resp.get_json()
 
+
+
+def test_agents_see_only_their_own_queues_and_themselves(env: Env) -> None:
+    # ann takes calls of support only; ben of support and vip
+    env.acd = Acd(parse_queues(QUEUES_TWO), FakeConnector(), env.store, FakeClock(time.time()))
+    env.app = create_app(env.store, env.acd, {"secret_key": "test"})
+    env.call("c1", "hi")
+    env.call("c2", "hello")
+    env.acd.enqueue("c1", "support")
+    env.acd.enqueue("c2", "vip")
+    ann, sue = env.client("ann"), env.client("sue")
+    view = ann.get("/api/queues").get_json()
+    assert list(view["queues"]) == ["support"]
+    caller = view["queues"]["support"]["waiting"][0]["caller"]
+    assert caller == "+****0100" and [a["name"] for a in view["agents"]] == ["ann"]
+    assert [a["name"] for a in ann.get("/api/agents").get_json()["agents"]] == ["ann"]
+    everything = sue.get("/api/queues").get_json()
+    assert set(everything["queues"]) == {"support", "vip"} and len(everything["agents"]) == 2
+    assert everything["queues"]["vip"]["waiting"][0]["caller"] == "+15550100"
+    assert {a["name"] for a in sue.get("/api/agents").get_json()["agents"]} == {"ann", "ben"}
+
+
+QUEUES_TWO = """
+agents:
+  ann: {uri: "sip:ann@127.0.0.1"}
+  ben: {uri: "sip:ben@127.0.0.1"}
+queues:
+  support: {ring_timeout: 30, wrap_up: 0}
+  vip: {ring_timeout: 30, wrap_up: 0, agents: [ben]}
+"""

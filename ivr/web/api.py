@@ -12,7 +12,7 @@ from ivr.queue import Acd
 from ivr.store import Store
 from ivr.web import figures as fig
 from ivr.web.auth import api_auth, current_user
-from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop, view_for
 from ivr.web.openapi import openapi_document
 from ivr.web.params import day_arg, float_arg, int_arg
 
@@ -85,13 +85,19 @@ def add_note(call_id: str) -> Any:
 @bp.get("/queues")
 @api_auth("agent")
 def queues() -> Any:
-    return jsonify(queue_view(_store(), _queue_config()))
+    user = current_user()
+    assert user is not None
+    config = _queue_config()
+    return jsonify(view_for(user, queue_view(_store(), config), config))
 
 
 @bp.get("/agents")
 @api_auth("agent")
 def agents() -> Any:
-    return jsonify(agents=queue_view(_store(), _queue_config())["agents"])
+    user = current_user()
+    assert user is not None
+    config = _queue_config()
+    return jsonify(agents=view_for(user, queue_view(_store(), config), config)["agents"])
 
 
 @bp.get("/agents/<name>/current")
