@@ -6,11 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from test_web import Env, csrf_of
+from werkzeug.test import TestResponse
 
 from ivr.queue import Acd, parse_queues
 from ivr.queue.testing import FakeClock, FakeConnector
-from ivr.web import create_app
+from ivr.web import add_user, create_app, new_token
 
 
 @pytest.fixture
@@ -122,3 +124,73 @@ queues:
   support: {ring_timeout: 30, wrap_up: 0}
   vip: {ring_timeout: 30, wrap_up: 0, agents: [ben]}
 """
+
+
+def _sign_in(client: FlaskClient, name: str, password: str, source: str = "127.0.0.1") -> TestResponse:
+    token = csrf_of(client.get("/login"))
+    return client.post("/login", data={"name": name, "password": password, "csrf_token": token},
+                       environ_base={"REMOTE_ADDR": source})  # fmt: skip
+
+
+def test_password_guessing_locks_the_account_then_the_source(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    client = env.app.test_client()
+    for _ in range(5):
+        assert _sign_in(client, "ann", "guess-guess").status_code == 401
+    locked = _sign_in(client, "ann", "ann-password")  # the right password, but too late
+    assert locked.status_code == 429 and "Too many failed sign-ins" in locked.get_data(as_text=True)
+    assert 800 < int(locked.headers["Retry-After"]) <= 900
+    assert "failed sign-in as 'ann' from 127.0.0.1" in caplog.text and "refused" in caplog.text
+    assert _sign_in(env.app.test_client(), "ben", "ben-password").status_code == 302  # others still sign in
+    # one address trying many accounts is stopped too
+    for i in range(20):
+        assert _sign_in(client, f"user{i}", "guess-guess", "192.0.2.9").status_code == 401
+    assert _sign_in(client, "sue", "sue-password", "192.0.2.9").status_code == 429
+    assert _sign_in(client, "sue", "sue-password", "192.0.2.10").status_code == 302
+
+
+def test_lockout_is_stored_and_ends_after_the_window(env: Env) -> None:
+    from ivr.web.throttle import Throttle
+
+    throttle = Throttle(env.store)  # another process sharing the database sees the same failures
+    keys = throttle.login_keys("ann", "192.0.2.1")
+    for i in range(5):
+        throttle.failed(keys, now=1000.0 + i)
+    assert throttle.retry_after(keys, now=1010.0) == 890
+    assert Throttle(env.store).retry_after(keys, now=1899.0) == 1
+    assert Throttle(env.store).retry_after(keys, now=1901.0) == 0
+
+
+def test_token_guessing_gets_429_with_retry_after(env: Env) -> None:
+    good = {"Authorization": f"Bearer {new_token(env.store, 'sue')}"}
+    client = env.app.test_client()
+    for i in range(20):
+        assert client.get("/api/queues", headers={"Authorization": f"Bearer guess{i}"}).status_code == 401
+    resp = client.get("/api/queues", headers=good)
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0 and "try again" in resp.get_json()["error"]
+    other = client.get("/api/queues", headers=good, environ_base={"REMOTE_ADDR": "192.0.2.5"})
+    assert other.status_code == 200
+
+
+def test_a_copied_session_cookie_stops_working_at_sign_out(env: Env) -> None:
+    ann = env.client("ann")
+    cookie = ann.get_cookie("session")
+    assert cookie is not None
+    thief = env.app.test_client()
+    thief.set_cookie("session", cookie.value)
+    assert thief.get("/agent").status_code == 200
+    token = csrf_of(ann.get("/agent"))
+    assert ann.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert thief.get("/agent").status_code == 302 and thief.get("/api/agents").status_code == 401
+
+
+def test_a_new_password_ends_existing_sessions(env: Env) -> None:
+    ann = env.client("ann")
+    assert ann.get("/agent").status_code == 200
+    add_user(env.store, "ann", "new-password-1", "agent")
+    assert ann.get("/agent").status_code == 302
+
+
+def test_sessions_expire(env: Env) -> None:
+    ann = env.client("ann")
+    env.app.extensions["ivr.config"].session_hours = 0.0
+    assert ann.get("/agent").status_code == 302

@@ -20,6 +20,7 @@ from ivr.web import api, pages
 from ivr.web.auth import check_csrf, csrf_token, current_user, login_required
 from ivr.web.live import LiveBroker
 from ivr.web.params import CallIdConverter
+from ivr.web.throttle import Throttle, ThrottleConfig
 from ivr.web.webhook import CrmWebhook
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class WebConfig:
     queues: AcdConfig | None = None  # queue names and agents when no ACD runs in this process
     live_poll_interval: float = 1.0
     secure_cookies: bool = False  # True behind HTTPS
+    session_hours: float = 12.0  # a sign-in lasts at most this long
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)  # failed sign-ins and tokens
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> WebConfig:
@@ -75,6 +78,7 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.extensions["ivr.store"] = store
     app.extensions["ivr.acd"] = acd
     app.extensions["ivr.config"] = settings
+    app.extensions["ivr.throttle"] = Throttle(store, settings.throttle)
     broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
     app.extensions["ivr.live"] = broker
     if settings.crm_webhook_url:
