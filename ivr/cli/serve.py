@@ -43,13 +43,15 @@ from ivr.session import SessionConfig
               default=None, help="Agent queues YAML (default: config/queues.yaml when it exists).")
 @click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
+@click.option("--secure-cookies", is_flag=True,
+              help="Send console cookies over HTTPS only (Secure, __Host- prefix); use behind a TLS proxy.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
           max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, fallback_queue: str,
-          variables: tuple[str, ...], grace: float) -> None:
+          variables: tuple[str, ...], secure_cookies: bool, grace: float) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import RegistrationConfig, SipConfig
@@ -75,7 +77,8 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
                        addresses=edge_address, worker_host=worker_host, worker_port_base=worker_ports)
     config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
                           database=database, queues_file=queues_file,
-                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
+                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
+                          secure_cookies=secure_cookies)
     server = IvrServer(config)
     server.start()
     click.echo(f"ivr: serving {', '.join(server.flows.names())} on {server.sip.describe()}; "

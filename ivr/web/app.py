@@ -72,6 +72,8 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
+        # __Host-: the browser keeps it only if Secure, for this host alone and path / (no subdomain can set it)
+        SESSION_COOKIE_NAME="__Host-ivr_session" if settings.secure_cookies else "session",
         JSON_SORT_KEYS=False,
         MAX_CONTENT_LENGTH=1_000_000,
     )
@@ -107,6 +109,8 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'",
         )
+        if settings.secure_cookies:
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if current_user() is not None:
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
