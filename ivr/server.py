@@ -177,7 +177,7 @@ class IvrServer:
                          {"secret_key": self.config.secret_key, "secure_cookies": self.config.secure_cookies})
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
-        self.web = WebServer(app, self.config.web_host, self.config.web_port)
+        self.web = WebServer(app, self.config.web_host, self.config.web_port, on_stop=app.extensions["ivr.live"].close)
         self.web_port = self.web.port
         self.web.start()
 

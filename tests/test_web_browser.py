@@ -36,7 +36,8 @@ def console(tmp_path: Path) -> Iterator[dict[str, Any]]:
     connector = FakeConnector()
     acd = Acd(parse_queues(QUEUES), connector, store, FakeClock(time.time()))
     app = create_app(store, acd, {"secret_key": "browser-test", "live_poll_interval": 0.2})
-    server = WebServer(app, "127.0.0.1", 0)  # the production server, as ivr serve runs it
+    # the production server, as ivr serve runs it
+    server = WebServer(app, "127.0.0.1", 0, on_stop=app.extensions["ivr.live"].close)
     server.start()
     yield {"url": f"http://127.0.0.1:{server.port}", "store": store, "acd": acd, "connector": connector}
     server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,18 @@ def test_cli_flags_are_offered() -> None:
 
     assert "--secure-cookies" in CliRunner().invoke(serve, ["--help"]).output
     assert "--secure-cookies" in CliRunner().invoke(console, ["--help"]).output
+
+
+def test_shutdown_ends_open_live_streams_promptly(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "ivr.db")
+    store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    app = create_app(store, None, {"secret_key": "k", "live_poll_interval": 0.1})
+    server = WebServer(app, "127.0.0.1", 0, on_stop=app.extensions["ivr.live"].close)
+    server.start()
+    session, _ = _sign_in(f"http://127.0.0.1:{server.port}")
+    stream = session.get(f"http://127.0.0.1:{server.port}/events", stream=True, timeout=5)
+    assert next(stream.iter_content(5)) == b"retry"
+    started = time.monotonic()
+    server.shutdown()
+    assert time.monotonic() - started < 3
+    stream.close()

@@ -82,7 +82,8 @@ def console(db: str, queues_path: str | None, host: str, port: int, secure_cooki
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))  # access and sign-in log
     config = WebConfig(queues=load_queues(queues_path) if queues_path else None, secure_cookies=secure_cookies)
-    server = WebServer(create_app(open_store(db), None, config), host, port, threads=threads)
+    app = create_app(open_store(db), None, config)
+    server = WebServer(app, host, port, threads=threads, on_stop=app.extensions["ivr.live"].close)
     click.echo(f"console on http://{host}:{server.port}/")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -59,7 +59,10 @@ class WebServer:
     consoles (and API clients) served at once.
     """
 
-    def __init__(self, app: WsgiApp, host: str, port: int, threads: int = 64) -> None:
+    def __init__(self, app: WsgiApp, host: str, port: int, threads: int = 64,
+                 on_stop: Callable[[], None] | None = None) -> None:
+        """``on_stop`` runs first at shutdown: it ends long-lived responses (the console's live streams)."""
+        self._on_stop = on_stop
         self._server = wsgi.Server((host, port), AccessLog(app), numthreads=threads, server_name="ivr")
         self._server.software = "ivr"
         self._server.error_log = self._error_log  # type: ignore[method-assign]
@@ -81,10 +84,12 @@ class WebServer:
         try:
             self._server.serve()
         finally:
-            self._server.stop()
+            self.shutdown()
 
     def shutdown(self) -> None:
         """Stop accepting, finish current requests (up to a few seconds) and close the socket."""
+        if self._on_stop is not None:
+            self._on_stop()
         self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
