@@ -194,3 +194,13 @@ def test_sessions_expire(env: Env) -> None:
     ann = env.client("ann")
     env.app.extensions["ivr.config"].session_hours = 0.0
     assert ann.get("/agent").status_code == 302
+
+
+@pytest.mark.parametrize("body", [[1], "text", 5])
+def test_api_bodies_must_be_json_objects(env: Env, body: object) -> None:
+    env.call("c1", "hi")
+    sue = env.client("sue")
+    headers = {"X-CSRF-Token": csrf_of(sue.get("/supervisor"))}
+    for resp in (sue.put("/api/agents/ann/state", json=body, headers=headers),
+                 sue.post("/api/calls/c1/notes", json=body, headers=headers)):  # fmt: skip
+        assert resp.status_code == 400 and resp.get_json()["error"] == "send a JSON object"

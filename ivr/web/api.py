@@ -14,7 +14,7 @@ from ivr.web import figures as fig
 from ivr.web.auth import api_auth, current_user
 from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop, view_for
 from ivr.web.openapi import openapi_document
-from ivr.web.params import day_arg, float_arg, int_arg
+from ivr.web.params import day_arg, float_arg, int_arg, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_LIMIT = 200
@@ -74,7 +74,7 @@ def add_note(call_id: str) -> Any:
     call = _store().get_call(call_id)
     if call is None or not can_see_call(user, call):
         return _error(404, f"no call {call_id!r} visible to you")
-    body = request.get_json(silent=True) or {}
+    body = json_object()
     text = str(body.get("text", "")).strip()[:4000]
     if not text and not body.get("disposition"):
         return _error(400, "send JSON with text and/or disposition")
@@ -120,7 +120,7 @@ def agent_state(name: str) -> Any:
     acd = _acd()
     if acd is None:
         return _error(503, "agent states can only be changed where the queues run (ivr serve)")
-    body = request.get_json(silent=True) or {}
+    body = json_object()
     try:
         acd.set_agent_state(name, str(body.get("state", "")), str(body.get("reason", ""))[:200])
     except IvrError as exc:

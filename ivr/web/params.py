@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from typing import Any
 
 from flask import request
 from werkzeug.exceptions import BadRequest
@@ -52,6 +53,16 @@ def day_arg(name: str = "day") -> dt.date:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) or not FIRST_DAY <= day <= LAST_DAY:
         raise BadRequest(f"{name} must be a date YYYY-MM-DD from {FIRST_DAY} to {LAST_DAY}")
     return day
+
+
+def json_object() -> dict[str, Any]:
+    """The request's JSON body, which must be an object ({} when there is none)."""
+    body = request.get_json(silent=True)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object")
+    return body
 
 
 def safe_next(target: str | None) -> str:
