@@ -98,3 +98,9 @@ def test_shutdown_ends_open_live_streams_promptly(tmp_path: Path) -> None:
     server.shutdown()
     assert time.monotonic() - started < 3
     stream.close()
+
+
+def test_oversized_headers_are_refused(served: str) -> None:
+    resp = requests.get(served + "/healthz", headers={"X-Padding": "a" * 100_000}, timeout=5)
+    assert resp.status_code in (400, 413, 431)
+    assert requests.get(served + "/healthz", timeout=5).status_code == 200

@@ -65,6 +65,8 @@ class WebServer:
         self._on_stop = on_stop
         self._server = wsgi.Server((host, port), AccessLog(app), numthreads=threads, server_name="ivr")
         self._server.software = "ivr"
+        self._server.max_request_header_size = 64 * 1024  # cheroot's default is unlimited
+        self._server.max_request_body_size = 2 * 1024 * 1024  # the app itself refuses bodies over 1 MB
         self._server.error_log = self._error_log  # type: ignore[method-assign]
         self._server.prepare()  # binds now, so a port in use fails here and port 0 is resolved
         self.port: int = self._server.bind_addr[1]
