@@ -53,6 +53,8 @@ class ServerConfig:
     demo_api_port: int | None = None
     """Serve the demo order service (``ivr.demo``) on 127.0.0.1 at this port (0: any free port); None: off.
     Not started when ``variables`` set ``api_base`` (the flows use a real service)."""
+    secure_cookies: bool = False
+    """Console cookies only over HTTPS (set when a TLS proxy serves the console)."""
 
 
 class IvrServer:
@@ -178,7 +180,6 @@ class IvrServer:
             self.acd.stop()
         if self.web is not None:
             self.web.shutdown()
-            self.web.server_close()
         if self.demo_api is not None:
             self.demo_api.stop()
         for engine, services in self.services.items():
@@ -246,16 +247,17 @@ class IvrServer:
 
     def _start_web(self) -> None:
         from flask import Response
-        from werkzeug.serving import make_server
 
         from ivr.web.app import create_app
+        from ivr.web.serving import WebServer
 
-        app = create_app(self.store, self.acd, {"secret_key": self.config.secret_key})
+        app = create_app(self.store, self.acd,
+                         {"secret_key": self.config.secret_key, "secure_cookies": self.config.secure_cookies})
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
-        self.web = make_server(self.config.web_host, self.config.web_port, app, threaded=True)
-        self.web_port = self.web.server_port
-        threading.Thread(target=self.web.serve_forever, name="ivr-web", daemon=True).start()
+        self.web = WebServer(app, self.config.web_host, self.config.web_port, on_stop=app.extensions["ivr.live"].close)
+        self.web_port = self.web.port
+        self.web.start()
 
     # ------------------------------------------------------------------ reload
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +10,12 @@ from typing import Any
 
 import pytest
 from werkzeug.security import generate_password_hash
-from werkzeug.serving import make_server
 
 from ivr.queue import Acd, parse_queues
 from ivr.queue.testing import FakeClock, FakeConnector
 from ivr.store import open_store
 from ivr.web import create_app
+from ivr.web.serving import WebServer
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +36,10 @@ def console(tmp_path: Path) -> Iterator[dict[str, Any]]:
     connector = FakeConnector()
     acd = Acd(parse_queues(QUEUES), connector, store, FakeClock(time.time()))
     app = create_app(store, acd, {"secret_key": "browser-test", "live_poll_interval": 0.2})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_port}", "store": store, "acd": acd, "connector": connector}
+    # the production server, as ivr serve runs it
+    server = WebServer(app, "127.0.0.1", 0, on_stop=app.extensions["ivr.live"].close)
+    server.start()
+    yield {"url": f"http://127.0.0.1:{server.port}", "store": store, "acd": acd, "connector": connector}
     server.shutdown()
 
 

@@ -51,6 +51,8 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
               help="Calls to numbers no flow claims: answered by the default flow, or refused (SIP 404).")
 @click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
+@click.option("--secure-cookies", is_flag=True,
+              help="Send console cookies over HTTPS only (Secure, __Host- prefix); use behind a TLS proxy.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 @click.option("--demo-api/--no-demo-api", default=True, show_default=True,
               help=f"Answer the demo hotline's order look-ups on {DEMO_API_HOST}:{DEMO_API_PORT} (off when a "
@@ -60,8 +62,8 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, default_flow: str | None,
-          unrouted: str, fallback_queue: str,
-          variables: tuple[str, ...], grace: float, demo_api: bool) -> None:
+          unrouted: str, fallback_queue: str, variables: tuple[str, ...], secure_cookies: bool, grace: float,
+          demo_api: bool) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import RegistrationConfig, SipConfig
@@ -88,7 +90,7 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
     config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
                           database=database, queues_file=queues_file, default_flow=default_flow, unrouted=unrouted,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
-                          demo_api_port=DEMO_API_PORT if demo_api else None)
+                          demo_api_port=DEMO_API_PORT if demo_api else None, secure_cookies=secure_cookies)
     server = IvrServer(config)
     server.start()
     click.echo(serve_banner(server, web_host))

@@ -63,6 +63,15 @@ users = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("session_version", sa.Integer, nullable=False, server_default="0"),
+)
+
+auth_failures = sa.Table(
+    "auth_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
 )
 
 api_tokens = sa.Table(
@@ -111,4 +120,6 @@ INDEXES = [
     sa.Index("ix_queue_entries_state", queue_entries.c.state),
     sa.Index("ix_queue_entries_call_id", queue_entries.c.call_id),
     sa.Index("ix_queue_entries_enqueued_at", queue_entries.c.enqueued_at),
+    sa.Index("ix_auth_failures_key", auth_failures.c.key),
+    sa.Index("ix_auth_failures_at", auth_failures.c.at),
 ]

@@ -226,16 +226,20 @@ class Store:
         if outcome:
             query = query.where(t.calls.c.outcome == outcome)
         if search:
-            pattern = f"%{search.lower()}%"
-            in_turns = sa.select(t.turns.c.id).where(
-                t.turns.c.call_id == t.calls.c.id, sa.func.lower(t.turns.c.text).like(pattern)
-            )
+            # the search is literal text: % and _ match themselves, not any characters
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = f"%{escaped}%"
+
+            def like(column: Any) -> Any:
+                return sa.func.lower(column).like(pattern, escape="\\")
+
+            in_turns = sa.select(t.turns.c.id).where(t.turns.c.call_id == t.calls.c.id, like(t.turns.c.text))
             query = query.where(
                 sa.or_(
-                    sa.func.lower(t.calls.c.id).like(pattern),
-                    sa.func.lower(t.calls.c.caller).like(pattern),
-                    sa.func.lower(t.calls.c.called).like(pattern),
-                    sa.func.lower(sa.func.coalesce(t.calls.c.intent, "")).like(pattern),
+                    like(t.calls.c.id),
+                    like(t.calls.c.caller),
+                    like(t.calls.c.called),
+                    like(sa.func.coalesce(t.calls.c.intent, "")),
                     in_turns.exists(),
                 )
             )
@@ -258,11 +262,13 @@ class Store:
 
     # ----------------------------------------------------------------- users and tokens
     def add_user(self, name: str, password_hash: str, role: str, at: float) -> None:
-        """Create a user, or replace the password and role of an existing one."""
+        """Create a user, or replace the password and role of an existing one (ending their sessions)."""
         with self._write() as conn:
             if conn.execute(sa.select(t.users.c.name).where(t.users.c.name == name)).first():
                 conn.execute(
-                    t.users.update().where(t.users.c.name == name).values(password_hash=password_hash, role=role)
+                    t.users.update()
+                    .where(t.users.c.name == name)
+                    .values(password_hash=password_hash, role=role, session_version=t.users.c.session_version + 1)
                 )
             else:
                 conn.execute(t.users.insert().values(name=name, password_hash=password_hash, role=role, created_at=at))
@@ -271,6 +277,34 @@ class Store:
         """The user record (name, password_hash, role) or None."""
         with self._read() as conn:
             return _row(conn.execute(sa.select(t.users).where(t.users.c.name == name)).first())
+
+    def end_sessions(self, name: str) -> None:
+        """Invalidate every console session of ``name`` (its session version moves on)."""
+        with self._write() as conn:
+            conn.execute(
+                t.users.update().where(t.users.c.name == name).values(session_version=t.users.c.session_version + 1)
+            )
+
+    def add_auth_failure(self, keys: list[str], at: float, forget_before: float) -> None:
+        """Record a failed sign-in or token for each of ``keys``; forget failures older than ``forget_before``."""
+        with self._write() as conn:
+            conn.execute(t.auth_failures.delete().where(t.auth_failures.c.at < forget_before))
+            conn.execute(t.auth_failures.insert(), [{"key": key, "at": at} for key in keys])
+
+    def auth_failures(self, key: str, since: float) -> list[float]:
+        """When ``key`` failed since ``since``, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.auth_failures.c.at)
+                .where(t.auth_failures.c.key == key, t.auth_failures.c.at >= since)
+                .order_by(t.auth_failures.c.at)
+            ).all()
+            return [row[0] for row in rows]
+
+    def clear_auth_failures(self, key: str) -> None:
+        """Forget the failures of ``key`` (after a successful sign-in)."""
+        with self._write() as conn:
+            conn.execute(t.auth_failures.delete().where(t.auth_failures.c.key == key))
 
     def list_users(self) -> list[dict[str, Any]]:
         """All users (without password hashes), by name."""

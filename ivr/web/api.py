@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -13,10 +12,12 @@ from ivr.queue import Acd
 from ivr.store import Store
 from ivr.web import figures as fig
 from ivr.web.auth import api_auth, current_user
-from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop, view_for
 from ivr.web.openapi import openapi_document
+from ivr.web.params import day_arg, float_arg, int_arg, json_object
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+MAX_LIMIT = 200
 
 
 def _store() -> Store:
@@ -45,19 +46,16 @@ def openapi() -> Response:
 @api_auth("supervisor")
 def list_calls() -> Any:
     args = request.args
-    try:
-        since = float(args["since"]) if "since" in args else None
-        until = float(args["until"]) if "until" in args else None
-        limit = int(args.get("limit", 50))
-        offset = int(args.get("offset", 0))
-    except ValueError:
-        return _error(400, "since and until are UNIX seconds; limit and offset whole numbers")
-    rows = _store().list_calls(since=since, until=until, search=args.get("q") or None, agent=args.get("agent"),
-                               outcome=args.get("outcome"), limit=limit, offset=offset)  # fmt: skip
+    search = (args.get("q") or "")[:200] or None
+    limit, offset = int_arg("limit", 50, 1, MAX_LIMIT), int_arg("offset", 0, 0, 10**9)
+    rows = _store().list_calls(
+        since=float_arg("since"), until=float_arg("until"), search=search, agent=args.get("agent"),
+        outcome=args.get("outcome"), limit=limit, offset=offset,
+    )  # fmt: skip
     return jsonify(calls=[masked_call(r) for r in rows])
 
 
-@bp.get("/calls/<call_id>")
+@bp.get("/calls/<call_id:call_id>")
 @api_auth("agent")
 def get_call(call_id: str) -> Any:
     user = current_user()
@@ -68,7 +66,7 @@ def get_call(call_id: str) -> Any:
     return jsonify(masked_call(call))
 
 
-@bp.post("/calls/<call_id>/notes")
+@bp.post("/calls/<call_id:call_id>/notes")
 @api_auth("agent")
 def add_note(call_id: str) -> Any:
     user = current_user()
@@ -76,7 +74,7 @@ def add_note(call_id: str) -> Any:
     call = _store().get_call(call_id)
     if call is None or not can_see_call(user, call):
         return _error(404, f"no call {call_id!r} visible to you")
-    body = request.get_json(silent=True) or {}
+    body = json_object()
     text = str(body.get("text", "")).strip()[:4000]
     if not text and not body.get("disposition"):
         return _error(400, "send JSON with text and/or disposition")
@@ -87,13 +85,19 @@ def add_note(call_id: str) -> Any:
 @bp.get("/queues")
 @api_auth("agent")
 def queues() -> Any:
-    return jsonify(queue_view(_store(), _queue_config()))
+    user = current_user()
+    assert user is not None
+    config = _queue_config()
+    return jsonify(view_for(user, queue_view(_store(), config), config))
 
 
 @bp.get("/agents")
 @api_auth("agent")
 def agents() -> Any:
-    return jsonify(agents=queue_view(_store(), _queue_config())["agents"])
+    user = current_user()
+    assert user is not None
+    config = _queue_config()
+    return jsonify(agents=view_for(user, queue_view(_store(), config), config)["agents"])
 
 
 @bp.get("/agents/<name>/current")
@@ -116,7 +120,7 @@ def agent_state(name: str) -> Any:
     acd = _acd()
     if acd is None:
         return _error(503, "agent states can only be changed where the queues run (ivr serve)")
-    body = request.get_json(silent=True) or {}
+    body = json_object()
     try:
         acd.set_agent_state(name, str(body.get("state", "")), str(body.get("reason", ""))[:200])
     except IvrError as exc:
@@ -128,10 +132,6 @@ def agent_state(name: str) -> Any:
 @api_auth("supervisor")
 def figures() -> Any:
     settings = current_app.extensions["ivr.config"]
-    try:
-        day = dt.date.fromisoformat(request.args["day"]) if "day" in request.args else dt.date.today()
-        days = min(90, max(1, int(request.args.get("days", 1))))
-    except ValueError:
-        return _error(400, "day is YYYY-MM-DD and days a whole number (1-90)")
+    day, days = day_arg("day"), int_arg("days", 1, 1, 90)
     trend = fig.daily_trend(_store(), days, day, settings.service_level_seconds)
     return jsonify(today=trend[-1], trend=trend)

@@ -10,14 +10,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, stream_with_context
+from flask import Flask, Response, current_app, jsonify, request, stream_with_context
 from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
 
 from ivr.queue import Acd, AcdConfig
 from ivr.store import Store, mask_sensitive
 from ivr.web import api, pages
 from ivr.web.auth import check_csrf, csrf_token, current_user, login_required
 from ivr.web.live import LiveBroker
+from ivr.web.params import CallIdConverter
+from ivr.web.throttle import Throttle, ThrottleConfig
 from ivr.web.webhook import CrmWebhook
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class WebConfig:
     queues: AcdConfig | None = None  # queue names and agents when no ACD runs in this process
     live_poll_interval: float = 1.0
     secure_cookies: bool = False  # True behind HTTPS
+    session_hours: float = 12.0  # a sign-in lasts at most this long
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)  # failed sign-ins and tokens
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> WebConfig:
@@ -67,12 +72,15 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
+        # __Host-: the browser keeps it only if Secure, for this host alone and path / (no subdomain can set it)
+        SESSION_COOKIE_NAME="__Host-ivr_session" if settings.secure_cookies else "session",
         JSON_SORT_KEYS=False,
         MAX_CONTENT_LENGTH=1_000_000,
     )
     app.extensions["ivr.store"] = store
     app.extensions["ivr.acd"] = acd
     app.extensions["ivr.config"] = settings
+    app.extensions["ivr.throttle"] = Throttle(store, settings.throttle)
     broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
     app.extensions["ivr.live"] = broker
     if settings.crm_webhook_url:
@@ -81,6 +89,8 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
         if acd is not None:
             acd.subscribe(webhook.on_acd_event)
 
+    app.url_map.converters["call_id"] = CallIdConverter
+    app.url_map.merge_slashes = False  # a Call-ID may hold "//"
     app.before_request(check_csrf)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
@@ -99,9 +109,20 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'",
         )
+        if settings.secure_cookies:
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if current_user() is not None:
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        if request.path.startswith("/api/"):
+            resp = exc.get_response()
+            resp.set_data(jsonify(error=exc.description).get_data())
+            resp.mimetype = "application/json"
+            return resp
+        return exc
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -1,7 +1,10 @@
 """Logins, roles, API tokens and CSRF protection for the console.
 
-Pages use a signed session cookie (HttpOnly, SameSite=Lax) and a per-session CSRF token on every form and
-state-changing fetch. The REST API also accepts ``Authorization: Bearer <token>``; tokens are stored hashed.
+Pages use a signed session cookie (HttpOnly, SameSite=Lax, Secure behind HTTPS) and a per-session CSRF token
+on every form and state-changing fetch. A session names the user's session version: signing out or a new
+password moves the version on, which ends every session of that user at once (a copied cookie included);
+sessions also end after ``session_hours``. The REST API also accepts ``Authorization: Bearer <token>``;
+tokens are stored hashed and guessing them is throttled per source address.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -20,7 +24,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr.errors import IvrError
 from ivr.store import Store
+from ivr.web.throttle import Throttle
 
+log = logging.getLogger(__name__)
 ROLES = ("agent", "supervisor", "admin")
 _RANK = {role: i for i, role in enumerate(ROLES)}
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,16 +95,53 @@ def current_user() -> User | None:
     header = request.headers.get("Authorization", "")
     store: Store = current_app.extensions["ivr.store"]
     if header.lower().startswith("bearer "):
-        record = store.user_for_token(token_hash(header[7:].strip()))
-        if record is not None:
-            user = User(record["name"], record["role"])
-            g.token_auth = True
+        user = _token_user(store, header[7:].strip())
     elif "user" in session:
         record = store.get_user(session["user"])
-        if record is not None:  # a deleted user loses access at once
+        hours = current_app.extensions["ivr.config"].session_hours
+        if (
+            record is not None  # a deleted user loses access at once
+            and session.get("version") == record["session_version"]
+            and time.time() - float(session.get("since", 0)) < hours * 3600
+        ):
             user = User(record["name"], record["role"])
     g.user = user
     return user
+
+
+def _token_user(store: Store, token: str) -> User | None:
+    throttle: Throttle = current_app.extensions["ivr.throttle"]
+    source = request.remote_addr or "?"
+    keys = throttle.token_keys(source)
+    g.retry_after = throttle.retry_after(keys)
+    if g.retry_after:
+        log.warning("API token refused from %s: too many wrong tokens, locked for %d s", source, g.retry_after)
+        return None
+    record = store.user_for_token(token_hash(token))
+    if record is None:
+        throttle.failed(keys)
+        log.warning("wrong API token from %s", source)
+        return None
+    g.token_auth = True
+    return User(record["name"], record["role"])
+
+
+def start_session(name: str) -> None:
+    """Sign ``name`` in on this browser: a fresh session bound to the user's current session version."""
+    record = current_app.extensions["ivr.store"].get_user(name)
+    session.clear()
+    session.update(user=name, version=record["session_version"] if record else -1, since=time.time())
+    g.pop("user", None)
+    csrf_token()
+
+
+def end_sessions() -> None:
+    """Sign the current user out everywhere (every copy of the session cookie stops working)."""
+    user = current_user()
+    if user is not None:
+        current_app.extensions["ivr.store"].end_sessions(user.name)
+        log.info("%s signed out", user.name)
+    session.clear()
 
 
 def csrf_token() -> str:
@@ -149,6 +192,11 @@ def api_auth(role: str = "agent") -> Callable[[F], F]:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
             user = current_user()
+            if user is None and g.get("retry_after"):
+                resp = jsonify(error=f"too many wrong tokens from your address; try again in {g.retry_after} s")
+                resp.status_code = 429
+                resp.headers["Retry-After"] = str(g.retry_after)
+                return resp
             if user is None:
                 resp = jsonify(error="authentication required: sign in or send Authorization: Bearer <token>")
                 resp.status_code = 401

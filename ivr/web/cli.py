@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from ivr.store import open_store
@@ -69,14 +71,22 @@ def users_token(name: str, label: str, db: str) -> None:
               help="queues.yaml, for queue and agent names.")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-def console(db: str, queues_path: str | None, host: str, port: int) -> None:
+@click.option("--secure-cookies", is_flag=True,
+              help="Send cookies over HTTPS only (Secure, __Host- prefix); use behind a TLS proxy.")
+@click.option("--threads", default=64, show_default=True, type=click.IntRange(4, 1024),
+              help="Worker threads: each open console holds one for its live view.")
+def console(db: str, queues_path: str | None, host: str, port: int, secure_cookies: bool, threads: int) -> None:
     """Serve the console and API on their own (read-only queues; agent states change where the ACD runs)."""
-    from werkzeug.serving import run_simple
+    import logging
 
     from ivr.queue import load_queues
     from ivr.web.app import WebConfig, create_app
+    from ivr.web.serving import WebServer
 
-    config = WebConfig(queues=load_queues(queues_path) if queues_path else None)
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))  # access and sign-in log
+    config = WebConfig(queues=load_queues(queues_path) if queues_path else None, secure_cookies=secure_cookies)
     app = create_app(open_store(db), None, config)
-    click.echo(f"console on http://{host}:{port}/")
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    server = WebServer(app, host, port, threads=threads, on_stop=app.extensions["ivr.live"].close)
+    click.echo(f"console on http://{host}:{server.port}/")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()

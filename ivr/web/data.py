@@ -52,6 +52,27 @@ def queue_view(store: Store, config: AcdConfig | None, now: float | None = None)
     return {"at": now, "queues": queues, "agents": agents}
 
 
+def mask_number(number: str) -> str:
+    """A phone number (or SIP address) with every digit but the last four replaced by '*'."""
+    digits = [i for i, ch in enumerate(number) if ch.isdigit()]
+    hidden = set(digits[:-4])
+    return "".join("*" if i in hidden else ch for i, ch in enumerate(number))
+
+
+def view_for(user: User, view: dict[str, Any], config: AcdConfig | None) -> dict[str, Any]:
+    """What ``user`` may see of a :func:`queue_view`: supervisors everything; an agent only the queues they
+    take calls from (caller numbers masked) and their own state."""
+    if user.at_least("supervisor"):
+        return view
+    mine = {q for q in config.queues if any(a.name == user.name for a in config.members(q))} if config else set()
+
+    def masked(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**item, "caller": mask_number(item["caller"] or "")} for item in items]
+
+    queues = {name: {k: masked(v) for k, v in q.items()} for name, q in view["queues"].items() if name in mine}
+    return {**view, "queues": queues, "agents": [a for a in view["agents"] if a["name"] == user.name]}
+
+
 def masked_call(call: dict[str, Any]) -> dict[str, Any]:
     """A stored call as shown to people: card and account numbers masked everywhere in it."""
     out = dict(call)

@@ -33,6 +33,7 @@ class LiveBroker:
         self.keepalive = keepalive
         self._clients: set[queue.Queue[dict[str, Any]]] = set()
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         if acd is not None:
             acd.subscribe(self.publish)
 
@@ -44,6 +45,10 @@ class LiveBroker:
         for q in clients:
             with contextlib.suppress(queue.Full):
                 q.put_nowait(slim)
+
+    def close(self) -> None:
+        """End every stream within a poll interval (the server is stopping: free its worker threads)."""
+        self._closed.set()
 
     def client_count(self) -> int:
         """Browsers connected now."""
@@ -59,7 +64,7 @@ class LiveBroker:
             yield "retry: 2000\n\n"
             fingerprint = self.store.live_fingerprint()
             quiet_since = time.monotonic()
-            while True:
+            while not self._closed.is_set():
                 try:
                     event = q.get(timeout=self.poll_interval)
                 except queue.Empty:

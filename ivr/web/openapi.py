@@ -61,7 +61,7 @@ def openapi_document() -> dict[str, Any]:
                         _q("until", "number", "UNIX seconds"),
                         _q("agent", "string", "agent name"),
                         _q("outcome", "string", "call outcome"),
-                        _q("limit", "integer", "at most 1000"),
+                        _q("limit", "integer", "1 to 200 (default 50)"),
                         _q("offset", "integer", "skip this many"),
                     ],
                 )

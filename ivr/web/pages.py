@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
+import math
 import time
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from ivr.errors import IvrError
 from ivr.queue import Acd
 from ivr.store import Store
 from ivr.web import figures as fig
-from ivr.web.auth import ROLES, add_user, check_login, csrf_token, current_user, login_required
+from ivr.web.auth import ROLES, add_user, check_login, current_user, end_sessions, login_required, start_session
 from ivr.web.charts import bar_chart
 from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.params import day_arg, int_arg, safe_next
+from ivr.web.throttle import Throttle
 
 bp = Blueprint("console", __name__)
+log = logging.getLogger(__name__)
 
 
 def _store() -> Store:
@@ -32,12 +36,6 @@ def _settings() -> Any:
     return current_app.extensions["ivr.config"]
 
 
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return ""
-
-
 @bp.route("/")
 def index() -> Response:
     user = current_user()
@@ -48,23 +46,31 @@ def index() -> Response:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    error = ""
-    if request.method == "POST":
-        user = check_login(_store(), request.form.get("name", ""), request.form.get("password", ""))
-        if user is None:
-            error = "Wrong name or password."
-        else:
-            session.clear()
-            session["user"] = user.name
-            csrf_token()
-            default = url_for("console.supervisor" if user.at_least("supervisor") else "console.agent")
-            return redirect(_safe_next(request.args.get("next")) or default)
-    return render_template("login.html", error=error), (401 if error else 200)
+    if request.method == "GET":
+        return render_template("login.html", error="")
+    name, source = request.form.get("name", "")[:128], request.remote_addr or "?"
+    throttle: Throttle = current_app.extensions["ivr.throttle"]
+    keys = throttle.login_keys(name, source)
+    wait = throttle.retry_after(keys)
+    if wait:
+        log.warning("sign-in as %r from %s refused: too many failures, locked for %d s", name, source, wait)
+        error = f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} minute(s)."
+        return render_template("login.html", error=error), 429, {"Retry-After": str(wait)}
+    user = check_login(_store(), name, request.form.get("password", ""))
+    if user is None:
+        throttle.failed(keys)
+        log.warning("failed sign-in as %r from %s", name, source)
+        return render_template("login.html", error="Wrong name or password."), 401
+    throttle.succeeded(keys[0][0])
+    log.info("%s signed in from %s", user.name, source)
+    start_session(user.name)
+    default = url_for("console.supervisor" if user.at_least("supervisor") else "console.agent")
+    return redirect(safe_next(request.args.get("next")) or default)
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Response:
-    session.clear()
+    end_sessions()
     return redirect(url_for("console.login"))
 
 
@@ -154,7 +160,7 @@ def _live_args() -> dict[str, Any]:
 
 def _figures_args() -> dict[str, Any]:
     settings = _settings()
-    today = dt.date.today()
+    today = day_arg("day")
     since, until = fig.day_bounds(today)
     figures = fig.figures(_store(), since, until, settings.service_level_seconds)
     trend = fig.daily_trend(_store(), settings.trend_days, today, settings.service_level_seconds)
@@ -203,12 +209,12 @@ def supervisor_figures() -> str:
 @login_required("supervisor")
 def calls() -> str:
     q = request.args.get("q", "").strip()[:200]
-    page = max(0, request.args.get("page", 0, type=int))
+    page = int_arg("page", 0, 0, 10_000_000)
     rows = _store().list_calls(search=q or None, limit=50, offset=page * 50)
     return render_template("calls.html", calls=rows, q=q, page=page)
 
 
-@bp.route("/calls/<call_id>")
+@bp.route("/calls/<call_id:call_id>")
 @login_required("agent")
 def call_detail(call_id: str) -> str:
     user = current_user()
