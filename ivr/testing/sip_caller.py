@@ -172,6 +172,9 @@ def run_call(uri: str, steps: list[Step], *, record: str = "", codecs: tuple[str
             ep.libHandleEvents(5)
         if state["media"] and not state["disconnected"]:
             audio = state["audio"]
+            # Like a phone, always send audio (silence from the null device): a stream nothing feeds sends
+            # no RTP at all, and then no RFC 4733 digits either.
+            ep.audDevManager().getCaptureDevMedia().startTransmit(audio)
             if record:
                 recorder = pj.AudioMediaRecorder()
                 recorder.createRecorder(record)
