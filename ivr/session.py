@@ -519,7 +519,7 @@ class CallSession:
             if heard and any(isinstance(e, SpeechEnded) for e in events):
                 break
         path = f"{self.config.recordings_dir}/{self.call_id}-{int(time.time())}.wav"
-        write_wav(path, pcm_from_frames(frames), self.rate)
+        write_wav(path, pcm_from_frames(frames), self.rate, private=True)
         duration = len(frames) * FRAME_SECONDS
         self._notify("recording", {"path": path, "duration": duration})
         self._store("add_event", self.call_id, time.time(), "recording", {"path": path, "duration": duration})

@@ -462,3 +462,14 @@ def test_a_lost_line_ends_the_call_as_interrupted_without_spinning(services_fact
     assert time.monotonic() - started < 2.0
     assert store.calls[-1][0] == "end_call" and store.calls[-1][1][2] == "interrupted"
     assert flow.events == []  # nobody to talk to: the flow is not asked what to do next
+
+
+def test_recordings_are_written_readable_by_the_server_only(services_factory, hello_pcm, tmp_path) -> None:
+    import stat
+
+    flow = ScriptedFlow([fa.Record(max_seconds=5, end_silence=1.0)], [[fa.Hangup()]])
+    _run(flow, [CallerStep(line=1, audio="hello", after=0.3)], services_factory(), {"hello": hello_pcm},
+         config=SessionConfig(recordings_dir=str(tmp_path / "rec")))
+    finished = flow.events[0]
+    assert isinstance(finished, RecordingFinished)
+    assert stat.S_IMODE(Path(finished.path).stat().st_mode) == 0o600
