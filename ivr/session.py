@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,8 +34,11 @@ from ivr.events import (
     Transcript,
 )
 from ivr.flow import actions as fa
+from ivr.handoff import context_headers
 from ivr.services import SpeechServices
 from ivr.speech.interfaces import Recognizer
+from ivr.store.masking import mask_sensitive
+from ivr.store.views import SECRET_MASK, for_handoff
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,8 @@ class SessionConfig:
     early_silence_sentence: float = 0.3
     """A pause this long after free speech that the recognizer closes as a sentence (., ?, !) ends the
     turn. Longer than for phrases: people pause mid-sentence ("Yes, … that's right")."""
+    context_url: Callable[[str], str] | None = None
+    """Makes the signed ``X-IVR-Context-Url`` link for a call id (None: no link is sent)."""
     speculate_max_backlog: int = 2
     """On a live call, no speculative recognition starts while this many recognitions (or other jobs) are
     already queued or running: under load the extra passes would delay everyone's final results."""
@@ -163,6 +169,7 @@ class CallSession:
         self._result = CallResult(self.call_id, "completed")
         self._speech_end_wall: float | None = None  # when the caller's last turn ended, for turn latency
         self._speculation: tuple[Future[Transcript], float] | None = None
+        self._answer_sensitive = ""  # the current question's answer is a 'card' number or a 'secret'
 
     # ----------------------------------------------------------------- public
 
@@ -203,9 +210,8 @@ class CallSession:
         if isinstance(event, Transcript):
             ctx = self.interp.context()
             self._notify("intent", {"intent": ctx.get("intent"), "confidence": ctx.get("confidence")})
-            self._store(
-                "add_turn", self.call_id, time.time(), "caller", event.text, ctx.get("intent"), ctx.get("confidence")
-            )
+            self._store("add_turn", self.call_id, time.time(), "caller", self._answer_text(event.text),
+                        ctx.get("intent"), ctx.get("confidence"))
         return actions
 
     def _execute(self, action: fa.FlowAction) -> ControlEvent | None:
@@ -284,6 +290,7 @@ class CallSession:
 
     def _listen(self, action: fa.Listen) -> ControlEvent:
         """Wait for the caller's answer; returns exactly one event for the interpreter."""
+        self._answer_sensitive = action.sensitive
         self._notify("listen", {"speech": action.speech, "dtmf": action.dtmf, "grammar": action.grammar})
         # The endpointer starts with the first frame after the prompt (its no-input timer with it), on the
         # call clock; the barge-in detector listens while the prompt plays.
@@ -424,12 +431,22 @@ class CallSession:
         the turn latency: from there to the first audio of the reply)."""
         self._speech_end_wall = speech_end_wall
         self._speculation = None
-        self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence, "endpoint": how})
+        self._notify("transcript", {"text": self._answer_text(transcript.text), "confidence": transcript.confidence,
+                                    "endpoint": how})
         return transcript
 
+    def _answer_text(self, text: str) -> str:
+        """What may be written or reported of the caller's answer: all of it, but the digits of a card
+        number (last 4 kept) and nothing of a secret."""
+        if self._answer_sensitive == "secret":
+            return SECRET_MASK if text else text
+        if self._answer_sensitive == "card":
+            return mask_sensitive(text)
+        return text
+
     def _digits(self, digits: str) -> DtmfDigit:
-        self._notify("dtmf", {"digits": digits})
-        self._store("add_turn", self.call_id, time.time(), "caller", f"[DTMF {digits}]")
+        self._notify("dtmf", {"digits": self._answer_text(digits)})
+        self._store("add_turn", self.call_id, time.time(), "caller", f"[DTMF {self._answer_text(digits)}]")
         self._speech_end_wall = time.perf_counter()
         return DtmfDigit(digits)
 
@@ -541,7 +558,8 @@ class CallSession:
 
     def _transfer(self, action: fa.Transfer) -> None:
         target = action.queue or action.uri or self.config.fallback_queue
-        context = {**self.interp.context(), **action.context, "call_id": self.call_id}
+        # Cards keep their last 4 digits and secrets are masked before anything leaves the bot.
+        context = for_handoff({**self.interp.context(), **action.context, "call_id": self.call_id})
         self._store("set_context", self.call_id, context)
         self._drain_playback()
         self._notify("transfer", {"target": target, "queue": action.queue, "uri": action.uri, "context": context})
@@ -549,7 +567,8 @@ class CallSession:
         if action.uri is None and self.queues is not None and self.queues.has_queue(target):
             self._wait_in_queue(target, context)
         else:
-            accepted = self.channel.transfer(target, transfer_headers(context))
+            link = self.config.context_url(self.call_id) if self.config.context_url else ""
+            accepted = self.channel.transfer(target, context_headers(context, context_url=link))
             self._store("add_event", self.call_id, time.time(), "transfer", {"target": target, "accepted": accepted})
             self._result.outcome = "transferred" if accepted else "transfer_failed"
         raise _CallEnded
@@ -667,7 +686,7 @@ class CallSession:
             log.exception("call %s: reading the flow context failed", self.call_id)
             context = {}
         self._result.context = context
-        self._store("set_context", self.call_id, {**context, "call_id": self.call_id})
+        self._store("set_context", self.call_id, for_handoff({**context, "call_id": self.call_id}))
         self._store("end_call", self.call_id, time.time(), self._result.outcome)
         self._notify("end", {"outcome": self._result.outcome, "context": context})
 
@@ -689,23 +708,3 @@ class CallSession:
             getattr(self.store, method)(*args)
         except Exception:
             log.exception("call %s: store.%s failed", self.call_id, method)
-
-
-def transfer_headers(context: dict[str, Any]) -> dict[str, str]:
-    """SIP headers that carry the call context to the agent (X-IVR-*), ASCII-safe and short."""
-    headers = {"X-IVR-Call-Id": str(context.get("call_id", ""))}
-    if context.get("intent"):
-        headers["X-IVR-Intent"] = str(context["intent"])
-        if context.get("confidence") is not None:
-            headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
-    if context.get("flow"):
-        headers["X-IVR-Flow"] = str(context["flow"])
-    for key, value in (context.get("slots") or {}).items():
-        name = "".join(ch if ch.isalnum() else "-" for ch in str(key)).strip("-").title()
-        headers[f"X-IVR-Slot-{name}"] = _header_value(value)
-    return headers
-
-
-def _header_value(value: object) -> str:
-    text = " ".join(str(value).split())
-    return text.encode("ascii", "replace").decode()[:200]

@@ -68,3 +68,78 @@ def test_private_wav_files_are_readable_by_their_owner_only(tmp_path: Path) -> N
     write_wav(path, bytes(1600), 8000, private=True)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+PAY_FLOW = """\
+version: 1
+name: pay
+start: card
+queues: [billing]
+variables:
+  api_base: "http://127.0.0.1:9"
+sensitive:
+  plan: none
+nodes:
+  card:
+    ask:
+      prompt: "Your card number?"
+      slot: digits
+      min_digits: 13
+      max_digits: 19
+      sensitive: card
+    next: pin
+  pin:
+    ask:
+      prompt: "Your PIN?"
+      slot: digits
+      min_digits: 4
+      max_digits: 4
+      sensitive: secret
+    next: order
+  order:
+    ask:
+      prompt: "Your order number?"
+      slot: digits
+      max_digits: 10
+    next: plan
+  plan:
+    set: {plan: gold}
+    next: to_agent
+  to_agent:
+    transfer: {queue: billing}
+"""
+
+
+def test_flows_declare_sensitive_slots_and_variables(tmp_path: Path) -> None:
+    from ivr.flow.loader import load_flow
+    from ivr.flow.testing import ScriptedCall
+
+    path = tmp_path / "pay.yaml"
+    path.write_text(PAY_FLOW)
+    flow = load_flow(path, classifier_factory=None)
+    assert flow.sensitive == {"plan": "none", "card": "card", "pin": "secret"}
+    call = ScriptedCall(flow)
+    assert call.listening is not None and call.listening.sensitive == "card"
+    call.press(VISA + "#")
+    assert call.listening is not None and call.listening.sensitive == "secret"
+    call.say("4 3 2 1")
+    assert call.listening is not None and call.listening.sensitive == ""
+    call.press("27182818#")
+    context = call.interpreter.context()
+    assert context["slots"]["pin"] == "4321"  # the flow itself may use it (e.g. to check it with a service)
+    assert context["sensitive"] == {"api_base": "none", "plan": "none", "card": "card", "pin": "secret"}
+    assert context["last_text"] == "****" and "4321" not in str(context["utterances"])
+
+
+def test_an_unknown_sensitivity_is_a_flow_error(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.flow.loader import load_flow
+
+    path = tmp_path / "pay.yaml"
+    path.write_text(PAY_FLOW.replace("sensitive: secret", "sensitive: secrett").replace("plan: none", "plan: public"))
+    with pytest.raises(FlowError) as info:
+        load_flow(path, classifier_factory=None)
+    text = str(info.value)
+    assert ("pay.yaml:24:18: 'sensitive' must be one of card, secret, none, got 'secrett' "
+            "(did you mean 'secret'?)") in text
+    assert "pay.yaml:8:9: 'sensitive' of 'plan' must be one of card, secret, none" in text

@@ -180,14 +180,20 @@ def mask_url(url: str) -> str:
 
 
 def mask_value(value: object) -> str:
-    """A collected value as others see it: a number of 8+ digits keeps its last 4, anything else is
-    starred out entirely (its length kept for numbers, so a reader can tell a PIN from a name)."""
+    """A collected value as others see it: a number of 8+ digits keeps its last 4 (separators kept), a
+    shorter one is starred out digit by digit, anything else becomes ``***``."""
     text = str(value)
-    digits = re.sub(r"\D", "", text)
-    if digits and len(digits) == len(re.sub(r"[\s\-.]", "", text)):
-        if len(digits) < MIN_DIGITS:
-            return "*" * len(digits)
-        return "*" * (len(digits) - KEEP_DIGITS) + digits[-KEEP_DIGITS:]
+    digits = sum(ch.isdigit() for ch in text)
+    if digits and re.fullmatch(r"[\d\s\-.]+", text):
+        to_mask = digits - KEEP_DIGITS if digits >= MIN_DIGITS else digits
+        out = []
+        for ch in text:
+            if ch.isdigit() and to_mask > 0:
+                out.append("*")
+                to_mask -= 1
+            else:
+                out.append(ch)
+        return "".join(out)
     return "***" if text else text
 
 
