@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +147,113 @@ def test_an_unknown_sensitivity_is_a_flow_error(tmp_path: Path) -> None:
     assert ("pay.yaml:24:18: 'sensitive' must be one of card, secret, none, got 'secrett' "
             "(did you mean 'secret'?)") in text
     assert "pay.yaml:8:9: 'sensitive' of 'plan' must be one of card, secret, none" in text
+
+
+# ------------------------------------------------------------------ a whole call, through the real parts
+
+PAY_QUEUES = """
+agents:
+  ann: {uri: "sip:ann@127.0.0.1"}
+  ben: {uri: "sip:ben@127.0.0.1"}
+queues:
+  billing:
+    ring_timeout: 30
+    wrap_up: 0
+    connection: refer
+    announce: {every: 30, first_after: 0, text: "Please hold."}
+"""
+
+
+class _QuietTts:
+    def synthesize(self, text: str, sample_rate: int) -> bytes:
+        return bytes(int(sample_rate * 0.1) * 2)
+
+    def stream(self, text: str, sample_rate: int) -> Iterator[bytes]:
+        yield self.synthesize(text, sample_rate)
+
+
+def _console_user(app: Any, store: Any, name: str, role: str) -> Any:
+    from werkzeug.security import generate_password_hash
+
+    store.add_user(name, generate_password_hash(f"{name}-password", "pbkdf2:sha256:1000"), role, 0.0)
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    resp = client.post("/login", data={"name": name, "password": f"{name}-password", "csrf_token": token})
+    assert resp.status_code == 302
+    return client
+
+
+def test_the_agent_offered_the_call_sees_what_the_caller_gave_and_only_they_do(tmp_path: Path) -> None:
+    from ivr.flow.loader import load_flow
+    from ivr.handoff import context_url
+    from ivr.queue import Acd, parse_queues
+    from ivr.queue.testing import FakeConnector
+    from ivr.replay.channel import ReplayChannel
+    from ivr.replay.scenario import CallerStep
+    from ivr.session import CallSession, SessionConfig
+    from ivr.store import open_store
+    from ivr.web import create_app
+    from ivr.web.webhook import call_payload
+
+    (tmp_path / "pay.yaml").write_text(PAY_FLOW)
+    flow = load_flow(tmp_path / "pay.yaml", classifier_factory=None)
+    store = open_store(tmp_path / "ivr.db")
+    connector = FakeConnector()
+    acd = Acd(parse_queues(PAY_QUEUES), connector, store, context_url=lambda c: context_url("http://c.test", "k", c))
+    app = create_app(store, acd, {"secret_key": "k", "public_url": "http://c.test"})
+    ann = _console_user(app, store, "ann", "agent")
+    ben = _console_user(app, store, "ben", "agent")
+    sue = _console_user(app, store, "sue", "supervisor")
+    acd.set_agent_state("ann", "available")
+    seen: dict[str, Any] = {}
+
+    class Agent:
+        """While ann's phone rings: what each person sees, then she answers."""
+
+        def on_event(self, kind: str, data: dict[str, Any]) -> None:
+            channel.on_event(kind, data)
+            if kind == "prompt" and data["text"] == "Please hold." and not seen:
+                seen["panel"] = ann.get("/agent/panel").get_data(as_text=True)
+                seen["pop"] = ann.get("/api/agents/ann/current").get_json()["call"]
+                seen["ben"] = ben.get(f"/api/calls/{channel.call_id}").status_code
+                seen["sue"] = sue.get(f"/calls/{channel.call_id}").get_data(as_text=True)
+                seen["headers"] = connector.offers[0].headers
+                connector.answer("ann")
+
+    steps = [CallerStep(line=1, dtmf=VISA + "#", after=0.3), CallerStep(line=2, dtmf="4321", after=0.3),
+             CallerStep(line=3, dtmf="27182818#", after=0.3)]
+    channel = ReplayChannel(steps, {}, 8000, max_seconds=120)
+    services = SpeechServices(asr=None, tts=_QuietTts(), workers=1)  # type: ignore[arg-type]
+    try:
+        from ivr.runtime import FlowRuntime
+
+        interpreter = FlowRuntime(flow).new_interpreter(channel)
+        result = CallSession(channel, interpreter, services, flow_name="pay", store=store, queues=acd,
+                             observer=Agent(), config=SessionConfig(recordings_dir=str(tmp_path))).run()
+    finally:
+        services.shutdown()
+    assert result.outcome == "transferred", result
+    pop, panel = seen["pop"], seen["panel"]
+    # the agent on the call: the order number in full, the card's last 4 digits, never the PIN
+    assert pop["slots"] == {"card": "************1111", "pin": "****", "order": "27182818"}
+    assert "27182818" in panel and "************1111" in panel and "4321" not in panel and VISA not in panel
+    assert "[DTMF 27182818]" in [t["text"] for t in pop["turns"]]
+    assert "[DTMF ************1111]" in [t["text"] for t in pop["turns"]]
+    assert "27182818" in seen["sue"] and VISA not in seen["sue"]  # supervisors too
+    assert seen["ben"] == 404  # another agent sees nothing of it
+    # the agent's phone: masked headers and the signed link to the full context
+    headers = seen["headers"]
+    assert "order=****2818" in headers["X-IVR-Slots"] and "27182818" not in str(headers)
+    link = headers["X-IVR-Context-Url"].removeprefix("http://c.test")
+    full = app.test_client().get(link).get_json()
+    assert full["context"]["slots"]["order"] == "27182818" and full["context"]["slots"]["pin"] == "****"
+    assert app.test_client().get(link.replace("sig=", "sig=0")).status_code == 403
+    # a CRM webhook (a third party) gets it masked
+    payload = call_payload(store, result.call_id)
+    assert payload is not None and payload["context"]["slots"]["order"] == "****2818"
+    assert "27182818" not in json.dumps(payload) and VISA not in json.dumps(payload)
+    # nothing in the database file holds the card number or the PIN
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ivr.db*"))
+    assert VISA.encode() not in raw and b"4321" not in raw

@@ -50,6 +50,14 @@ def _keep_last_digits(text: str) -> str:
     return "".join(out)
 
 
+def _swap_secret(_: re.Match[str]) -> str:
+    return SECRET_MASK
+
+
+def _swap_card(match: re.Match[str]) -> str:
+    return _keep_last_digits(match.group())
+
+
 def _declared(context: Mapping[str, Any]) -> dict[str, str]:
     sensitive = context.get("sensitive")
     return {str(k): str(v) for k, v in sensitive.items()} if isinstance(sensitive, Mapping) else {}
@@ -79,8 +87,8 @@ def _text_cleaner(hidden: list[tuple[str, str]], base: Callable[[str], str]) -> 
             elif raw.isdigit() and len(raw) >= 4:
                 # spoken or spaced out: "1 2 3 4", "one two three four"
                 spaced = r"\W*".join(re.escape(d) for d in raw)
-                text = re.sub(rf"(?<!\d){spaced}(?!\d)",
-                              lambda m, r=replacement: r if r == SECRET_MASK else _keep_last_digits(m.group()), text)
+                swap = _swap_secret if replacement == SECRET_MASK else _swap_card
+                text = re.sub(rf"(?<!\d){spaced}(?!\d)", swap, text)
         return base(text)
 
     return clean

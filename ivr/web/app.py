@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, stream_with_context
 from markupsafe import Markup
 
+from ivr.handoff import context_url
 from ivr.queue import Acd, AcdConfig
 from ivr.store import Store, mask_sensitive
 from ivr.web import api, pages
@@ -35,6 +36,9 @@ class WebConfig:
     queues: AcdConfig | None = None  # queue names and agents when no ACD runs in this process
     live_poll_interval: float = 1.0
     secure_cookies: bool = False  # True behind HTTPS
+    public_url: str | None = None
+    """Where a CRM reaches this console (``http://ivr.example.com:8080``): the base of the signed context
+    links (``X-IVR-Context-Url``, the webhook's ``context_url``); None: no links."""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> WebConfig:
@@ -75,8 +79,17 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.extensions["ivr.config"] = settings
     broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
     app.extensions["ivr.live"] = broker
+    link = None
+    if settings.public_url:
+        base, key = settings.public_url, app.config["SECRET_KEY"]
+
+        def link(call_id: str) -> str:
+            return context_url(base, key, call_id)
+
+    app.extensions["ivr.context_url"] = link
     if settings.crm_webhook_url:
-        webhook = CrmWebhook(store, settings.crm_webhook_url, headers=settings.crm_webhook_headers)
+        webhook = CrmWebhook(store, settings.crm_webhook_url, headers=settings.crm_webhook_headers,
+                             context_url=link)
         app.extensions["ivr.webhook"] = webhook
         if acd is not None:
             acd.subscribe(webhook.on_acd_event)

@@ -15,7 +15,7 @@ from ivr.store import Store
 from ivr.web import figures as fig
 from ivr.web.auth import ROLES, add_user, check_login, csrf_token, current_user, login_required
 from ivr.web.charts import bar_chart
-from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.data import can_see_call, queue_view, screen_pop, shown_call
 
 bp = Blueprint("console", __name__)
 
@@ -216,7 +216,7 @@ def call_detail(call_id: str) -> str:
     call = _store().get_call(call_id)
     if call is None or not can_see_call(user, call):
         abort(404)
-    return render_template("call.html", call=masked_call(call))
+    return render_template("call.html", call=shown_call(call))
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])
