@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,13 @@ class ServerConfig:
     reload_interval: float = 1.0
     variables: dict[str, Any] = field(default_factory=dict)
     secret_key: str | None = None
+    """Signs console sessions and context links (default: $IVR_SECRET_KEY, else a new one per start)."""
+    public_url: str | None = None
+    """Where a CRM reaches the console, for ``X-IVR-Context-Url`` links (default: http://web_host:web_port)."""
+    crm_webhook: str | None = None
+    """POST each queued caller's context (masked, with its context link) to this URL."""
+    retention_days: float | None = None
+    """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
 
 
 class IvrServer:
@@ -71,6 +80,8 @@ class IvrServer:
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
         self._lock = threading.Lock()
+        self.secret_key = config.secret_key or os.environ.get("IVR_SECRET_KEY") or secrets.token_hex(32)
+        self.purger: Any = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -81,6 +92,12 @@ class IvrServer:
         if "://" not in self.config.database:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
+        self.config.session.context_url = self.context_url
+        if self.config.retention_days is not None:
+            from ivr.store.retention import RetentionPurger
+
+            self.purger = RetentionPurger(self.store, self.config.retention_days)
+            self.purger.start()
         interrupted = self.store.close_unfinished_calls(time.time())
         if interrupted:
             log.warning("%d call(s) left in progress by an earlier run closed as interrupted", len(interrupted))
@@ -88,7 +105,8 @@ class IvrServer:
             from ivr.queue.config import load_queues
             from ivr.queue.engine import Acd
 
-            self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store)
+            self.acd = Acd(load_queues(self.config.queues_file), self.connector, self.store,
+                           context_url=self.context_url)
             self.acd.start()
         needed = sorted({FlowRuntime(flow).speech_key() for flow in self._all_flows()})
         for key in needed:
@@ -114,6 +132,8 @@ class IvrServer:
         self.sip.stop(grace_seconds)
         if self.acd is not None:
             self.acd.stop()
+        if self.purger is not None:
+            self.purger.stop()
         if self.web is not None:
             self.web.shutdown()
             self.web.server_close()
@@ -172,12 +192,22 @@ class IvrServer:
 
         from ivr.web.app import create_app
 
-        app = create_app(self.store, self.acd, {"secret_key": self.config.secret_key})
+        app = create_app(self.store, self.acd, {"secret_key": self.secret_key, "public_url": self._public_url(),
+                                                "crm_webhook_url": self.config.crm_webhook})
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
         self.web = make_server(self.config.web_host, self.config.web_port, app, threaded=True)
         self.web_port = self.web.server_port
         threading.Thread(target=self.web.serve_forever, name="ivr-web", daemon=True).start()
+
+    def _public_url(self) -> str:
+        return self.config.public_url or f"http://{self.config.web_host}:{self.web_port}"
+
+    def context_url(self, call_id: str) -> str:
+        """The signed, expiring link to a call's full context (sent as ``X-IVR-Context-Url``)."""
+        from ivr.handoff import context_url
+
+        return context_url(self._public_url(), self.secret_key, call_id)
 
     # ------------------------------------------------------------------ reload
 

@@ -257,3 +257,95 @@ def test_the_agent_offered_the_call_sees_what_the_caller_gave_and_only_they_do(t
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("ivr.db*"))
     assert VISA.encode() not in raw and b"4321" not in raw
+
+
+# ------------------------------------------------------------------ at rest: encryption, erasure, retention
+
+def _stored_call(store: Any, call_id: str, started: float, recording: Path | None = None) -> None:
+    store.start_call(call_id, "+15550100", "100", "pay", started)
+    store.add_turn(call_id, started + 1, "caller", "my order is 2 7 1 8 2 8 1 8", intent="order_status")
+    store.add_event(call_id, started + 2, "http", {"url": "http://api.test/orders/27182818", "ok": True})
+    store.set_context(call_id, {"intent": "order_status", "slots": {"order": "27182818"}})
+    store.add_queue_entry(call_id, "billing", 0, started + 3, {"slots": {"order": "27182818"}})
+    store.add_note(call_id, "ann", started + 4, "customer Jane, order 27182818", "resolved")
+    if recording is not None:
+        write_wav(recording, bytes(1600), 8000, private=True)
+        store.add_event(call_id, started + 5, "recording", {"path": str(recording), "duration": 0.1})
+    store.end_call(call_id, started + 6, "completed")
+
+
+def test_collected_values_are_encrypted_at_rest_with_a_private_key_file(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivr.store import open_store
+
+    monkeypatch.delenv("IVR_DATA_KEY", raising=False)
+    store = open_store(tmp_path / "ivr.db")
+    _stored_call(store, "c1", 1000.0)
+    call = store.get_call("c1")
+    assert call is not None and call["context"]["slots"]["order"] == "27182818"
+    assert call["turns"][0]["text"] == "my order is 2 7 1 8 2 8 1 8" and "27182818" in call["notes"][0]["text"]
+    assert call["events"][0]["data"]["url"].endswith("/27182818")
+    assert store.list_calls(search="order")[0]["id"] == "c1"  # words still searchable
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ivr.db*") if p.suffix != ".key")
+    assert b"27182818" not in raw and b"2 7 1 8" not in raw and b"Jane" not in raw
+    key = tmp_path / "ivr.db.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    again = open_store(tmp_path / "ivr.db")  # the same key file: readable again
+    assert again.get_call("c1")["context"]["slots"]["order"] == "27182818"  # type: ignore[index]
+    monkeypatch.setenv("IVR_DATA_KEY", "a passphrase from the environment")
+    from ivr.store.crypto import DataKeyError
+
+    with pytest.raises(DataKeyError, match="not the one it was written with"):
+        open_store(tmp_path / "ivr.db").get_call("c1")
+
+
+def test_ivr_calls_erase_removes_what_the_caller_said_and_their_recordings(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ivr.cli.main import _register, cli
+    from ivr.store import open_store
+
+    db = tmp_path / "ivr.db"
+    store = open_store(db)
+    recording = tmp_path / "rec" / "c1.wav"
+    _stored_call(store, "c1", 1000.0, recording)
+    _stored_call(store, "c2", 1000.0)
+    _register()
+    result = CliRunner().invoke(cli, ["calls", "erase", "c1", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "erased call c1" in result.output
+    call = store.get_call("c1")
+    assert call is not None and call["erased_at"] and call["outcome"] == "completed"  # figures keep it
+    assert call["turns"] == [] and call["events"] == [] and call["notes"] == [] and call["context"] == {}
+    assert call["caller"] == "" and call["queue_entries"][0]["context"] == {}
+    assert not recording.exists()
+    assert store.get_call("c2")["turns"]  # type: ignore[index]  # other calls untouched
+    missing = CliRunner().invoke(cli, ["calls", "erase", "nope", "--db", str(db)])
+    assert missing.exit_code == 1 and "no call 'nope'" in missing.output
+
+
+def test_retention_purges_old_transcripts_and_recordings_at_start_and_daily(tmp_path: Path) -> None:
+    import time
+
+    from ivr.store import open_store
+    from ivr.store.retention import DAY, RetentionPurger
+
+    store = open_store(tmp_path / "ivr.db")
+    now = time.time()
+    old = tmp_path / "rec" / "old.wav"
+    _stored_call(store, "old", now - 40 * DAY, old)
+    _stored_call(store, "new", now - 2 * DAY)
+    purger = RetentionPurger(store, 30, interval=0.05)
+    purger.start()
+    try:
+        deadline = time.monotonic() + 5
+        while purger.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        purger.stop()
+    assert purger.runs >= 2  # at start, then again each interval
+    gone, kept = store.get_call("old"), store.get_call("new")
+    assert gone is not None and gone["turns"] == [] and gone["context"] == {} and not old.exists()
+    assert gone["caller"] == "+15550100" and gone["notes"]  # retention is for transcripts and recordings
+    assert kept is not None and kept["turns"] and kept["context"]["slots"]["order"] == "27182818"

@@ -43,13 +43,21 @@ from ivr.session import SessionConfig
               default=None, help="Agent queues YAML (default: config/queues.yaml when it exists).")
 @click.option("--fallback-queue", default="support", show_default=True, help="Queue used after an error.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
+@click.option("--crm-webhook", metavar="URL", help="POST each queued caller's context (masked, with a signed "
+              "context_url to the full one) to this CRM URL.")
+@click.option("--public-url", metavar="URL", help="Where a CRM reaches the console, for the signed "
+              "X-IVR-Context-Url links (default: http://WEB_HOST:WEB_PORT).")
+@click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Erase transcripts, contexts and recordings of calls older than this many days "
+              "(checked at start and once a day; default: keep).")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
           max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, fallback_queue: str,
-          variables: tuple[str, ...], grace: float) -> None:
+          variables: tuple[str, ...], crm_webhook: str | None, public_url: str | None,
+          retention_days: float | None, grace: float) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import RegistrationConfig, SipConfig
@@ -75,7 +83,8 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
                        addresses=edge_address, worker_host=worker_host, worker_port_base=worker_ports)
     config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
                           database=database, queues_file=queues_file,
-                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra)
+                          session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
+                          crm_webhook=crm_webhook, public_url=public_url, retention_days=retention_days)
     server = IvrServer(config)
     server.start()
     click.echo(f"ivr: serving {', '.join(server.flows.names())} on {server.sip.describe()}; "
