@@ -302,3 +302,24 @@ def test_shipped_openapi_yaml_matches_the_served_description(env: Env) -> None:
 
     shipped = YAML(typ="safe").load(Path(__file__).resolve().parents[1].joinpath("docs", "openapi.yaml"))
     assert shipped == env.app.test_client().get("/api/openapi.json").get_json(), "regenerate docs/openapi.yaml"
+
+
+def test_recordings_are_heard_only_by_the_people_allowed_to_see_the_call(env: Env, tmp_path: Path) -> None:
+    from ivr.audio.wavfile import write_wav
+
+    env.call("c1", "I'd like to leave a message")
+    message = tmp_path / "rec" / "c1-1.wav"
+    write_wav(message, bytes(3200), 8000, private=True)
+    env.store.add_event("c1", time.time(), "recording", {"path": str(message), "duration": 0.2})
+    env.acd.set_agent_state("ann", "available")
+    env.acd.enqueue("c1", "support")
+    env.connector.answer("ann")
+    ann, ben, sue = env.client("ann"), env.client("ben"), env.client("sue")
+    assert "/calls/c1/recordings/0" in ann.get("/calls/c1").get_data(as_text=True)
+    for allowed in (ann, sue):
+        resp = allowed.get("/calls/c1/recordings/0")
+        assert resp.status_code == 200 and resp.mimetype == "audio/wav" and resp.data[:4] == b"RIFF"
+        assert resp.headers["Cache-Control"] == "no-store"
+    assert ben.get("/calls/c1/recordings/0").status_code == 404  # not their call
+    assert ann.get("/calls/c1/recordings/1").status_code == 404
+    assert env.client().get("/calls/c1/recordings/0").status_code == 302  # sign in first

@@ -60,6 +60,12 @@ def shown_call(call: dict[str, Any], handling: bool = True) -> dict[str, Any]:
     return call_view(call, handling=handling)
 
 
+def recording_paths(call: dict[str, Any]) -> list[str]:
+    """The files of a call's recordings and voicemail, in the order they were made."""
+    return [str(e["data"]["path"]) for e in call.get("events", [])
+            if e.get("kind") == "recording" and isinstance(e.get("data"), dict) and e["data"].get("path")]
+
+
 def can_see_call(user: User, call: dict[str, Any]) -> bool:
     """Supervisors see every call; an agent only calls offered to or taken by them."""
     if user.at_least("supervisor"):
