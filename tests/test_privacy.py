@@ -349,3 +349,30 @@ def test_retention_purges_old_transcripts_and_recordings_at_start_and_daily(tmp_
     assert gone is not None and gone["turns"] == [] and gone["context"] == {} and not old.exists()
     assert gone["caller"] == "+15550100" and gone["notes"]  # retention is for transcripts and recordings
     assert kept is not None and kept["turns"] and kept["context"]["slots"]["order"] == "27182818"
+
+
+def test_serve_switches_on_the_crm_webhook_context_links_and_retention(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    import ivr.server
+    from ivr.cli.serve import serve
+    from ivr.errors import IvrError
+
+    configs: list[Any] = []
+
+    class Recorder:
+        def __init__(self, config: Any) -> None:
+            configs.append(config)
+
+        def start(self) -> None:
+            raise IvrError("stopped by the test")
+
+    monkeypatch.setattr(ivr.server, "IvrServer", Recorder)
+    result = CliRunner().invoke(serve, ["--flows", str(tmp_path), "--crm-webhook", "https://crm.test/hook",
+                                        "--public-url", "https://ivr.test", "--retention-days", "30"])
+    assert isinstance(result.exception, IvrError), result.output
+    [config] = configs
+    assert config.crm_webhook == "https://crm.test/hook" and config.public_url == "https://ivr.test"
+    assert config.retention_days == 30
+    assert CliRunner().invoke(serve, ["--retention-days", "0"]).exit_code == 2  # must be positive
