@@ -688,7 +688,7 @@ class CallSession:
         self._result.context = context
         self._store("set_context", self.call_id, for_handoff({**context, "call_id": self.call_id}))
         self._store("end_call", self.call_id, time.time(), self._result.outcome)
-        self._notify("end", {"outcome": self._result.outcome, "context": context})
+        self._notify("end", {"outcome": self._result.outcome, "context": for_handoff(context)})
 
     # -------------------------------------------------------------- helpers
 

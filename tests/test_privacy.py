@@ -376,3 +376,14 @@ def test_serve_switches_on_the_crm_webhook_context_links_and_retention(monkeypat
     assert config.crm_webhook == "https://crm.test/hook" and config.public_url == "https://ivr.test"
     assert config.retention_days == 30
     assert CliRunner().invoke(serve, ["--retention-days", "0"]).exit_code == 2  # must be positive
+
+
+def test_a_sensitive_name_that_nothing_defines_is_a_flow_error(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.flow.loader import load_flow
+
+    path = tmp_path / "pay.yaml"
+    path.write_text(PAY_FLOW.replace("  plan: none", "  plna: none"))
+    with pytest.raises(FlowError, match=r"pay.yaml:8:3: 'sensitive' names 'plna', which no slot, set, http, record "
+                                        r"or 'variables:' defines \(did you mean 'plan'\?\)"):
+        load_flow(path, classifier_factory=None)

@@ -163,7 +163,7 @@ class FlowCompiler:
         if start and root.get("start") is not None:
             self.refs.targets.append((root.get("start"), start, "", "start"))  # type: ignore[arg-type]
         self._check_references(nodes, nodes_node, variables, start, globals_)
-        sensitive = self._sensitive(root.get("sensitive"), nodes)
+        sensitive = self._sensitive(root.get("sensitive"), nodes, set(variables) | self.refs.defined)
         return Flow(name=name, path=self.shown, directory=self.path.parent, start=start, nodes=nodes,
                     version=version, language=language, description=description, intents=self.intents,
                     intent_threshold=threshold, speech=speech, variables=variables, numbers=numbers,
@@ -171,12 +171,15 @@ class FlowCompiler:
                     globals=globals_, sources=tuple(sorted(self.sources)),
                     defines=frozenset(variables) | frozenset(self.refs.defined), sensitive=sensitive)
 
-    def _sensitive(self, node: Y | None, nodes: dict[str, Node]) -> dict[str, str]:
+    def _sensitive(self, node: Y | None, nodes: dict[str, Node], known: set[str]) -> dict[str, str]:
         """Slot and variable name → ``card``, ``secret`` or ``none``: from the top-level ``sensitive:`` map
         and each slot question's own ``sensitive:``."""
         out: dict[str, str] = {}
         if node is not None and self.r.is_map(node, "'sensitive'"):
-            for key, (_, value) in node.entries.items():
+            for key, (key_node, value) in node.entries.items():
+                if key not in known and not self.broken_links:
+                    self.r.error(key_node, f"'sensitive' names '{key}', which no slot, set, http, record or "
+                                           f"'variables:' defines{did_you_mean(key, sorted(known))}")
                 kind = self.r.string(value, f"'sensitive' of '{key}'")
                 if kind is not None and kind not in SENSITIVITY:
                     self.r.error(value, f"'sensitive' of '{key}' must be one of {', '.join(SENSITIVITY)}, got "
