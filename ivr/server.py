@@ -198,6 +198,7 @@ class IvrServer:
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
         self.web = make_server(self.config.web_host, self.config.web_port, app, threaded=True)
         self.web_port = self.web.server_port
+        app.extensions["ivr.config"].public_url = self._public_url()  # the real port, when it was 0
         threading.Thread(target=self.web.serve_forever, name="ivr-web", daemon=True).start()
 
     def _public_url(self) -> str:

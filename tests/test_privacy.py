@@ -53,6 +53,7 @@ def test_collected_values_and_urls_are_masked_for_logs() -> None:
     assert mask_value("1234") == "****"
     assert mask_value("Jane Doe") == "***"
     assert mask_url("http://user:pw@api.test:8085/orders/27182818?pin=1234") == "http://api.test:8085/orders/****2818?pin=***"
+    assert mask_url("https://crm.test/customers/jane@example.com/orders/5123") == "https://crm.test/customers/***/orders/****"
 
 
 def test_a_failed_webhook_logs_a_masked_url(caplog: pytest.LogCaptureFixture) -> None:

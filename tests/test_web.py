@@ -323,3 +323,22 @@ def test_recordings_are_heard_only_by_the_people_allowed_to_see_the_call(env: En
     assert ben.get("/calls/c1/recordings/0").status_code == 404  # not their call
     assert ann.get("/calls/c1/recordings/1").status_code == 404
     assert env.client().get("/calls/c1/recordings/0").status_code == 302  # sign in first
+
+
+def test_crm_webhook_sends_masked_values_and_a_link_to_the_full_context(env: Env, crm: str) -> None:
+    _Crm.failures = 0
+    app = create_app(env.store, env.acd, {"secret_key": "test", "crm_webhook_url": crm,
+                                          "public_url": "https://ivr.test"})
+    env.call("c1", "my account is 12345678")
+    env.acd.enqueue("c1", "support")
+    deadline = time.monotonic() + 10
+    while not _Crm.bodies and time.monotonic() < deadline:
+        time.sleep(0.02)
+    app.extensions["ivr.webhook"].close()
+    [body] = _Crm.bodies
+    assert body["context"]["slots"]["account"] == "****5678" and "12345678" not in json.dumps(body)
+    link = body["context_url"]
+    assert link.startswith("https://ivr.test/api/context/c1?expires=")
+    full = app.test_client().get(link.removeprefix("https://ivr.test")).get_json()
+    assert full["context"]["slots"]["account"] == "12345678"
+    assert full["transcript"][1]["text"] == "my account is 12345678"

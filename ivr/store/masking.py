@@ -166,7 +166,8 @@ def mask_sensitive(text: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL as it may be logged: no user:password, numbers masked in its path and query."""
+    """A URL as it may be logged: no user:password, numbers and e-mail addresses masked in its path, query
+    values masked."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -174,7 +175,8 @@ def mask_url(url: str) -> str:
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    path = re.sub(r"\d{4,}", lambda m: mask_value(m.group()), parts.path)
+    path = "/".join("***" if "@" in segment else segment for segment in parts.path.split("/"))  # e-mails
+    path = re.sub(r"\d{4,}", lambda m: mask_value(m.group()), path)
     query = re.sub(r"=([^&]*)", lambda m: "=" + ("***" if m.group(1) else ""), parts.query)
     return urlunsplit((parts.scheme, host, path, query, ""))
 

@@ -79,12 +79,11 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.extensions["ivr.config"] = settings
     broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
     app.extensions["ivr.live"] = broker
-    link = None
-    if settings.public_url:
-        base, key = settings.public_url, app.config["SECRET_KEY"]
+    key = app.config["SECRET_KEY"]
 
-        def link(call_id: str) -> str:
-            return context_url(base, key, call_id)
+    def link(call_id: str) -> str:
+        # read at each call: ``ivr serve`` learns its port (and so the default public URL) after this
+        return context_url(settings.public_url, key, call_id) if settings.public_url else ""
 
     app.extensions["ivr.context_url"] = link
     if settings.crm_webhook_url:

@@ -103,8 +103,9 @@ class CrmWebhook:
         payload = call_payload(self.store, call_id)
         if payload is None:
             return
-        if self.context_url is not None:
-            payload["context_url"] = self.context_url(call_id)
+        link = self.context_url(call_id) if self.context_url is not None else ""
+        if link:
+            payload["context_url"] = link
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
