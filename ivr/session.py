@@ -38,7 +38,7 @@ from ivr.handoff import context_headers
 from ivr.services import SpeechServices
 from ivr.speech.interfaces import Recognizer
 from ivr.store.masking import mask_sensitive
-from ivr.store.views import SECRET_MASK, for_handoff
+from ivr.store.views import SECRET_MASK, for_handoff, text_for_handoff
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class CallSession:
         if isinstance(event, Transcript):
             ctx = self.interp.context()
             self._notify("intent", {"intent": ctx.get("intent"), "confidence": ctx.get("confidence")})
-            self._store("add_turn", self.call_id, time.time(), "caller", self._answer_text(event.text),
+            self._store("add_turn", self.call_id, time.time(), "caller", self._private(self._answer_text(event.text)),
                         ctx.get("intent"), ctx.get("confidence"))
         return actions
 
@@ -248,7 +248,7 @@ class CallSession:
                 first = False
             self.channel.play(chunk)
         self._notify("prompt", {"text": text, "audio": action.audio, "barge_in": action.barge_in})
-        self._store("add_turn", self.call_id, time.time(), "bot", text or f"[audio {action.audio}]")
+        self._store("add_turn", self.call_id, time.time(), "bot", self._private(text) or f"[audio {action.audio}]")
 
     def _mark_first_reply_audio(self) -> None:
         if self._speech_end_wall is None:
@@ -434,6 +434,15 @@ class CallSession:
         self._notify("transcript", {"text": self._answer_text(transcript.text), "confidence": transcript.confidence,
                                     "endpoint": how})
         return transcript
+
+    def _private(self, text: str) -> str:
+        """``text`` as it may be written down: card numbers to their last 4 digits, and the values the flow
+        collected as a ``card`` or a ``secret`` masked wherever they appear (a prompt reading one back)."""
+        try:
+            context = self.interp.context()
+        except Exception:
+            context = {}
+        return text_for_handoff(text, context)
 
     def _answer_text(self, text: str) -> str:
         """What may be written or reported of the caller's answer: all of it, but the digits of a card

@@ -516,3 +516,11 @@ def test_recordings_are_written_readable_by_the_server_only(services_factory, he
     finished = flow.events[0]
     assert isinstance(finished, RecordingFinished)
     assert stat.S_IMODE(Path(finished.path).stat().st_mode) == 0o600
+
+
+def test_a_prompt_reading_back_a_secret_or_a_card_is_written_down_masked(services_factory) -> None:
+    flow = CardFlow([fa.Say("You said 4 3 2 1 and card 4111 1111 1111 1111."), fa.Hangup()])
+    store = MemoryStore()
+    _run(flow, [], services_factory(), store=store)
+    [said] = [args[3] for name, args in store.calls if name == "add_turn" and args[2] == "bot"]
+    assert said == "You said **** and card **** **** **** 1111."
