@@ -156,8 +156,9 @@ def _free_port() -> int:
     shutil.which("initdb") is None and not Path("/usr/lib/postgresql").exists(),
     reason="PostgreSQL server not installed",
 )
-def test_postgresql_round_trip(tmp_path: Path) -> None:
+def test_postgresql_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("psycopg")
+    monkeypatch.setenv("IVR_DATA_KEY_FILE", str(tmp_path / "data.key"))  # a database URL has no folder of its own
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     bindir = bins[-1] if bins else Path(shutil.which("initdb") or "initdb").parent
     port = _free_port()
