@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,11 +52,18 @@ class ServerConfig:
     """Calls to numbers no flow claims: 'default' (the default flow answers) or 'reject' (SIP 404)."""
     variables: dict[str, Any] = field(default_factory=dict)
     secret_key: str | None = None
+    """Signs console sessions and context links (default: $IVR_SECRET_KEY, else a new one per start)."""
     demo_api_port: int | None = None
     """Serve the demo order service (``ivr.demo``) on 127.0.0.1 at this port (0: any free port); None: off.
     Not started when ``variables`` set ``api_base`` (the flows use a real service)."""
     secure_cookies: bool = False
     """Console cookies only over HTTPS (set when a TLS proxy serves the console)."""
+    public_url: str | None = None
+    """Where a CRM reaches the console, for ``X-IVR-Context-Url`` links (default: http://web_host:web_port)."""
+    crm_webhook: str | None = None
+    """POST each queued caller's context (masked, with its context link) to this URL."""
+    retention_days: float | None = None
+    """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
 
 
 class IvrServer:
@@ -98,6 +107,8 @@ class IvrServer:
         self._stop = threading.Event()
         self._reloader = threading.Thread(target=self._reload_loop, name="ivr-reload", daemon=True)
         self._lock = threading.Lock()
+        self.secret_key = config.secret_key or os.environ.get("IVR_SECRET_KEY") or secrets.token_hex(32)
+        self.purger: Any = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -108,13 +119,19 @@ class IvrServer:
         if "://" not in self.config.database:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
+        self.config.session.context_url = self.context_url
+        if self.config.retention_days is not None:
+            from ivr.store.retention import RetentionPurger
+
+            self.purger = RetentionPurger(self.store, self.config.retention_days)
+            self.purger.start()
         interrupted = self.store.close_unfinished_calls(time.time())
         if interrupted:
             log.warning("%d call(s) left in progress by an earlier run closed as interrupted", len(interrupted))
         if self.queue_config is not None:
             from ivr.queue.engine import Acd
 
-            self.acd = Acd(self.queue_config, self.connector, self.store)
+            self.acd = Acd(self.queue_config, self.connector, self.store, context_url=self.context_url)
             self.acd.start()
         self.load_engines()
         self.start_demo_api()
@@ -178,6 +195,8 @@ class IvrServer:
         self.sip.stop(grace_seconds)
         if self.acd is not None:
             self.acd.stop()
+        if self.purger is not None:
+            self.purger.stop()
         if self.web is not None:
             self.web.shutdown()
         if self.demo_api is not None:
@@ -251,13 +270,24 @@ class IvrServer:
         from ivr.web.app import create_app
         from ivr.web.serving import WebServer
 
-        app = create_app(self.store, self.acd,
-                         {"secret_key": self.config.secret_key, "secure_cookies": self.config.secure_cookies})
+        app = create_app(self.store, self.acd, {"secret_key": self.secret_key, "public_url": self._public_url(),
+                                                "crm_webhook_url": self.config.crm_webhook,
+                                                "secure_cookies": self.config.secure_cookies})
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
         self.web = WebServer(app, self.config.web_host, self.config.web_port, on_stop=app.extensions["ivr.live"].close)
         self.web_port = self.web.port
+        app.extensions["ivr.config"].public_url = self._public_url()  # the real port, when it was 0
         self.web.start()
+
+    def _public_url(self) -> str:
+        return self.config.public_url or f"http://{self.config.web_host}:{self.web_port}"
+
+    def context_url(self, call_id: str) -> str:
+        """The signed, expiring link to a call's full context (sent as ``X-IVR-Context-Url``)."""
+        from ivr.handoff import context_url
+
+        return context_url(self._public_url(), self.secret_key, call_id)
 
     # ------------------------------------------------------------------ reload
 

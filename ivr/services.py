@@ -24,6 +24,7 @@ import requests
 from ivr.events import HttpResult
 from ivr.flow import actions as fa
 from ivr.speech.interfaces import AsrEngine, Synthesizer
+from ivr.store.masking import mask_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -207,7 +208,7 @@ class SpeechServices:
                 error = type(exc).__name__ + (": timed out" if isinstance(exc, requests.Timeout) else "")
             if attempt + 1 < attempts:
                 time.sleep(min(0.25 * 2**attempt, 2.0))
-        log.warning("webhook %s %s failed: %s", request.method, request.url, error)
+        log.warning("webhook %s %s failed: %s", request.method, mask_url(request.url), error)
         return HttpResult(ok=False, status=status, error=error)
 
 

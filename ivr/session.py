@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -35,8 +35,11 @@ from ivr.events import (
 )
 from ivr.flow import actions as fa
 from ivr.flow.prompts import queue_announcement, system_prompts
+from ivr.handoff import context_headers
 from ivr.services import SpeechServices
 from ivr.speech.interfaces import Recognizer
+from ivr.store.masking import mask_sensitive
+from ivr.store.views import SECRET_MASK, for_handoff, text_for_handoff
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class SessionConfig:
     early_silence_sentence: float = 0.3
     """A pause this long after free speech that the recognizer closes as a sentence (., ?, !) ends the
     turn. Longer than for phrases: people pause mid-sentence ("Yes, … that's right")."""
+    context_url: Callable[[str], str] | None = None
+    """Makes the signed ``X-IVR-Context-Url`` link for a call id (None: no link is sent)."""
     speculate_max_backlog: int = 2
     """On a live call, no speculative recognition starts while this many recognitions (or other jobs) are
     already queued or running: under load the extra passes would delay everyone's final results."""
@@ -172,6 +177,7 @@ class CallSession:
         self._result = CallResult(self.call_id, "completed")
         self._speech_end_wall: float | None = None  # when the caller's last turn ended, for turn latency
         self._speculation: tuple[Future[Transcript], float] | None = None
+        self._answer_sensitive = ""  # the current question's answer is a 'card' number or a 'secret'
 
     # ----------------------------------------------------------------- public
 
@@ -212,9 +218,8 @@ class CallSession:
         if isinstance(event, Transcript):
             ctx = self.interp.context()
             self._notify("intent", {"intent": ctx.get("intent"), "confidence": ctx.get("confidence")})
-            self._store(
-                "add_turn", self.call_id, time.time(), "caller", event.text, ctx.get("intent"), ctx.get("confidence")
-            )
+            self._store("add_turn", self.call_id, time.time(), "caller", self._private(self._answer_text(event.text)),
+                        ctx.get("intent"), ctx.get("confidence"))
         return actions
 
     def _execute(self, action: fa.FlowAction) -> ControlEvent | None:
@@ -251,7 +256,7 @@ class CallSession:
                 first = False
             self.channel.play(chunk)
         self._notify("prompt", {"text": text, "audio": action.audio, "barge_in": action.barge_in})
-        self._store("add_turn", self.call_id, time.time(), "bot", text or f"[audio {action.audio}]")
+        self._store("add_turn", self.call_id, time.time(), "bot", self._private(text) or f"[audio {action.audio}]")
 
     def _mark_first_reply_audio(self) -> None:
         if self._speech_end_wall is None:
@@ -293,6 +298,7 @@ class CallSession:
 
     def _listen(self, action: fa.Listen) -> ControlEvent:
         """Wait for the caller's answer; returns exactly one event for the interpreter."""
+        self._answer_sensitive = action.sensitive
         self._notify("listen", {"speech": action.speech, "dtmf": action.dtmf, "grammar": action.grammar})
         # The endpointer starts with the first frame after the prompt (its no-input timer with it), on the
         # call clock; the barge-in detector listens while the prompt plays.
@@ -433,12 +439,31 @@ class CallSession:
         the turn latency: from there to the first audio of the reply)."""
         self._speech_end_wall = speech_end_wall
         self._speculation = None
-        self._notify("transcript", {"text": transcript.text, "confidence": transcript.confidence, "endpoint": how})
+        self._notify("transcript", {"text": self._answer_text(transcript.text), "confidence": transcript.confidence,
+                                    "endpoint": how})
         return transcript
 
+    def _private(self, text: str) -> str:
+        """``text`` as it may be written down: card numbers to their last 4 digits, and the values the flow
+        collected as a ``card`` or a ``secret`` masked wherever they appear (a prompt reading one back)."""
+        try:
+            context = self.interp.context()
+        except Exception:
+            context = {}
+        return text_for_handoff(text, context)
+
+    def _answer_text(self, text: str) -> str:
+        """What may be written or reported of the caller's answer: all of it, but the digits of a card
+        number (last 4 kept) and nothing of a secret."""
+        if self._answer_sensitive == "secret":
+            return SECRET_MASK if text else text
+        if self._answer_sensitive == "card":
+            return mask_sensitive(text)
+        return text
+
     def _digits(self, digits: str) -> DtmfDigit:
-        self._notify("dtmf", {"digits": digits})
-        self._store("add_turn", self.call_id, time.time(), "caller", f"[DTMF {digits}]")
+        self._notify("dtmf", {"digits": self._answer_text(digits)})
+        self._store("add_turn", self.call_id, time.time(), "caller", f"[DTMF {self._answer_text(digits)}]")
         self._speech_end_wall = time.perf_counter()
         return DtmfDigit(digits)
 
@@ -541,7 +566,7 @@ class CallSession:
             if heard and any(isinstance(e, SpeechEnded) for e in events):
                 break
         path = f"{self.config.recordings_dir}/{self.call_id}-{int(time.time())}.wav"
-        write_wav(path, pcm_from_frames(frames), self.rate)
+        write_wav(path, pcm_from_frames(frames), self.rate, private=True)
         duration = len(frames) * FRAME_SECONDS
         self._notify("recording", {"path": path, "duration": duration})
         self._store("add_event", self.call_id, time.time(), "recording", {"path": path, "duration": duration})
@@ -566,7 +591,8 @@ class CallSession:
         reachable, SIP failure) is logged as an error and goes on to the fallback queue, then voicemail:
         the caller is never hung up on silently."""
         target = action.queue or action.uri or self.fallback_queue
-        context = {**self.interp.context(), **action.context, "call_id": self.call_id}
+        # Cards keep their last 4 digits and secrets are masked before anything leaves the bot.
+        context = for_handoff({**self.interp.context(), **action.context, "call_id": self.call_id})
         self._store("set_context", self.call_id, context)
         self._drain_playback()
         failure = self._try_transfer(target, action.uri is not None, context)
@@ -601,8 +627,9 @@ class CallSession:
             if not self.queues.has_queue(target):
                 return f"unknown queue '{target}'"
             return self._wait_in_queue(target, context)
+        link = self.config.context_url(self.call_id) if self.config.context_url else ""
         try:
-            accepted = self.channel.transfer(target, transfer_headers(context))
+            accepted = self.channel.transfer(target, context_headers(context, context_url=link))
             failure = None if accepted else "the transfer was refused"
         except Exception as exc:  # a SIP stack error is one more way a transfer fails
             accepted, failure = False, f"the transfer raised {exc!r}"
@@ -731,9 +758,9 @@ class CallSession:
             log.exception("call %s: reading the flow context failed", self.call_id)
             context = {}
         self._result.context = context
-        self._store("set_context", self.call_id, {**context, "call_id": self.call_id})
+        self._store("set_context", self.call_id, for_handoff({**context, "call_id": self.call_id}))
         self._store("end_call", self.call_id, time.time(), self._result.outcome)
-        self._notify("end", {"outcome": self._result.outcome, "context": context})
+        self._notify("end", {"outcome": self._result.outcome, "context": for_handoff(context)})
 
     # -------------------------------------------------------------- helpers
 
@@ -753,23 +780,3 @@ class CallSession:
             getattr(self.store, method)(*args)
         except Exception:
             log.exception("call %s: store.%s failed", self.call_id, method)
-
-
-def transfer_headers(context: dict[str, Any]) -> dict[str, str]:
-    """SIP headers that carry the call context to the agent (X-IVR-*), ASCII-safe and short."""
-    headers = {"X-IVR-Call-Id": str(context.get("call_id", ""))}
-    if context.get("intent"):
-        headers["X-IVR-Intent"] = str(context["intent"])
-        if context.get("confidence") is not None:
-            headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
-    if context.get("flow"):
-        headers["X-IVR-Flow"] = str(context["flow"])
-    for key, value in (context.get("slots") or {}).items():
-        name = "".join(ch if ch.isalnum() else "-" for ch in str(key)).strip("-").title()
-        headers[f"X-IVR-Slot-{name}"] = _header_value(value)
-    return headers
-
-
-def _header_value(value: object) -> str:
-    text = " ".join(str(value).split())
-    return text.encode("ascii", "replace").decode()[:200]

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 import wave
 from collections.abc import Iterator
@@ -243,6 +244,10 @@ def test_barge_in_then_transfer_with_context_and_metrics(server: IvrServer, agen
     assert call["context"]["intent"] == "agent"
     assert any(t["speaker"] == "caller" and "person" in t["text"].lower() for t in call["turns"])
     assert any(e["kind"] == "transfer" for e in call["events"])
+    # the REFER carries a signed link to the call's full context, which the console serves without a login
+    link = urllib.parse.unquote(target.split("X-IVR-Context-Url=")[1].split("&")[0].split(">")[0])
+    with urllib.request.urlopen(link, timeout=5) as response:
+        assert json.loads(response.read())["call_id"] == call["id"]
 
     base = f"http://127.0.0.1:{server.web_port}"
     with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:

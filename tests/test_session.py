@@ -17,10 +17,11 @@ from ivr.audio.frame import AudioFrame
 from ivr.audio.wavfile import read_wav
 from ivr.events import ControlEvent, DtmfDigit, Hangup, HttpResult, NoInput, RecordingFinished, Transcript
 from ivr.flow import actions as fa
+from ivr.handoff import check_context_signature, context_headers, context_url
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import CallerStep
 from ivr.services import SpeechServices
-from ivr.session import CallSession, SessionConfig, transfer_headers
+from ivr.session import CallSession, SessionConfig
 
 
 class ScriptedAsr:
@@ -142,7 +143,7 @@ def test_speech_answer_reaches_the_flow_and_transfer_carries_context(services_fa
     target, headers = channel.transfers[0]
     assert target == "support"
     assert headers["X-IVR-Intent"] == "agent"
-    assert headers["X-IVR-Slot-Order-Number"] == "12345"
+    assert headers["X-IVR-Slots"] == "order number=*****"  # SIP headers carry what anyone may see
     kinds = [name for name, _ in store.calls]
     assert kinds[0] == "start_call" and kinds[-1] == "end_call"
     assert ("add_turn" in kinds) and store.calls[-1][1][2] == "transferred"
@@ -327,9 +328,51 @@ def test_hangup_reaches_the_flow_when_the_caller_leaves_while_listening(services
 
 
 def test_transfer_headers_are_ascii_and_single_line() -> None:
-    headers = transfer_headers({"call_id": "c1", "intent": "billing", "slots": {"name": "Zoë\r\nX-Evil: 1"}})
-    assert headers["X-IVR-Slot-Name"] == "Zo? X-Evil: 1"
-    assert all("\n" not in v for v in headers.values())
+    headers = context_headers({"call_id": "c1", "intent": "billing", "slots": {"name": "Zoë\r\nX-Evil: 1"},
+                               "sensitive": {"name": "none"}})
+    assert headers["X-IVR-Slots"] == "name=Zo? X-Evil: 1"
+    assert all("\n" not in v and v.isascii() for v in headers.values())
+
+
+class CardFlow(ScriptedFlow):
+    def context(self) -> dict[str, Any]:
+        return {"flow": "pay", "intent": "billing", "confidence": 0.9, "last_text": "it is 4111 1111 1111 1111",
+                "slots": {"card": "4111111111111111", "pin": "4321", "order": "27182818", "plan": "gold"},
+                "sensitive": {"card": "card", "pin": "secret", "plan": "none"}}
+
+
+def test_a_uri_transfer_sends_masked_headers_and_a_signed_context_link(services_factory) -> None:
+    flow = CardFlow([fa.Transfer(uri="sip:desk@pbx.test", context={"order_again": "27182818"})])
+    store = MemoryStore()
+    config = SessionConfig(context_url=lambda call_id: context_url("http://console.test", "k", call_id))
+    result, channel, _ = _run(flow, [], services_factory(), store=store, config=config)
+    assert result.outcome == "transferred"
+    target, headers = channel.transfers[0]
+    assert target == "sip:desk@pbx.test"
+    assert headers["X-IVR-Slots"] == "card=************1111;pin=****;order=****2818;plan=gold"
+    assert "4111" not in str(headers) and "27182818" not in str(headers) and "4321" not in str(headers)
+    link = headers["X-IVR-Context-Url"]
+    assert link.startswith(f"http://console.test/api/context/{result.call_id}?expires=")
+    expires, sig = link.split("expires=")[1].split("&sig=")
+    assert check_context_signature("k", result.call_id, expires, sig)
+    assert not check_context_signature("other key", result.call_id, expires, sig)
+    # the call record keeps what the agent may see: the order in full, the card's last 4, no PIN
+    stored = next(args[1] for name, args in store.calls if name == "set_context")
+    assert stored["slots"] == {"card": "************1111", "pin": "****", "order": "27182818", "plan": "gold"}
+    assert stored["last_text"] == "it is **** **** **** 1111" and stored["order_again"] == "27182818"
+
+
+def test_answers_to_secret_and_card_questions_are_masked_in_turns_and_events(services_factory) -> None:
+    flow = ScriptedFlow([fa.Listen(dtmf_max_digits=4, sensitive="secret")],
+                        [[fa.Listen(dtmf_max_digits=16, sensitive="card")], [fa.Hangup()]])
+    store = MemoryStore()
+    _result, _channel, events = _run(flow, [CallerStep(line=1, dtmf="4321", after=0.2),
+                                            CallerStep(line=2, dtmf="4111111111111111", after=0.2)],
+                                     services_factory(), store=store)
+    assert flow.events[0] == DtmfDigit("4321") and flow.events[1] == DtmfDigit("4111111111111111")  # the flow has them
+    turns = [args[3] for name, args in store.calls if name == "add_turn" and args[2] == "caller"]
+    assert turns == ["[DTMF ****]", "[DTMF ************1111]"]
+    assert [d["digits"] for k, d in events if k == "dtmf"] == ["****", "************1111"]
 
 
 # ------------------------------------------------------------------------------------------ agent queues
@@ -698,3 +741,22 @@ def test_a_webhook_reply_that_never_ends_fails_on_time(services_factory) -> None
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_recordings_are_written_readable_by_the_server_only(services_factory, hello_pcm, tmp_path) -> None:
+    import stat
+
+    flow = ScriptedFlow([fa.Record(max_seconds=5, end_silence=1.0)], [[fa.Hangup()]])
+    _run(flow, [CallerStep(line=1, audio="hello", after=0.3)], services_factory(), {"hello": hello_pcm},
+         config=SessionConfig(recordings_dir=str(tmp_path / "rec")))
+    finished = flow.events[0]
+    assert isinstance(finished, RecordingFinished)
+    assert stat.S_IMODE(Path(finished.path).stat().st_mode) == 0o600
+
+
+def test_a_prompt_reading_back_a_secret_or_a_card_is_written_down_masked(services_factory) -> None:
+    flow = CardFlow([fa.Say("You said 4 3 2 1 and card 4111 1111 1111 1111."), fa.Hangup()])
+    store = MemoryStore()
+    _run(flow, [], services_factory(), store=store)
+    [said] = [args[3] for name, args in store.calls if name == "add_turn" and args[2] == "bot"]
+    assert said == "You said **** and card **** **** **** 1111."

@@ -57,7 +57,8 @@ def test_every_write_is_visible_to_another_connection_at_once(tmp_path: Path) ->
     store.add_event("c1", 12.5, "transfer", {"queue": "support"})
     assert count("SELECT kind FROM events WHERE call_id='c1'") == "transfer"
     store.set_context("c1", {"intent": "order_status", "slots": {"order": "A12"}})
-    assert "A12" in str(count("SELECT context FROM calls WHERE id='c1'"))
+    raw = str(count("SELECT context FROM calls WHERE id='c1'"))
+    assert "sealed" in raw and "A12" not in raw  # written at once, encrypted
     store.end_call("c1", 20.0, "completed")
     assert count("SELECT outcome FROM calls WHERE id='c1'") == "completed"
 
@@ -155,8 +156,9 @@ def _free_port() -> int:
     shutil.which("initdb") is None and not Path("/usr/lib/postgresql").exists(),
     reason="PostgreSQL server not installed",
 )
-def test_postgresql_round_trip(tmp_path: Path) -> None:
+def test_postgresql_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("psycopg")
+    monkeypatch.setenv("IVR_DATA_KEY_FILE", str(tmp_path / "data.key"))  # a database URL has no folder of its own
     bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
     bindir = bins[-1] if bins else Path(shutil.which("initdb") or "initdb").parent
     port = _free_port()

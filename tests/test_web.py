@@ -29,7 +29,7 @@ agents:
 queues:
   support: {ring_timeout: 30, wrap_up: 0}
 """
-CARD = "4111 1111 1111 1234"
+CARD = "4242 4242 4242 4242"  # a Luhn-valid test card
 
 
 class Env:
@@ -123,11 +123,12 @@ def test_transcripts_are_escaped_and_card_numbers_masked(env: Env) -> None:
     sue = env.client("sue")
     html = sue.get("/calls/c1").get_data(as_text=True)
     assert "<script>alert" not in html and "&lt;script&gt;alert(" in html
-    assert "**** **** **** 1234" in html and "4111" not in html and "12345678" not in html
+    assert "**** **** **** 4242" in html and CARD not in html
+    assert "12345678" in html  # collected values in full for the people handling the call (a supervisor)
     data = sue.get("/api/calls/c1").get_json()
     said = data["turns"][1]["text"]
-    assert said.endswith("**** **** **** 1234") and "<script>" in said  # JSON is data: escaping is the page's job
-    assert data["context"]["slots"]["account"] == "****5678" and data["caller"] == "+15550100"
+    assert said.endswith("**** **** **** 4242") and "<script>" in said  # JSON is data: escaping is the page's job
+    assert data["context"]["slots"]["account"] == "12345678" and data["caller"] == "+15550100"
     listing = sue.get("/calls?q=card").get_data(as_text=True)
     assert 'href="/calls/c1"' in listing
 
@@ -159,7 +160,7 @@ def test_screen_pop_when_offered_and_while_on_the_call(env: Env) -> None:
     env.acd.enqueue("c1", "support", priority=5, context={"caller": "+15550100"})
     panel = ann.get("/agent/panel").get_data(as_text=True)
     assert "Incoming call" in panel and "billing_dispute" in panel and "I was charged twice" in panel
-    assert "****5678" in panel and "12345678" not in panel
+    assert "12345678" in panel  # the agent offered the call sees what the caller gave, in full
     pop = ann.get("/api/agents/ann/current").get_json()["call"]
     assert pop["intent"] == "billing_dispute" and pop["priority"] == 5 and pop["confidence"] == 0.83
     assert [t["speaker"] for t in pop["turns"]] == ["bot", "caller"]
@@ -293,7 +294,7 @@ def test_crm_webhook_retries_and_never_blocks(env: Env, crm: str) -> None:
     assert hook.delivered == 1 and len(_Crm.bodies) == 1
     body = _Crm.bodies[0]
     assert body["call_id"] == "c1" and body["queue"] == "support" and body["intent"] == "billing"
-    assert "**** **** **** 1234" in body["transcript"][1]["text"] and CARD not in json.dumps(body)
+    assert "**** **** **** 4242" in body["transcript"][1]["text"] and CARD not in json.dumps(body)
 
 
 def test_shipped_openapi_yaml_matches_the_served_description(env: Env) -> None:
@@ -301,3 +302,43 @@ def test_shipped_openapi_yaml_matches_the_served_description(env: Env) -> None:
 
     shipped = YAML(typ="safe").load(Path(__file__).resolve().parents[1].joinpath("docs", "openapi.yaml"))
     assert shipped == env.app.test_client().get("/api/openapi.json").get_json(), "regenerate docs/openapi.yaml"
+
+
+def test_recordings_are_heard_only_by_the_people_allowed_to_see_the_call(env: Env, tmp_path: Path) -> None:
+    from ivr.audio.wavfile import write_wav
+
+    env.call("c1", "I'd like to leave a message")
+    message = tmp_path / "rec" / "c1-1.wav"
+    write_wav(message, bytes(3200), 8000, private=True)
+    env.store.add_event("c1", time.time(), "recording", {"path": str(message), "duration": 0.2})
+    env.acd.set_agent_state("ann", "available")
+    env.acd.enqueue("c1", "support")
+    env.connector.answer("ann")
+    ann, ben, sue = env.client("ann"), env.client("ben"), env.client("sue")
+    assert "/calls/c1/recordings/0" in ann.get("/calls/c1").get_data(as_text=True)
+    for allowed in (ann, sue):
+        resp = allowed.get("/calls/c1/recordings/0")
+        assert resp.status_code == 200 and resp.mimetype == "audio/wav" and resp.data[:4] == b"RIFF"
+        assert resp.headers["Cache-Control"] == "no-store"
+    assert ben.get("/calls/c1/recordings/0").status_code == 404  # not their call
+    assert ann.get("/calls/c1/recordings/1").status_code == 404
+    assert env.client().get("/calls/c1/recordings/0").status_code == 302  # sign in first
+
+
+def test_crm_webhook_sends_masked_values_and_a_link_to_the_full_context(env: Env, crm: str) -> None:
+    _Crm.failures = 0
+    app = create_app(env.store, env.acd, {"secret_key": "test", "crm_webhook_url": crm,
+                                          "public_url": "https://ivr.test"})
+    env.call("c1", "my account is 12345678")
+    env.acd.enqueue("c1", "support")
+    deadline = time.monotonic() + 10
+    while not _Crm.bodies and time.monotonic() < deadline:
+        time.sleep(0.02)
+    app.extensions["ivr.webhook"].close()
+    [body] = _Crm.bodies
+    assert body["context"]["slots"]["account"] == "****5678" and "12345678" not in json.dumps(body)
+    link = body["context_url"]
+    assert link.startswith("https://ivr.test/api/context/c1?expires=")
+    full = app.test_client().get(link.removeprefix("https://ivr.test")).get_json()
+    assert full["context"]["slots"]["account"] == "12345678"
+    assert full["transcript"][1]["text"] == "my account is 12345678"

@@ -96,14 +96,14 @@ def test_agent_signs_in_gets_a_screen_pop_and_changes_state(console: dict[str, A
     now = time.time()
     store.start_call("call-1", "+15550142", "100", "support", now - 40)
     store.add_turn("call-1", now - 30, "bot", "Thanks for calling Acme. How can I help?")
-    said = 'my card 4111 1111 1111 1234 was charged twice <img src=x onerror="window.__xss=1">'
+    said = 'my card 4111 1111 1111 1111 was charged twice <img src=x onerror="window.__xss=1">'
     store.add_turn("call-1", now - 25, "caller", said, intent="billing_dispute", confidence=0.91)
     store.set_context("call-1", {"intent": "billing_dispute", "confidence": 0.91, "slots": {"amount": "42"}})
     acd.enqueue("call-1", "support", priority=3)
     latency = wait_for(lambda: browser.find_element(By.ID, "pop-intent").text == "billing_dispute")
     pop = browser.find_element(By.ID, "pop").text
     assert "Incoming call" in pop and "+15550142" in pop
-    assert "was charged twice" in pop and "**** **** **** 1234" in pop and "4111" not in pop
+    assert "was charged twice" in pop and "**** **** **** 1111" in pop and "4111" not in pop
     assert '<img src=x onerror="window.__xss=1">' in pop  # shown as text, never run
     assert browser.execute_script("return window.__xss") is None
     assert browser.execute_script("return window.__same_page") is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +107,18 @@ def read_wav(path: str | Path, sample_rate: int | None = None) -> Audio:
     return Audio(float_to_pcm16(resample(mono, rate, target)), target)
 
 
-def write_wav(path: str | Path, pcm: bytes, sample_rate: int) -> None:
-    """Write PCM16 mono bytes to a WAV file."""
+def write_wav(path: str | Path, pcm: bytes, sample_rate: int, *, private: bool = False) -> None:
+    """Write PCM16 mono bytes to a WAV file; ``private`` creates it readable by its owner only (mode 600,
+    in a folder of mode 700 when it makes one): callers' recordings and voicemail."""
     path = Path(path)
+    if private and not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as out:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600 if private else 0o666)
+    if private:
+        os.fchmod(fd, 0o600)  # an existing file keeps its old mode otherwise
+    with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(sample_rate)

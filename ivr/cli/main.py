@@ -25,6 +25,7 @@ _COMMANDS = [
     ("ivr.cli.bench", "bench"),
     ("ivr.web.cli", "users"),
     ("ivr.web.cli", "console"),
+    ("ivr.cli.calls", "calls"),
 ]
 
 

@@ -53,6 +53,13 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Flow variable for every call.")
 @click.option("--secure-cookies", is_flag=True,
               help="Send console cookies over HTTPS only (Secure, __Host- prefix); use behind a TLS proxy.")
+@click.option("--crm-webhook", metavar="URL", help="POST each queued caller's context (masked, with a signed "
+              "context_url to the full one) to this CRM URL.")
+@click.option("--public-url", metavar="URL", help="Where a CRM reaches the console, for the signed "
+              "X-IVR-Context-Url links (default: http://WEB_HOST:WEB_PORT).")
+@click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Erase transcripts, contexts and recordings of calls older than this many days "
+              "(checked at start and once a day; default: keep).")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 @click.option("--demo-api/--no-demo-api", default=True, show_default=True,
               help=f"Answer the demo hotline's order look-ups on {DEMO_API_HOST}:{DEMO_API_PORT} (off when a "
@@ -62,7 +69,8 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, default_flow: str | None,
-          unrouted: str, fallback_queue: str, variables: tuple[str, ...], secure_cookies: bool, grace: float,
+          unrouted: str, fallback_queue: str, variables: tuple[str, ...], secure_cookies: bool,
+          crm_webhook: str | None, public_url: str | None, retention_days: float | None, grace: float,
           demo_api: bool) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.server import IvrServer, ServerConfig
@@ -90,7 +98,8 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
     config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
                           database=database, queues_file=queues_file, default_flow=default_flow, unrouted=unrouted,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
-                          demo_api_port=DEMO_API_PORT if demo_api else None, secure_cookies=secure_cookies)
+                          demo_api_port=DEMO_API_PORT if demo_api else None, secure_cookies=secure_cookies,
+                          crm_webhook=crm_webhook, public_url=public_url, retention_days=retention_days)
     server = IvrServer(config)
     server.start()
     click.echo(serve_banner(server, web_host))

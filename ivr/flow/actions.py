@@ -35,6 +35,8 @@ class Listen:
     dtmf_max_digits: int = 1
     dtmf_terminator: str = "#"
     dtmf_inter_digit_timeout: float = 3.0
+    sensitive: str = ""
+    """The answer is a ``card`` number or a ``secret``: what the session writes and reports of it is masked."""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from ivr.flow.templates import Template, TemplateProblem, TemplateValue, compile
 from ivr.flow.yamlsource import Y, load_yaml_file
 
 TOP_KEYS = ("version", "name", "language", "description", "start", "numbers", "queues", "variables",
-            "intents", "intent_threshold", "speech", "prompts", "global", "nodes")
+            "intents", "intent_threshold", "speech", "prompts", "global", "nodes", "sensitive")
 SPEECH_KEYS = ("engine", "model", "min_confidence")
 SPEECH_ENGINES = ("whisper", "vosk")
 CONFIRM_WHEN = ("always", "unsure")
@@ -51,7 +51,7 @@ GLOBAL_KEYS = ("agent_intent", "agent_dtmf", "agent_target", "max_turns", "max_t
                "fallback_queue", "error_prompt")
 ASK_KEYS = ("prompt", "audio", "input", "slot", "save_as", "min_digits", "max_digits", "min", "max", "dtmf",
             "terminator", "timeout", "end_silence", "max_speech", "inter_digit_timeout", "barge_in", "grammar",
-            "no_input", "no_match", "repeat_prompt", "confirm")
+            "no_input", "no_match", "repeat_prompt", "confirm", "sensitive")
 NODE_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "say": ("next",), "ask": ("on", "otherwise", "next"), "branch": ("otherwise",), "set": ("next",),
     "http": ("next", "on_failure"), "transfer": (), "record": ("next",), "goto": (), "subflow": ("next",),
@@ -59,6 +59,7 @@ NODE_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
 }
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DTMF_KEYS = frozenset("0123456789*#ABCD")
+SENSITIVITY = ("card", "secret", "none")
 
 BUILTIN_VARIABLES = frozenset({
     "caller", "called", "call_id", "flow", "last_intent", "last_confidence", "last_text", "turns", "slots",
@@ -170,12 +171,33 @@ class FlowCompiler:
         if start and root.get("start") is not None:
             self.refs.targets.append((root.get("start"), start, "", "start"))  # type: ignore[arg-type]
         self._check_references(nodes, nodes_node, variables, start, globals_)
+        sensitive = self._sensitive(root.get("sensitive"), nodes, set(variables) | self.refs.defined)
         return Flow(name=name, path=self.shown, directory=self.path.parent, start=start, nodes=nodes,
                     version=version, language=language, description=description, intents=self.intents,
                     intent_threshold=threshold, speech=speech, variables=variables, numbers=numbers,
                     queues=queue_list, prompts=prompts,
                     globals=globals_, sources=tuple(sorted(self.sources)),
-                    defines=frozenset(variables) | frozenset(self.refs.defined))
+                    defines=frozenset(variables) | frozenset(self.refs.defined), sensitive=sensitive)
+
+    def _sensitive(self, node: Y | None, nodes: dict[str, Node], known: set[str]) -> dict[str, str]:
+        """Slot and variable name → ``card``, ``secret`` or ``none``: from the top-level ``sensitive:`` map
+        and each slot question's own ``sensitive:``."""
+        out: dict[str, str] = {}
+        if node is not None and self.r.is_map(node, "'sensitive'"):
+            for key, (key_node, value) in node.entries.items():
+                if key not in known and not self.broken_links:
+                    self.r.error(key_node, f"'sensitive' names '{key}', which no slot, set, http, record or "
+                                           f"'variables:' defines{did_you_mean(key, sorted(known))}")
+                kind = self.r.string(value, f"'sensitive' of '{key}'")
+                if kind is not None and kind not in SENSITIVITY:
+                    self.r.error(value, f"'sensitive' of '{key}' must be one of {', '.join(SENSITIVITY)}, got "
+                                        f"'{kind}'{did_you_mean(kind, SENSITIVITY)}")
+                elif kind is not None:
+                    out[key] = kind
+        for n in nodes.values():
+            if isinstance(n, AskNode) and n.sensitive:
+                out.setdefault(n.save_as, n.sensitive)
+        return out
 
     def _speech(self, node: Y | None) -> SpeechSettings:
         r = self.r
@@ -440,6 +462,14 @@ class FlowCompiler:
             node.slot = None
             self.unsure_slot = True
         node.save_as = r.name(body.get("save_as"), "'save_as'", name) or name
+        sensitive_node = body.get("sensitive")
+        if sensitive_node is not None:
+            kind = r.string(sensitive_node, "'sensitive'") or ""
+            if kind not in SENSITIVITY:
+                r.error(sensitive_node, f"'sensitive' must be one of {', '.join(SENSITIVITY)}, got '{kind}'"
+                                        f"{did_you_mean(kind, SENSITIVITY)}")
+            else:
+                node.sensitive = kind
         if body.get("save_as") is not None and slot_node is None:
             r.error(body.key_node("save_as"), "'save_as' only applies to a 'slot'; intents are kept in "
                                               "last_intent")

@@ -76,6 +76,21 @@ def _example_index(flow: Flow) -> dict[str, str]:
     return index
 
 
+SECRET_MASK = "****"
+
+
+def _declared_sensitivity(flow: Flow, seen: set[int] | None = None) -> dict[str, str]:
+    """What a flow and its sub-flows declare ``sensitive`` (the calling flow's word wins)."""
+    seen = seen if seen is not None else set()
+    seen.add(id(flow))
+    out: dict[str, str] = {}
+    for sub in flow.subflows():
+        if id(sub) not in seen:
+            out.update(_declared_sensitivity(sub, seen))
+    out.update(flow.sensitive)
+    return out
+
+
 class CallInterpreter:
     """Runs one call through a flow. Not thread-safe: the call session calls it from one thread.
 
@@ -117,6 +132,9 @@ class CallInterpreter:
         self._in_error = False
         self._max_turns_hit = False
         self._transfer: dict[str, object] | None = None
+        # Configured values (flow defaults, --var) are not the caller's: not sensitive unless declared.
+        self._sensitive = {name: "none" for name in (set(flow.variables) | set(call_vars)) - set(self._builtin)}
+        self._sensitive.update(_declared_sensitivity(flow))
 
     # ---- public ------------------------------------------------------------------------------------
 
@@ -174,6 +192,7 @@ class CallInterpreter:
             "utterances": [dict(u) for u in self._utterances],
             "outcome": self.outcome,
             "error": self._vars.get("error") or None,
+            "sensitive": dict(self._sensitive),
         }
 
     # ---- running nodes -----------------------------------------------------------------------------
@@ -325,7 +344,8 @@ class CallInterpreter:
             grammar=None if yes_no else node.grammar,
             no_input_timeout=node.timeout, end_silence=node.end_silence, max_speech=node.max_speech,
             dtmf_max_digits=max_digits, dtmf_terminator=node.terminator,
-            dtmf_inter_digit_timeout=node.inter_digit_timeout))
+            dtmf_inter_digit_timeout=node.inter_digit_timeout,
+            sensitive=node.sensitive if node.sensitive in ("card", "secret") and not yes_no else ""))
         self._vars["turns"] = int(self._vars["turns"]) + 1  # type: ignore[call-overload]
 
     def _dispatch(self, event: events.ControlEvent) -> None:
@@ -366,7 +386,7 @@ class CallInterpreter:
             self._accept(node, value)
             return
         text = event.text.strip()
-        self._vars["last_text"] = text
+        self._vars["last_text"] = SECRET_MASK if node.sensitive == "secret" and text else text
         self._heard = event
         if text and event.confidence < self._frame.flow.speech.min_confidence:
             # The recognizer was unsure of what it heard: ask again rather than act on a guess.
@@ -392,6 +412,9 @@ class CallInterpreter:
               confidence: float | None, value: object = None) -> None:
         """Remember one caller turn (for context and templates)."""
         entry: dict[str, object] = {"node": node.name}
+        if node.sensitive == "secret":  # the value is the flow's to use, never to remember in the context
+            text, keys = (None if text is None else SECRET_MASK), (None if keys is None else SECRET_MASK)
+            value = None if value is None else SECRET_MASK
         if text is not None:
             entry["text"] = text
         if keys is not None:

@@ -115,6 +115,8 @@ class AskNode(Node):
     confirm: Confirmation | None = None
     otherwise: str | None = None
     next: str | None = None
+    sensitive: str = ""
+    """``card``, ``secret`` or ``none`` (see docs/flows.md, "Sensitive values"); '' when not declared."""
 
 
 @dataclass(eq=False)
@@ -257,6 +259,8 @@ class Flow:
     sources: tuple[Path, ...] = ()
     defines: frozenset[str] = frozenset()
     classifier: IntentClassifier | None = None
+    sensitive: dict[str, str] = field(default_factory=dict)
+    """Slot or variable name → ``card``, ``secret`` or ``none``, as declared."""
 
     def prompt(self, name: str) -> str:
         """The system prompt ``name`` (``no_match``, ``error``, ``voicemail``...) in the flow's language."""

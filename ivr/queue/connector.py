@@ -8,12 +8,11 @@ headers and join the legs on answer; refer: blind-transfer the caller to the age
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ivr.store.masking import mask_sensitive
+from ivr import handoff
 
 
 class OfferResult(enum.Enum):
@@ -59,34 +58,10 @@ class AgentConnector(Protocol):
         ...
 
 
-_UNSAFE = re.compile(r"[^\x20-\x7e]|[\r\n]")
-
-
-def _header_value(value: object, limit: int = 200) -> str:
-    text = mask_sensitive(str(value))
-    return _UNSAFE.sub("?", text)[:limit]
-
-
 def context_headers(
     call_id: str, queue: str, priority: int, wait: float, context: Mapping[str, Any], context_url: str = ""
 ) -> dict[str, str]:
-    """SIP headers carrying the caller's context to the agent's phone (ASCII, masked, length-limited)."""
-    headers = {
-        "X-IVR-Call-Id": _header_value(call_id),
-        "X-IVR-Queue": _header_value(queue),
-        "X-IVR-Priority": str(priority),
-        "X-IVR-Wait": f"{wait:.0f}",
-    }
-    for key, header in (("caller", "X-IVR-Caller"), ("intent", "X-IVR-Intent"), ("flow", "X-IVR-Flow")):
-        if context.get(key) not in (None, ""):
-            headers[header] = (
-                _UNSAFE.sub("?", str(context[key]))[:200] if key == "caller" else _header_value(context[key])
-            )
-    if isinstance(context.get("confidence"), int | float):
-        headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
-    slots = context.get("slots")
-    if isinstance(slots, Mapping) and slots:
-        headers["X-IVR-Slots"] = _header_value(";".join(f"{k}={v}" for k, v in slots.items()), 500)
-    if context_url:
-        headers["X-IVR-Context-Url"] = _header_value(context_url)
-    return headers
+    """SIP headers carrying the caller's context to the agent's phone (see :func:`ivr.handoff.context_headers`,
+    shared with a flow's own transfers)."""
+    return handoff.context_headers(context, call_id=call_id, queue=queue, priority=priority, wait=wait,
+                                   context_url=context_url)

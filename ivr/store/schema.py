@@ -21,6 +21,7 @@ calls = sa.Table(
     sa.Column("queue", sa.String(128)),
     sa.Column("agent", sa.String(128)),
     sa.Column("context", sa.JSON, nullable=False),
+    sa.Column("erased_at", sa.Float),
 )
 
 turns = sa.Table(
@@ -33,6 +34,7 @@ turns = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("intent", sa.String(128)),
     sa.Column("confidence", sa.Float),
+    sa.Column("sealed", sa.Text),
 )
 
 events = sa.Table(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.fernet import Fernet
 from sqlalchemy.pool import StaticPool
 
 from ivr.errors import IvrError
 from ivr.store import schema as t
+from ivr.store.crypto import Sealer, load_data_key
 from ivr.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def searchable_text(text: str) -> str:
+    """What a turn's plain ``text`` column keeps for search (the whole turn is in ``sealed``): its words,
+    with every digit starred, so no number the caller gave is readable in the database."""
+    return re.sub(r"\d", "*", text)
+
+
 def database_url(url_or_path: str | Path) -> str:
     """A SQLAlchemy URL for a URL or a file path (a plain path means a SQLite file)."""
     text = str(url_or_path)
@@ -59,10 +68,12 @@ def database_url(url_or_path: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
-def open_store(url_or_path: str | Path) -> Store:
+def open_store(url_or_path: str | Path, data_key: bytes | None = None) -> Store:
     """Open (creating and migrating as needed) the store at a SQLite path or a database URL.
 
     ``postgresql+psycopg://user:pass@host/db`` selects PostgreSQL (install the ``postgres`` extra).
+    Transcripts, contexts, events and notes are encrypted with ``data_key`` (default: see
+    :func:`ivr.store.crypto.load_data_key`).
     """
     try:
         url = database_url(url_or_path)
@@ -75,12 +86,13 @@ def open_store(url_or_path: str | Path) -> Store:
         else:
             engine = sa.create_engine(url, json_serializer=_json_dumps, pool_pre_ping=True)
         upgrade(engine)
+        key = data_key or load_data_key(url)
     except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:
         raise StoreError(
             f"cannot open the store at {url_or_path}: {exc}. Check the path is writable, or the database URL, "
             "server and credentials (PostgreSQL needs: pip install 'ivr[postgres]')."
         ) from exc
-    return Store(engine)
+    return Store(engine, Sealer(key))
 
 
 def _row(row: sa.Row[Any] | None) -> dict[str, Any] | None:
@@ -90,8 +102,9 @@ def _row(row: sa.Row[Any] | None) -> dict[str, Any] | None:
 class Store:
     """Thread-safe access to the ivr database; create with :func:`open_store`."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, sealer: Sealer | None = None) -> None:
         self.engine = engine
+        self.sealer = sealer or Sealer(Fernet.generate_key())
         self.is_sqlite = engine.dialect.name == "sqlite"
         # SQLite has one writer at a time: serialise writers here instead of spinning on busy errors.
         self._write_lock = threading.RLock()
@@ -147,7 +160,8 @@ class Store:
             self._ensure_call(conn, call_id, at)
             conn.execute(
                 t.turns.insert().values(
-                    call_id=call_id, at=at, speaker=speaker, text=text, intent=intent, confidence=confidence
+                    call_id=call_id, at=at, speaker=speaker, text=searchable_text(text), intent=intent,
+                    confidence=confidence, sealed=self.sealer.seal_text(text),
                 )
             )
             if speaker == "caller" and intent:
@@ -157,11 +171,12 @@ class Store:
         """Append one event of the call (transfer, dtmf, error, queue...) with JSON-able data."""
         with self._write() as conn:
             self._ensure_call(conn, call_id, at)
-            conn.execute(t.events.insert().values(call_id=call_id, at=at, kind=kind, data=data))
+            conn.execute(t.events.insert().values(call_id=call_id, at=at, kind=kind,
+                                                  data=self.sealer.seal_json(data)))
 
     def set_context(self, call_id: str, context: dict[str, Any]) -> None:
         """Replace the call's context (intent, confidence, slots, variables, path...)."""
-        values: dict[str, Any] = {"context": context}
+        values: dict[str, Any] = {"context": self.sealer.seal_json(context)}
         if isinstance(context.get("intent"), str):
             values["intent"] = context["intent"]
         with self._write() as conn:
@@ -201,8 +216,21 @@ class Store:
             entries = conn.execute(
                 sa.select(t.queue_entries).where(t.queue_entries.c.call_id == call_id).order_by(t.queue_entries.c.id)
             ).all()
-            call["queue_entries"] = [dict(r._mapping) for r in entries]
-        return call
+            call["queue_entries"] = [self._open_context(dict(r._mapping)) for r in entries]
+        for turn in call["turns"]:
+            sealed = turn.pop("sealed", None)
+            if sealed:
+                turn["text"] = self.sealer.open_text(sealed)
+        for event in call["events"]:
+            event["data"] = self.sealer.open_json(event["data"])
+        for note in call["notes"]:
+            note["text"] = self.sealer.open_note(note["text"])
+        return self._open_context(call)
+
+    def _open_context(self, row: dict[str, Any]) -> dict[str, Any]:
+        if "context" in row:
+            row["context"] = self.sealer.open_json(row["context"])
+        return row
 
     def list_calls(
         self,
@@ -245,7 +273,41 @@ class Store:
             )
         query = query.order_by(t.calls.c.started_at.desc()).limit(max(1, min(limit, 1000))).offset(max(0, offset))
         with self._read() as conn:
-            return [dict(r._mapping) for r in conn.execute(query).all()]
+            return [self._open_context(dict(r._mapping)) for r in conn.execute(query).all()]
+
+    def erase_call(self, call_id: str, at: float, *, everything: bool = True) -> list[str] | None:
+        """Erase what a call's caller said and gave: transcript, context, events (and with ``everything``
+        the agents' notes and the caller's number too). Returns the recording files the call had, for the
+        caller to delete, or None when there is no such call. The call's times, outcome, queue and agent
+        stay (the figures need them)."""
+        with self._write() as conn:
+            if conn.execute(sa.select(t.calls.c.id).where(t.calls.c.id == call_id)).first() is None:
+                return None
+            rows = conn.execute(
+                sa.select(t.events.c.data).where(t.events.c.call_id == call_id, t.events.c.kind == "recording")
+            ).all()
+            recordings = [str(data.get("path")) for data in (self.sealer.open_json(r[0]) for r in rows)
+                          if isinstance(data, dict) and data.get("path")]
+            tables = (t.turns, t.events, t.notes) if everything else (t.turns, t.events)
+            for table in tables:
+                conn.execute(table.delete().where(table.c.call_id == call_id))
+            values: dict[str, Any] = {"context": {}, "erased_at": at}
+            if everything:
+                values["caller"] = ""
+            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+            conn.execute(t.queue_entries.update().where(t.queue_entries.c.call_id == call_id).values(context={}))
+        return recordings
+
+    def calls_to_purge(self, before: float, limit: int = 500) -> list[str]:
+        """Ended calls started before ``before`` whose transcripts were not erased yet, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.calls.c.id)
+                .where(t.calls.c.started_at < before, t.calls.c.ended_at.is_not(None), t.calls.c.erased_at.is_(None))
+                .order_by(t.calls.c.started_at)
+                .limit(limit)
+            ).all()
+            return [r[0] for r in rows]
 
     def count_calls(self) -> int:
         """How many calls are stored."""
@@ -257,7 +319,8 @@ class Store:
         with self._write() as conn:
             self._ensure_call(conn, call_id, at)
             conn.execute(
-                t.notes.insert().values(call_id=call_id, agent=agent, at=at, text=text, disposition=disposition)
+                t.notes.insert().values(call_id=call_id, agent=agent, at=at, text=self.sealer.seal_note(text),
+                                        disposition=disposition)
             )
 
     # ----------------------------------------------------------------- users and tokens
@@ -312,7 +375,7 @@ class Store:
             rows = conn.execute(
                 sa.select(t.users.c.name, t.users.c.role, t.users.c.created_at).order_by(t.users.c.name)
             ).all()
-            return [dict(r._mapping) for r in rows]
+            return [self._open_context(dict(r._mapping)) for r in rows]
 
     def delete_user(self, name: str) -> bool:
         """Remove a user and their API tokens; True if it existed."""
@@ -381,7 +444,7 @@ class Store:
                     priority=priority,
                     state="waiting",
                     enqueued_at=enqueued_at,
-                    context=context,
+                    context=self.sealer.seal_json(context),
                 )
             )
             conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(queue=queue))
@@ -408,7 +471,7 @@ class Store:
                 .where(t.queue_entries.c.state.in_(OPEN_ENTRY_STATES))
                 .order_by(t.queue_entries.c.enqueued_at, t.queue_entries.c.id)
             ).all()
-            return [dict(r._mapping) for r in rows]
+            return [self._open_context(dict(r._mapping)) for r in rows]
 
     def queue_entries_between(self, since: float, until: float) -> list[dict[str, Any]]:
         """Queue entries that joined in [since, until), without their context."""
@@ -419,7 +482,7 @@ class Store:
                 .where(t.queue_entries.c.enqueued_at >= since, t.queue_entries.c.enqueued_at < until)
                 .order_by(t.queue_entries.c.enqueued_at)
             ).all()
-            return [dict(r._mapping) for r in rows]
+            return [self._open_context(dict(r._mapping)) for r in rows]
 
     def calls_between(self, since: float, until: float) -> list[dict[str, Any]]:
         """Call summaries (with context) that started in [since, until), oldest first."""
@@ -429,7 +492,7 @@ class Store:
                 .where(t.calls.c.started_at >= since, t.calls.c.started_at < until)
                 .order_by(t.calls.c.started_at)
             ).all()
-            return [dict(r._mapping) for r in rows]
+            return [self._open_context(dict(r._mapping)) for r in rows]
 
     def agent_history(self, agent: str, limit: int = 50) -> list[dict[str, Any]]:
         """Calls an agent was connected to, newest first, with their notes count."""
@@ -450,7 +513,7 @@ class Store:
                 .order_by(t.queue_entries.c.answered_at.desc())
                 .limit(limit)
             ).all()
-            return [dict(r._mapping) for r in rows]
+            return [self._open_context(dict(r._mapping)) for r in rows]
 
     def live_queue_rows(self) -> list[dict[str, Any]]:
         """Open queue entries (no context) with the caller number and intent of their call, oldest first."""
@@ -462,7 +525,7 @@ class Store:
                 .where(t.queue_entries.c.state.in_(OPEN_ENTRY_STATES))
                 .order_by(t.queue_entries.c.enqueued_at, t.queue_entries.c.id)
             ).all()
-            return [dict(r._mapping) for r in rows]
+            return [self._open_context(dict(r._mapping)) for r in rows]
 
     def live_fingerprint(self) -> tuple[Any, ...]:
         """A cheap value that changes whenever queues, agents or call records change (for live views)."""

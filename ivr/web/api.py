@@ -8,13 +8,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ivr.errors import IvrError
+from ivr.handoff import check_context_signature
 from ivr.queue import Acd
 from ivr.store import Store
 from ivr.web import figures as fig
 from ivr.web.auth import api_auth, current_user
-from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop, view_for
+from ivr.web.data import can_see_call, queue_view, screen_pop, shown_call, view_for
 from ivr.web.openapi import openapi_document
 from ivr.web.params import day_arg, float_arg, int_arg, json_object
+from ivr.web.webhook import call_payload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_LIMIT = 200
@@ -52,7 +54,7 @@ def list_calls() -> Any:
         since=float_arg("since"), until=float_arg("until"), search=search, agent=args.get("agent"),
         outcome=args.get("outcome"), limit=limit, offset=offset,
     )  # fmt: skip
-    return jsonify(calls=[masked_call(r) for r in rows])
+    return jsonify(calls=[shown_call(r) for r in rows])
 
 
 @bp.get("/calls/<call_id:call_id>")
@@ -63,7 +65,22 @@ def get_call(call_id: str) -> Any:
     call = _store().get_call(call_id)
     if call is None or not can_see_call(user, call):
         return _error(404, f"no call {call_id!r} visible to you")
-    return jsonify(masked_call(call))
+    return jsonify(shown_call(call))
+
+
+@bp.get("/context/<call_id>")
+def signed_context(call_id: str) -> Any:
+    """The full context of a call for the agent's CRM, through the signed, expiring link the agent's phone
+    got as ``X-IVR-Context-Url`` (no login: the signature is the permission)."""
+    key = current_app.config["SECRET_KEY"]
+    if not check_context_signature(key, call_id, request.args.get("expires", ""), request.args.get("sig", "")):
+        return _error(403, "this context link is not valid or has expired")
+    payload = call_payload(_store(), call_id, handling=True)
+    if payload is None:
+        return _error(404, f"no call {call_id!r}")
+    resp = jsonify(payload)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.post("/calls/<call_id:call_id>/notes")

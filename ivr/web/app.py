@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app, jsonify, request, stream_with_co
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
+from ivr.handoff import context_url
 from ivr.queue import Acd, AcdConfig
 from ivr.store import Store, mask_sensitive
 from ivr.web import api, pages
@@ -40,6 +41,9 @@ class WebConfig:
     secure_cookies: bool = False  # True behind HTTPS
     session_hours: float = 12.0  # a sign-in lasts at most this long
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)  # failed sign-ins and tokens
+    public_url: str | None = None
+    """Where a CRM reaches this console (``http://ivr.example.com:8080``): the base of the signed context
+    links (``X-IVR-Context-Url``, the webhook's ``context_url``); None: no links."""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> WebConfig:
@@ -83,8 +87,16 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.extensions["ivr.throttle"] = Throttle(store, settings.throttle)
     broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
     app.extensions["ivr.live"] = broker
+    key = app.config["SECRET_KEY"]
+
+    def link(call_id: str) -> str:
+        # read at each call: ``ivr serve`` learns its port (and so the default public URL) after this
+        return context_url(settings.public_url, key, call_id) if settings.public_url else ""
+
+    app.extensions["ivr.context_url"] = link
     if settings.crm_webhook_url:
-        webhook = CrmWebhook(store, settings.crm_webhook_url, headers=settings.crm_webhook_headers)
+        webhook = CrmWebhook(store, settings.crm_webhook_url, headers=settings.crm_webhook_headers,
+                             context_url=link)
         app.extensions["ivr.webhook"] = webhook
         if acd is not None:
             acd.subscribe(webhook.on_acd_event)

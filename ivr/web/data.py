@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from ivr.queue import AcdConfig
-from ivr.store import Store, mask_data, mask_sensitive
+from ivr.store import Store
+from ivr.store.views import call_view, for_handoff
 from ivr.web.auth import User
 
 
@@ -73,15 +74,17 @@ def view_for(user: User, view: dict[str, Any], config: AcdConfig | None) -> dict
     return {**view, "queues": queues, "agents": [a for a in view["agents"] if a["name"] == user.name]}
 
 
-def masked_call(call: dict[str, Any]) -> dict[str, Any]:
-    """A stored call as shown to people: card and account numbers masked everywhere in it."""
-    out = dict(call)
-    out["turns"] = [{**t, "text": mask_sensitive(t["text"])} for t in call.get("turns", [])]
-    out["notes"] = [{**n, "text": mask_sensitive(n["text"])} for n in call.get("notes", [])]
-    out["events"] = [{**e, "data": mask_data(e["data"])} for e in call.get("events", [])]
-    out["context"] = mask_data(call.get("context") or {})
-    out["queue_entries"] = [{**e, "context": mask_data(e.get("context") or {})} for e in call.get("queue_entries", [])]
-    return out
+def shown_call(call: dict[str, Any], handling: bool = True) -> dict[str, Any]:
+    """A stored call as shown in the console: to the people handling it (the agent it was offered to or
+    taken by, supervisors: see :func:`can_see_call`) the collected values in full, card numbers to their
+    last 4 digits, secrets masked; to anyone else masked."""
+    return call_view(call, handling=handling)
+
+
+def recording_paths(call: dict[str, Any]) -> list[str]:
+    """The files of a call's recordings and voicemail, in the order they were made."""
+    return [str(e["data"]["path"]) for e in call.get("events", [])
+            if e.get("kind") == "recording" and isinstance(e.get("data"), dict) and e["data"].get("path")]
 
 
 def can_see_call(user: User, call: dict[str, Any]) -> bool:
@@ -94,7 +97,8 @@ def can_see_call(user: User, call: dict[str, Any]) -> bool:
 
 
 def screen_pop(store: Store, agent: str, now: float | None = None) -> dict[str, Any] | None:
-    """The call ringing on, or connected to, ``agent`` with everything the bot learned (masked)."""
+    """The call ringing on, or connected to, ``agent`` with everything the bot learned (the collected values
+    in full: the agent is handling the call; card numbers to their last 4 digits, secrets masked)."""
     now = time.time() if now is None else now
     state = store.load_agent_states().get(agent)
     if state is None or state["state"] not in ("ringing", "on_call") or not state["call_id"]:
@@ -105,13 +109,13 @@ def screen_pop(store: Store, agent: str, now: float | None = None) -> dict[str, 
     entry = call["queue_entries"][-1] if call["queue_entries"] else {}
     context = {**(entry.get("context") or {}), **(call["context"] or {})}
     first_enqueued = call["queue_entries"][0]["enqueued_at"] if call["queue_entries"] else now
-    pop = masked_call(call)
-    pop["context"] = mask_data(context)
+    pop = shown_call(call)
+    pop["context"] = for_handoff(context)
     pop["agent_state"] = state["state"]
     pop["queue"] = entry.get("queue")
     pop["priority"] = entry.get("priority", 0)
     pop["wait"] = round((entry.get("answered_at") or now) - first_enqueued, 1)
     pop["intent"] = context.get("intent") or call["intent"]
     pop["confidence"] = context.get("confidence")
-    pop["slots"] = mask_data(context.get("slots") or {})
+    pop["slots"] = pop["context"].get("slots") or {}
     return pop

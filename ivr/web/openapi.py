@@ -40,7 +40,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "ivr console API",
             "version": __version__,
-            "description": "Calls, transcripts, queues, agents and figures. Card and account numbers are masked. "
+            "description": "Calls, transcripts, queues, agents and figures. Collected values are shown in full to "
+            "the people handling a call (cards: last 4 digits; secrets masked). "
             "Create a token with `ivr users token NAME` and send `Authorization: Bearer <token>`. "
             "Browser sessions must send X-CSRF-Token on POST/PUT.",
         },
@@ -72,6 +73,17 @@ def openapi_document() -> dict[str, Any]:
                     "agent",
                     params=[_p("call_id")],
                 )
+            },
+            "/api/context/{call_id}": {
+                "get": {
+                    "summary": "A call's full context for the agent's CRM (the X-IVR-Context-Url link)",
+                    "description": "No login: the link's HMAC signature (server key) and expiry are the "
+                    "permission. Card numbers show their last 4 digits, secrets are masked.",
+                    "parameters": [_p("call_id"), _q("expires", "integer", "UNIX seconds"),
+                                   _q("sig", "string", "HMAC-SHA256 of call id and expiry")],
+                    "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
+                                  "403": {"description": "Link not valid or expired"}},
+                }
             },
             "/api/calls/{call_id}/notes": {
                 "post": _op("Add a disposition note {text, disposition}", "agent", params=[_p("call_id")], body=True)

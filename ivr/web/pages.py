@@ -5,9 +5,20 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from ivr.errors import IvrError
@@ -16,7 +27,7 @@ from ivr.store import Store
 from ivr.web import figures as fig
 from ivr.web.auth import ROLES, add_user, check_login, current_user, end_sessions, login_required, start_session
 from ivr.web.charts import bar_chart
-from ivr.web.data import can_see_call, masked_call, queue_view, screen_pop
+from ivr.web.data import can_see_call, queue_view, recording_paths, screen_pop, shown_call
 from ivr.web.params import day_arg, int_arg, safe_next
 from ivr.web.throttle import Throttle
 
@@ -222,7 +233,28 @@ def call_detail(call_id: str) -> str:
     call = _store().get_call(call_id)
     if call is None or not can_see_call(user, call):
         abort(404)
-    return render_template("call.html", call=masked_call(call))
+    return render_template("call.html", call=shown_call(call), recordings=len(recording_paths(call)))
+
+
+@bp.route("/calls/<call_id>/recordings/<int:number>")
+@login_required("agent")
+def call_recording(call_id: str, number: int) -> Response:
+    """A call's recording or voicemail (the files are private to the server: mode 600), for the people
+    allowed to see the call: the agent it was offered to or taken by, supervisors."""
+    user = current_user()
+    assert user is not None
+    call = _store().get_call(call_id)
+    if call is None or not can_see_call(user, call):
+        abort(404)
+    paths = recording_paths(call)
+    if not 0 <= number < len(paths):
+        abort(404)
+    path = Path(paths[number])
+    if path.suffix.lower() != ".wav" or not path.is_file():
+        abort(404)
+    resp = send_file(path.resolve(), mimetype="audio/wav", conditional=True, max_age=0)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])

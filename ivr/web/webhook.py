@@ -1,7 +1,8 @@
 """POST a transferred caller's context to a CRM URL, in a background thread with retries and backoff.
 
 Never blocks the call: ``notify`` only queues the call id; the worker reads the context from the store,
-masks card and account numbers, and retries on errors and 5xx answers.
+masks it as for anyone outside the call (the CRM gets the full context through ``context_url``, the
+signed link also sent as ``X-IVR-Context-Url``), and retries on errors and 5xx answers.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ from typing import Any
 
 import requests
 
-from ivr.store import Store, mask_data
+from ivr.store import Store
+from ivr.store.views import call_view
 
 log = logging.getLogger(__name__)
 
 
-def call_payload(store: Store, call_id: str) -> dict[str, Any] | None:
-    """The JSON a CRM receives about a call (masked): ids, numbers, flow, context and transcript."""
+def call_payload(store: Store, call_id: str, *, handling: bool = False) -> dict[str, Any] | None:
+    """What a CRM receives about a call: ids, numbers, flow, context and transcript. Masked as for anyone
+    (the webhook), or ``handling``: as the agent on the call sees it (the signed context link)."""
     call = store.get_call(call_id)
     if call is None:
         return None
-    entry = call["queue_entries"][-1] if call["queue_entries"] else {}
-    payload = {
+    shown = call_view(call, handling=handling)
+    entry = shown["queue_entries"][-1] if shown["queue_entries"] else {}
+    return {
         "call_id": call["id"],
         "caller": call["caller"],
         "called": call["called"],
@@ -36,10 +40,9 @@ def call_payload(store: Store, call_id: str) -> dict[str, Any] | None:
         "queue": entry.get("queue"),
         "priority": entry.get("priority"),
         "enqueued_at": entry.get("enqueued_at"),
-        "context": {**(entry.get("context") or {}), **(call["context"] or {})},
-        "transcript": [{"at": t["at"], "speaker": t["speaker"], "text": t["text"]} for t in call["turns"]],
+        "context": {**(entry.get("context") or {}), **(shown["context"] or {})},
+        "transcript": [{"at": t["at"], "speaker": t["speaker"], "text": t["text"]} for t in shown["turns"]],
     }
-    return dict(mask_data(payload))  # type: ignore[call-overload]
 
 
 class CrmWebhook:
@@ -55,8 +58,10 @@ class CrmWebhook:
         backoff: float = 1.0,
         timeout: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        context_url: Callable[[str], str] | None = None,
     ) -> None:
         self.store, self.url = store, url
+        self.context_url = context_url
         self.headers = dict(headers or {})
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self._sleep = sleep
@@ -98,6 +103,9 @@ class CrmWebhook:
         payload = call_payload(self.store, call_id)
         if payload is None:
             return
+        link = self.context_url(call_id) if self.context_url is not None else ""
+        if link:
+            payload["context_url"] = link
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
