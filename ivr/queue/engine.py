@@ -428,7 +428,8 @@ class Acd:
         """Move the caller on when the wait is over or nobody is logged in: to the overflow target when
         the queue's overflow rule covers the reason, else back to the session (:class:`Refused`)."""
         q = self.config.queues[entry.queue]
-        staffed = self._track_staffing(entry, now)
+        unstaffed_for = self._track_staffing(entry, now)  # None while a member is logged in
+        staffed = unstaffed_for is None
         waited_out = now - entry.enqueued_at >= q.max_wait
         when = q.overflow.when if q.overflow is not None else frozenset()
         reason = ""
@@ -439,7 +440,7 @@ class Acd:
         if not reason:
             if waited_out:
                 self._refuse(entry, "max_wait", f"nobody took the call within the maximum wait of {q.max_wait:g} s")
-            elif q.overflow is None and not staffed and now - (entry.unstaffed_since or now) >= q.no_agents_grace:
+            elif q.overflow is None and unstaffed_for is not None and unstaffed_for >= q.no_agents_grace:
                 self._refuse(entry, "no_agents", "no agent who can take its calls is logged in")
             return
         assert q.overflow is not None
@@ -460,14 +461,14 @@ class Acd:
         else:
             entry.updates.append(Overflowed(target.kind, target.target, reason))
 
-    def _track_staffing(self, entry: _Entry, now: float) -> bool:
-        """Whether a member of the entry's queue is logged in; notes when the queue was left unstaffed."""
-        staffed = bool(self._staffed(entry.queue))
-        if staffed:
+    def _track_staffing(self, entry: _Entry, now: float) -> float | None:
+        """Seconds the entry's queue has had no member logged in, or None while one is."""
+        if self._staffed(entry.queue):
             entry.unstaffed_since = None
-        elif entry.unstaffed_since is None:
+            return None
+        if entry.unstaffed_since is None:
             entry.unstaffed_since = now
-        return staffed
+        return now - entry.unstaffed_since
 
     def _refuse(self, entry: _Entry, reason: str, detail: str) -> None:
         log.warning("call %s leaves queue %s without an agent: %s", entry.call_id, entry.queue, detail)
