@@ -551,12 +551,8 @@ class QueueClockChannel(ReplayChannel):
         super().__init__([], {}, 8000, max_seconds=max_seconds)
         self.acd = Acd(parse_queues(queues_yaml), FakeConnector(auto={"alice": OfferResult.ANSWERED}),
                        clock=lambda: self.now)
+        self.on_frame = self.acd.tick
         self.events: list[tuple[float, str, dict[str, Any]]] = []
-
-    def receive_audio(self, timeout: float) -> AudioFrame | None:
-        frame = super().receive_audio(timeout)
-        self.acd.tick()
-        return frame
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         super().on_event(kind, data)
