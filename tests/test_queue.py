@@ -408,6 +408,16 @@ def test_max_wait_is_configurable_per_queue(never: Rig) -> None:
     assert [u.reason for u in never.acd.poll("c1") if isinstance(u, Refused)] == ["max_wait"]
 
 
+def test_offers_nobody_answers_do_not_stretch_the_maximum_wait(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, NEVER_FOREVER.replace("agents:", "max_missed_offers: 100\nagents:", 1))
+    rig.login("ann", "bob")  # logged in, free, and never answering this caller
+    rig.acd.enqueue("c1", "patient")  # max_wait 120 s, ring timeout 15 s: always ringing someone
+    for _ in range(8):
+        rig.later(15)
+    assert [u.reason for u in rig.acd.poll("c1") if isinstance(u, Refused)] == ["max_wait"]
+    assert rig.connector.ringing() == []
+
+
 def test_overflow_that_does_not_cover_the_wait_still_ends_at_max_wait(never: Rig) -> None:
     never.acd.set_agent_state("ann", "break", "meeting")
     never.acd.enqueue("c1", "night")

@@ -235,6 +235,7 @@ class Acd:
                 if not entry.offers and entry.state == "offering":
                     entry.state = "waiting"
                     self._save_entry(entry, state="waiting", agent=None)
+                    self._check_overflow(entry, now)  # before it is offered again: max_wait may be up
             self._dispatch()
 
     # ----------------------------------------------------------------- public API: agents
