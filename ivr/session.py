@@ -652,7 +652,7 @@ class CallSession:
         """Hold the caller in an agent queue: music on hold, announcements, until an agent takes the call
         (the connector transfers or bridges it), the queue overflows, or the caller gives up. Returns why
         no agent could be reached, or None."""
-        from ivr.queue.engine import Announce, Connected, Overflowed
+        from ivr.queue.engine import Announce, Connected, Overflowed, Refused
 
         assert self.queues is not None
         try:
@@ -690,6 +690,9 @@ class CallSession:
                     return None
                 elif isinstance(update, Overflowed):
                     return self._overflow(update, context)
+                elif isinstance(update, Refused):
+                    self.channel.stop_playback()
+                    return f"queue {update.queue} gave the call back: {update.detail}"
             if self.channel.playback_pending() < 0.2:
                 self.channel.play(hold)
 

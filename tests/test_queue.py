@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from ivr.errors import ConfigError
-from ivr.queue import Acd, Announce, Connected, OfferResult, Overflowed, QueueError, load_queues, parse_queues
+from ivr.queue import (
+    Acd,
+    Announce,
+    Connected,
+    OfferResult,
+    Overflowed,
+    QueueError,
+    Refused,
+    load_queues,
+    parse_queues,
+)
 from ivr.queue.connector import Offer, ReportOffer
 from ivr.queue.testing import FakeClock, FakeConnector
 from ivr.store import Store, open_store
@@ -73,6 +83,7 @@ def rig(tmp_path: Path) -> Rig:
 
 
 def test_vip_caller_is_offered_first_and_fifo_otherwise(rig: Rig) -> None:
+    rig.acd.set_agent_state("ann", "break", "lunch")  # logged in: the callers wait for her
     rig.acd.enqueue("c1", "support", context={"variables": {"vip": False}})
     rig.clock.advance(1)
     rig.acd.enqueue("c2", "support")
@@ -361,3 +372,151 @@ def test_the_acd_lock_is_never_held_across_store_writes_or_offers(tmp_path: Path
                            "save_agent_state ringing", "offer ann"]
     assert connector.ringing_agents() == ["ann"]
     assert slow.store.open_queue_entries()[0]["state"] == "offering"
+
+
+# ------------------------------------------------------------------ a caller is never held forever (issue 11)
+
+NEVER_FOREVER = """
+agents:
+  ann: {uri: "sip:ann@127.0.0.1", skills: [en]}
+  bob: {uri: "sip:bob@127.0.0.1", skills: [en, es]}
+queues:
+  plain:                      # no overflow, no max_wait: the defaults hold
+    skills: [en]
+    announce: {every: 30, text: "You are number {position}. Wait {wait_text}."}
+  patient:
+    skills: [en]
+    no_agents_grace: 30
+    max_wait: 120
+    handle_time: 600
+    announce: {every: 30, text: "You are number {position}. Wait {wait_text}."}
+  spanish:
+    skills: [es]
+  night:                      # overflow only when nobody is logged in
+    skills: [en]
+    overflow: {node: goodbye, when: [no_agents]}
+  mailbox:                    # overflow covers max_wait, but the queue sets none
+    skills: [en]
+    overflow: {voicemail: box1}
+"""
+
+
+@pytest.fixture
+def never(tmp_path: Path) -> Rig:
+    return Rig(tmp_path, NEVER_FOREVER)
+
+
+def _state(rig: Rig, call_id: str) -> tuple[str, str]:
+    [entry] = [e for e in rig.store.queue_entries_between(0, 2e9) if e["call_id"] == call_id]
+    return entry["state"], entry["outcome"]
+
+
+def test_queue_without_overflow_gives_the_call_back_when_nobody_is_logged_in(never: Rig) -> None:
+    never.acd.enqueue("c1", "plain")
+    never.later(4.9)
+    assert never.acd.poll("c1") == []  # no wait is promised to a caller nobody can take
+    assert [e["call_id"] for e in never.acd.snapshot()["queues"]["plain"]] == ["c1"]
+    never.later(0.1)  # default no_agents_grace: 5 s
+    assert never.acd.poll("c1") == [Refused("plain", "no_agents", "no agent who can take its calls is logged in")]
+    assert never.acd.snapshot()["queues"]["plain"] == []
+    assert _state(never, "c1") == ("refused", "refused:no_agents")
+
+
+def test_an_agent_logging_in_during_the_grace_takes_the_call(never: Rig) -> None:
+    never.acd.enqueue("c1", "plain")
+    never.later(3)
+    never.login("ann")
+    never.later(10)
+    assert never.connector.ringing_agents() == ["ann"]
+    assert never.acd.poll("c1") == [Announce("You are number 1. Wait less than a minute.")]  # ann's phone rings for it
+    never.connector.answer("ann")
+    assert never.acd.poll("c1") == [Connected("ann", "sip:ann@127.0.0.1", "bridged")]
+
+
+def test_the_last_agent_logging_out_starts_the_grace(never: Rig) -> None:
+    never.acd.set_agent_state("ann", "break", "lunch")
+    never.acd.enqueue("c1", "plain")
+    never.later(100)
+    assert [e["call_id"] for e in never.acd.snapshot()["queues"]["plain"]] == ["c1"]
+    never.acd.set_agent_state("ann", "offline")
+    never.later(4)
+    assert [e["call_id"] for e in never.acd.snapshot()["queues"]["plain"]] == ["c1"]
+    never.later(1)
+    assert Refused("plain", "no_agents", "no agent who can take its calls is logged in") in never.acd.poll("c1")
+
+
+def test_agents_without_the_skills_do_not_count(never: Rig) -> None:
+    never.login("ann")  # english only
+    never.acd.enqueue("c1", "spanish")
+    never.later(5)
+    assert never.acd.poll("c1") == [Refused("spanish", "no_agents", "no agent who can take its calls is logged in")]
+    assert never.connector.offers == []
+
+
+def test_no_agents_grace_is_configurable(never: Rig) -> None:
+    assert never.acd.config.queues["plain"].no_agents_grace == 5.0
+    never.acd.enqueue("c1", "patient")
+    never.later(29)
+    assert never.acd.poll("c1") == []
+    never.later(1)
+    assert [u.reason for u in never.acd.poll("c1") if isinstance(u, Refused)] == ["no_agents"]
+
+
+def test_default_max_wait_gives_the_call_back_after_ten_minutes(never: Rig) -> None:
+    assert never.acd.config.queues["plain"].max_wait == 600.0
+    never.acd.set_agent_state("ann", "break", "meeting")  # logged in, never free
+    never.acd.enqueue("c1", "plain")
+    never.later(599)
+    assert not [u for u in never.acd.poll("c1") if isinstance(u, Refused)]
+    never.later(1)
+    assert never.acd.poll("c1") == [
+        Refused("plain", "max_wait", "nobody took the call within the maximum wait of 600 s")
+    ]
+    assert _state(never, "c1") == ("refused", "refused:max_wait")
+
+
+def test_max_wait_is_configurable_per_queue(never: Rig) -> None:
+    never.acd.set_agent_state("ann", "break", "meeting")
+    never.acd.enqueue("c1", "patient")
+    never.later(119)
+    assert never.acd.snapshot()["queues"]["patient"][0]["call_id"] == "c1"
+    never.later(1)
+    assert [u.reason for u in never.acd.poll("c1") if isinstance(u, Refused)] == ["max_wait"]
+
+
+def test_offers_nobody_answers_do_not_stretch_the_maximum_wait(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, NEVER_FOREVER.replace("agents:", "max_missed_offers: 100\nagents:", 1))
+    rig.login("ann", "bob")  # logged in, free, and never answering this caller
+    rig.acd.enqueue("c1", "patient")  # max_wait 120 s, ring timeout 15 s: always ringing someone
+    for _ in range(8):
+        rig.later(15)
+    assert [u.reason for u in rig.acd.poll("c1") if isinstance(u, Refused)] == ["max_wait"]
+    assert rig.connector.ringing() == []
+
+
+def test_overflow_that_does_not_cover_the_wait_still_ends_at_max_wait(never: Rig) -> None:
+    never.acd.set_agent_state("ann", "break", "meeting")
+    never.acd.enqueue("c1", "night")
+    never.later(600)
+    assert [u.reason for u in never.acd.poll("c1") if isinstance(u, Refused)] == ["max_wait"]
+
+
+def test_overflow_on_max_wait_uses_the_default_max_wait(never: Rig) -> None:
+    never.acd.set_agent_state("ann", "break", "meeting")
+    never.acd.enqueue("c1", "mailbox")
+    never.later(600)
+    assert never.acd.poll("c1") == [Overflowed("voicemail", "box1", "max_wait")]
+
+
+def test_announced_wait_never_goes_past_the_maximum_wait(never: Rig) -> None:
+    never.acd.set_agent_state("ann", "break", "meeting")
+    ticket = never.acd.enqueue("c1", "patient")  # handle_time 600 s, but max_wait 120 s
+    assert ticket.estimated_wait == 120.0
+    assert never.acd.poll("c1") == [Announce("You are number 1. Wait about 2 minutes.")]
+    never.later(90)
+    assert never.acd.poll("c1")[-1] == Announce("You are number 1. Wait less than a minute.")
+
+
+def test_no_agents_grace_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no_agents_grace must be a number of seconds >= 0"):
+        parse_queues("agents: {}\nqueues:\n  q: {no_agents_grace: -1}\n")

@@ -56,6 +56,21 @@ def test_the_billing_scenario_needs_a_billing_queue_that_reaches_an_agent(tmp_pa
         run_scenario(scenario)
 
 
+def test_a_replayed_transfer_to_a_queue_nobody_staffs_ends_in_voicemail(tmp_path: Path) -> None:
+    """The replay's ACD runs on the call clock like the server's: no agent logged in, no overflow, and the
+    queue gives the caller back after its grace (here: to voicemail, support being the fallback queue too)."""
+    (tmp_path / "queues.yaml").write_text(
+        "agents:\n  alice: {uri: 'sip:alice@127.0.0.1'}\nqueues:\n  support: {}\n  billing: {}\n  orders: {}\n"
+    )
+    (tmp_path / "nobody.yaml").write_text(
+        f"flow: {ROOT}/flows/hotline.yaml\nqueues: queues.yaml\nrate: 8000\n"
+        "steps:\n  - dtmf: '0'\n  - bot: [connect you with an agent, couldn't connect you, leave a message]\n"
+        "expect:\n  outcome: voicemail\n"
+    )
+    report = run_scenario(tmp_path / "nobody.yaml")
+    assert report.passed, report.failures
+
+
 def test_scenario_errors_are_all_reported_with_positions(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -760,3 +760,76 @@ def test_a_prompt_reading_back_a_secret_or_a_card_is_written_down_masked(service
     _run(flow, [], services_factory(), store=store)
     [said] = [args[3] for name, args in store.calls if name == "add_turn" and args[2] == "bot"]
     assert said == "You said **** and card **** **** **** 1111."
+
+
+# ------------------------------------------------------------------ a queue never holds a caller forever
+
+NO_OVERFLOW_QUEUES = """
+version: 1
+agents:
+  alice: {uri: "sip:alice@127.0.0.1:5071", skills: [english]}
+  bob: {uri: "sip:bob@127.0.0.1:5072", skills: [english, billing]}
+queues:
+  billing:                    # no overflow: the defaults (no_agents_grace 5 s, max_wait 600 s) hold
+    skills: [billing]
+    announce: {every: 10, first_after: 0, text: "You are number {position} in the queue."}
+  support:
+    agents: [alice]
+    connection: refer
+"""
+
+
+class QueueClockChannel(ReplayChannel):
+    """A replayed line whose ACD runs on the call clock and ticks every 20 ms frame, as the server's ticker."""
+
+    def __init__(self, queues_yaml: str, max_seconds: float) -> None:
+        from ivr.queue.config import parse_queues
+        from ivr.queue.connector import OfferResult
+        from ivr.queue.engine import Acd
+        from ivr.queue.testing import FakeConnector
+
+        super().__init__([], {}, 8000, max_seconds=max_seconds)
+        self.acd = Acd(parse_queues(queues_yaml), FakeConnector(auto={"alice": OfferResult.ANSWERED}),
+                       clock=lambda: self.now)
+        self.on_frame = self.acd.tick
+        self.events: list[tuple[float, str, dict[str, Any]]] = []
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        super().on_event(kind, data)
+        self.events.append((self.now, kind, data))
+
+    def prompts(self) -> list[str]:
+        return [str(d.get("text")) for _, k, d in self.events if k == "prompt"]
+
+
+def test_a_queue_nobody_is_logged_in_to_gives_the_caller_to_the_fallback_queue(services_factory, caplog) -> None:
+    channel = QueueClockChannel(NO_OVERFLOW_QUEUES, max_seconds=120)
+    channel.acd.set_agent_state("alice", "available")  # support is staffed, billing is not
+    flow = ScriptedFlow([fa.Transfer(queue="billing")])
+    with caplog.at_level("ERROR", logger="ivr.session"):
+        result = CallSession(channel, flow, services_factory(), queues=channel.acd, observer=channel,
+                             fallback_queue="support").run()
+    assert result.outcome == "transferred" and result.transfer_target == "sip:alice@127.0.0.1:5071"
+    [(failed_at, _, failed)] = [e for e in channel.events if e[1] == "transfer_failed"]
+    assert 5.0 <= failed_at < 7.0  # refused after the 5 s grace, not held until the caller gives up
+    assert failed["target"] == "billing" and "no agent" in failed["error"]
+    assert not any("number 1" in p for p in channel.prompts())  # no wait was promised in billing
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert channel.call_id in error and "billing" in error and "fallback queue support" in error
+
+
+def test_a_caller_waiting_past_the_maximum_wait_ends_in_voicemail(services_factory, caplog, tmp_path) -> None:
+    channel = QueueClockChannel(NO_OVERFLOW_QUEUES.replace("  support:", "    max_wait: 30\n  support:"),
+                                max_seconds=200)
+    channel.acd.set_agent_state("bob", "break", "meeting")  # billing is staffed but nobody is free
+    flow = ScriptedFlow([fa.Transfer(queue="billing")])
+    with caplog.at_level("ERROR", logger="ivr.session"):
+        result = CallSession(channel, flow, services_factory(), queues=channel.acd, observer=channel,
+                             fallback_queue="support", config=SessionConfig(recordings_dir=str(tmp_path))).run()
+    assert result.outcome == "voicemail"
+    failures = [(at, d["target"]) for at, k, d in channel.events if k == "transfer_failed"]
+    assert [target for _, target in failures] == ["billing", "support"]  # then nobody in support either
+    assert 30.0 <= failures[0][0] < 32.0
+    assert any("number 1" in p for p in channel.prompts()[:1])  # billing announced while the caller waited
+    assert "leave a message" in " ".join(channel.prompts())
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 2

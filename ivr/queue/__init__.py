@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig, load_queues, parse_queues
 from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
-from ivr.queue.engine import AGENT_STATES, Acd, Announce, Connected, Overflowed, QueueError, QueueUpdate, Ticket
+from ivr.queue.engine import (
+    AGENT_STATES,
+    Acd,
+    Announce,
+    Connected,
+    Overflowed,
+    QueueError,
+    QueueUpdate,
+    Refused,
+    Ticket,
+)
 
 __all__ = [
     "AGENT_STATES",
@@ -20,6 +30,7 @@ __all__ = [
     "QueueConfig",
     "QueueError",
     "QueueUpdate",
+    "Refused",
     "Ticket",
     "context_headers",
     "load_queues",

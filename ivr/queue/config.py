@@ -23,6 +23,8 @@ CONNECTIONS = ("bridged", "refer")
 OVERFLOW_KINDS = ("queue", "voicemail", "node")
 OVERFLOW_WHEN = ("max_wait", "no_agents")
 ANNOUNCE_FIELDS = frozenset({"position", "wait_minutes", "wait_text", "queue"})
+DEFAULT_MAX_WAIT = 600.0  # seconds: no caller waits longer in a queue that sets no max_wait of its own
+DEFAULT_NO_AGENTS_GRACE = 5.0  # seconds a queue without overflow holds a caller while no member is logged in
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,13 @@ class Announcement:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    """One queue: who may take its calls, how they are offered and what happens when the wait is long."""
+    """One queue: who may take its calls, how they are offered and what happens when the wait is long.
+
+    No caller is held forever: after ``max_wait`` (default :data:`DEFAULT_MAX_WAIT`) the caller overflows
+    when ``overflow.when`` lists ``max_wait``, else the queue gives the call back to the session as a failed
+    transfer. A queue without ``overflow`` gives it back as well after ``no_agents_grace`` seconds with no
+    member logged in.
+    """
 
     name: str
     strategy: str = "longest-idle"
@@ -86,7 +94,8 @@ class QueueConfig:
     skills: frozenset[str] = frozenset()
     ring_timeout: float = 15.0
     wrap_up: float = 10.0
-    max_wait: float | None = None
+    max_wait: float = DEFAULT_MAX_WAIT
+    no_agents_grace: float = DEFAULT_NO_AGENTS_GRACE
     connection: str = "bridged"
     priority: PriorityRule | None = None
     announce: Announcement | None = None
@@ -177,8 +186,8 @@ class _Checker:
 
 _AGENT_KEYS = {"uri", "skills", "ring_timeout"}
 _QUEUE_KEYS = {
-    "strategy", "agents", "skills", "ring_timeout", "wrap_up", "max_wait", "connection", "priority",
-    "announce", "music_on_hold", "overflow", "handle_time",
+    "strategy", "agents", "skills", "ring_timeout", "wrap_up", "max_wait", "no_agents_grace", "connection",
+    "priority", "announce", "music_on_hold", "overflow", "handle_time",
 }  # fmt: skip
 _TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds"}
 
@@ -294,7 +303,8 @@ def _queue(c: _Checker, queues: CommentedMap, name: str, agents: Mapping[str, Ag
         skills=frozenset(c.names(node, "skills", "skills") or ()),
         ring_timeout=c.number(node, "ring_timeout", 15.0, minimum=1) or 15.0,
         wrap_up=c.number(node, "wrap_up", 10.0) or 0.0,
-        max_wait=c.number(node, "max_wait", None, minimum=1),
+        max_wait=c.number(node, "max_wait", DEFAULT_MAX_WAIT, minimum=1) or DEFAULT_MAX_WAIT,
+        no_agents_grace=c.number(node, "no_agents_grace", DEFAULT_NO_AGENTS_GRACE) or 0.0,
         connection=c.choice(node, "connection", CONNECTIONS, "bridged"),
         priority=_priority(c, node) if "priority" in node else None,
         announce=_announce(c, node) if "announce" in node else None,

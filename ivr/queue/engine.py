@@ -73,7 +73,20 @@ class Overflowed:
     reason: str
 
 
-QueueUpdate = Announce | Connected | Overflowed
+@dataclass(frozen=True)
+class Refused:
+    """The queue gives the caller back: nobody can take the call here and no overflow covers it.
+
+    ``reason`` is 'no_agents' (no member logged in for the queue's ``no_agents_grace``) or 'max_wait'. The
+    session treats it as a failed transfer (fallback queue, then voicemail); ``detail`` says why in words.
+    """
+
+    queue: str
+    reason: str
+    detail: str
+
+
+QueueUpdate = Announce | Connected | Overflowed | Refused
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,7 @@ class _Entry:
     context: dict[str, Any]
     enqueued_at: float
     seq: int
-    state: str = "waiting"  # waiting | offering | connected | abandoned | overflowed | completed
+    state: str = "waiting"  # waiting | offering | connected | abandoned | overflowed | refused | completed
     agent: str | None = None
     answered_at: float | None = None
     offers: dict[str, Offer] = field(default_factory=dict)
@@ -120,6 +133,7 @@ class _Entry:
     next_announce: float | None = None
     updates: list[QueueUpdate] = field(default_factory=list)
     hops: int = 0
+    unstaffed_since: float | None = None  # when the queue was last seen with no member logged in
 
 
 Listener = Callable[[dict[str, Any]], None]
@@ -156,7 +170,7 @@ class Acd:
         self._redispatch = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._closed_updates: dict[str, _Entry] = {}  # overflowed callers whose session has not polled yet
+        self._closed_updates: dict[str, _Entry] = {}  # overflowed/refused callers whose session has not polled
         self._outbox: deque[tuple[str, Callable[[], None]]] = deque()  # I/O to do after the lock, in order
         self._outbox_lock = threading.Lock()
         self._flushing = False
@@ -215,7 +229,7 @@ class Acd:
                 self._finish(entry)
 
     def poll(self, call_id: str) -> list[QueueUpdate]:
-        """Updates for the call session since the last poll (announcements, connected, overflowed)."""
+        """Updates for the call session since the last poll (announcements, connected, overflowed, refused)."""
         with self._lock:
             entry = self._entries.get(call_id) or self._closed_updates.pop(call_id, None)
             if entry is None:
@@ -245,6 +259,7 @@ class Acd:
             if not entry.offers and entry.state == "offering":
                 entry.state = "waiting"
                 self._save_entry(entry, state="waiting", agent=None)
+                self._check_overflow(entry, now)  # before it is offered again: max_wait may be up
         self._dispatch()
 
     # ----------------------------------------------------------------- public API: agents
@@ -270,6 +285,9 @@ class Acd:
             if state == "available":
                 agent.missed = 0
             self._set_state(agent, state, reason if state == "break" else "")
+            now = self.clock()
+            for entry in self._entries.values():  # the grace runs from the last member logging out
+                self._track_staffing(entry, now)
             self._dispatch()
 
     def agent_names(self) -> list[str]:
@@ -450,6 +468,8 @@ class Acd:
         return [self._agents[a.name] for a in self.config.members(queue) if self._agents[a.name].state != "offline"]
 
     def _estimated_wait(self, entry: _Entry) -> float:
+        """Callers ahead (minus free agents) x average handle time / logged-in agents, but never past the
+        queue's maximum wait: the caller leaves the queue then, whatever the estimate says."""
         if entry.state == "offering":
             return 0.0  # an agent's phone is ringing for this caller already
         q = self.config.queues[entry.queue]
@@ -462,11 +482,18 @@ class Acd:
                     if e.queue == entry.queue and e.state == "waiting" and self._order(e) < self._order(entry))
         if ahead < free:
             return 0.0
-        return (ahead - free + 1) * handle / staffed
+        left = max(0.0, q.max_wait - (self.clock() - entry.enqueued_at))
+        return min((ahead - free + 1) * handle / staffed, left)
+
+    def _refusal_pending(self, entry: _Entry) -> bool:
+        """Nobody is logged in and the queue will give the caller back when the grace ends."""
+        return self.config.queues[entry.queue].overflow is None and not self._staffed(entry.queue)
 
     def _announce(self, entry: _Entry) -> None:
         q = self.config.queues[entry.queue]
         assert q.announce is not None and entry.next_announce is not None
+        if self._refusal_pending(entry):
+            return  # no wait to promise: an agent logging in now makes it due at the next tick
         wait = self._estimated_wait(entry)
         position = self._position(entry)
         text = queue_announcement(PROMPT_DEFAULTS["en"], q.announce.text, position, wait, entry.queue)
@@ -478,16 +505,25 @@ class Acd:
         self._emit("announce", call_id=entry.call_id, queue=entry.queue, text=text)
 
     def _check_overflow(self, entry: _Entry, now: float) -> None:
+        """Move the caller on when the wait is over or nobody is logged in: to the overflow target when
+        the queue's overflow rule covers the reason, else back to the session (:class:`Refused`)."""
         q = self.config.queues[entry.queue]
-        if q.overflow is None:
-            return
+        unstaffed_for = self._track_staffing(entry, now)  # None while a member is logged in
+        staffed = unstaffed_for is None
+        waited_out = now - entry.enqueued_at >= q.max_wait
+        when = q.overflow.when if q.overflow is not None else frozenset()
         reason = ""
-        if "max_wait" in q.overflow.when and q.max_wait is not None and now - entry.enqueued_at >= q.max_wait:
+        if "max_wait" in when and waited_out:
             reason = "max_wait"
-        elif "no_agents" in q.overflow.when and not self._staffed(entry.queue):
+        elif "no_agents" in when and not staffed:
             reason = "no_agents"
         if not reason:
+            if waited_out:
+                self._refuse(entry, "max_wait", f"nobody took the call within the maximum wait of {q.max_wait:g} s")
+            elif q.overflow is None and unstaffed_for is not None and unstaffed_for >= q.no_agents_grace:
+                self._refuse(entry, "no_agents", "no agent who can take its calls is logged in")
             return
+        assert q.overflow is not None
         target = q.overflow
         log.info(
             "call %s overflows queue %s to %s %s (%s)", entry.call_id, entry.queue, target.kind, target.target, reason
@@ -504,6 +540,20 @@ class Acd:
             self._after_join(new)
         else:
             entry.updates.append(Overflowed(target.kind, target.target, reason))
+
+    def _track_staffing(self, entry: _Entry, now: float) -> float | None:
+        """Seconds the entry's queue has had no member logged in, or None while one is."""
+        if self._staffed(entry.queue):
+            entry.unstaffed_since = None
+            return None
+        if entry.unstaffed_since is None:
+            entry.unstaffed_since = now
+        return now - entry.unstaffed_since
+
+    def _refuse(self, entry: _Entry, reason: str, detail: str) -> None:
+        log.warning("call %s leaves queue %s without an agent: %s", entry.call_id, entry.queue, detail)
+        self._close(entry, "refused", f"refused:{reason}")
+        entry.updates.append(Refused(entry.queue, reason, detail))
 
     def _pick(self, entry: _Entry, reserved: set[str]) -> list[_Agent]:
         q = self.config.queues[entry.queue]
@@ -651,7 +701,7 @@ class Acd:
         now = self.clock()
         entry.state = state
         self._entries.pop(entry.call_id, None)
-        if state == "overflowed":
+        if state in ("overflowed", "refused"):
             self._closed_updates[entry.call_id] = entry
             while len(self._closed_updates) > 1000:
                 self._closed_updates.pop(next(iter(self._closed_updates)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,8 @@ class ReplayChannel:
 
     The caller waits for the bot to listen and finish its prompt (plus a short reaction gap) before each
     step, or speaks over the prompt for ``barge_in`` steps. Call time advances 20 ms per frame received;
-    with ``realtime`` the frames are paced on the wall clock as on a phone line.
+    with ``realtime`` the frames are paced on the wall clock as on a phone line. ``on_frame`` runs after each
+    frame: a replay's ACD, clocked by :attr:`now`, ticks there as the server's ticker does on the wall clock.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class ReplayChannel:
         called: str = "",
         realtime: bool = False,
         max_seconds: float = 600.0,
+        on_frame: Callable[[], None] | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.caller = caller
@@ -50,6 +53,7 @@ class ReplayChannel:
         self.call_id = uuid.uuid4().hex[:16]
         self.realtime = realtime
         self.max_seconds = max_seconds
+        self.on_frame = on_frame
         self._steps = deque(steps)
         self._audio = audio
         self._frame_bytes = samples_per_frame(sample_rate) * 2
@@ -99,6 +103,8 @@ class ReplayChannel:
         frame = self._inbound.popleft() if self._inbound else AudioFrame.silence(self.sample_rate)
         self.caller_audio += frame.pcm
         self._now += FRAME
+        if self.on_frame is not None:
+            self.on_frame()
         return frame
 
     def poll_control(self) -> list[ControlEvent]:

@@ -17,7 +17,7 @@ from ivr.audio.wavfile import write_wav
 from ivr.errors import ConfigError, Diagnostic
 from ivr.flow.loader import load_flow
 from ivr.flow.schema import flow_fallback_queue
-from ivr.queue.config import load_queues
+from ivr.queue.config import AcdConfig, load_queues
 from ivr.queue.connector import OfferResult
 from ivr.queue.engine import Acd
 from ivr.queue.testing import FakeConnector
@@ -174,8 +174,8 @@ class ReplayRunner:
         """Run one scenario and check its expectations."""
         report = ReplayReport(scenario)
         started = time.perf_counter()
-        acd = _replay_acd(scenario.queues, scenario.agents) if scenario.queues is not None else None
-        server_queues = sorted(acd.config.queues) if acd is not None else None
+        queues = _replay_queues(scenario.queues, scenario.agents) if scenario.queues is not None else None
+        server_queues = sorted(queues.queues) if queues is not None else None
         runtime = FlowRuntime(load_flow(scenario.flow, server_queues=server_queues))
         engine = self.engine or scenario.engine or runtime.default_engine()
         model = self.model or scenario.model or runtime.model_for(engine)
@@ -188,6 +188,10 @@ class ReplayRunner:
             called=scenario.called,
             realtime=self.realtime,
         )
+        acd = None
+        if queues is not None:  # the ACD's timers run on the call clock, ticking every frame
+            acd = _replay_acd(queues, scenario.agents, clock=lambda: channel.now)
+            channel.on_frame = acd.tick
         with MockWebServer(scenario.http) as web, tempfile.TemporaryDirectory(prefix="ivr-replay-") as recordings:
             variables = {k: (web.base_url if v == "$HTTP" else v) for k, v in scenario.variables.items()}
             interpreter = runtime.new_interpreter(channel, variables)
@@ -211,14 +215,19 @@ class ReplayRunner:
             services.shutdown()
 
 
-def _replay_acd(path: Path, agents: tuple[str, ...]) -> Acd:
-    """The scenario's queues: ``agents`` are logged in and answer at once, the others are logged out."""
+def _replay_queues(path: Path, agents: tuple[str, ...]) -> AcdConfig:
+    """The scenario's queues file, checked to know the scenario's ``agents``."""
     config = load_queues(path)
     unknown = [name for name in agents if name not in config.agents]
     if unknown:
         raise ConfigError([Diagnostic(str(path), 0, 0, f"agent(s) {', '.join(unknown)} of the scenario are not in "
                                                        f"this queues file; agents: {', '.join(config.agents)}")])
-    acd = Acd(config, FakeConnector(auto={name: OfferResult.ANSWERED for name in agents}))
+    return config
+
+
+def _replay_acd(config: AcdConfig, agents: tuple[str, ...], clock: Callable[[], float]) -> Acd:
+    """The scenario's ACD: ``agents`` are logged in and answer at once, the others are logged out."""
+    acd = Acd(config, FakeConnector(auto={name: OfferResult.ANSWERED for name in agents}), clock=clock)
     for name in agents:
         acd.set_agent_state(name, "available")
     return acd
