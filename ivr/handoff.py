@@ -42,30 +42,34 @@ def context_headers(
     anyone, length-limited): Call-Id, Caller, Flow, Intent, Confidence, Slots, Queue, Priority, Wait and
     Context-Url."""
     shown = for_others(context)
+    # Most useful first: a Refer-To URI carries only as many as fit (ivr.sip.sipmsg.refer_target).
     headers = {"X-IVR-Call-Id": _header_value(call_id if call_id is not None else context.get("call_id", ""))}
+    if shown.get("intent") not in (None, ""):
+        headers["X-IVR-Intent"] = _header_value(shown["intent"])
+    if context_url:
+        headers["X-IVR-Context-Url"] = _header_value(context_url, 1000)
     if queue:
         headers["X-IVR-Queue"] = _header_value(queue)
-    if priority is not None:
-        headers["X-IVR-Priority"] = str(int(priority))
-    if wait is not None:
-        headers["X-IVR-Wait"] = f"{wait:.0f}"
-    for key, header in (("caller", "X-IVR-Caller"), ("intent", "X-IVR-Intent"), ("flow", "X-IVR-Flow")):
+    for key, header in (("caller", "X-IVR-Caller"), ("flow", "X-IVR-Flow")):
         if shown.get(key) not in (None, ""):
             headers[header] = _header_value(shown[key])
     if isinstance(context.get("confidence"), int | float) and context.get("intent"):
         headers["X-IVR-Confidence"] = f"{float(context['confidence']):.2f}"
+    if priority is not None:
+        headers["X-IVR-Priority"] = str(int(priority))
+    if wait is not None:
+        headers["X-IVR-Wait"] = f"{wait:.0f}"
     slots = shown.get("slots")
     if isinstance(slots, Mapping) and slots:
         headers["X-IVR-Slots"] = _header_value(";".join(f"{k}={v}" for k, v in slots.items()), 500)
-    if context_url:
-        headers["X-IVR-Context-Url"] = _header_value(context_url, 1000)
     return headers
 
 
 def context_signature(key: str | bytes, call_id: str, expires: int) -> str:
-    """The HMAC-SHA256 (hex) that makes a context link for ``call_id`` valid until ``expires``."""
+    """The HMAC-SHA256 that makes a context link for ``call_id`` valid until ``expires``: its first 128 bits
+    in hex (short enough for the Refer-To URI phones accept, see ``ivr.sip.sipmsg.REFER_URI_LIMIT``)."""
     secret = key.encode() if isinstance(key, str) else key
-    return hmac.new(secret, f"{call_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret, f"{call_id}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def context_url(base_url: str, key: str | bytes, call_id: str, *, seconds: float = CONTEXT_LINK_SECONDS,
@@ -73,7 +77,8 @@ def context_url(base_url: str, key: str | bytes, call_id: str, *, seconds: float
     """A link to the call's full context (for the agent's CRM) that works for ``seconds``."""
     expires = int((time.time() if now is None else now) + seconds)
     signature = context_signature(key, call_id, expires)
-    return f"{base_url.rstrip('/')}/api/context/{quote(call_id, safe='')}?expires={expires}&sig={signature}"
+    # All in the path: no "=" or "&" that a Refer-To URI would have to escape (some phones mangle escapes).
+    return f"{base_url.rstrip('/')}/api/context/{quote(call_id, safe='')}/{expires}/{signature}"
 
 
 def check_context_signature(key: str | bytes, call_id: str, expires: str, signature: str,

@@ -334,7 +334,7 @@ def test_baresip_hears_the_greeting_asks_for_an_agent_and_is_transferred(
     source = tmp_path / "softphone.wav"  # listen to the whole menu, ask for a person, wait for the transfer
     write_wav(source, bytes(int(8000 * 2 * MENU_SECONDS)) + speech + bytes(8000 * 2 * 8), 8000)
     proc = subprocess.run(["baresip", "-f", str(baresip_config(tmp_path, source)), "-e", f"/dial {uri(server)}",
-                           "-t", "30"], capture_output=True, text=True, timeout=60)
+                           "-t", "30"], capture_output=True, text=True, errors="replace", timeout=60)
     assert "Call established" in proc.stdout, proc.stdout[-2000:]
     assert wait_for(lambda: settled(server), 10)
     [call] = [c for c in calls_since(server, since) if c["caller"] == "softphone"]
@@ -344,7 +344,7 @@ def test_baresip_hears_the_greeting_asks_for_an_agent_and_is_transferred(
                                              "connect you with an agent"])
     # baresip followed the REFER: the agent's phone got its INVITE
     messages = agent_peer[1].read_text(errors="replace") if agent_peer[1].exists() else ""
-    assert re.search(r"INVITE sip:agent@127\.0\.0\.1:\d+.*?User-Agent: baresip", messages, re.S), messages[-2000:]
+    assert re.search(r"INVITE sip:agent@127\.0\.0\.1:\d+.*?User-Agent: baresip", messages, re.S), proc.stdout[-3000:]
 
 
 def _seconds(path: Path) -> float:

@@ -75,6 +75,10 @@ def test_sip_text_helpers() -> None:
     assert request_uri("garbage") == ""
     assert refer_target("sip:agent@pbx", {"X-IVR-Intent": "order status", "X-IVR-Call-Id": "a&b"}) == (
         "<sip:agent@pbx?X-IVR-Intent=order%20status&X-IVR-Call-Id=a%26b>")
+    link = "http://console:8080/api/context/c1/1/ab"  # ":" and "/" need no escaping in a header value
+    assert refer_target("sip:a@pbx", {"X-IVR-Context-Url": link}) == f"<sip:a@pbx?X-IVR-Context-Url={link}>"
+    long = refer_target("sip:a@pbx", {"X-IVR-Call-Id": "c1", "X-IVR-Slots": "x" * 300, "X-IVR-Intent": "agent"})
+    assert long == "<sip:a@pbx?X-IVR-Call-Id=c1&X-IVR-Intent=agent>"  # what does not fit is left out
 
 
 def test_channel_pads_outbound_audio_and_stops_on_barge_in() -> None:

@@ -338,7 +338,7 @@ def test_crm_webhook_sends_masked_values_and_a_link_to_the_full_context(env: Env
     [body] = _Crm.bodies
     assert body["context"]["slots"]["account"] == "****5678" and "12345678" not in json.dumps(body)
     link = body["context_url"]
-    assert link.startswith("https://ivr.test/api/context/c1?expires=")
+    assert link.startswith("https://ivr.test/api/context/c1/")
     full = app.test_client().get(link.removeprefix("https://ivr.test")).get_json()
     assert full["context"]["slots"]["account"] == "12345678"
     assert full["transcript"][1]["text"] == "my account is 12345678"

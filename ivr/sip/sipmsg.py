@@ -35,13 +35,22 @@ def extension_headers(message: str, prefix: str = "x-") -> dict[str, str]:
     return found
 
 
-def refer_target(target: str, headers: dict[str, str]) -> str:
+REFER_URI_LIMIT = 255
+"""Longest Refer-To URI sent: phones keep it in small fixed buffers (baresip 1.0 follows no longer one)."""
+_HVALUE_SAFE = "/?:+$[]-_.!~*'()"  # RFC 3261 hnv-unreserved and unreserved marks: no need to escape them
+
+
+def refer_target(target: str, headers: dict[str, str], limit: int = REFER_URI_LIMIT) -> str:
     """``target`` as a Refer-To name-addr with ``headers`` embedded (``<sip:x@h?X-A=1&X-B=2>``).
 
     The transferee copies URI headers into its new INVITE, so the context reaches the transfer target.
+    Headers are embedded in the order given while the URI stays within ``limit`` characters; one that
+    does not fit is left out (the REFER request itself carries them all).
     """
     uri = target.strip().strip("<>")
-    if headers:
-        encoded = "&".join(f"{quote(k, safe='-')}={quote(v, safe='')}" for k, v in headers.items())
-        uri += ("&" if "?" in uri else "?") + encoded
+    for name, value in headers.items():
+        field = f"{quote(name, safe='-')}={quote(value, safe=_HVALUE_SAFE)}"
+        longer = uri + ("&" if "?" in uri else "?") + field
+        if len(longer) <= limit:
+            uri = longer
     return f"<{uri}>"

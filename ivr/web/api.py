@@ -68,12 +68,12 @@ def get_call(call_id: str) -> Any:
     return jsonify(shown_call(call))
 
 
-@bp.get("/context/<call_id>")
-def signed_context(call_id: str) -> Any:
+@bp.get("/context/<call_id>/<expires>/<sig>")
+def signed_context(call_id: str, expires: str, sig: str) -> Any:
     """The full context of a call for the agent's CRM, through the signed, expiring link the agent's phone
     got as ``X-IVR-Context-Url`` (no login: the signature is the permission)."""
     key = current_app.config["SECRET_KEY"]
-    if not check_context_signature(key, call_id, request.args.get("expires", ""), request.args.get("sig", "")):
+    if not check_context_signature(key, call_id, expires, sig):
         return _error(403, "this context link is not valid or has expired")
     payload = call_payload(_store(), call_id, handling=True)
     if payload is None:

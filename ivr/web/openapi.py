@@ -74,13 +74,12 @@ def openapi_document() -> dict[str, Any]:
                     params=[_p("call_id")],
                 )
             },
-            "/api/context/{call_id}": {
+            "/api/context/{call_id}/{expires}/{sig}": {
                 "get": {
                     "summary": "A call's full context for the agent's CRM (the X-IVR-Context-Url link)",
                     "description": "No login: the link's HMAC signature (server key) and expiry are the "
                     "permission. Card numbers show their last 4 digits, secrets are masked.",
-                    "parameters": [_p("call_id"), _q("expires", "integer", "UNIX seconds"),
-                                   _q("sig", "string", "HMAC-SHA256 of call id and expiry")],
+                    "parameters": [_p("call_id"), _p("expires"), _p("sig")],
                     "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
                                   "403": {"description": "Link not valid or expired"}},
                 }
