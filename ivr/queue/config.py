@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.errors import ConfigError, Diagnostic
+from ivr.yamlsource import load_yaml_tree, parse_yaml_tree, position
 
 STRATEGIES = ("longest-idle", "round-robin", "ring-all")
 CONNECTIONS = ("bridged", "refer")
@@ -129,17 +128,7 @@ class _Checker:
         self.diagnostics: list[Diagnostic] = []
 
     def at(self, node: Any, key: Any, message: str, *, value: bool = False) -> None:
-        line, col = 0, 0
-        try:
-            if isinstance(node, CommentedMap) and key in node:
-                line, col = node.lc.value(key) if value else node.lc.key(key)
-            elif isinstance(node, CommentedSeq) and isinstance(key, int):
-                line, col = node.lc.item(key)
-            elif node is not None and hasattr(node, "lc"):
-                line, col = node.lc.line, node.lc.col
-            line, col = line + 1, col + 1
-        except (AttributeError, KeyError, TypeError):
-            pass
+        line, col = position(node, key, value=value)
         self.diagnostics.append(Diagnostic(self.path, line, col, message))
 
     def mapping(self, parent: Any, key: Any, what: str) -> CommentedMap | None:
@@ -332,15 +321,19 @@ def _check_overflow_targets(c: _Checker, queues_node: CommentedMap, queues: dict
                 current = nxt.target if nxt and nxt.kind == "queue" else ""
 
 
+_KIND, _ADVICE = "queue configuration", "is it the right file? a queues file is usually a few kilobytes"
+
+
 def parse_queues(text: str, path: str = "<queues>") -> AcdConfig:
     """Parse and check queue configuration text; raises ConfigError listing every problem."""
+    root, problems = parse_yaml_tree(text, path, kind=_KIND, advice=_ADVICE)
+    return _check(root, problems, path)
+
+
+def _check(root: Any, problems: list[Diagnostic], path: str) -> AcdConfig:
+    if problems:
+        raise ConfigError(problems)
     c = _Checker(path)
-    try:
-        root = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([Diagnostic(path, line, col, f"not valid YAML: {exc.problem}")]) from None
     if not isinstance(root, CommentedMap):
         raise ConfigError([Diagnostic(path, 1, 1, "the file must be a mapping with agents: and queues:")])
     c.known_keys(root, _TOP_KEYS, "the file")
@@ -372,9 +365,5 @@ def parse_queues(text: str, path: str = "<queues>") -> AcdConfig:
 
 def load_queues(path: str | Path) -> AcdConfig:
     """Load and check a queue configuration file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Diagnostic(str(p), 0, 0, f"cannot read the queue configuration: {exc.strerror}")]) from None
-    return parse_queues(text, str(p))
+    root, problems = load_yaml_tree(Path(path), str(path), kind=_KIND, advice=_ADVICE)
+    return _check(root, problems, str(path))

@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.audio.wavfile import read_wav
 from ivr.errors import AudioFormatError, ConfigError, Diagnostic
+from ivr.yamlsource import load_yaml_tree, position
 
 STEP_KEYS = {"bot", "say", "dtmf", "silence", "hangup", "barge_in", "after", "text"}
 EXPECT_KEYS = {"intent", "slots", "transfer", "outcome", "barge_in", "prompts", "no_prompt", "variables"}
@@ -107,35 +106,17 @@ class _Checker:
         self.errors: list[Diagnostic] = []
 
     def error(self, node: Any, key: Any, message: str, at_value: bool = False) -> None:
-        line, col = _position(node, key, at_value)
+        line, col = position(node, key, value=at_value)
         self.errors.append(Diagnostic(str(self.path), line, col, message))
-
-
-def _position(node: Any, key: Any, at_value: bool = False) -> tuple[int, int]:
-    try:
-        if isinstance(node, CommentedMap) and key is not None:
-            line, col = node.lc.value(key) if at_value else node.lc.key(key)
-            return line + 1, col + 1
-        if isinstance(node, CommentedSeq) and key is not None:
-            line, col = node.lc.item(key)
-            return line + 1, col + 1
-        return node.lc.line + 1, node.lc.col + 1
-    except Exception:
-        return 0, 0
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Load and check a scenario; every problem is reported at once as ``file:line:col: message``."""
     path = Path(path)
     check = _Checker(path)
-    try:
-        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([Diagnostic(str(path), 0, 0, "no such scenario file")]) from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([Diagnostic(str(path), line, col, f"YAML syntax error: {exc.problem}")]) from None
+    data, problems = load_yaml_tree(path, str(path), kind="scenario", advice="split it into several scenarios")
+    if problems:
+        raise ConfigError(problems)
     if not isinstance(data, CommentedMap):
         raise ConfigError([Diagnostic(str(path), 1, 1, "a scenario is a mapping with `flow:` and `steps:`")])
     for key in data:
@@ -217,7 +198,7 @@ def load_scenario(path: str | Path) -> Scenario:
                     check.error(raw, "say", problem, at_value=True)
         scenario.steps.append(
             CallerStep(
-                line=_position(steps, index)[0],
+                line=position(steps, index)[0],
                 audio=audio,
                 text=str(raw.get("text", "")),
                 dtmf=str(raw.get("dtmf", "")),

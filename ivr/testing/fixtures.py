@@ -13,9 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
-from ivr.errors import IvrError
+from ivr.errors import ConfigError, IvrError
+from ivr.yamlsource import load_yaml_tree
 
 
 def _tool(name: str) -> str:
@@ -50,7 +49,10 @@ def make_caller_wav(out: Path, text: str, voice: str = "en-us", speed: int = 160
 
 def make_fixtures(listing: Path) -> list[Path]:
     """Make every WAV listed in a fixtures YAML file, next to it."""
-    spec = YAML(typ="safe").load(listing.read_text(encoding="utf-8")) or {}
+    spec, problems = load_yaml_tree(listing, str(listing), kind="fixture list", advice="split it into several lists")
+    if problems:
+        raise ConfigError(problems)
+    spec = spec or {}
     made = []
     for name, entry in spec.items():
         out = listing.parent / name
