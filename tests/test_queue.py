@@ -21,8 +21,8 @@ from ivr.queue import (
     parse_queues,
 )
 from ivr.queue.connector import Offer, ReportOffer
-from ivr.queue.testing import FakeClock, FakeConnector
 from ivr.store import Store, open_store
+from ivr.testing.fakes import FakeClock, FakeConnector
 
 ROOT = Path(__file__).resolve().parents[1]
 
