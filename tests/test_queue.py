@@ -285,7 +285,7 @@ def test_shipped_example_config_loads() -> None:
 
 
 def test_queue_benchmark_runs_small(tmp_path: Path) -> None:
-    from ivr.queue.bench import bench_queue_view_api, bench_transfer_to_offer
+    from ivr.bench.queue import bench_queue_view_api, bench_transfer_to_offer
 
     offer = bench_transfer_to_offer(open_store(tmp_path / "a.db"), callers=10, queues=2)
     assert offer["callers"] == 10 and offer["median_ms"] > 0
