@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ivr.replay.runner import ReplayRunner
+from ivr.replay.runner import ReplayReport, ReplayRunner
 from ivr.services import SpeechServices
 from ivr.testing.fakes import FakeAsr, FakeTts
 
@@ -27,29 +27,26 @@ class ScriptedSpeechRunner(ReplayRunner):
         self.speech.shutdown()
 
 
-def _agent_request(tmp_path: Path) -> Path:
+def _agent_request(tmp_path: Path, heard: str) -> tuple[ReplayReport, FakeAsr]:
+    """Replay the hotline's agent_request scenario, its caller's one utterance heard as ``heard``."""
     scenario = tmp_path / "agent_request.yaml"
     scenario.write_text((HOTLINE / "agent_request.yaml").read_text().replace("../../flows/", f"{ROOT}/flows/"))
     (tmp_path / "agent.wav").write_bytes((HOTLINE / "agent.wav").read_bytes())
-    return scenario
+    runner = ScriptedSpeechRunner([heard])
+    try:
+        return runner.run_file(scenario), runner.asr
+    finally:
+        runner.close()
 
 
 def test_a_scenario_passes_with_scripted_recognition(tmp_path: Path) -> None:
-    runner = ScriptedSpeechRunner(["talk to a person"])
-    try:
-        report = runner.run_file(_agent_request(tmp_path))
-    finally:
-        runner.close()
+    report, asr = _agent_request(tmp_path, "talk to a person")
     assert report.passed, report.render()
-    assert runner.asr.texts == []  # the caller's one utterance took the one scripted text
+    assert asr.texts == []  # the caller's one utterance took the one scripted text
 
 
 def test_what_the_fake_recogniser_hears_decides_the_call(tmp_path: Path) -> None:
-    runner = ScriptedSpeechRunner(["where is my order"])
-    try:
-        report = runner.run_file(_agent_request(tmp_path))
-    finally:
-        runner.close()
+    report, _ = _agent_request(tmp_path, "where is my order")
     assert not report.passed
     assert "expected intent 'agent', detected ['order_status']" in report.failures
     assert "Please say or key in your order number" in report.render()
