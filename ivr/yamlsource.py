@@ -1,10 +1,8 @@
 """YAML with positions, for every file a person writes: flows, queues, replay scenarios, intent datasets.
 
 ruamel.yaml keeps positions on containers only; :func:`parse_yaml` copies its tree into small ``Y`` objects
-so a checker can point at any value (or key) when it reports a problem. :func:`parse_yaml_tree` hands out
-ruamel's own round-trip tree instead (for checkers written against it), with :func:`position` to locate
-a key, item or node in it. Both go through the same reading and checks, and every problem is a
-:class:`~ivr.errors.Diagnostic` naming ``file:line:col``.
+so a checker can point at any value (or key) when it reports a problem, and collect every problem as a
+:class:`~ivr.errors.Diagnostic` naming ``file:line:col``. Checkers walk ``Y`` nodes, never ruamel's tree.
 
 Input is bounded: files over ``MAX_YAML_BYTES`` are refused unread, and a tree that expands to more than
 ``MAX_YAML_VALUES`` values (aliases repeating lists of aliases: an "alias bomb") is refused while it is
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -134,10 +131,10 @@ def _too_big(path: str, size: int, kind: str, advice: str) -> Diagnostic:
                                   f"{MAX_YAML_BYTES / 1e6:g} MB ({advice})")
 
 
-def _load(text: str, path: str, kind: str, advice: str) -> tuple[object, Y | None, list[Diagnostic]]:
-    """ruamel's tree and its ``Y`` copy; (None, None, []) for an empty file; on a problem, one diagnostic."""
+def _load(text: str, path: str, kind: str, advice: str) -> tuple[Y | None, list[Diagnostic]]:
+    """The ``Y`` tree; (None, []) for an empty file; on a problem, one diagnostic."""
     if len(text) > MAX_YAML_BYTES:
-        return None, None, [_too_big(path, len(text.encode("utf-8")), kind, advice)]
+        return None, [_too_big(path, len(text.encode("utf-8")), kind, advice)]
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -152,19 +149,18 @@ def _load(text: str, path: str, kind: str, advice: str) -> tuple[object, Y | Non
                         f"column {context_mark.column + 1})")
         if "duplicate key" in problem:
             message = f"YAML syntax error: {problem.split(' with value')[0]}; each key may appear only once"
-        return None, None, [Diagnostic(path, line, col, message)]
+        return None, [Diagnostic(path, line, col, message)]
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad characters)
-        return None, None, [Diagnostic(path, 1, 1, f"YAML syntax error: {exc}")]
+        return None, [Diagnostic(path, 1, 1, f"YAML syntax error: {exc}")]
     if data is None:
-        return None, None, []
+        return None, []
     try:
-        return data, _Converter(MAX_YAML_VALUES).convert(data, 1, 1), []
+        return _Converter(MAX_YAML_VALUES).convert(data, 1, 1), []
     except _TooLarge as exc:
         cause = ("aliases repeating the value anchored here (an alias bomb?) expand to" if exc.aliased
                  else "the file holds")
-        return None, None, [Diagnostic(path, exc.line, exc.col, f"too much YAML: {cause} more than "
-                                                                f"{MAX_YAML_VALUES} values; write the values "
-                                                                "out or split the file")]
+        return None, [Diagnostic(path, exc.line, exc.col, f"too much YAML: {cause} more than {MAX_YAML_VALUES} "
+                                                          "values; write the values out or split the file")]
 
 
 def _read(path: Path, shown_as: str, kind: str, advice: str) -> tuple[str | None, list[Diagnostic]]:
@@ -187,7 +183,7 @@ def parse_yaml(text: str, path: str, *, kind: str = "flow", advice: str = "move 
 
     ``kind`` names the files in the size-limit message ("flow files may be at most 1 MB") and ``advice``
     tells what to do about it."""
-    _, root, problems = _load(text, path, kind, advice)
+    root, problems = _load(text, path, kind, advice)
     if root is None and not problems:
         problems = [Diagnostic(path, 1, 1, empty)]
     return root, problems
@@ -201,38 +197,3 @@ def load_yaml_file(path: Path, shown_as: str, *, kind: str = "flow", advice: str
     if text is None:
         return None, problems
     return parse_yaml(text, shown_as, kind=kind, advice=advice, empty=empty)
-
-
-def parse_yaml_tree(text: str, path: str, *, kind: str, advice: str) -> tuple[Any, list[Diagnostic]]:
-    """Parse YAML text into ruamel's round-trip tree (``CommentedMap``/``CommentedSeq``, located with
-    :func:`position`) after the same size, syntax and alias checks as :func:`parse_yaml`.
-
-    An empty file gives ``(None, [])``: the caller says what belongs in it."""
-    data, _, problems = _load(text, path, kind, advice)
-    return data, problems
-
-
-def load_yaml_tree(path: Path, shown_as: str, *, kind: str, advice: str) -> tuple[Any, list[Diagnostic]]:
-    """Read and parse a YAML file as :func:`parse_yaml_tree` does; a missing or unreadable file is a
-    diagnostic, not an exception."""
-    text, problems = _read(path, shown_as, kind, advice)
-    if text is None:
-        return None, problems
-    return parse_yaml_tree(text, shown_as, kind=kind, advice=advice)
-
-
-def position(node: object, key: object = None, *, value: bool = False) -> tuple[int, int]:
-    """1-based (line, column) in a ruamel tree: of ``key`` in a mapping (of its value with ``value=True``),
-    of item ``key`` of a list, else of the node itself; (0, 0) when the node carries no position."""
-    try:
-        if isinstance(node, CommentedMap) and key is not None and key in node:
-            line, col = node.lc.value(key) if value else node.lc.key(key)
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
-            line, col = node.lc.item(key)
-        elif isinstance(node, CommentedMap | CommentedSeq):
-            line, col = node.lc.line, node.lc.col
-        else:
-            return 0, 0
-    except (AttributeError, KeyError, TypeError, IndexError):
-        return 0, 0
-    return line + 1, col + 1

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ivr.errors import ConfigError, IvrError
-from ivr.yamlsource import load_yaml_tree
+from ivr.errors import ConfigError, Diagnostic, IvrError
+from ivr.yamlsource import load_yaml_file
 
 
 def _tool(name: str) -> str:
@@ -49,10 +49,14 @@ def make_caller_wav(out: Path, text: str, voice: str = "en-us", speed: int = 160
 
 def make_fixtures(listing: Path) -> list[Path]:
     """Make every WAV listed in a fixtures YAML file, next to it."""
-    spec, problems = load_yaml_tree(listing, str(listing), kind="fixture list", advice="split it into several lists")
-    if problems:
+    shape = "a fixture list maps each WAV to what it says: {file.wav: {text: ...}}"
+    root, problems = load_yaml_file(listing, str(listing), kind="fixture list", advice="split it into several lists",
+                                    empty=shape)
+    if root is None or problems:
         raise ConfigError(problems)
-    spec = spec or {}
+    spec = root.plain()
+    if not isinstance(spec, dict):
+        raise ConfigError([Diagnostic(str(listing), root.line, root.col, shape)])
     made = []
     for name, entry in spec.items():
         out = listing.parent / name
