@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from ivr.queue.connector import Offer, OfferResult
 from ivr.sip.agents import NO_SLOT, SipAgentConnector, result_for_status
 from ivr.testing import waiting
+from ivr.testing.fakes import FakeChannel
 from ivr.testing.sip_agent import AgentPhone
 from ivr.testing.sip_caller import CallerResult, place_call
 
@@ -29,31 +29,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ unit tests
-
-
-@dataclass
-class FakeChannel:
-    """A caller's channel that records agent requests; the test plays the SIP side."""
-
-    call_id: str = "call-1"
-    connected: bool = True
-    refer_ok: bool = True
-    dials: list[tuple[str, str, dict[str, str], float]] = field(default_factory=list)
-    cancels: list[str] = field(default_factory=list)
-    transfers: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    results: dict[str, Callable[[str, str], None]] = field(default_factory=dict)
-
-    def transfer(self, target: str, headers: dict[str, str]) -> bool:
-        self.transfers.append((target, headers))
-        return self.refer_ok
-
-    def dial_agent(self, request: str, uri: str, headers: dict[str, str], ring_timeout: float,
-                   on_result: Callable[[str, str], None]) -> None:
-        self.dials.append((request, uri, headers, ring_timeout))
-        self.results[request] = on_result
-
-    def cancel_agent(self, request: str) -> None:
-        self.cancels.append(request)
 
 
 class Reports:

@@ -394,7 +394,7 @@ queues:
 def _acd(auto: dict[str, Any] | None = None) -> Any:
     from ivr.queue.config import parse_queues
     from ivr.queue.engine import Acd
-    from ivr.queue.testing import FakeConnector
+    from ivr.testing.fakes import FakeConnector
 
     connector = FakeConnector(auto=auto or {})
     return Acd(parse_queues(QUEUES), connector), connector
@@ -453,7 +453,7 @@ def test_queue_overflow_to_a_flow_node_continues_the_flow(services_factory) -> N
     from ivr.flow.testing import KeywordClassifier
     from ivr.queue.config import parse_queues
     from ivr.queue.engine import Acd
-    from ivr.queue.testing import FakeConnector
+    from ivr.testing.fakes import FakeConnector
 
     flow = load_flow(Path(__file__).parent.parent / "flows" / "hotline.yaml",
                      classifier_factory=KeywordClassifier.build)
@@ -656,7 +656,7 @@ def _hangul(text: str) -> bool:
 def test_korean_caller_with_no_agents_hears_the_voicemail_prompts_in_korean(services_factory, tmp_path) -> None:
     from ivr.queue.config import parse_queues
     from ivr.queue.engine import Acd
-    from ivr.queue.testing import FakeConnector
+    from ivr.testing.fakes import FakeConnector
 
     acd = Acd(parse_queues(KOREAN_QUEUES), FakeConnector())  # nobody logged in: overflow to voicemail
     result, prompts = _korean_call(services_factory(), acd, tmp_path)
@@ -668,7 +668,7 @@ def test_korean_caller_with_no_agents_hears_the_voicemail_prompts_in_korean(serv
 def test_korean_caller_waiting_in_a_queue_hears_announcements_in_korean(services_factory, tmp_path) -> None:
     from ivr.queue.config import parse_queues
     from ivr.queue.engine import Acd
-    from ivr.queue.testing import FakeConnector
+    from ivr.testing.fakes import FakeConnector
 
     acd = Acd(parse_queues(KOREAN_QUEUES), FakeConnector())
     acd.set_agent_state("minji", "break", "lunch")  # staffed but busy: the caller waits
@@ -786,7 +786,7 @@ class QueueClockChannel(ReplayChannel):
         from ivr.queue.config import parse_queues
         from ivr.queue.connector import OfferResult
         from ivr.queue.engine import Acd
-        from ivr.queue.testing import FakeConnector
+        from ivr.testing.fakes import FakeConnector
 
         super().__init__([], {}, 8000, max_seconds=max_seconds)
         self.acd = Acd(parse_queues(queues_yaml), FakeConnector(auto={"alice": OfferResult.ANSWERED}),

@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
 from ivr.queue import Acd, parse_queues
-from ivr.queue.testing import FakeClock, FakeConnector
 from ivr.store import Store, open_store
+from ivr.testing.fakes import FakeClock, FakeConnector
 from ivr.web import add_user, create_app, new_token
 from ivr.web.webhook import CrmWebhook
 

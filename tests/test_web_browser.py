@@ -12,8 +12,8 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from ivr.queue import Acd, parse_queues
-from ivr.queue.testing import FakeClock, FakeConnector
 from ivr.store import open_store
+from ivr.testing.fakes import FakeClock, FakeConnector
 from ivr.web import create_app
 from ivr.web.serving import WebServer
 

@@ -11,7 +11,7 @@ from test_web import Env, csrf_of
 from werkzeug.test import TestResponse
 
 from ivr.queue import Acd, parse_queues
-from ivr.queue.testing import FakeClock, FakeConnector
+from ivr.testing.fakes import FakeClock, FakeConnector
 from ivr.web import add_user, create_app, new_token
 
 

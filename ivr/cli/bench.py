@@ -145,7 +145,7 @@ def calls(n_calls: int, flow: str, stagger: float, callers: str, model: str | No
 @_record_option
 def queue(real_sip: bool, record: Path | None) -> None:
     """Agent queues: transfer → offer with 50 callers waiting across 5 queues; queue-view API with 10,000 calls."""
-    from ivr.queue.bench import run_queue_bench
+    from ivr.bench.queue import run_queue_bench
 
     def measure() -> dict[str, Any]:
         result = run_queue_bench()

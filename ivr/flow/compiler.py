@@ -40,7 +40,7 @@ from ivr.flow.schema import (
     TransferNode,
 )
 from ivr.flow.templates import Template, TemplateProblem, TemplateValue, compile_condition, compile_template
-from ivr.flow.yamlsource import Y, load_yaml_file
+from ivr.yamlsource import Y, load_yaml_file
 
 TOP_KEYS = ("version", "name", "language", "description", "start", "numbers", "queues", "variables",
             "intents", "intent_threshold", "speech", "prompts", "global", "nodes", "sensitive")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 
 from ivr.errors import Diagnostic
-from ivr.flow.yamlsource import Y
+from ivr.yamlsource import Y
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -45,11 +45,6 @@ class Template:
     _expression: object = None
     _template: object = None
 
-    @property
-    def is_expression(self) -> bool:
-        """True when the source is exactly one ``{{ ... }}`` (rendered values keep their type)."""
-        return self._expression is not None
-
     def text(self, variables: Mapping[str, object]) -> str:
         """Render as text (for prompts, URLs and headers)."""
         if self._template is None:

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.errors import ConfigError, Diagnostic
 from ivr.nlu.intents import DEFAULT_THRESHOLD
 from ivr.nlu.types import IntentClassifier
+from ivr.yamlsource import load_yaml_file
 
 TEXT_COLUMN = "text"
 LABEL_COLUMNS = ("intent", "category")  # "category" is Banking77's header
@@ -45,61 +44,44 @@ class FlowIntents:
     threshold: float
 
 
-def _pos(node: Any, key: Any = None) -> tuple[int, int]:
-    """1-based (line, column) of a key in a ruamel mapping, or of the node itself."""
-    try:
-        if key is not None:
-            line, col = node.lc.key(key)
-        else:
-            line, col = node.lc.line, node.lc.col
-        return line + 1, col + 1
-    except (AttributeError, KeyError, TypeError):
-        return 0, 0
-
-
 def read_flow_intents(path: str | Path) -> FlowIntents:
     """Read ``intents: {name: {examples: [...]}}`` and optional ``intent_threshold`` from a flow YAML."""
     name = str(path)
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Diagnostic(name, 0, 0, f"cannot read the flow: {exc.strerror}")]) from exc
-    try:
-        data = YAML(typ="rt").load(raw)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([Diagnostic(name, line, col, f"not valid YAML: {exc.problem}")]) from exc
-    problems: list[Diagnostic] = []
-    if not isinstance(data, CommentedMap):
-        raise ConfigError([Diagnostic(name, 1, 1, "a flow file must be a mapping with an 'intents:' section")])
-    intents = data.get("intents")
-    if not isinstance(intents, CommentedMap) or not intents:
-        line, col = _pos(data, "intents") if "intents" in data else (1, 1)
+    not_a_flow = "a flow file must be a mapping with an 'intents:' section"
+    root, problems = load_yaml_file(Path(path), name, empty=not_a_flow)
+    if root is None or problems:
+        raise ConfigError(problems)
+    if root.kind != "map":
+        raise ConfigError([Diagnostic(name, 1, 1, not_a_flow)])
+    intents, intents_key = root.get("intents"), root.key_node("intents")
+    if intents is None or intents.kind != "map" or not intents.entries:
+        line, col = (intents_key.line, intents_key.col) if intents_key is not None else (1, 1)
         raise ConfigError(
             [Diagnostic(name, line, col, "no intents: add 'intents: {name: {examples: [...]}}' to the flow")]
         )
     examples: dict[str, list[str]] = {}
-    for intent, body in intents.items():
-        line, col = _pos(intents, intent)
-        listed = body.get("examples") if isinstance(body, CommentedMap) else body
-        if not isinstance(listed, CommentedSeq) or not listed:
-            problems.append(Diagnostic(name, line, col, f"intent '{intent}' needs a non-empty 'examples:' list"))
+    for intent, (key, body) in intents.entries.items():
+        listed = body.get("examples") if body.kind == "map" else body
+        if listed is None or listed.kind != "seq" or not listed.items:
+            problems.append(
+                Diagnostic(name, key.line, key.col, f"intent '{intent}' needs a non-empty 'examples:' list")
+            )
             continue
         texts = []
-        for i, item in enumerate(listed):
-            if not isinstance(item, str) or not item.strip():
-                item_line, item_col = listed.lc.item(i)
+        for item in listed.items:
+            if not isinstance(item.scalar, str) or not item.scalar.strip():
                 problems.append(
-                    Diagnostic(name, item_line + 1, item_col + 1, f"intent '{intent}': examples must be non-empty text")
+                    Diagnostic(name, item.line, item.col, f"intent '{intent}': examples must be non-empty text")
                 )
             else:
-                texts.append(item)
-        examples[str(intent)] = texts
-    threshold = data.get("intent_threshold", DEFAULT_THRESHOLD)
+                texts.append(item.scalar)
+        examples[intent] = texts
+    threshold_node, threshold_key = root.get("intent_threshold"), root.key_node("intent_threshold")
+    threshold = DEFAULT_THRESHOLD if threshold_node is None else threshold_node.scalar
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-        line, col = _pos(data, "intent_threshold")
-        problems.append(Diagnostic(name, line, col, "intent_threshold must be a number from 0 to 1 (e.g. 0.5)"))
+        assert threshold_key is not None
+        problems.append(Diagnostic(name, threshold_key.line, threshold_key.col,
+                                   "intent_threshold must be a number from 0 to 1 (e.g. 0.5)"))
         threshold = DEFAULT_THRESHOLD
     if problems:
         raise ConfigError(problems)

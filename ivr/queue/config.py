@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
-
 from ivr.errors import ConfigError, Diagnostic
+from ivr.yamlsource import Y, load_yaml_file, parse_yaml
 
 STRATEGIES = ("longest-idle", "round-robin", "ring-all")
 CONNECTIONS = ("bridged", "refer")
@@ -128,47 +125,43 @@ class _Checker:
         self.path = path
         self.diagnostics: list[Diagnostic] = []
 
-    def at(self, node: Any, key: Any, message: str, *, value: bool = False) -> None:
-        line, col = 0, 0
-        try:
-            if isinstance(node, CommentedMap) and key in node:
-                line, col = node.lc.value(key) if value else node.lc.key(key)
-            elif isinstance(node, CommentedSeq) and isinstance(key, int):
-                line, col = node.lc.item(key)
-            elif node is not None and hasattr(node, "lc"):
-                line, col = node.lc.line, node.lc.col
-            line, col = line + 1, col + 1
-        except (AttributeError, KeyError, TypeError):
-            pass
-        self.diagnostics.append(Diagnostic(self.path, line, col, message))
+    def at(self, node: Y, key: str | int | None, message: str, *, value: bool = False) -> None:
+        """Report at ``key`` of a mapping (at its value with ``value``), at item ``key`` of a list, else at
+        ``node`` itself."""
+        if isinstance(key, str) and key in node.entries:
+            key_node, value_node = node.entries[key]
+            node = value_node if value else key_node
+        elif isinstance(key, int) and 0 <= key < len(node.items):
+            node = node.items[key]
+        self.diagnostics.append(Diagnostic(self.path, node.line, node.col, message))
 
-    def mapping(self, parent: Any, key: Any, what: str) -> CommentedMap | None:
-        node = parent[key]
-        if node is None:
-            return CommentedMap()
-        if not isinstance(node, CommentedMap):
+    def mapping(self, parent: Y, key: str, what: str) -> Y | None:
+        node = parent.get(key)
+        if node is None or (node.kind == "scalar" and node.scalar is None):
+            return Y("map", node.line, node.col) if node is not None else Y("map", parent.line, parent.col)
+        if node.kind != "map":
             self.at(parent, key, f"{what} must be a mapping (key: value lines)", value=True)
             return None
         return node
 
-    def known_keys(self, node: CommentedMap, allowed: set[str], what: str) -> None:
-        for key in node:
+    def known_keys(self, node: Y, allowed: set[str], what: str) -> None:
+        for key in node.entries:
             if key not in allowed:
                 self.at(node, key, f"unknown key {key!r} in {what}; expected one of: {', '.join(sorted(allowed))}")
 
-    def number(self, node: CommentedMap, key: str, default: float | None, *, minimum: float = 0.0) -> float | None:
-        if key not in node:
+    def number(self, node: Y, key: str, default: float | None, *, minimum: float = 0.0) -> float | None:
+        if key not in node.entries:
             return default
-        value = node[key]
+        value = _plain(node, key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
             self.at(node, key, f"{key} must be a number of seconds >= {minimum:g}, not {value!r}", value=True)
             return default
         return float(value)
 
-    def names(self, node: CommentedMap, key: str, what: str) -> tuple[str, ...] | None:
-        if key not in node:
+    def names(self, node: Y, key: str, what: str) -> tuple[str, ...] | None:
+        if key not in node.entries:
             return None
-        value = node[key]
+        value = _plain(node, key)
         if isinstance(value, str):
             return (value,)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -176,12 +169,18 @@ class _Checker:
             return ()
         return tuple(value)
 
-    def choice(self, node: CommentedMap, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = node.get(key, default)
+    def choice(self, node: Y, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = _plain(node, key, default)
         if value not in choices:
             self.at(node, key, f"{key} must be one of {', '.join(choices)}, not {value!r}", value=True)
             return default
         return str(value)
+
+
+def _plain(node: Y, key: str, default: Any = None) -> Any:
+    """The plain value under ``key`` of a mapping (``default`` when the key is absent)."""
+    value = node.get(key)
+    return default if value is None else value.plain()
 
 
 _AGENT_KEYS = {"uri", "skills", "ring_timeout"}
@@ -192,52 +191,54 @@ _QUEUE_KEYS = {
 _TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds"}
 
 
-def _agent(c: _Checker, agents: CommentedMap, name: str) -> AgentConfig | None:
+def _agent(c: _Checker, agents: Y, name: str) -> AgentConfig | None:
     node = c.mapping(agents, name, f"agent {name!r}")
     if node is None:
         return None
     c.known_keys(node, _AGENT_KEYS, f"agent {name!r}")
-    uri = node.get("uri")
+    uri = _plain(node, "uri")
     if not isinstance(uri, str) or not uri.startswith(("sip:", "sips:")):
-        where = (node, "uri") if "uri" in node else (agents, name)
-        c.at(*where, f"agent {name!r} needs a SIP URI, for example uri: sip:{name}@10.0.0.5", value="uri" in node)
+        where = (node, "uri") if "uri" in node.entries else (agents, name)
+        c.at(*where, f"agent {name!r} needs a SIP URI, for example uri: sip:{name}@10.0.0.5",
+             value="uri" in node.entries)
         uri = ""
     skills = c.names(node, "skills", "skills") or ()
-    return AgentConfig(str(name), uri, frozenset(skills), c.number(node, "ring_timeout", None, minimum=1))
+    return AgentConfig(name, uri, frozenset(skills), c.number(node, "ring_timeout", None, minimum=1))
 
 
-def _priority(c: _Checker, node: CommentedMap) -> PriorityRule | None:
+def _priority(c: _Checker, node: Y) -> PriorityRule | None:
     p = c.mapping(node, "priority", "priority")
     if p is None:
         return None
     c.known_keys(p, {"variable", "values", "default"}, "priority")
-    variable = p.get("variable")
+    variable = _plain(p, "variable")
     if not isinstance(variable, str) or not variable:
         c.at(node, "priority", "priority needs variable: the flow variable to read (for example vip)")
         return None
     values: dict[str, int] = {}
-    raw = p.get("values", {})
-    if not isinstance(raw, Mapping):
+    raw = p.get("values")
+    if raw is not None and raw.kind != "map":
         c.at(p, "values", "priority values must map a variable value to a number, for example {gold: 10}", value=True)
-    else:
-        for k, v in raw.items():
-            if isinstance(v, bool) or not isinstance(v, int):
-                c.at(raw, k, f"priority for {k!r} must be a whole number (higher goes first), not {v!r}", value=True)
+    elif raw is not None:
+        for k, (_, v) in raw.entries.items():
+            if isinstance(v.scalar, bool) or not isinstance(v.scalar, int):
+                c.at(raw, k, f"priority for {k!r} must be a whole number (higher goes first), not {v.plain()!r}",
+                     value=True)
             else:
-                values[str(k).lower()] = v
-    default = p.get("default", 0)
+                values[k.lower()] = v.scalar
+    default = _plain(p, "default", 0)
     if isinstance(default, bool) or not isinstance(default, int):
         c.at(p, "default", "priority default must be a whole number", value=True)
         default = 0
     return PriorityRule(variable, values, default)
 
 
-def _announce(c: _Checker, node: CommentedMap) -> Announcement | None:
+def _announce(c: _Checker, node: Y) -> Announcement | None:
     a = c.mapping(node, "announce", "announce")
     if a is None:
         return None
     c.known_keys(a, {"every", "first_after", "text"}, "announce")
-    text = a.get("text")
+    text = _plain(a, "text")
     if text is None:
         pass
     elif not isinstance(text, str):
@@ -257,16 +258,16 @@ def _announce(c: _Checker, node: CommentedMap) -> Announcement | None:
     return Announcement(every, c.number(a, "first_after", 0.0) or 0.0, text)
 
 
-def _overflow(c: _Checker, node: CommentedMap) -> Overflow | None:
+def _overflow(c: _Checker, node: Y) -> Overflow | None:
     o = c.mapping(node, "overflow", "overflow")
     if o is None:
         return None
     c.known_keys(o, {*OVERFLOW_KINDS, "when"}, "overflow")
-    kinds = [k for k in OVERFLOW_KINDS if k in o]
+    kinds = [k for k in OVERFLOW_KINDS if k in o.entries]
     if len(kinds) != 1:
         c.at(node, "overflow", "overflow needs exactly one target: queue: NAME, voicemail: BOX or node: FLOW_NODE")
         return None
-    target = o[kinds[0]]
+    target = _plain(o, kinds[0])
     if not isinstance(target, str) or not target:
         c.at(o, kinds[0], f"overflow {kinds[0]} must be a name", value=True)
         return None
@@ -277,7 +278,7 @@ def _overflow(c: _Checker, node: CommentedMap) -> Overflow | None:
     return Overflow(kinds[0], target, frozenset(w for w in when if w in OVERFLOW_WHEN))
 
 
-def _queue(c: _Checker, queues: CommentedMap, name: str, agents: Mapping[str, AgentConfig]) -> QueueConfig | None:
+def _queue(c: _Checker, queues: Y, name: str, agents: Mapping[str, AgentConfig]) -> QueueConfig | None:
     node = c.mapping(queues, name, f"queue {name!r}")
     if node is None:
         return None
@@ -285,10 +286,11 @@ def _queue(c: _Checker, queues: CommentedMap, name: str, agents: Mapping[str, Ag
     members = c.names(node, "agents", "agents")
     for i, member in enumerate(members or ()):
         if member not in agents:
-            seq = node["agents"]
-            c.at(seq if isinstance(seq, CommentedSeq) else node, i if isinstance(seq, CommentedSeq) else "agents",
+            seq = node.get("agents")
+            listed = seq is not None and seq.kind == "seq"
+            c.at(seq if listed and seq is not None else node, i if listed else "agents",
                  f"queue {name!r} lists unknown agent {member!r}; define it under agents:")  # fmt: skip
-    moh = node.get("music_on_hold")
+    moh = _plain(node, "music_on_hold")
     if moh is not None:
         moh_path = Path(str(moh))
         if not moh_path.is_absolute():
@@ -297,7 +299,7 @@ def _queue(c: _Checker, queues: CommentedMap, name: str, agents: Mapping[str, Ag
             c.at(node, "music_on_hold", f"music on hold file {str(moh)!r} not found (looked at {moh_path})", value=True)
         moh = str(moh_path.resolve())
     return QueueConfig(
-        name=str(name),
+        name=name,
         strategy=c.choice(node, "strategy", STRATEGIES, "longest-idle"),
         agents=members,
         skills=frozenset(c.names(node, "skills", "skills") or ()),
@@ -306,61 +308,72 @@ def _queue(c: _Checker, queues: CommentedMap, name: str, agents: Mapping[str, Ag
         max_wait=c.number(node, "max_wait", DEFAULT_MAX_WAIT, minimum=1) or DEFAULT_MAX_WAIT,
         no_agents_grace=c.number(node, "no_agents_grace", DEFAULT_NO_AGENTS_GRACE) or 0.0,
         connection=c.choice(node, "connection", CONNECTIONS, "bridged"),
-        priority=_priority(c, node) if "priority" in node else None,
-        announce=_announce(c, node) if "announce" in node else None,
+        priority=_priority(c, node) if "priority" in node.entries else None,
+        announce=_announce(c, node) if "announce" in node.entries else None,
         music_on_hold=moh,
-        overflow=_overflow(c, node) if "overflow" in node else None,
+        overflow=_overflow(c, node) if "overflow" in node.entries else None,
         handle_time=c.number(node, "handle_time", 180.0, minimum=1) or 180.0,
     )
 
 
-def _check_overflow_targets(c: _Checker, queues_node: CommentedMap, queues: dict[str, QueueConfig]) -> None:
+def _check_overflow_targets(c: _Checker, queues_node: Y, queues: dict[str, QueueConfig]) -> None:
     for name, q in queues.items():
+        node = queues_node.get(name)
+        assert node is not None  # every checked queue is one of the file's
         if q.overflow and q.overflow.kind == "queue":
             if q.overflow.target not in queues:
-                c.at(
-                    queues_node[name], "overflow", f"overflow queue {q.overflow.target!r} is not defined under queues:"
-                )
+                c.at(node, "overflow", f"overflow queue {q.overflow.target!r} is not defined under queues:")
                 continue
             seen, current = {name}, q.overflow.target
             while current in queues:
                 if current in seen:
-                    c.at(queues_node[name], "overflow", f"overflow of queue {name!r} loops back to {current!r}")
+                    c.at(node, "overflow", f"overflow of queue {name!r} loops back to {current!r}")
                     break
                 seen.add(current)
                 nxt = queues[current].overflow
                 current = nxt.target if nxt and nxt.kind == "queue" else ""
 
 
+_KIND, _ADVICE = "queue configuration", "is it the right file? a queues file is usually a few kilobytes"
+_NOT_QUEUES = "the file must be a mapping with agents: and queues:"
+
+
 def parse_queues(text: str, path: str = "<queues>") -> AcdConfig:
     """Parse and check queue configuration text; raises ConfigError listing every problem."""
+    root, problems = parse_yaml(text, path, kind=_KIND, advice=_ADVICE, empty=_NOT_QUEUES)
+    return _check(root, problems, path)
+
+
+def load_queues(path: str | Path) -> AcdConfig:
+    """Load and check a queue configuration file."""
+    root, problems = load_yaml_file(Path(path), str(path), kind=_KIND, advice=_ADVICE, empty=_NOT_QUEUES)
+    return _check(root, problems, str(path))
+
+
+def _check(root: Y | None, problems: list[Diagnostic], path: str) -> AcdConfig:
+    if root is None or problems:
+        raise ConfigError(problems)
+    if root.kind != "map":
+        raise ConfigError([Diagnostic(path, 1, 1, _NOT_QUEUES)])
     c = _Checker(path)
-    try:
-        root = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([Diagnostic(path, line, col, f"not valid YAML: {exc.problem}")]) from None
-    if not isinstance(root, CommentedMap):
-        raise ConfigError([Diagnostic(path, 1, 1, "the file must be a mapping with agents: and queues:")])
     c.known_keys(root, _TOP_KEYS, "the file")
     agents: dict[str, AgentConfig] = {}
-    agents_node = (c.mapping(root, "agents", "agents") if "agents" in root else None) or CommentedMap()
-    for name in agents_node:
+    agents_node = (c.mapping(root, "agents", "agents") if "agents" in root.entries else None) or Y("map", 1, 1)
+    for name in agents_node.entries:
         agent = _agent(c, agents_node, name)
         if agent:
             agents[agent.name] = agent
     queues: dict[str, QueueConfig] = {}
-    queues_node = (c.mapping(root, "queues", "queues") if "queues" in root else None) or CommentedMap()
-    if "queues" not in root:
+    queues_node = (c.mapping(root, "queues", "queues") if "queues" in root.entries else None) or Y("map", 1, 1)
+    if "queues" not in root.entries:
         c.at(root, None, "no queues: defined; add at least one queue")
-    for name in queues_node:
+    for name in queues_node.entries:
         queue = _queue(c, queues_node, name, agents)
         if queue:
             queues[queue.name] = queue
-    if queues_node:
+    if queues_node.entries:
         _check_overflow_targets(c, queues_node, queues)
-    missed = root.get("max_missed_offers", 3)
+    missed = _plain(root, "max_missed_offers", 3)
     if isinstance(missed, bool) or not isinstance(missed, int) or missed < 1:
         c.at(root, "max_missed_offers", "max_missed_offers must be a whole number >= 1", value=True)
         missed = 3
@@ -368,13 +381,3 @@ def parse_queues(text: str, path: str = "<queues>") -> AcdConfig:
     if c.diagnostics:
         raise ConfigError(sorted(c.diagnostics, key=lambda d: (d.line, d.column)))
     return AcdConfig(agents, queues, missed, service_level, path)
-
-
-def load_queues(path: str | Path) -> AcdConfig:
-    """Load and check a queue configuration file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Diagnostic(str(p), 0, 0, f"cannot read the queue configuration: {exc.strerror}")]) from None
-    return parse_queues(text, str(p))

@@ -2,7 +2,7 @@
 
 ``ivr/sip`` implements :class:`AgentConnector` with pjsua2 (bridged: call the agent's URI with the context
 headers and join the legs on answer; refer: blind-transfer the caller to the agent's URI). Tests use
-:class:`ivr.queue.testing.FakeConnector`.
+:class:`ivr.testing.fakes.FakeConnector`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from ivr.errors import IvrError
 from ivr.flow.prompts import PROMPT_DEFAULTS, queue_announcement
 from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig
 from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
-from ivr.store import Store, mask_sensitive
+from ivr.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -299,12 +299,6 @@ class Acd:
         the ACD's other store writes and offers wait for it)."""
         with self._lock:
             self._listeners.append(listener)
-
-    def unsubscribe(self, listener: Listener) -> None:
-        """Stop calling ``listener``."""
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
 
     def snapshot(self) -> dict[str, Any]:
         """Live view: per queue, the waiting callers in order; every agent's state."""
@@ -751,8 +745,3 @@ class Acd:
                 outcome = "completed" if row["state"] == "connected" else "interrupted"
                 store.update_queue_entry(row["id"], state=outcome, ended_at=now, outcome=outcome)
         log.info("ACD restored %d agents and %d waiting callers", len(self._agents), len(self._entries))
-
-
-def safe_log_text(text: str) -> str:
-    """Caller speech as it may appear in logs: card and account numbers masked."""
-    return mask_sensitive(text)

@@ -20,12 +20,12 @@ from ivr.flow.schema import flow_fallback_queue
 from ivr.queue.config import AcdConfig, load_queues
 from ivr.queue.connector import OfferResult
 from ivr.queue.engine import Acd
-from ivr.queue.testing import FakeConnector
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import Scenario, load_scenario
 from ivr.runtime import FlowRuntime
 from ivr.services import SpeechServices
 from ivr.session import CallResult, CallSession, SessionConfig
+from ivr.testing.fakes import FakeConnector
 
 
 @dataclass

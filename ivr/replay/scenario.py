@@ -34,12 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
-
 from ivr.audio.wavfile import read_wav
 from ivr.errors import AudioFormatError, ConfigError, Diagnostic
+from ivr.yamlsource import Y, load_yaml_file
 
 STEP_KEYS = {"bot", "say", "dtmf", "silence", "hangup", "barge_in", "after", "text"}
 EXPECT_KEYS = {"intent", "slots", "transfer", "outcome", "barge_in", "prompts", "no_prompt", "variables"}
@@ -106,108 +103,108 @@ class _Checker:
         self.path = path
         self.errors: list[Diagnostic] = []
 
-    def error(self, node: Any, key: Any, message: str, at_value: bool = False) -> None:
-        line, col = _position(node, key, at_value)
-        self.errors.append(Diagnostic(str(self.path), line, col, message))
+    def error(self, node: Y, key: str | None, message: str, at_value: bool = False) -> None:
+        """Report at ``key`` of the mapping ``node`` (at its value with ``at_value``), else at ``node``."""
+        if key is not None and key in node.entries:
+            key_node, value_node = node.entries[key]
+            node = value_node if at_value else key_node
+        self.errors.append(Diagnostic(str(self.path), node.line, node.col, message))
 
 
-def _position(node: Any, key: Any, at_value: bool = False) -> tuple[int, int]:
-    try:
-        if isinstance(node, CommentedMap) and key is not None:
-            line, col = node.lc.value(key) if at_value else node.lc.key(key)
-            return line + 1, col + 1
-        if isinstance(node, CommentedSeq) and key is not None:
-            line, col = node.lc.item(key)
-            return line + 1, col + 1
-        return node.lc.line + 1, node.lc.col + 1
-    except Exception:
-        return 0, 0
+def _plain(node: Y, key: str, default: Any = None) -> Any:
+    """The plain value under ``key`` of a mapping (``default`` when the key is absent)."""
+    value = node.get(key)
+    return default if value is None else value.plain()
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Load and check a scenario; every problem is reported at once as ``file:line:col: message``."""
     path = Path(path)
     check = _Checker(path)
-    try:
-        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([Diagnostic(str(path), 0, 0, "no such scenario file")]) from None
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise ConfigError([Diagnostic(str(path), line, col, f"YAML syntax error: {exc.problem}")]) from None
-    if not isinstance(data, CommentedMap):
-        raise ConfigError([Diagnostic(str(path), 1, 1, "a scenario is a mapping with `flow:` and `steps:`")])
-    for key in data:
+    not_a_scenario = "a scenario is a mapping with `flow:` and `steps:`"
+    data, problems = load_yaml_file(path, str(path), kind="scenario", advice="split it into several scenarios",
+                                    empty=not_a_scenario)
+    if data is None or problems:
+        raise ConfigError(problems)
+    if data.kind != "map":
+        raise ConfigError([Diagnostic(str(path), 1, 1, not_a_scenario)])
+    for key in data.entries:
         if key not in TOP_KEYS:
             check.error(data, key, f"unknown key {key!r}; expected one of {', '.join(sorted(TOP_KEYS))}")
-    flow = path.parent / str(data.get("flow", ""))
-    if "flow" not in data:
+    flow = path.parent / str(_plain(data, "flow", ""))
+    if "flow" not in data.entries:
         check.error(data, None, "missing `flow:` (path of the flow YAML, relative to this scenario)")
     elif not flow.is_file():
         check.error(data, "flow", f"flow file {flow} does not exist", at_value=True)
-    queues = path.parent / str(data["queues"]) if data.get("queues") else None
+    queues = path.parent / str(_plain(data, "queues")) if _plain(data, "queues") else None
     if queues is not None and not queues.is_file():
         check.error(data, "queues", f"queues file {queues} does not exist", at_value=True)
-    agents = data.get("agents") or []
+    agents = _plain(data, "agents") or []
     if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
         check.error(data, "agents", "agents must be a list of agent names from the queues file", at_value=True)
         agents = []
     elif agents and queues is None:
         check.error(data, "agents", "agents need `queues:` (the queues file they are defined in)")
-    rate = data.get("rate", 8000)
+    rate = _plain(data, "rate", 8000)
     if rate not in (8000, 16000):
         check.error(data, "rate", f"rate must be 8000 or 16000, not {rate!r}", at_value=True)
         rate = 8000
+    mappings: dict[str, dict[str, Any]] = {}
+    for key in ("expect", "variables", "http"):
+        value = _plain(data, key) or {}
+        if not isinstance(value, dict):
+            check.error(data, key, f"`{key}:` must be a mapping (key: value lines)", at_value=True)
+            value = {}
+        mappings[key] = value
     scenario = Scenario(
         path=path,
-        name=str(data.get("name") or path.stem),
+        name=str(_plain(data, "name") or path.stem),
         flow=flow,
         steps=[],
-        expect=dict(data.get("expect") or {}),
-        caller=str(data.get("caller", "+15550100")),
-        called=str(data.get("called", "")),
+        expect=mappings["expect"],
+        caller=str(_plain(data, "caller", "+15550100")),
+        called=str(_plain(data, "called", "")),
         rate=int(rate),
-        engine=data.get("engine"),
-        model=data.get("model"),
-        variables=dict(data.get("variables") or {}),
-        http={str(k): dict(v or {}) for k, v in (data.get("http") or {}).items()},
+        engine=_plain(data, "engine"),
+        model=_plain(data, "model"),
+        variables=mappings["variables"],
+        http={str(k): dict(v or {}) for k, v in mappings["http"].items()},
         queues=queues,
         agents=tuple(agents),
     )
-    expect = data.get("expect") or CommentedMap()
-    if isinstance(expect, CommentedMap):
-        for key in expect:
+    expect = data.get("expect")
+    if expect is not None and expect.kind == "map":
+        for key in expect.entries:
             if key not in EXPECT_KEYS:
                 check.error(
                     expect, key, f"unknown expectation {key!r}; expected one of {', '.join(sorted(EXPECT_KEYS))}"
                 )
     steps = data.get("steps")
-    if not isinstance(steps, CommentedSeq) or not steps:
-        check.error(data, "steps" if "steps" in data else None, "`steps:` must be a non-empty list",
-                    at_value="steps" in data)
-        steps = CommentedSeq()
+    if steps is None or steps.kind != "seq" or not steps.items:
+        check.error(data, "steps" if "steps" in data.entries else None, "`steps:` must be a non-empty list",
+                    at_value="steps" in data.entries)
+        steps = Y("seq", data.line, data.col)
     pending_bot: list[str] = []
-    for index, raw in enumerate(steps):
-        if not isinstance(raw, CommentedMap):
-            check.error(steps, index, "each step is a mapping, e.g. `- say: answer.wav` or `- bot: text`")
+    for raw in steps.items:
+        if raw.kind != "map":
+            check.error(raw, None, "each step is a mapping, e.g. `- say: answer.wav` or `- bot: text`")
             continue
-        for key in raw:
+        for key in raw.entries:
             if key not in STEP_KEYS:
                 check.error(raw, key, f"unknown step key {key!r}; expected one of {', '.join(sorted(STEP_KEYS))}")
-        if "bot" in raw:
-            bot = raw["bot"]
+        if "bot" in raw.entries:
+            bot = _plain(raw, "bot")
             pending_bot.extend([str(b) for b in bot] if isinstance(bot, list) else [str(bot)])
-            if len(raw) > 1:
+            if len(raw.entries) > 1:
                 check.error(raw, "bot", "`bot:` stands alone in its step (it checks the prompts before the next one)")
             continue
-        actions = [k for k in ("say", "dtmf", "silence", "hangup") if k in raw]
+        actions = [k for k in ("say", "dtmf", "silence", "hangup") if k in raw.entries]
         if len(actions) != 1:
-            check.error(steps, index, "a caller step has exactly one of say, dtmf, silence, hangup")
+            check.error(raw, None, "a caller step has exactly one of say, dtmf, silence, hangup")
             continue
         audio = None
-        if "say" in raw:
-            audio = str(raw["say"])
+        if "say" in raw.entries:
+            audio = str(_plain(raw, "say"))
             wav = path.parent / audio
             if audio not in scenario.audio:
                 try:
@@ -215,16 +212,17 @@ def load_scenario(path: str | Path) -> Scenario:
                 except AudioFormatError as exc:
                     problem = exc.problem if wav.exists() else f"audio file {wav} does not exist"
                     check.error(raw, "say", problem, at_value=True)
+        barge_in = bool(_plain(raw, "barge_in", False))
         scenario.steps.append(
             CallerStep(
-                line=_position(steps, index)[0],
+                line=raw.line,
                 audio=audio,
-                text=str(raw.get("text", "")),
-                dtmf=str(raw.get("dtmf", "")),
-                silence=float(raw.get("silence", 0.0)),
-                hangup=bool(raw.get("hangup", False)),
-                barge_in=bool(raw.get("barge_in", False)),
-                after=float(raw.get("after", 0.8 if raw.get("barge_in") else 0.4)),
+                text=str(_plain(raw, "text", "")),
+                dtmf=str(_plain(raw, "dtmf", "")),
+                silence=float(_plain(raw, "silence", 0.0)),
+                hangup=bool(_plain(raw, "hangup", False)),
+                barge_in=barge_in,
+                after=float(_plain(raw, "after", 0.8 if barge_in else 0.4)),
                 bot=tuple(pending_bot),
             )
         )

@@ -189,10 +189,6 @@ class SipChannel:
         """True until the call ended, whoever hung up."""
         return not self._ended.is_set()
 
-    def wait_ended(self, timeout: float | None = None) -> bool:
-        """Block until the call is over; True if it is."""
-        return self._ended.wait(timeout)
-
     # -- fed by the media port (pjmedia clock thread) and the SIP thread ------------------------------------
 
     def take_outbound(self, nbytes: int) -> bytes:

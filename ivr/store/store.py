@@ -197,11 +197,6 @@ class Store:
                 conn.execute(t.calls.update().where(t.calls.c.id.in_(ids)).values(ended_at=at, outcome=outcome))
         return ids
 
-    def set_call_fields(self, call_id: str, **fields: Any) -> None:
-        """Update summary columns of a call (``queue``, ``agent``, ``outcome``...)."""
-        with self._write() as conn:
-            conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**fields))
-
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call with its context, ``turns``, ``events``, ``notes`` and ``queue_entries`` (oldest first)."""
         with self._read() as conn:

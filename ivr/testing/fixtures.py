@@ -13,9 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
-from ivr.errors import IvrError
+from ivr.errors import ConfigError, Diagnostic, IvrError
+from ivr.yamlsource import load_yaml_file
 
 
 def _tool(name: str) -> str:
@@ -50,7 +49,14 @@ def make_caller_wav(out: Path, text: str, voice: str = "en-us", speed: int = 160
 
 def make_fixtures(listing: Path) -> list[Path]:
     """Make every WAV listed in a fixtures YAML file, next to it."""
-    spec = YAML(typ="safe").load(listing.read_text(encoding="utf-8")) or {}
+    shape = "a fixture list maps each WAV to what it says: {file.wav: {text: ...}}"
+    root, problems = load_yaml_file(listing, str(listing), kind="fixture list", advice="split it into several lists",
+                                    empty=shape)
+    if root is None or problems:
+        raise ConfigError(problems)
+    spec = root.plain()
+    if not isinstance(spec, dict):
+        raise ConfigError([Diagnostic(str(listing), root.line, root.col, shape)])
     made = []
     for name, entry in spec.items():
         out = listing.parent / name

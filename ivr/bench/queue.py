@@ -1,6 +1,6 @@
 """Queue benchmark: transfer-to-offer latency under load, and the API queue view over 10,000 calls.
 
-Run: ``python -c "from ivr.queue.bench import run_queue_bench; print(run_queue_bench())"``.
+Run: ``ivr bench queue`` (``--sip`` adds transfer → agent phone ringing over real SIP).
 """
 
 from __future__ import annotations

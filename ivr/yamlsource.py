@@ -1,7 +1,8 @@
-"""YAML with positions: every mapping, list and scalar remembers its 1-based line and column.
+"""YAML with positions, for every file a person writes: flows, queues, replay scenarios, intent datasets.
 
-ruamel.yaml keeps positions on containers only; this module copies its tree into small ``Y`` objects so
-the flow compiler can point at any value (or key) when it reports a problem.
+ruamel.yaml keeps positions on containers only; :func:`parse_yaml` copies its tree into small ``Y`` objects
+so a checker can point at any value (or key) when it reports a problem, and collect every problem as a
+:class:`~ivr.errors.Diagnostic` naming ``file:line:col``. Checkers walk ``Y`` nodes, never ruamel's tree.
 
 Input is bounded: files over ``MAX_YAML_BYTES`` are refused unread, and a tree that expands to more than
 ``MAX_YAML_VALUES`` values (aliases repeating lists of aliases: an "alias bomb") is refused while it is
@@ -20,9 +21,10 @@ from ruamel.yaml.error import MarkedYAMLError
 from ivr.errors import Diagnostic
 
 MAX_YAML_BYTES = 1_000_000
-"""Largest flow file read (a big flow is a sign it should be split into sub-flows)."""
+"""Largest YAML file read (a big flow is a sign it should be split into sub-flows)."""
 MAX_YAML_VALUES = 50_000
 """Most values (mappings, lists, scalars, keys) a file may expand to; the demo hotline has under 2,000."""
+FLOW_EMPTY = "the file is empty; a flow needs at least version, name, start and nodes"
 
 
 @dataclass(eq=False)
@@ -124,16 +126,15 @@ class _Converter:
         return node
 
 
-def _too_big(path: str, size: int) -> Diagnostic:
-    return Diagnostic(path, 1, 1, f"the file is {size / 1e6:.1f} MB; flow files may be at most "
-                                  f"{MAX_YAML_BYTES / 1e6:g} MB (move parts into sub-flows)")
+def _too_big(path: str, size: int, kind: str, advice: str) -> Diagnostic:
+    return Diagnostic(path, 1, 1, f"the file is {size / 1e6:.1f} MB; {kind} files may be at most "
+                                  f"{MAX_YAML_BYTES / 1e6:g} MB ({advice})")
 
 
-def parse_yaml(text: str, path: str) -> tuple[Y | None, list[Diagnostic]]:
-    """Parse YAML text; on a syntax error (or input past the size limits) return None and one diagnostic at
-    the offending position."""
+def _load(text: str, path: str, kind: str, advice: str) -> tuple[Y | None, list[Diagnostic]]:
+    """The ``Y`` tree; (None, []) for an empty file; on a problem, one diagnostic."""
     if len(text) > MAX_YAML_BYTES:
-        return None, [_too_big(path, len(text.encode("utf-8")))]
+        return None, [_too_big(path, len(text.encode("utf-8")), kind, advice)]
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -152,8 +153,7 @@ def parse_yaml(text: str, path: str) -> tuple[Y | None, list[Diagnostic]]:
     except Exception as exc:  # ruamel raises a few unmarked errors (e.g. bad characters)
         return None, [Diagnostic(path, 1, 1, f"YAML syntax error: {exc}")]
     if data is None:
-        return None, [Diagnostic(path, 1, 1, "the file is empty; a flow needs at least version, name, start "
-                                             "and nodes")]
+        return None, []
     try:
         return _Converter(MAX_YAML_VALUES).convert(data, 1, 1), []
     except _TooLarge as exc:
@@ -163,15 +163,37 @@ def parse_yaml(text: str, path: str) -> tuple[Y | None, list[Diagnostic]]:
                                                           "values; write the values out or split the file")]
 
 
-def load_yaml_file(path: Path, shown_as: str) -> tuple[Y | None, list[Diagnostic]]:
-    """Read and parse a YAML file; a missing or unreadable file is a diagnostic, not an exception."""
+def _read(path: Path, shown_as: str, kind: str, advice: str) -> tuple[str | None, list[Diagnostic]]:
+    """The file's text; a missing, unreadable or oversized file is a diagnostic, not an exception."""
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
-            return None, [_too_big(shown_as, size)]
-        text = path.read_text(encoding="utf-8")
+            return None, [_too_big(shown_as, size, kind, advice)]
+        return path.read_text(encoding="utf-8"), []
     except FileNotFoundError:
         return None, [Diagnostic(shown_as, 0, 0, "file not found; check the path")]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Diagnostic(shown_as, 0, 0, f"cannot read the file ({exc}); save it as UTF-8 text")]
-    return parse_yaml(text, shown_as)
+
+
+def parse_yaml(text: str, path: str, *, kind: str = "flow", advice: str = "move parts into sub-flows",
+               empty: str = FLOW_EMPTY) -> tuple[Y | None, list[Diagnostic]]:
+    """Parse YAML text into ``Y`` nodes; on a syntax error, an empty file (``empty`` says what belongs in
+    it) or input past the size limits return None and one diagnostic at the offending position.
+
+    ``kind`` names the files in the size-limit message ("flow files may be at most 1 MB") and ``advice``
+    tells what to do about it."""
+    root, problems = _load(text, path, kind, advice)
+    if root is None and not problems:
+        problems = [Diagnostic(path, 1, 1, empty)]
+    return root, problems
+
+
+def load_yaml_file(path: Path, shown_as: str, *, kind: str = "flow", advice: str = "move parts into sub-flows",
+                   empty: str = FLOW_EMPTY) -> tuple[Y | None, list[Diagnostic]]:
+    """Read and parse a YAML file as :func:`parse_yaml` does; a missing or unreadable file is a diagnostic,
+    not an exception."""
+    text, problems = _read(path, shown_as, kind, advice)
+    if text is None:
+        return None, problems
+    return parse_yaml(text, shown_as, kind=kind, advice=advice, empty=empty)
