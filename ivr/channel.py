@@ -1,6 +1,6 @@
 """The way a caller reaches a flow: a SIP call, an audio-fixture replay, or a local microphone.
 
-The call session (``ivr.session``) drives a call only through this interface, so everything above it is
+The call session (``ivr.call``) drives a call only through this interface, so everything above it is
 the same for all three. Audio and control events travel separately.
 """
 

@@ -186,13 +186,13 @@ def _console_user(app: Any, store: Any, name: str, role: str) -> Any:
 
 
 def test_the_agent_offered_the_call_sees_what_the_caller_gave_and_only_they_do(tmp_path: Path) -> None:
+    from ivr.call import CallSession, SessionConfig
     from ivr.flow.loader import load_flow
     from ivr.handoff import context_url
     from ivr.queue import Acd, parse_queues
     from ivr.queue.testing import FakeConnector
     from ivr.replay.channel import ReplayChannel
     from ivr.replay.scenario import CallerStep
-    from ivr.session import CallSession, SessionConfig
     from ivr.store import open_store
     from ivr.web import create_app
     from ivr.web.webhook import call_payload

@@ -15,13 +15,13 @@ import pytest
 
 from ivr.audio.frame import AudioFrame
 from ivr.audio.wavfile import read_wav
+from ivr.call import CallSession, SessionConfig
 from ivr.events import ControlEvent, DtmfDigit, Hangup, HttpResult, NoInput, RecordingFinished, Transcript
 from ivr.flow import actions as fa
 from ivr.handoff import check_context_signature, context_headers, context_url
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import CallerStep
 from ivr.services import SpeechServices
-from ivr.session import CallSession, SessionConfig
 
 
 class ScriptedAsr:
@@ -579,7 +579,7 @@ def test_a_transfer_to_an_unknown_queue_goes_to_the_fallback_queue_and_is_logged
             channel.on_event(kind, data)
             events.append((kind, data))
 
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), queues=acd, observer=Observer(),
                              fallback_queue="support").run()
     assert result.outcome == "transferred"
@@ -599,7 +599,7 @@ def test_a_refused_transfer_and_a_refused_fallback_end_in_voicemail(services_fac
             channel.on_event(kind, data)
             events.append((kind, data))
 
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), observer=Observer(), fallback_queue="support",
                              config=SessionConfig(recordings_dir=str(tmp_path))).run()
     assert [t for t, _ in channel.transfers] == ["sip:billing@pbx.example.com", "support"]
@@ -806,7 +806,7 @@ def test_a_queue_nobody_is_logged_in_to_gives_the_caller_to_the_fallback_queue(s
     channel = QueueClockChannel(NO_OVERFLOW_QUEUES, max_seconds=120)
     channel.acd.set_agent_state("alice", "available")  # support is staffed, billing is not
     flow = ScriptedFlow([fa.Transfer(queue="billing")])
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), queues=channel.acd, observer=channel,
                              fallback_queue="support").run()
     assert result.outcome == "transferred" and result.transfer_target == "sip:alice@127.0.0.1:5071"
@@ -823,7 +823,7 @@ def test_a_caller_waiting_past_the_maximum_wait_ends_in_voicemail(services_facto
                                 max_seconds=200)
     channel.acd.set_agent_state("bob", "break", "meeting")  # billing is staffed but nobody is free
     flow = ScriptedFlow([fa.Transfer(queue="billing")])
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), queues=channel.acd, observer=channel,
                              fallback_queue="support", config=SessionConfig(recordings_dir=str(tmp_path))).run()
     assert result.outcome == "voicemail"

@@ -16,11 +16,11 @@ import pytest
 
 from ivr.audio.frame import AudioFrame
 from ivr.audio.wavfile import read_wav
+from ivr.call import CallSession
 from ivr.errors import AudioDeviceError
 from ivr.events import ControlEvent, DtmfDigit, Hangup, Transcript
 from ivr.flow import actions as fa
 from ivr.services import SpeechServices
-from ivr.session import CallSession
 from ivr.talk import devices as devmod
 from ivr.talk.channel import LocalAudioChannel
 from ivr.talk.devices import DeviceInfo, format_device_list, pick_rate, resolve_device

@@ -141,9 +141,9 @@ def test_talking_to_a_flow_through_pulseaudio(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from ivr.call import CallSession
     from ivr.runtime import FlowRuntime
     from ivr.services import SpeechServices
-    from ivr.session import CallSession
 
     answer, queue = "I want to speak to a human", "support"
     runtime = FlowRuntime.from_file(HOTLINE)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.audio.wavfile import write_wav
+from ivr.call import CallResult, CallSession, SessionConfig
 from ivr.errors import ConfigError, Diagnostic
 from ivr.flow.loader import load_flow
 from ivr.flow.schema import flow_fallback_queue
@@ -25,7 +26,6 @@ from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import Scenario, load_scenario
 from ivr.runtime import FlowRuntime
 from ivr.services import SpeechServices
-from ivr.session import CallResult, CallSession, SessionConfig
 
 
 @dataclass
