@@ -22,12 +22,14 @@ from ivr.handoff import check_context_signature, context_headers, context_url
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import CallerStep
 from ivr.services import SpeechServices
+from ivr.speech.interfaces import RecognizerCapabilities
 
 
 class ScriptedAsr:
     """Recognizes each utterance as the next text of a script."""
 
     name = "fake"
+    capabilities = RecognizerCapabilities()
 
     def __init__(self, texts: Sequence[str]) -> None:
         self.texts = list(texts)
@@ -38,6 +40,7 @@ class ScriptedAsr:
         asr = self
 
         class Rec:
+            capabilities = RecognizerCapabilities()
             frames = 0
 
             def accept(self, frame: AudioFrame) -> Transcript | None:

@@ -21,6 +21,7 @@ from ivr.errors import AudioDeviceError
 from ivr.events import ControlEvent, DtmfDigit, Hangup, Transcript
 from ivr.flow import actions as fa
 from ivr.services import SpeechServices
+from ivr.speech.interfaces import RecognizerCapabilities
 from ivr.talk import devices as devmod
 from ivr.talk.channel import LocalAudioChannel
 from ivr.talk.devices import DeviceInfo, format_device_list, pick_rate, resolve_device
@@ -469,9 +470,11 @@ class EchoAsr:
     """'Recognises' every utterance as the same sentence, after checking it heard some audio."""
 
     name = "fake"
+    capabilities = RecognizerCapabilities()
 
     def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Any:
         class Rec:
+            capabilities = RecognizerCapabilities(partials=True)
             frames = 0
 
             def accept(self, frame: AudioFrame) -> Transcript | None:

@@ -93,12 +93,12 @@ class CallLine:
     @property
     def realtime(self) -> bool:
         """Frames arrive at the pace of a phone line (not a replay as fast as the machine goes)."""
-        return bool(getattr(self.channel, "realtime", True))
+        return self.channel.capabilities.realtime
 
     @property
     def connected(self) -> bool:
         """The channel is still up (a bridged agent call keeps it up after the bot's part is done)."""
-        return bool(getattr(self.channel, "connected", True))
+        return self.channel.connected
 
     def drain_playback(self) -> None:
         """Let queued prompts finish playing (the caller should hear the last words before we act)."""

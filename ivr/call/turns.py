@@ -123,8 +123,7 @@ class TurnTaker:
         """
         line = self.line
         config = line.config
-        peek = getattr(recognizer, "peek", None)
-        if peek is None:
+        if not recognizer.capabilities.peek:
             return None
         if silence < config.speculate_after:
             if self._speculation is not None:
@@ -137,10 +136,10 @@ class TurnTaker:
             if line.realtime:
                 if line.services.backlog >= config.speculate_max_backlog:
                     return None  # busy: try again on the next frame of the pause
-                future = line.services.submit(peek)
+                future = line.services.submit(recognizer.peek)
             else:
                 future = Future()
-                future.set_result(peek())
+                future.set_result(recognizer.peek())
             self._speculation = (future, started - silence)
         future, speech_end = self._speculation
         wait = config.early_silence_phrase if action.grammar else config.early_silence_sentence
@@ -152,7 +151,7 @@ class TurnTaker:
             return None
         if action.grammar and any(p.startswith(text + " ") for p in action.grammar):
             return None  # "상담원" may be the start of "상담원 연결": wait for the end of speech
-        if getattr(recognizer, "streaming", False):
+        if recognizer.capabilities.streaming:
             transcript = recognizer.finish()  # the peek was a partial result: the final one has confidences
         # Recognition time of an early-ended turn: from the start of its speculative pass (the ASR metric).
         line.notify("asr", {"seconds": max(0.0, time.perf_counter() - speech_end - config.speculate_after)})
@@ -164,7 +163,7 @@ class TurnTaker:
         silence = max(0.0, line.now - ended.at) if ended.reason == "silence" else 0.0
         started = time.perf_counter()
         future: Future[Transcript]
-        if self._speculation is not None and not getattr(recognizer, "streaming", False):
+        if self._speculation is not None and not recognizer.capabilities.streaming:
             future = self._speculation[0]  # the caller stayed silent since: it heard the whole utterance
         else:
             future = line.services.submit(recognizer.finish)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.audio.frame import AudioFrame, frames_from_pcm, samples_per_frame
+from ivr.channel import ChannelCapabilities
 from ivr.events import ControlEvent, DtmfDigit, Hangup
 from ivr.replay.scenario import CallerStep
 
@@ -51,7 +52,7 @@ class ReplayChannel:
         self.caller = caller
         self.called = called
         self.call_id = uuid.uuid4().hex[:16]
-        self.realtime = realtime
+        self.capabilities = ChannelCapabilities(realtime=realtime)
         self.max_seconds = max_seconds
         self.on_frame = on_frame
         self._steps = deque(steps)
@@ -94,7 +95,7 @@ class ReplayChannel:
             self._control.append((self._now, Hangup()))
             self.ended = True
             return None
-        if self.realtime:
+        if self.capabilities.realtime:
             delay = self._started_wall + self._now - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
