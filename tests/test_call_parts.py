@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ivr.call import events as ev
 from ivr.call.config import SessionConfig
 from ivr.call.line import CallEnded, CallLine
 from ivr.call.playback import Playback
@@ -92,15 +93,15 @@ def services() -> Iterator[SpeechServices]:
 
 
 def _parts(services: SpeechServices, steps: list[CallerStep], store: ListStore | None = None,
-           context: dict[str, Any] | None = None) -> tuple[CallLine, ReplayChannel, list[tuple[str, dict[str, Any]]],
+           context: dict[str, Any] | None = None) -> tuple[CallLine, ReplayChannel, list[ev.CallEvent],
                                                            CallRecords, Playback]:
     channel = ReplayChannel(steps, {}, 8000, max_seconds=30)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
 
     line = CallLine(channel, channel.call_id, services, SessionConfig(), Observer())
     records = CallRecords(store, channel.call_id)
@@ -137,8 +138,8 @@ def test_a_card_number_is_masked_in_what_the_caller_keyed(services: SpeechServic
     turns = TurnTaker(line, playback, records, Privacy(dict))
     event = turns.listen(fa.Listen(speech=False, dtmf=True, dtmf_max_digits=20, sensitive="card"))
     assert event == DtmfDigit("4111111111111111")  # the flow gets the number itself
-    [(_, digits)] = [(k, d) for k, d in events if k == "dtmf"]
-    assert "4111111111" not in digits["digits"] and digits["digits"].endswith("1111")
+    [keys] = [e for e in events if isinstance(e, ev.KeysPressed)]
+    assert "4111111111" not in keys.digits and keys.digits.endswith("1111")
     assert "4111111111" not in store.writes[-1][1][3]
 
 
@@ -146,8 +147,8 @@ def test_no_answer_is_no_input_on_the_call_clock(services: SpeechServices) -> No
     line, _channel, events, records, playback = _parts(services, [CallerStep(line=1, silence=5.0, after=0.0)])
     turns = TurnTaker(line, playback, records, Privacy(dict))
     assert turns.listen(fa.Listen(no_input_timeout=2.0)) == NoInput()
-    [(_, data)] = [(k, d) for k, d in events if k == "no_input"]
-    assert 2.0 <= data["at"] < 2.2
+    [no_input] = [e for e in events if isinstance(e, ev.NoInputHeard)]
+    assert 2.0 <= no_input.at < 2.2
 
 
 def test_the_first_audio_of_a_reply_ends_the_turn_latency(services: SpeechServices) -> None:
@@ -156,7 +157,7 @@ def test_the_first_audio_of_a_reply_ends_the_turn_latency(services: SpeechServic
     playback.turn_ended = 0.0
     playback.say(fa.Say("Your order ships today."))
     playback.say(fa.Say("Anything else?"))
-    assert [k for k, _ in events].count("turn_latency") == 1
+    assert len([e for e in events if isinstance(e, ev.TurnLatency)]) == 1
     assert len(line.result.turn_latencies) == 1
 
 
@@ -167,7 +168,7 @@ def test_waiting_in_a_queue_announces_then_an_agent_takes_the_call(services: Spe
                          [Connected("alice", "sip:alice@example.com", "refer")]])
     wait = QueueWait(line, queues, playback, records, voicemail=lambda: None, resume_at=lambda node: None)
     assert wait.wait("support", {}) is None
-    assert any(k == "prompt" and "2" in str(d["text"]) for k, d in events)
+    assert any(isinstance(e, ev.PromptPlayed) and "2" in e.text for e in events)
     assert line.result.outcome == "transferred" and line.result.transfer_target == "sip:alice@example.com"
     assert [w[1][2] for w in store.writes] == ["queued", "bot", "agent_connected"]  # the announcement is a turn
 

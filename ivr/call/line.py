@@ -13,10 +13,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from ivr.audio.frame import FRAME_MS, AudioFrame
 from ivr.call.config import CallResult, SessionConfig
+from ivr.call.events import CallEvent
 from ivr.channel import Channel
 from ivr.events import CallInterrupted, ControlEvent, Hangup
 from ivr.services import SpeechServices
@@ -28,12 +29,10 @@ T = TypeVar("T")
 
 
 class CallObserver(Protocol):
-    """Who wants to know what happens in a call (replay runner, metrics, the console)."""
+    """Who wants to know what happens in a call (replay runner, metrics, the talk screen, the console)."""
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        """``kind`` is one of: prompt, listen, speech_started, partial, transcript, intent, asr, dtmf,
-        no_input, barge_in, http, transfer, transfer_failed, agent, overflow, hangup, error, turn_latency,
-        recording, end."""
+    def on_event(self, event: CallEvent) -> None:
+        """One event of the call (see ``ivr.call.events``); called on the call's thread."""
         ...
 
 
@@ -147,11 +146,11 @@ class CallLine:
 
     # ------------------------------------------------------------- reports
 
-    def notify(self, kind: str, data: dict[str, Any]) -> None:
-        """Tell the observer (if any) what happened, at the call clock; an observer's error is logged."""
+    def notify(self, event: CallEvent) -> None:
+        """Tell the observer (if any) what happened; an observer's error is logged, never fatal."""
         if self.observer is None:
             return
         try:
-            self.observer.on_event(kind, {"at": self.now, **data})
+            self.observer.on_event(event)
         except Exception:
-            log.exception("call %s: observer failed on %s", self.call_id, kind)
+            log.exception("call %s: observer failed on %s", self.call_id, event.name)

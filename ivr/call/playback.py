@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
+from ivr.call import events as ev
 from ivr.call.line import CallLine
 from ivr.call.records import CallRecords, Privacy
 from ivr.flow import actions as fa
@@ -43,7 +44,7 @@ class Playback:
                 self._first_reply_audio()
                 first = False
             line.channel.play(chunk)
-        line.notify("prompt", {"text": action.text, "audio": action.audio, "barge_in": action.barge_in})
+        line.notify(ev.PromptPlayed(at=line.now, text=action.text, audio=action.audio, barge_in=action.barge_in))
         self.records.bot_turn(self.privacy.text(action.text) or f"[audio {action.audio}]")
 
     def say_text(self, text: str) -> None:
@@ -55,5 +56,5 @@ class Playback:
             return
         latency = time.perf_counter() - self.turn_ended
         self.line.result.turn_latencies.append(latency)
-        self.line.notify("turn_latency", {"seconds": latency})
+        self.line.notify(ev.TurnLatency(at=self.line.now, seconds=latency))
         self.turn_ended = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ivr.call import events as ev
 from ivr.call.line import CallEnded, CallLine
 from ivr.call.playback import Playback
 from ivr.call.records import CallRecords
@@ -69,7 +70,7 @@ class QueueWait:
                     self.playback.say_text(text)
                 elif isinstance(update, Connected):
                     channel.stop_playback()
-                    line.notify("agent", {"agent": update.agent, "uri": update.uri, "mode": update.mode})
+                    line.notify(ev.AgentConnected(at=line.now, agent=update.agent, uri=update.uri, mode=update.mode))
                     self.records.event("agent_connected", {"agent": update.agent, "mode": update.mode})
                     line.result.outcome = "transferred"
                     line.result.transfer_target = update.uri
@@ -101,7 +102,7 @@ class QueueWait:
         """Follow a queue's overflow rule; returns why no agent was reached when the rule leads nowhere."""
         line = self.line
         self.records.event("overflow", {"kind": update.kind, "target": update.target, "reason": update.reason})
-        line.notify("overflow", {"kind": update.kind, "target": update.target, "reason": update.reason})
+        line.notify(ev.QueueOverflowed(at=line.now, kind=update.kind, target=update.target, reason=update.reason))
         line.channel.stop_playback()
         if update.kind == "queue":
             return self.wait(update.target, context)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ivr.audio.frame import AudioFrame, pcm_from_frames
 from ivr.audio.wavfile import write_wav
+from ivr.call import events as ev
 from ivr.call.line import FRAME_SECONDS, CallLine
 from ivr.call.records import CallRecords
 from ivr.events import ControlEvent, DtmfDigit, Hangup, RecordingFinished, SpeechEnded, SpeechStarted
@@ -36,7 +37,7 @@ class Recorder:
             ),
             start_at=line.now,
         )
-        line.notify("listen", {"record": True})
+        line.notify(ev.Listening(at=line.now, record=True))
         frames: list[AudioFrame] = []
         started = line.now
         heard = hung_up = False
@@ -58,7 +59,7 @@ class Recorder:
         path = f"{line.config.recordings_dir}/{line.call_id}-{int(time.time())}.wav"
         write_wav(path, pcm_from_frames(frames), line.rate, private=True)
         duration = len(frames) * FRAME_SECONDS
-        line.notify("recording", {"path": path, "duration": duration})
+        line.notify(ev.MessageRecorded(at=line.now, path=path, duration=duration))
         self.records.event("recording", {"path": path, "duration": duration})
         finished = RecordingFinished(path, duration)
         if hung_up:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, NoReturn, Protocol
 
+from ivr.call import events as ev
 from ivr.call.config import CallResult, SessionConfig
 from ivr.call.line import CallEnded, CallLine, CallObserver
 from ivr.call.playback import Playback
@@ -97,7 +98,7 @@ class CallSession:
             pass  # the outcome was set where the call ended
         except Exception as exc:  # a failing call must never take down the server
             log.exception("call %s: unexpected error", self.call_id)
-            self.line.notify("error", {"error": repr(exc)})
+            self.line.notify(ev.CallFailed(at=self.line.now, error=repr(exc)))
             self._fallback()
         finally:
             self._finish()
@@ -121,7 +122,8 @@ class CallSession:
         actions = self.interp.handle(event)
         if isinstance(event, Transcript):
             ctx = self.interp.context()
-            self.line.notify("intent", {"intent": ctx.get("intent"), "confidence": ctx.get("confidence")})
+            self.line.notify(ev.IntentFound(at=self.line.now, intent=ctx.get("intent"),
+                                            confidence=ctx.get("confidence")))
             self.records.caller_turn(self.privacy.text(self.privacy.answer(event.text)), ctx.get("intent"),
                                      ctx.get("confidence"))
         return actions
@@ -145,7 +147,7 @@ class CallSession:
 
     def _hangup(self, reason: str) -> NoReturn:
         self.line.drain_playback()
-        self.line.notify("hangup", {"reason": reason})
+        self.line.notify(ev.BotHungUp(at=self.line.now, reason=reason))
         self.channel.hangup()
         self.line.end(reason or "completed")
 
@@ -176,4 +178,4 @@ class CallSession:
         result.context = context
         self.records.context(for_handoff({**context, "call_id": self.call_id}))
         self.records.call_ended(result.outcome)
-        self.line.notify("end", {"outcome": result.outcome, "context": for_handoff(context)})
+        self.line.notify(ev.CallFinished(at=self.line.now, outcome=result.outcome, context=for_handoff(context)))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ivr.call import events as ev
 from ivr.call.line import CallLine
 from ivr.call.playback import Playback
 from ivr.call.queueing import QueueService, QueueWait
@@ -67,7 +68,7 @@ class Transfers:
         fallback = self.fallback_queue if self.fallback_queue != target else None
         log.error("call %s: transfer to %s failed (%s); %s", line.call_id, target, failure,
                   f"trying fallback queue {fallback}" if fallback else "taking a voicemail")
-        line.notify("transfer_failed", {"target": target, "error": failure})
+        line.notify(ev.TransferFailed(at=line.now, target=target, error=failure))
         self.records.event("transfer_failed", {"target": target, "error": failure})
         line.channel.stop_playback()
         self.playback.say_text(self.playback.prompts["transfer_failed"])
@@ -78,14 +79,14 @@ class Transfers:
                 return
             log.error("call %s: transfer to fallback queue %s failed (%s); taking a voicemail",
                       line.call_id, fallback, again)
-            line.notify("transfer_failed", {"target": fallback, "error": again})
+            line.notify(ev.TransferFailed(at=line.now, target=fallback, error=again))
         self.voicemail()
 
     def _try(self, target: str, is_uri: bool, context: dict[str, Any]) -> str | None:
         """Transfer once; None when the caller was handed on (or the call ended meanwhile), else why not."""
         line = self.line
-        line.notify("transfer", {"target": target, "queue": None if is_uri else target,
-                                 "uri": target if is_uri else None, "context": context})
+        line.notify(ev.TransferStarted(at=line.now, target=target, queue=None if is_uri else target,
+                                       uri=target if is_uri else None, context=context))
         line.result.transfer_target = target
         if not is_uri and self.queue_wait is not None:
             if not self.queue_wait.queues.has_queue(target):

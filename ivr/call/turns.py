@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ivr.audio.frame import AudioFrame
+from ivr.call import events as ev
 from ivr.call.line import FRAME_SECONDS, CallLine
 from ivr.call.playback import Playback
 from ivr.call.records import CallRecords, Privacy
@@ -32,7 +33,7 @@ class TurnTaker:
         channel = line.channel
         services = line.services
         self.privacy.answer_sensitive = action.sensitive
-        line.notify("listen", {"speech": action.speech, "dtmf": action.dtmf, "grammar": action.grammar})
+        line.notify(ev.Listening(at=line.now, speech=action.speech, dtmf=action.dtmf, grammar=action.grammar))
         # The endpointer starts with the first frame after the prompt (its no-input timer with it), on the
         # call clock; the barge-in detector listens while the prompt plays.
         vad: Any = None
@@ -51,7 +52,7 @@ class TurnTaker:
                 if isinstance(event, DtmfDigit) and action.dtmf:
                     if channel.playback_pending() > 0 and self.playback.barge_in:
                         channel.stop_playback()
-                        line.notify("barge_in", {"by": "dtmf"})
+                        line.notify(ev.BargedIn(at=line.now, by="dtmf"))
                     for key in event.digit:
                         if key == action.dtmf_terminator:
                             if digits:
@@ -70,7 +71,7 @@ class TurnTaker:
             if playing and recognizer is None:
                 if action.speech and self.playback.barge_in and barge.process(frame):
                     channel.stop_playback()
-                    line.notify("barge_in", {"by": "speech", "at": line.now})
+                    line.notify(ev.BargedIn(at=line.now, by="speech"))
                     recognizer = self._start_recognizer(action, barge.preroll())
                     vad = services.new_endpointer(line.rate, action, start_at=line.now)
                     vad.force_speech(line.now)
@@ -87,7 +88,7 @@ class TurnTaker:
                 continue
             for vad_event in vad.process(frame):
                 if isinstance(vad_event, SpeechStarted) and recognizer is None:
-                    line.notify("speech_started", {"at": line.now})
+                    line.notify(ev.CallerSpeaking(at=line.now))
                     recognizer = self._start_recognizer(action, vad.preroll())
                     continue
                 if isinstance(vad_event, SpeechEnded):
@@ -99,7 +100,7 @@ class TurnTaker:
             if recognizer is not None:
                 partial = recognizer.accept(frame)
                 if partial is not None and partial.text:
-                    line.notify("partial", {"text": partial.text})
+                    line.notify(ev.PartialHeard(at=line.now, text=partial.text))
                 early = self._speculate(recognizer, vad.trailing_silence, action)
                 if early is not None:
                     return early
@@ -154,7 +155,8 @@ class TurnTaker:
         if recognizer.capabilities.streaming:
             transcript = recognizer.finish()  # the peek was a partial result: the final one has confidences
         # Recognition time of an early-ended turn: from the start of its speculative pass (the ASR metric).
-        line.notify("asr", {"seconds": max(0.0, time.perf_counter() - speech_end - config.speculate_after)})
+        line.notify(ev.RecognitionTimed(at=line.now,
+                                        seconds=max(0.0, time.perf_counter() - speech_end - config.speculate_after)))
         # On a live call both estimates agree; in a replay the second accounts for the pause still needed.
         return self._commit(transcript, "early", min(speech_end, time.perf_counter() - silence))
 
@@ -168,7 +170,7 @@ class TurnTaker:
         else:
             future = line.services.submit(recognizer.finish)
         transcript = line.wait(future)
-        line.notify("asr", {"seconds": time.perf_counter() - started})
+        line.notify(ev.RecognitionTimed(at=line.now, seconds=time.perf_counter() - started))
         return self._commit(transcript, "silence", started - silence)
 
     def _commit(self, transcript: Transcript, how: str, speech_end_wall: float) -> Transcript:
@@ -176,17 +178,17 @@ class TurnTaker:
         the turn latency: from there to the first audio of the reply)."""
         self.playback.turn_ended = speech_end_wall
         self._speculation = None
-        self.line.notify("transcript", {"text": self.privacy.answer(transcript.text),
-                                        "confidence": transcript.confidence, "endpoint": how})
+        self.line.notify(ev.CallerSaid(at=self.line.now, text=self.privacy.answer(transcript.text),
+                                       confidence=transcript.confidence, endpoint=how))
         return transcript
 
     def _digits(self, digits: str) -> DtmfDigit:
         masked = self.privacy.answer(digits)
-        self.line.notify("dtmf", {"digits": masked})
+        self.line.notify(ev.KeysPressed(at=self.line.now, digits=masked))
         self.records.caller_dtmf(f"[DTMF {masked}]")
         self.playback.turn_ended = time.perf_counter()
         return DtmfDigit(digits)
 
     def _no_input(self) -> NoInput:
-        self.line.notify("no_input", {"at": self.line.now})
+        self.line.notify(ev.NoInputHeard(at=self.line.now))
         return NoInput()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from ivr.call import events as ev
 from ivr.call.line import CallLine
 from ivr.call.playback import Playback
 from ivr.call.records import CallRecords
@@ -24,7 +25,7 @@ class Webhooks:
     def request(self, action: fa.HttpRequest) -> HttpResult:
         """Send the request and wait for its result (the flow's ``on_failure`` path gets a failed one)."""
         line = self.line
-        line.notify("http", {"method": action.method, "url": action.url})
+        line.notify(ev.WebhookCalled(at=line.now, method=action.method, url=action.url))
         services = line.services
         future = services.submit_webhook(action)
         filler = action.filler

@@ -7,9 +7,9 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ivr.audio.frame import AudioFrame, frames_from_pcm, samples_per_frame
+from ivr.call.events import CallEvent, Listening, PromptPlayed
 from ivr.channel import ChannelCapabilities
 from ivr.events import ControlEvent, DtmfDigit, Hangup
 from ivr.replay.scenario import CallerStep
@@ -78,12 +78,12 @@ class ReplayChannel:
 
     # ------------------------------------------------------------- observer
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+    def on_event(self, event: CallEvent) -> None:
         """Session events tell the scripted caller when the bot listens and what it said."""
-        if kind == "listen":
+        if isinstance(event, Listening):
             self._listening_since = self._now
-        elif kind == "prompt":
-            self._prompts.append(str(data.get("text") or f"[audio {data.get('audio')}]"))
+        elif isinstance(event, PromptPlayed):
+            self._prompts.append(event.text or f"[audio {event.audio}]")
 
     # -------------------------------------------------------------- channel
 
