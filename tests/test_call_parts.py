@@ -124,11 +124,12 @@ def test_records_write_what_the_store_expects() -> None:
     store = ListStore()
     records = CallRecords(store, "call-2")
     records.caller_turn("track my order", "order_status", 0.9)
-    records.event("http", {"ok": True})
+    records.event(ev.WebhookAnswered(at=3.0, url="http://orders.test/1", status=200, ok=True))
     name, (call_id, _at, speaker, text, intent, confidence) = store.writes[0]
     assert (name, call_id, speaker, text, intent, confidence) == (
         "add_turn", "call-2", "caller", "track my order", "order_status", 0.9)
-    assert store.writes[1][0] == "add_event" and store.writes[1][1][2:] == ("http", {"ok": True})
+    assert store.writes[1][0] == "add_event" and store.writes[1][1][2:] == (
+        "http", {"url": "http://orders.test/1", "status": 200, "ok": True, "error": ""})
 
 
 def test_a_card_number_is_masked_in_what_the_caller_keyed(services: SpeechServices) -> None:

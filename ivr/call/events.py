@@ -116,20 +116,40 @@ class BargedIn(CallEvent):
 class WebhookCalled(CallEvent):
     """The flow's webhook was sent."""
 
-    name: ClassVar[str] = "http"
+    name: ClassVar[str] = "http_request"
     method: str
     url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookAnswered(CallEvent):
+    """The flow's webhook answered, failed or timed out (``status`` 0: no HTTP answer)."""
+
+    name: ClassVar[str] = "http"
+    url: str
+    status: int
+    ok: bool
+    error: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class TransferStarted(CallEvent):
     """The caller is being handed to a queue or a SIP URI, with what the bot learned (masked)."""
 
-    name: ClassVar[str] = "transfer"
+    name: ClassVar[str] = "transfer_started"
     target: str
     queue: str | None
     uri: str | None
     context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferSent(CallEvent):
+    """The channel was asked to transfer the call (a SIP REFER) and took it (``accepted``) or not."""
+
+    name: ClassVar[str] = "transfer"
+    target: str
+    accepted: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,10 +162,19 @@ class TransferFailed(CallEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CallQueued(CallEvent):
+    """The caller waits in an agent queue (``position`` 1: next)."""
+
+    name: ClassVar[str] = "queued"
+    queue: str
+    position: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentConnected(CallEvent):
     """An agent took the call (``mode``: 'refer' or 'bridged')."""
 
-    name: ClassVar[str] = "agent"
+    name: ClassVar[str] = "agent_connected"
     agent: str
     uri: str
     mode: str

@@ -48,7 +48,7 @@ class QueueWait:
             ticket = self.queues.enqueue(line.call_id, queue, None, context)
         except Exception as exc:
             return f"the queue refused the call: {exc}"
-        self.records.event("queued", {"queue": queue, "position": ticket.position})
+        self.records.event(ev.CallQueued(at=line.now, queue=queue, position=ticket.position))
         hold = line.services.load_prompt(ticket.music_on_hold, line.rate) if ticket.music_on_hold else None
         hold = hold or line.services.hold_music(line.rate)
         while True:
@@ -70,8 +70,9 @@ class QueueWait:
                     self.playback.say_text(text)
                 elif isinstance(update, Connected):
                     channel.stop_playback()
-                    line.notify(ev.AgentConnected(at=line.now, agent=update.agent, uri=update.uri, mode=update.mode))
-                    self.records.event("agent_connected", {"agent": update.agent, "mode": update.mode})
+                    connected = ev.AgentConnected(at=line.now, agent=update.agent, uri=update.uri, mode=update.mode)
+                    line.notify(connected)
+                    self.records.event(connected)
                     line.result.outcome = "transferred"
                     line.result.transfer_target = update.uri
                     self._stay_until_agent_call_ends(update.mode)
@@ -101,8 +102,9 @@ class QueueWait:
     def _overflow(self, update: Overflowed, context: dict[str, Any]) -> str | None:
         """Follow a queue's overflow rule; returns why no agent was reached when the rule leads nowhere."""
         line = self.line
-        self.records.event("overflow", {"kind": update.kind, "target": update.target, "reason": update.reason})
-        line.notify(ev.QueueOverflowed(at=line.now, kind=update.kind, target=update.target, reason=update.reason))
+        overflowed = ev.QueueOverflowed(at=line.now, kind=update.kind, target=update.target, reason=update.reason)
+        self.records.event(overflowed)
+        line.notify(overflowed)
         line.channel.stop_playback()
         if update.kind == "queue":
             return self.wait(update.target, context)

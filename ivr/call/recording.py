@@ -59,8 +59,9 @@ class Recorder:
         path = f"{line.config.recordings_dir}/{line.call_id}-{int(time.time())}.wav"
         write_wav(path, pcm_from_frames(frames), line.rate, private=True)
         duration = len(frames) * FRAME_SECONDS
-        line.notify(ev.MessageRecorded(at=line.now, path=path, duration=duration))
-        self.records.event("recording", {"path": path, "duration": duration})
+        recorded = ev.MessageRecorded(at=line.now, path=path, duration=duration)
+        line.notify(recorded)
+        self.records.event(recorded)
         finished = RecordingFinished(path, duration)
         if hung_up:
             self.tell_flow(finished)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ivr.call.events import CallEvent
 from ivr.store.masking import mask_sensitive
 from ivr.store.views import SECRET_MASK, text_for_handoff
 
@@ -57,9 +58,12 @@ class CallRecords:
         """What the caller said (already masked) and what the flow made of it."""
         self._write("add_turn", lambda s: s.add_turn(self.call_id, time.time(), "caller", text, intent, confidence))
 
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        """Something that happened in the call (a webhook, a transfer, a recording …)."""
-        self._write("add_event", lambda s: s.add_event(self.call_id, time.time(), kind, data))
+    def event(self, event: CallEvent) -> None:
+        """Something that happened in the call (a webhook, a transfer, a recording …), under its name with
+        its fields (the store keeps its own wall-clock time, not the call clock's ``at``)."""
+        data = event.data()
+        del data["at"]
+        self._write("add_event", lambda s: s.add_event(self.call_id, time.time(), event.name, data))
 
     def context(self, context: dict[str, Any]) -> None:
         """What the bot learned, as it may be handed on (already masked)."""

@@ -68,8 +68,9 @@ class Transfers:
         fallback = self.fallback_queue if self.fallback_queue != target else None
         log.error("call %s: transfer to %s failed (%s); %s", line.call_id, target, failure,
                   f"trying fallback queue {fallback}" if fallback else "taking a voicemail")
-        line.notify(ev.TransferFailed(at=line.now, target=target, error=failure))
-        self.records.event("transfer_failed", {"target": target, "error": failure})
+        failed = ev.TransferFailed(at=line.now, target=target, error=failure)
+        line.notify(failed)
+        self.records.event(failed)
         line.channel.stop_playback()
         self.playback.say_text(self.playback.prompts["transfer_failed"])
         if fallback:
@@ -98,6 +99,6 @@ class Transfers:
             failure = None if accepted else "the transfer was refused"
         except Exception as exc:  # a SIP stack error is one more way a transfer fails
             accepted, failure = False, f"the transfer raised {exc!r}"
-        self.records.event("transfer", {"target": target, "accepted": accepted})
+        self.records.event(ev.TransferSent(at=line.now, target=target, accepted=accepted))
         line.result.outcome = "transferred" if accepted else "transfer_failed"
         return failure

@@ -36,6 +36,6 @@ class Webhooks:
         except TimeoutError:
             log.warning("call %s: webhook %s %s gave no answer in time", line.call_id, action.method, action.url)
             result = HttpResult(ok=False, status=0, error="Timeout: timed out")
-        self.records.event("http", {"url": action.url, "status": result.status, "ok": result.ok,
-                                    "error": result.error})
+        self.records.event(ev.WebhookAnswered(at=line.now, url=action.url, status=result.status, ok=result.ok,
+                                              error=result.error))
         return result
