@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future
-from typing import Any
 
 from ivr.audio.frame import AudioFrame
 from ivr.call import events as ev
@@ -14,7 +13,7 @@ from ivr.call.playback import Playback
 from ivr.call.records import CallRecords, Privacy
 from ivr.events import ControlEvent, DtmfDigit, Hangup, NoInput, SpeechEnded, SpeechStarted, Transcript
 from ivr.flow import actions as fa
-from ivr.speech.interfaces import Recognizer
+from ivr.speech.interfaces import Endpointer, Recognizer
 
 
 class TurnTaker:
@@ -36,7 +35,7 @@ class TurnTaker:
         line.notify(ev.Listening(at=line.now, speech=action.speech, dtmf=action.dtmf, grammar=action.grammar))
         # The endpointer starts with the first frame after the prompt (its no-input timer with it), on the
         # call clock; the barge-in detector listens while the prompt plays.
-        vad: Any = None
+        vad: Endpointer | None = None
         barge = services.new_barge_in_detector(line.rate, start_at=line.now)
         recognizer: Recognizer | None = None
         self._speculation = None

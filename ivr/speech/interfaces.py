@@ -80,8 +80,33 @@ class Synthesizer(Protocol):
 
 
 class Endpointer(Protocol):
-    """Voice activity detection and endpointing for one call."""
+    """Voice activity detection and endpointing for one call (``ivr.speech.vad.Endpointer``)."""
 
     def process(self, frame: AudioFrame) -> list[ControlEvent]:
         """Feed 20 ms of caller audio; returns SpeechStarted / SpeechEnded / NoInput events."""
+        ...
+
+    def force_speech(self, at: float | None = None) -> None:
+        """The caller is speaking already (a barge-in detector heard them over a prompt)."""
+        ...
+
+    def preroll(self) -> list[AudioFrame]:
+        """The audio of the utterance so far, from just before its onset (to start a recognizer with)."""
+        ...
+
+    @property
+    def trailing_silence(self) -> float:
+        """Seconds of silence since the caller last spoke in this utterance."""
+        ...
+
+
+class BargeInDetector(Protocol):
+    """Hears the caller start speaking over a playing prompt (``ivr.speech.vad.BargeInDetector``)."""
+
+    def process(self, frame: AudioFrame) -> bool:
+        """Feed 20 ms of caller audio; True once the caller is taken to be speaking."""
+        ...
+
+    def preroll(self) -> list[AudioFrame]:
+        """The audio since just before the caller started speaking."""
         ...
