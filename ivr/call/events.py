@@ -8,7 +8,7 @@ written down under (logs, JSON, a replay's event list); ``data()`` is its fields
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
@@ -21,7 +21,7 @@ class CallEvent:
 
     def data(self) -> dict[str, Any]:
         """The event as a plain dict (``at`` first, then its fields), for JSON and logs."""
-        return {"at": self.at, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "at"}}
+        return {"at": self.at, **{name: value for name, value in vars(self).items() if name != "at"}}
 
 
 @dataclass(frozen=True, kw_only=True)
