@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
+
+from ivr.call.events import CallEvent, CallFinished, RecognitionTimed, TurnLatency
+
+if TYPE_CHECKING:
+    from ivr.call.line import CallObserver
 
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -64,23 +69,23 @@ class MetricsObserver:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+    def on_event(self, event: CallEvent) -> None:
         """Record turn latency, recognition time and the call outcome."""
-        if kind == "turn_latency":
-            self.metrics.turn_latency.observe(float(data["seconds"]))
-        elif kind == "asr":
-            self.metrics.asr_seconds.observe(float(data["seconds"]))
-        elif kind == "end":
-            self.metrics.calls.labels(outcome=str(data.get("outcome", "unknown"))).inc()
+        if isinstance(event, TurnLatency):
+            self.metrics.turn_latency.observe(event.seconds)
+        elif isinstance(event, RecognitionTimed):
+            self.metrics.asr_seconds.observe(event.seconds)
+        elif isinstance(event, CallFinished):
+            self.metrics.calls.labels(outcome=event.outcome or "unknown").inc()
 
 
 class FanOut:
     """Sends each session event to several observers."""
 
-    def __init__(self, *observers: Any) -> None:
+    def __init__(self, *observers: CallObserver | None) -> None:
         self.observers = [o for o in observers if o is not None]
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+    def on_event(self, event: CallEvent) -> None:
         """Forward to every observer."""
         for observer in self.observers:
-            observer.on_event(kind, data)
+            observer.on_event(event)

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ivr.call import CallSession, SessionConfig
 from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.flow.schema import flow_fallback_queue
 from ivr.metrics import FanOut, Metrics
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
-from ivr.session import CallSession, SessionConfig
 from ivr.sip.agents import SipAgentConnector
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import SipConfig

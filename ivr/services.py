@@ -23,7 +23,7 @@ import requests
 
 from ivr.events import HttpResult
 from ivr.flow import actions as fa
-from ivr.speech.interfaces import AsrEngine, Synthesizer
+from ivr.speech.interfaces import AsrEngine, BargeInDetector, Endpointer, Synthesizer
 from ivr.store.masking import mask_url
 
 log = logging.getLogger(__name__)
@@ -134,22 +134,22 @@ class SpeechServices:
 
     # ----------------------------------------------------------- endpointing
 
-    def new_endpointer(self, sample_rate: int, listen: fa.Listen, start_at: float = 0.0) -> Any:
+    def new_endpointer(self, sample_rate: int, listen: fa.Listen, start_at: float = 0.0) -> Endpointer:
         """A fresh endpointer configured from a Listen action's timeouts; its clock starts at ``start_at``."""
-        from ivr.speech.vad import Endpointer, EndpointerConfig
+        from ivr.speech import vad
 
-        config = EndpointerConfig(
+        config = vad.EndpointerConfig(
             end_silence=listen.end_silence,
             max_speech=listen.max_speech,
             no_input_timeout=listen.no_input_timeout,
         )
-        return Endpointer(sample_rate, config, start_at=start_at)
+        return vad.Endpointer(sample_rate, config, start_at=start_at)
 
-    def new_barge_in_detector(self, sample_rate: int, start_at: float = 0.0) -> Any:
+    def new_barge_in_detector(self, sample_rate: int, start_at: float = 0.0) -> BargeInDetector:
         """A fresh barge-in detector (speech over a playing prompt, ignoring short noises)."""
-        from ivr.speech.vad import BargeInDetector
+        from ivr.speech import vad
 
-        return BargeInDetector(sample_rate, start_at=start_at)
+        return vad.BargeInDetector(sample_rate, start_at=start_at)
 
     # --------------------------------------------------------------- audio
 

@@ -14,6 +14,7 @@ from ivr.demo import DemoOrderApi
 from ivr.flow.loader import load_flow
 from ivr.flow.testing import KeywordClassifier, ScriptedCall
 from ivr.services import SpeechServices
+from ivr.speech.interfaces import RecognizerCapabilities
 from ivr.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ def test_users_and_serve_use_the_same_database_and_honour_ivr_db(tmp_path: Path,
 
 class _NoAsr:
     name = "fake"
+    capabilities = RecognizerCapabilities()
 
     def new_recognizer(self, sample_rate: int, grammar: object = None) -> object:
         raise AssertionError("no call in this test")

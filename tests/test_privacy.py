@@ -186,12 +186,13 @@ def _console_user(app: Any, store: Any, name: str, role: str) -> Any:
 
 
 def test_the_agent_offered_the_call_sees_what_the_caller_gave_and_only_they_do(tmp_path: Path) -> None:
+    from ivr.call import CallSession, SessionConfig
+    from ivr.call import events as ev
     from ivr.flow.loader import load_flow
     from ivr.handoff import context_url
     from ivr.queue import Acd, parse_queues
     from ivr.replay.channel import ReplayChannel
     from ivr.replay.scenario import CallerStep
-    from ivr.session import CallSession, SessionConfig
     from ivr.store import open_store
     from ivr.testing.fakes import FakeConnector
     from ivr.web import create_app
@@ -212,9 +213,9 @@ def test_the_agent_offered_the_call_sees_what_the_caller_gave_and_only_they_do(t
     class Agent:
         """While ann's phone rings: what each person sees, then she answers."""
 
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            if kind == "prompt" and data["text"] == "Please hold." and not seen:
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            if isinstance(event, ev.PromptPlayed) and event.text == "Please hold." and not seen:
                 seen["panel"] = ann.get("/agent/panel").get_data(as_text=True)
                 seen["pop"] = ann.get("/api/agents/ann/current").get_json()["call"]
                 seen["ben"] = ben.get(f"/api/calls/{channel.call_id}").status_code

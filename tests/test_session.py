@@ -15,19 +15,22 @@ import pytest
 
 from ivr.audio.frame import AudioFrame
 from ivr.audio.wavfile import read_wav
+from ivr.call import CallSession, SessionConfig
+from ivr.call import events as ev
 from ivr.events import ControlEvent, DtmfDigit, Hangup, HttpResult, NoInput, RecordingFinished, Transcript
 from ivr.flow import actions as fa
 from ivr.handoff import check_context_signature, context_headers, context_url
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import CallerStep
 from ivr.services import SpeechServices
-from ivr.session import CallSession, SessionConfig
+from ivr.speech.interfaces import RecognizerCapabilities
 
 
 class ScriptedAsr:
     """Recognizes each utterance as the next text of a script."""
 
     name = "fake"
+    capabilities = RecognizerCapabilities()
 
     def __init__(self, texts: Sequence[str]) -> None:
         self.texts = list(texts)
@@ -38,6 +41,7 @@ class ScriptedAsr:
         asr = self
 
         class Rec:
+            capabilities = RecognizerCapabilities()
             frames = 0
 
             def accept(self, frame: AudioFrame) -> Transcript | None:
@@ -113,12 +117,12 @@ def _run(flow: ScriptedFlow, steps: list[CallerStep], services: SpeechServices, 
          store: MemoryStore | None = None, config: SessionConfig | None = None,
          queues: Any = None) -> tuple[Any, ReplayChannel, list]:
     channel = ReplayChannel(steps, audio or {}, 8000, max_seconds=120)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
 
     session = CallSession(channel, flow, services, flow_name="test", store=store, observer=Observer(), config=config,
                           queues=queues)
@@ -149,14 +153,14 @@ def test_speech_answer_reaches_the_flow_and_transfer_carries_context(services_fa
     assert ("add_turn" in kinds) and store.calls[-1][1][2] == "transferred"
     # the caller heard the whole goodbye before the transfer
     assert channel.playback_pending() == 0
-    assert any(k == "turn_latency" for k, _ in events)
+    assert any(isinstance(e, ev.TurnLatency) for e in events)
 
 
 def test_silence_gives_no_input_after_the_timeout(services_factory) -> None:
     flow = ScriptedFlow([fa.Say("Hello?"), fa.Listen(no_input_timeout=2.0)], [[fa.Hangup("no_input")]])
     result, _channel, events = _run(flow, [CallerStep(line=1, silence=10)], services_factory())
     assert isinstance(flow.events[0], NoInput)
-    no_input_at = next(d["at"] for k, d in events if k == "no_input")
+    no_input_at = next(e.at for e in events if isinstance(e, ev.NoInputHeard))
     prompt_end = 0.1 * 1  # one word at 0.1 s
     assert prompt_end + 2.0 - 0.04 <= no_input_at <= prompt_end + 2.2
     assert result.outcome == "no_input"
@@ -180,9 +184,9 @@ def test_speech_over_a_prompt_barges_in(services_factory, hello_pcm) -> None:
     flow = ScriptedFlow([fa.Say(long_prompt), fa.Listen()], [[fa.Hangup()]])
     _result, channel, events = _run(flow, [CallerStep(line=1, audio="hello", barge_in=True, after=1.0)],
                                     services_factory(["operator"]), {"hello": hello_pcm})
-    barge = [d for k, d in events if k == "barge_in"]
-    assert barge and barge[0]["by"] == "speech"
-    assert barge[0]["at"] < 1.6  # the caller started at ~1.0 s (plus espeak's 0.2 s lead)
+    barge = [e for e in events if isinstance(e, ev.BargedIn)]
+    assert barge and barge[0].by == "speech"
+    assert barge[0].at < 1.6  # the caller started at ~1.0 s (plus espeak's 0.2 s lead)
     assert isinstance(flow.events[0], Transcript)
     # the rest of the six-second prompt was dropped, not played
     played_until = len(channel.bot_audio) / 2 / 8000
@@ -194,7 +198,7 @@ def test_no_barge_in_when_the_prompt_forbids_it(services_factory, hello_pcm) -> 
                         [[fa.Hangup()]])
     _r, _c, events = _run(flow, [CallerStep(line=1, audio="hello", barge_in=True, after=0.5)],
                           services_factory(["ignored"]), {"hello": hello_pcm})
-    assert not any(k == "barge_in" for k, _ in events)
+    assert not any(isinstance(e, ev.BargedIn) for e in events)
     assert isinstance(flow.events[0], NoInput)
 
 
@@ -213,7 +217,7 @@ def test_an_error_in_the_flow_apologises_and_transfers_to_the_fallback_queue(ser
                                    config=SessionConfig(fallback_queue="fallback"))
     assert result.outcome == "transferred"
     assert channel.transfers[0][0] == "fallback"
-    prompts = [d["text"] for k, d in events if k == "prompt"]
+    prompts = [e.text for e in events if isinstance(e, ev.PromptPlayed)]
     assert "Sorry, something went wrong" in prompts[-1]
 
 
@@ -250,7 +254,7 @@ def test_slow_webhook_plays_filler_and_returns_the_result(services_factory, slow
     _r, _c, events = _run(flow, [], services_factory())
     result = flow.events[0]
     assert isinstance(result, HttpResult) and result.ok and result.data == {"status": "shipped"}
-    assert "One moment please." in [d["text"] for k, d in events if k == "prompt"]
+    assert "One moment please." in [e.text for e in events if isinstance(e, ev.PromptPlayed)]
 
 
 class _StuckOrderApi(BaseHTTPRequestHandler):
@@ -289,7 +293,7 @@ def test_a_slow_order_api_does_not_delay_another_calls_recognition(hello_pcm) ->
         listener = ScriptedFlow([fa.Listen()], [[fa.Hangup()]])
         _result, _channel, events = _run(listener, [CallerStep(line=1, audio="hello")], services, {"hello": hello_pcm})
         assert listener.events[0] == Transcript("talk to a person", 0.9)
-        recognition = [d["seconds"] for k, d in events if k == "asr"]
+        recognition = [e.seconds for e in events if isinstance(e, ev.RecognitionTimed)]
         assert recognition and max(recognition) < 0.05, recognition
         for thread in threads:
             thread.join(timeout=10)
@@ -372,7 +376,7 @@ def test_answers_to_secret_and_card_questions_are_masked_in_turns_and_events(ser
     assert flow.events[0] == DtmfDigit("4321") and flow.events[1] == DtmfDigit("4111111111111111")  # the flow has them
     turns = [args[3] for name, args in store.calls if name == "add_turn" and args[2] == "caller"]
     assert turns == ["[DTMF ****]", "[DTMF ************1111]"]
-    assert [d["digits"] for k, d in events if k == "dtmf"] == ["****", "************1111"]
+    assert [e.digits for e in events if isinstance(e, ev.KeysPressed)] == ["****", "************1111"]
 
 
 # ------------------------------------------------------------------------------------------ agent queues
@@ -407,18 +411,18 @@ def test_transfer_to_a_queue_waits_with_announcements_until_an_agent_answers(ser
     acd.set_agent_state("alice", "available")
     flow = ScriptedFlow([fa.Transfer(queue="support")])
     channel = ReplayChannel([], {}, 8000, max_seconds=60)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
-            if kind == "prompt" and "number 1" in str(data.get("text")):
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
+            if isinstance(event, ev.PromptPlayed) and "number 1" in event.text:
                 connector.report(connector.offers[0].offer_id, OfferResult.ANSWERED)
 
     result = CallSession(channel, flow, services_factory(), queues=acd, observer=Observer()).run()
     assert result.outcome == "transferred"
-    assert any(k == "agent" and d["agent"] == "alice" for k, d in events)
+    assert any(isinstance(e, ev.AgentConnected) and e.agent == "alice" for e in events)
     offer = connector.offers[0]
     assert offer.uri == "sip:alice@127.0.0.1:5071"
     assert any(name.lower() == "x-ivr-intent" for name in offer.headers)
@@ -443,8 +447,8 @@ def test_no_agents_logged_in_overflows_to_voicemail(services_factory, tmp_path) 
     result, _channel, events = _run(flow, [], services_factory(), config=SessionConfig(recordings_dir=str(tmp_path)),
                                     queues=acd)
     assert result.outcome == "voicemail"
-    assert any(k == "overflow" and d["kind"] == "voicemail" for k, d in events)
-    assert any(k == "recording" for k, _ in events)
+    assert any(isinstance(e, ev.QueueOverflowed) and e.kind == "voicemail" for e in events)
+    assert any(isinstance(e, ev.MessageRecorded) for e in events)
 
 
 def test_queue_overflow_to_a_flow_node_continues_the_flow(services_factory) -> None:
@@ -461,18 +465,18 @@ def test_queue_overflow_to_a_flow_node_continues_the_flow(services_factory) -> N
               FakeConnector())
     channel = ReplayChannel([CallerStep(line=1, dtmf="0")], {}, 8000, max_seconds=120)
     interpreter = CallInterpreter(flow, call_vars={"caller": "+1555"})
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
 
     result = CallSession(channel, interpreter, services_factory(), queues=acd, observer=Observer()).run()
-    prompts = [str(d.get("text")) for k, d in events if k == "prompt"]
+    prompts = [e.text for e in events if isinstance(e, ev.PromptPlayed)]
     assert any("connect you with an agent" in p for p in prompts)
     assert prompts[-1] == "Thank you for calling Acme. Goodbye."
-    assert any(k == "overflow" and d["kind"] == "node" for k, d in events)
+    assert any(isinstance(e, ev.QueueOverflowed) and e.kind == "node" for e in events)
     assert result.outcome == interpreter.outcome != "transferred"
 
 
@@ -485,8 +489,8 @@ def test_a_caller_hanging_up_mid_message_keeps_the_recording(services_factory, h
                                     services_factory(), {"half": half}, store=store,
                                     config=SessionConfig(recordings_dir=str(tmp_path)))
     assert result.outcome == "caller_hangup"
-    recording = next(d for k, d in events if k == "recording")
-    with wave.open(recording["path"]) as wav:
+    recording = next(e for e in events if isinstance(e, ev.MessageRecorded))
+    with wave.open(recording.path) as wav:
         assert wav.getnframes() >= len(half) // 2 - 160  # everything the caller said before hanging up
     assert isinstance(flow.events[0], RecordingFinished)
     assert store.calls[-1][1][2] == "caller_hangup"
@@ -572,18 +576,18 @@ def test_a_transfer_to_an_unknown_queue_goes_to_the_fallback_queue_and_is_logged
     acd.set_agent_state("alice", "available")
     flow = ScriptedFlow([fa.Say("Connecting you to billing."), fa.Transfer(queue="billing")])
     channel = ReplayChannel([], {}, 8000, max_seconds=60)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
 
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), queues=acd, observer=Observer(),
                              fallback_queue="support").run()
     assert result.outcome == "transferred"
-    assert any(k == "agent" and d["agent"] == "alice" for k, d in events)  # a person took the call
+    assert any(isinstance(e, ev.AgentConnected) and e.agent == "alice" for e in events)  # a person took the call
     [error] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert channel.call_id in error.getMessage() and "billing" in error.getMessage()
     assert "fallback queue support" in error.getMessage()
@@ -592,20 +596,20 @@ def test_a_transfer_to_an_unknown_queue_goes_to_the_fallback_queue_and_is_logged
 def test_a_refused_transfer_and_a_refused_fallback_end_in_voicemail(services_factory, caplog, tmp_path) -> None:
     flow = ScriptedFlow([fa.Transfer(uri="sip:billing@pbx.example.com")])
     channel = RefusingChannel([], {}, 8000, max_seconds=30)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
 
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), observer=Observer(), fallback_queue="support",
                              config=SessionConfig(recordings_dir=str(tmp_path))).run()
     assert [t for t, _ in channel.transfers] == ["sip:billing@pbx.example.com", "support"]
     assert result.outcome == "voicemail"
-    assert any(k == "recording" for k, _ in events)
-    prompts = " ".join(str(d.get("text")) for k, d in events if k == "prompt")
+    assert any(isinstance(e, ev.MessageRecorded) for e in events)
+    prompts = " ".join(e.text for e in events if isinstance(e, ev.PromptPlayed))
     assert "couldn't connect you" in prompts and "leave a message" in prompts
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 2 and all(channel.call_id in e for e in errors)
@@ -635,18 +639,18 @@ def _korean_call(services: SpeechServices, acd: Any, tmp_path: Path,
 
     flow = load_flow(Path(__file__).parent.parent / "flows" / "korean.yaml", classifier_factory=KeywordClassifier.build)
     channel = ReplayChannel(steps or [CallerStep(line=1, dtmf="0")], {}, 8000, max_seconds=40)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[ev.CallEvent] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            events.append((kind, data))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            events.append(event)
 
     session = CallSession(channel, CallInterpreter(flow, call_vars={"caller": "+8210"}), services,
                           flow_name=flow.name, language=flow.language, prompts=flow.prompts, queues=acd,
                           observer=Observer(), config=SessionConfig(recordings_dir=str(tmp_path)))
     result = session.run()
-    return result, [str(d.get("text")) for k, d in events if k == "prompt"]
+    return result, [e.text for e in events if isinstance(e, ev.PromptPlayed)]
 
 
 def _hangul(text: str) -> bool:
@@ -689,10 +693,10 @@ def test_an_unexpected_error_apologises_in_the_flow_language(services_factory) -
     said: list[str] = []
 
     class Observer:
-        def on_event(self, kind: str, data: dict[str, Any]) -> None:
-            channel.on_event(kind, data)
-            if kind == "prompt":
-                said.append(str(data["text"]))
+        def on_event(self, event: ev.CallEvent) -> None:
+            channel.on_event(event)
+            if isinstance(event, ev.PromptPlayed):
+                said.append(event.text)
 
     result = CallSession(channel, flow, services_factory(), language="zh-CN", observer=Observer()).run()
     assert result.outcome == "transferred"
@@ -792,27 +796,27 @@ class QueueClockChannel(ReplayChannel):
         self.acd = Acd(parse_queues(queues_yaml), FakeConnector(auto={"alice": OfferResult.ANSWERED}),
                        clock=lambda: self.now)
         self.on_frame = self.acd.tick
-        self.events: list[tuple[float, str, dict[str, Any]]] = []
+        self.events: list[ev.CallEvent] = []
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        super().on_event(kind, data)
-        self.events.append((self.now, kind, data))
+    def on_event(self, event: ev.CallEvent) -> None:
+        super().on_event(event)
+        self.events.append(event)
 
     def prompts(self) -> list[str]:
-        return [str(d.get("text")) for _, k, d in self.events if k == "prompt"]
+        return [e.text for e in self.events if isinstance(e, ev.PromptPlayed)]
 
 
 def test_a_queue_nobody_is_logged_in_to_gives_the_caller_to_the_fallback_queue(services_factory, caplog) -> None:
     channel = QueueClockChannel(NO_OVERFLOW_QUEUES, max_seconds=120)
     channel.acd.set_agent_state("alice", "available")  # support is staffed, billing is not
     flow = ScriptedFlow([fa.Transfer(queue="billing")])
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), queues=channel.acd, observer=channel,
                              fallback_queue="support").run()
     assert result.outcome == "transferred" and result.transfer_target == "sip:alice@127.0.0.1:5071"
-    [(failed_at, _, failed)] = [e for e in channel.events if e[1] == "transfer_failed"]
-    assert 5.0 <= failed_at < 7.0  # refused after the 5 s grace, not held until the caller gives up
-    assert failed["target"] == "billing" and "no agent" in failed["error"]
+    [failed] = [e for e in channel.events if isinstance(e, ev.TransferFailed)]
+    assert 5.0 <= failed.at < 7.0  # refused after the 5 s grace, not held until the caller gives up
+    assert failed.target == "billing" and "no agent" in failed.error
     assert not any("number 1" in p for p in channel.prompts())  # no wait was promised in billing
     [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert channel.call_id in error and "billing" in error and "fallback queue support" in error
@@ -823,11 +827,11 @@ def test_a_caller_waiting_past_the_maximum_wait_ends_in_voicemail(services_facto
                                 max_seconds=200)
     channel.acd.set_agent_state("bob", "break", "meeting")  # billing is staffed but nobody is free
     flow = ScriptedFlow([fa.Transfer(queue="billing")])
-    with caplog.at_level("ERROR", logger="ivr.session"):
+    with caplog.at_level("ERROR", logger="ivr.call"):
         result = CallSession(channel, flow, services_factory(), queues=channel.acd, observer=channel,
                              fallback_queue="support", config=SessionConfig(recordings_dir=str(tmp_path))).run()
     assert result.outcome == "voicemail"
-    failures = [(at, d["target"]) for at, k, d in channel.events if k == "transfer_failed"]
+    failures = [(e.at, e.target) for e in channel.events if isinstance(e, ev.TransferFailed)]
     assert [target for _, target in failures] == ["billing", "support"]  # then nobody in support either
     assert 30.0 <= failures[0][0] < 32.0
     assert any("number 1" in p for p in channel.prompts()[:1])  # billing announced while the caller waited

@@ -16,11 +16,13 @@ import pytest
 
 from ivr.audio.frame import AudioFrame
 from ivr.audio.wavfile import read_wav
+from ivr.call import CallSession
+from ivr.call import events as ev
 from ivr.errors import AudioDeviceError
 from ivr.events import ControlEvent, DtmfDigit, Hangup, Transcript
 from ivr.flow import actions as fa
 from ivr.services import SpeechServices
-from ivr.session import CallSession
+from ivr.speech.interfaces import RecognizerCapabilities
 from ivr.talk import devices as devmod
 from ivr.talk.channel import LocalAudioChannel
 from ivr.talk.devices import DeviceInfo, format_device_list, pick_rate, resolve_device
@@ -350,20 +352,21 @@ def test_a_device_that_will_not_open_is_a_clear_error(fake_pa: Callable[..., Fak
 def test_the_screen_shows_the_conversation_without_colours_off_a_terminal() -> None:
     out = io.StringIO()
     screen = TranscriptScreen(out)
-    for kind, data in [
-        ("prompt", {"at": 0.0, "text": "How can I help?"}),
-        ("listen", {"at": 0.0, "speech": True, "dtmf": True}),
-        ("speech_started", {"at": 1.2}),
-        ("partial", {"at": 1.5, "text": "talk to"}),
-        ("partial", {"at": 1.6, "text": "talk to"}),
-        ("barge_in", {"at": 1.6, "by": "speech"}),
-        ("transcript", {"at": 2.1, "text": "talk to a person", "confidence": 0.91}),
-        ("intent", {"at": 2.1, "intent": "agent", "confidence": 0.87}),
-        ("dtmf", {"at": 3.0, "digits": "12#"}),
-        ("transfer", {"at": 4.0, "target": "support", "context": {"intent": "agent", "slots": {"order": "12"}}}),
-        ("end", {"at": 4.0, "outcome": "transferred"}),
+    for event in [
+        ev.PromptPlayed(at=0.0, text="How can I help?"),
+        ev.Listening(at=0.0, speech=True, dtmf=True),
+        ev.CallerSpeaking(at=1.2),
+        ev.PartialHeard(at=1.5, text="talk to"),
+        ev.PartialHeard(at=1.6, text="talk to"),
+        ev.BargedIn(at=1.6, by="speech"),
+        ev.CallerSaid(at=2.1, text="talk to a person", confidence=0.91, endpoint="silence"),
+        ev.IntentFound(at=2.1, intent="agent", confidence=0.87),
+        ev.KeysPressed(at=3.0, digits="12#"),
+        ev.TransferStarted(at=4.0, target="support", queue="support", uri=None,
+                           context={"intent": "agent", "slots": {"order": "12"}}),
+        ev.CallFinished(at=4.0, outcome="transferred"),
     ]:
-        screen.on_event(kind, data)
+        screen.on_event(event)
     assert out.getvalue().splitlines() == [
         "[   0.0s] bot     › How can I help?",
         "[   0.0s]         (listening: speak or press keys)",
@@ -387,9 +390,9 @@ def test_on_a_terminal_partials_overwrite_one_line_and_colours_are_used(monkeypa
     monkeypatch.delenv("NO_COLOR", raising=False)
     out = FakeTty()
     screen = TranscriptScreen(out)
-    screen.on_event("partial", {"at": 1.0, "text": "where"})
-    screen.on_event("partial", {"at": 1.2, "text": "where is my"})
-    screen.on_event("transcript", {"at": 1.5, "text": "where is my order", "confidence": 0.8})
+    screen.on_event(ev.PartialHeard(at=1.0, text="where"))
+    screen.on_event(ev.PartialHeard(at=1.2, text="where is my"))
+    screen.on_event(ev.CallerSaid(at=1.5, text="where is my order", confidence=0.8, endpoint="silence"))
     text = out.getvalue()
     assert text.count("\n") == 1  # the partials shared the final line
     assert text.count("\r\033[K") == 3
@@ -414,8 +417,8 @@ class FakeSoundCard:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "listen" and self.speak_at_listen:
+    def on_event(self, event: ev.CallEvent) -> None:
+        if isinstance(event, ev.Listening) and self.speak_at_listen:
             self.caller_audio = self.speak_at_listen.pop(0)
 
     def _run(self) -> None:
@@ -469,9 +472,11 @@ class EchoAsr:
     """'Recognises' every utterance as the same sentence, after checking it heard some audio."""
 
     name = "fake"
+    capabilities = RecognizerCapabilities()
 
     def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Any:
         class Rec:
+            capabilities = RecognizerCapabilities(partials=True)
             frames = 0
 
             def accept(self, frame: AudioFrame) -> Transcript | None:
@@ -508,9 +513,9 @@ def test_a_call_runs_through_the_local_channel(fake_pa: Callable[..., FakePortAu
             card = FakeSoundCard(fake, channel)
             card.speak_at_listen.append(speech)
 
-            def observer(kind: str, data: dict[str, Any]) -> None:
-                card.on_event(kind, data)
-                screen.on_event(kind, data)
+            def observer(event: ev.CallEvent) -> None:
+                card.on_event(event)
+                screen.on_event(event)
 
             with card:
                 result = CallSession(channel, OneQuestionFlow(), services, flow_name="one_question",

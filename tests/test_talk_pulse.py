@@ -14,16 +14,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
 from ivr.audio.wavfile import read_wav
+from ivr.call import events as ev
 from ivr.talk import devices
 from ivr.talk.channel import LocalAudioChannel
 from ivr.talk.screen import TranscriptScreen
 from ivr.talk.virtual import VirtualSoundServer
+
+E = TypeVar("E", bound=ev.CallEvent)
 
 pytestmark = pytest.mark.slow
 
@@ -109,30 +112,30 @@ class Caller:
         self.server = server
         self.answer = answer
         self.barge_in_after = barge_in_after
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[ev.CallEvent] = []
         self.players: list[subprocess.Popen[bytes]] = []
         self._answered = False
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        self.events.append((kind, data))
-        if kind == "listen" and not self._answered:  # only the first question
+    def on_event(self, event: ev.CallEvent) -> None:
+        self.events.append(event)
+        if isinstance(event, ev.Listening) and not self._answered:  # only the first question
             self._answered = True
             threading.Timer(self.barge_in_after, self._speak).start()
 
     def _speak(self) -> None:
         self.players.append(self.server.play(self.answer))
 
-    def kinds(self, kind: str) -> list[dict[str, Any]]:
-        return [data for k, data in self.events if k == kind]
+    def of(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
 
 
 class Both:
     def __init__(self, *observers: Any) -> None:
         self.observers = observers
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+    def on_event(self, event: ev.CallEvent) -> None:
         for observer in self.observers:
-            observer.on_event(kind, data)
+            observer.on_event(event)
 
 
 def test_talking_to_a_flow_through_pulseaudio(
@@ -141,9 +144,9 @@ def test_talking_to_a_flow_through_pulseaudio(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from ivr.call import CallSession
     from ivr.runtime import FlowRuntime
     from ivr.services import SpeechServices
-    from ivr.session import CallSession
 
     answer, queue = "I want to speak to a human", "support"
     runtime = FlowRuntime.from_file(HOTLINE)
@@ -169,11 +172,11 @@ def test_talking_to_a_flow_through_pulseaudio(
     print(screen)
 
     # The caller was heard over the prompt, understood, and the call went where the flow sends it.
-    assert [d["by"] for d in caller.kinds("barge_in")] == ["speech"]
+    assert [e.by for e in caller.of(ev.BargedIn)] == ["speech"]
     assert "(barge-in by speech: prompt stopped)" in screen
-    transcript = " ".join(d["text"] for d in caller.kinds("transcript")).lower()
+    transcript = " ".join(e.text for e in caller.of(ev.CallerSaid)).lower()
     assert "human" in transcript, transcript
-    assert [d["intent"] for d in caller.kinds("intent")] == ["agent"]
+    assert [e.intent for e in caller.of(ev.IntentFound)] == ["agent"]
     assert "intent  agent (" in screen
     assert result.outcome == "transferred" and result.transfer_target == queue, screen
     assert f"transfer → {queue}" in screen
@@ -190,7 +193,7 @@ def test_talking_to_a_flow_through_pulseaudio(
         recognizer.accept(frame)
     heard = recognizer.finish().text.lower()
     services.shutdown()
-    first_prompt = next(d["text"] for d in caller.kinds("prompt"))
+    first_prompt = next(e.text for e in caller.of(ev.PromptPlayed))
     assert first_prompt.split()[0].lower().strip(",.") in heard, (first_prompt, heard)
 
 

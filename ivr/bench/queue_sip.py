@@ -50,21 +50,22 @@ def _files(root: Path, phone_ports: list[int]) -> tuple[Path, Path]:
 
 def bench_transfer_to_ring(calls: int = 25, waiting: int = 50, max_calls: int = 8) -> dict[str, Any]:
     """Milliseconds from the transfer action to the agent phone's INVITE, over ``calls`` real SIP calls."""
+    from ivr.call.transfer import Transfers
+    from ivr.flow.actions import Transfer
     from ivr.server import IvrServer, ServerConfig
-    from ivr.session import CallSession
     from ivr.sip.config import SipConfig
     from ivr.testing.sip_agent import AgentPhone
     from ivr.testing.sip_caller import place_call
 
     phones = [AgentPhone() for _ in range(QUEUES)]
     transfer_at: dict[str, float] = {}
-    original = CallSession._transfer
+    original = Transfers.transfer
 
-    def timed_transfer(session: Any, action: Any) -> None:
-        transfer_at.setdefault(session.call_id, time.time())
-        original(session, action)
+    def timed_transfer(transfers: Transfers, action: Transfer) -> None:
+        transfer_at.setdefault(transfers.line.call_id, time.time())
+        original(transfers, action)
 
-    CallSession._transfer = timed_transfer  # type: ignore[method-assign,assignment]
+    Transfers.transfer = timed_transfer  # type: ignore[method-assign,assignment]
     server = None
     try:
         with tempfile.TemporaryDirectory(prefix="ivr-queue-sip-bench-") as tmp:
@@ -91,7 +92,7 @@ def bench_transfer_to_ring(calls: int = 25, waiting: int = 50, max_calls: int = 
             still_waiting = sum(len(v) for k, v in acd.snapshot()["queues"].items() if k.startswith("backlog"))
             mode = server.sip.describe()
     finally:
-        CallSession._transfer = original  # type: ignore[method-assign]
+        Transfers.transfer = original  # type: ignore[method-assign]
         if server is not None:
             server.stop(2)
         for phone in phones:

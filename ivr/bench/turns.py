@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ivr.call.events import CallerSaid, KeysPressed, TurnLatency
 from ivr.replay.runner import ReplayRunner
 
 ENGLISH = ["order_status_speech", "billing_to_agent", "agent_request", "barge_in"]
@@ -28,11 +29,11 @@ def _latencies(runner: ReplayRunner, paths: list[Path]) -> tuple[list[float], li
         report = runner.run_file(path)
         failures += [f"{report.scenario.name}: {f}" for f in report.failures]
         speech_turn = False
-        for kind, data in report.events:
-            if kind in ("transcript", "dtmf"):
-                speech_turn = kind == "transcript"
-            elif kind == "turn_latency" and speech_turn:
-                latencies.append(float(data["seconds"]))
+        for event in report.events:
+            if isinstance(event, (CallerSaid, KeysPressed)):
+                speech_turn = isinstance(event, CallerSaid)
+            elif isinstance(event, TurnLatency) and speech_turn:
+                latencies.append(event.seconds)
     return latencies, failures
 
 

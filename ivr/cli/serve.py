@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from ivr.call import SessionConfig
 from ivr.demo import DEMO_API_HOST, DEMO_API_PORT
-from ivr.session import SessionConfig
 from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 
 

@@ -72,9 +72,9 @@ def talk(
     mic = resolve_device(input_device, "input", devices)
     speaker = resolve_device(output_device, "output", devices)
 
+    from ivr.call import CallSession
     from ivr.runtime import FlowRuntime
     from ivr.services import SpeechServices
-    from ivr.session import CallSession
     from ivr.talk.channel import LocalAudioChannel
     from ivr.talk.screen import TranscriptScreen
 

@@ -7,9 +7,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ivr.audio.frame import AudioFrame, frames_from_pcm, samples_per_frame
+from ivr.call.events import CallEvent, Listening, PromptPlayed
+from ivr.channel import ChannelCapabilities
 from ivr.events import ControlEvent, DtmfDigit, Hangup
 from ivr.replay.scenario import CallerStep
 
@@ -51,7 +52,7 @@ class ReplayChannel:
         self.caller = caller
         self.called = called
         self.call_id = uuid.uuid4().hex[:16]
-        self.realtime = realtime
+        self.capabilities = ChannelCapabilities(realtime=realtime)
         self.max_seconds = max_seconds
         self.on_frame = on_frame
         self._steps = deque(steps)
@@ -77,12 +78,12 @@ class ReplayChannel:
 
     # ------------------------------------------------------------- observer
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+    def on_event(self, event: CallEvent) -> None:
         """Session events tell the scripted caller when the bot listens and what it said."""
-        if kind == "listen":
+        if isinstance(event, Listening):
             self._listening_since = self._now
-        elif kind == "prompt":
-            self._prompts.append(str(data.get("text") or f"[audio {data.get('audio')}]"))
+        elif isinstance(event, PromptPlayed):
+            self._prompts.append(event.text or f"[audio {event.audio}]")
 
     # -------------------------------------------------------------- channel
 
@@ -94,7 +95,7 @@ class ReplayChannel:
             self._control.append((self._now, Hangup()))
             self.ended = True
             return None
-        if self.realtime:
+        if self.capabilities.realtime:
             delay = self._started_wall + self._now - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ivr.audio.wavfile import write_wav
+from ivr.call import CallResult, CallSession, SessionConfig
+from ivr.call import events as ev
 from ivr.errors import ConfigError, Diagnostic
 from ivr.flow.loader import load_flow
 from ivr.flow.schema import flow_fallback_queue
@@ -24,7 +26,6 @@ from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import Scenario, load_scenario
 from ivr.runtime import FlowRuntime
 from ivr.services import SpeechServices
-from ivr.session import CallResult, CallSession, SessionConfig
 from ivr.testing.fakes import FakeConnector
 
 
@@ -36,7 +37,7 @@ class ReplayReport:
     failures: list[str] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
     result: CallResult | None = None
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[ev.CallEvent] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -59,33 +60,50 @@ class _Recorder:
         self.channel = channel
         self.report = report
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        self.channel.on_event(kind, data)
-        self.report.events.append((kind, data))
-        describe = _TRANSCRIPT_LINES.get(kind)
-        text = describe(data) if describe else None
+    def on_event(self, event: ev.CallEvent) -> None:
+        self.channel.on_event(event)
+        self.report.events.append(event)
+        text = _transcript_line(event)
         if text:
-            self.report.transcript.append(f"[{data.get('at', 0.0):6.2f}] {text}")
+            self.report.transcript.append(f"[{event.at:6.2f}] {text}")
 
 
-_TRANSCRIPT_LINES: dict[str, Callable[[dict[str, Any]], str | None]] = {
-    "prompt": lambda d: f"BOT: {d.get('text') or '[audio ' + str(d.get('audio')) + ']'}",
-    "transcript": lambda d: f"CALLER: {d['text']!r} (confidence {d['confidence']:.2f}, {d.get('endpoint')} end)",
-    "dtmf": lambda d: f"CALLER keys: {d['digits']}",
-    "no_input": lambda d: "(no input)",
-    "barge_in": lambda d: f"(caller barged in by {d['by']})",
-    "intent": lambda d: f"  → intent {d['intent']} ({d.get('confidence') or 0:.2f})" if d.get("intent") else None,
-    "http": lambda d: f"webhook {d['method']} {d['url']}",
-    "transfer_failed": lambda d: f"TRANSFER to {d['target']} FAILED: {d['error']}",
-    "agent": lambda d: f"AGENT {d['agent']} took the call ({d.get('mode')})",
-    "transfer": lambda d: f"TRANSFER → {d['target']}",
-    "overflow": lambda d: f"queue overflow → {d['kind']} {d['target']} ({d['reason']})",
-    "recording": lambda d: f"(recorded {d['duration']:.1f} s)",
-    "hangup": lambda d: f"BOT hangs up ({d['reason']})",
-    "error": lambda d: f"ERROR {d['error']}",
-    "asr": lambda d: f"  recognition {d['seconds'] * 1000:.0f} ms",
-    "turn_latency": lambda d: f"  turn latency {d['seconds'] * 1000:.0f} ms",
-}
+def _transcript_line(event: ev.CallEvent) -> str | None:
+    """The line of the readable transcript for ``event`` (None: not shown)."""
+    match event:
+        case ev.PromptPlayed():
+            return f"BOT: {event.text or '[audio ' + str(event.audio) + ']'}"
+        case ev.CallerSaid():
+            return f"CALLER: {event.text!r} (confidence {event.confidence:.2f}, {event.endpoint} end)"
+        case ev.KeysPressed():
+            return f"CALLER keys: {event.digits}"
+        case ev.NoInputHeard():
+            return "(no input)"
+        case ev.BargedIn():
+            return f"(caller barged in by {event.by})"
+        case ev.IntentFound():
+            return f"  → intent {event.intent} ({event.confidence or 0:.2f})" if event.intent else None
+        case ev.WebhookCalled():
+            return f"webhook {event.method} {event.url}"
+        case ev.TransferFailed():
+            return f"TRANSFER to {event.target} FAILED: {event.error}"
+        case ev.AgentConnected():
+            return f"AGENT {event.agent} took the call ({event.mode})"
+        case ev.TransferStarted():
+            return f"TRANSFER → {event.target}"
+        case ev.QueueOverflowed():
+            return f"queue overflow → {event.kind} {event.target} ({event.reason})"
+        case ev.MessageRecorded():
+            return f"(recorded {event.duration:.1f} s)"
+        case ev.BotHungUp():
+            return f"BOT hangs up ({event.reason})"
+        case ev.CallFailed():
+            return f"ERROR {event.error}"
+        case ev.RecognitionTimed():
+            return f"  recognition {event.seconds * 1000:.0f} ms"
+        case ev.TurnLatency():
+            return f"  turn latency {event.seconds * 1000:.0f} ms"
+    return None
 
 
 class MockWebServer:
@@ -263,7 +281,7 @@ def _check(report: ReplayReport, channel: ReplayChannel) -> None:
     if "outcome" in expect and result.outcome != expect["outcome"]:
         fail(f"expected outcome {expect['outcome']!r}, got {result.outcome!r}")
     if "intent" in expect:
-        seen = [str(d.get("intent")) for k, d in report.events if k == "intent" and d.get("intent")]
+        seen = [str(e.intent) for e in report.events if isinstance(e, ev.IntentFound) and e.intent]
         if str(expect["intent"]) not in seen:
             fail(f"expected intent {expect['intent']!r}, detected {seen or 'none'}")
     for name, value in (expect.get("slots") or {}).items():
@@ -276,33 +294,35 @@ def _check(report: ReplayReport, channel: ReplayChannel) -> None:
             fail(f"expected variable {name} = {value!r}, got {got!r}")
     if "transfer" in expect:
         want = expect["transfer"] or {}
-        targets = [str(d["target"]) for k, d in report.events if k == "transfer"]
+        transfers = [e for e in report.events if isinstance(e, ev.TransferStarted)]
+        targets = [e.target for e in transfers]
         if not targets:
             fail(f"expected a transfer to {want}, there was none")
         else:
-            for failed in (d for k, d in report.events if k == "transfer_failed"):
-                fail(f"the transfer to {failed['target']!r} failed: {failed['error']}")
+            for failed in (e for e in report.events if isinstance(e, ev.TransferFailed)):
+                fail(f"the transfer to {failed.target!r} failed: {failed.error}")
             target = targets[-1]
             wanted_target = want.get("queue") or want.get("uri")
             if wanted_target and target != wanted_target:
                 fail(f"expected a transfer to {wanted_target!r}, got {target!r}")
-            agents = [str(d["agent"]) for k, d in report.events if k == "agent"]
+            agents = [e.agent for e in report.events if isinstance(e, ev.AgentConnected)]
             if want.get("agent") and want["agent"] not in agents:
                 fail(f"expected agent {want['agent']!r} to take the call, got {agents or 'no agent'}")
-            transfer_ctx: dict[str, Any] = next((d["context"] for k, d in report.events if k == "transfer"), {})
+            transfer_ctx = transfers[0].context
             for key in want.get("context", []):
                 if key not in transfer_ctx and key not in (transfer_ctx.get("slots") or {}):
                     fail(f"expected context key {key!r} in the transfer, got {sorted(transfer_ctx)}")
     if "barge_in" in expect:
-        happened = any(k == "barge_in" for k, _ in report.events)
+        happened = any(isinstance(e, ev.BargedIn) for e in report.events)
         if happened != bool(expect["barge_in"]):
             fail(f"expected barge_in={expect['barge_in']}, it {'did' if happened else 'did not'} happen")
-    prompts = [str(d.get("text")) for k, d in report.events if k == "prompt"]
+    prompts = [e.text for e in report.events if isinstance(e, ev.PromptPlayed)]
     for wanted in expect.get("prompts", []):
         if not _contains(prompts, wanted):
             fail(f"expected the bot to say {wanted!r} at some point")
     for unwanted in expect.get("no_prompt", []):
         if _contains(prompts, unwanted):
             fail(f"the bot said {unwanted!r}, which it must not")
-    if any(k == "error" for k, _ in report.events):
-        fail("the call hit an internal error: " + "; ".join(str(d["error"]) for k, d in report.events if k == "error"))
+    errors = [e.error for e in report.events if isinstance(e, ev.CallFailed)]
+    if errors:
+        fail("the call hit an internal error: " + "; ".join(errors))

@@ -17,6 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Protocol
 
 from ivr.audio.frame import AudioFrame, samples_per_frame
+from ivr.channel import ChannelCapabilities
 from ivr.events import CallInterrupted, ControlEvent, DtmfDigit, Hangup
 
 log = logging.getLogger("ivr.sip")
@@ -36,6 +37,15 @@ class CallControl(Protocol):
 
     def request_transfer(self, channel: SipChannel, target: str, headers: dict[str, str]) -> Future[bool]:
         """Send a blind REFER; the future says whether the peer accepted it."""
+        ...
+
+    def request_agent_call(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
+                           ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        """Ring an agent for the caller behind ``channel`` and bridge them on answer (see ivr.sip.agents)."""
+        ...
+
+    def cancel_agent_call(self, request: str) -> None:
+        """Stop ringing, or hang up, the agent leg of ``request_agent_call(request)``."""
         ...
 
 
@@ -58,6 +68,8 @@ class SipChannel:
     source address), ``headers`` (the INVITE's ``X-*`` headers, e.g. context from a transfer), and
     ``connected`` (False once either side hung up).
     """
+
+    capabilities = ChannelCapabilities(realtime=True, agent_dialling=True)
 
     def __init__(
         self,
@@ -170,17 +182,14 @@ class SipChannel:
         an ``OfferResult`` value, or ``no_slot`` when that process has no free call slot. When either leg
         hangs up later, the other does too and ``connected`` turns False.
         """
-        dial = getattr(self._control, "request_agent_call", None)
-        if dial is None or self._ended.is_set():
+        if self._ended.is_set():
             on_result(request, "failed")
             return
-        dial(self, request, uri, headers, ring_timeout, on_result)
+        self._control.request_agent_call(self, request, uri, headers, ring_timeout, on_result)
 
     def cancel_agent(self, request: str) -> None:
         """Stop ringing the agent of ``dial_agent(request, ...)``, or hang up its leg (no result follows)."""
-        cancel = getattr(self._control, "cancel_agent_call", None)
-        if cancel is not None:
-            cancel(request)
+        self._control.cancel_agent_call(request)
 
     # -- extras -------------------------------------------------------------------------------------------
 

@@ -7,14 +7,37 @@ One model instance per process is shared by all calls (an ``AsrEngine``); each c
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ivr.audio.frame import AudioFrame
 from ivr.events import ControlEvent, Transcript
 
 
+@dataclass(frozen=True)
+class RecognizerCapabilities:
+    """What a recognition engine (and each recognizer it makes) can do, declared so that a call asks the
+    declaration instead of probing for methods (as livekit/agents' ``STTCapabilities``)."""
+
+    streaming: bool = False
+    """Results grow with the audio: ``peek`` is cheap and ``finish`` only flushes the decoder (Vosk). False:
+    each ``peek``/``finish`` recognises the whole utterance again (Whisper), so a peek taken once the caller
+    fell silent is as good as the final result."""
+    partials: bool = False
+    """``accept`` returns partial transcripts while the caller speaks."""
+    grammars: bool = False
+    """A recognizer can be limited to (or snapped to) a list of phrases."""
+    word_confidences: bool = False
+    """Final transcripts carry the words with their confidences."""
+    peek: bool = False
+    """``peek`` tells what was heard so far without ending the utterance (speculative end of turn)."""
+
+
 class Recognizer(Protocol):
     """Recognition state for one utterance stream of one call."""
+
+    capabilities: RecognizerCapabilities
+    """Its engine's (see ``AsrEngine.capabilities``)."""
 
     def accept(self, frame: AudioFrame) -> Transcript | None:
         """Feed 20 ms of audio; may return a partial transcript."""
@@ -28,11 +51,16 @@ class Recognizer(Protocol):
         """Drop any audio fed so far."""
         ...
 
+    def peek(self) -> Transcript:
+        """What was heard so far, keeping the audio (only when ``capabilities.peek``)."""
+        ...
+
 
 class AsrEngine(Protocol):
     """A loaded speech-recognition model, shared by all calls of the process."""
 
     name: str
+    capabilities: RecognizerCapabilities
 
     def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Recognizer:
         """A recognizer for one call at ``sample_rate``, optionally limited to (or biased towards) phrases."""
@@ -52,8 +80,33 @@ class Synthesizer(Protocol):
 
 
 class Endpointer(Protocol):
-    """Voice activity detection and endpointing for one call."""
+    """Voice activity detection and endpointing for one call (``ivr.speech.vad.Endpointer``)."""
 
     def process(self, frame: AudioFrame) -> list[ControlEvent]:
         """Feed 20 ms of caller audio; returns SpeechStarted / SpeechEnded / NoInput events."""
+        ...
+
+    def force_speech(self, at: float | None = None) -> None:
+        """The caller is speaking already (a barge-in detector heard them over a prompt)."""
+        ...
+
+    def preroll(self) -> list[AudioFrame]:
+        """The audio of the utterance so far, from just before its onset (to start a recognizer with)."""
+        ...
+
+    @property
+    def trailing_silence(self) -> float:
+        """Seconds of silence since the caller last spoke in this utterance."""
+        ...
+
+
+class BargeInDetector(Protocol):
+    """Hears the caller start speaking over a playing prompt (``ivr.speech.vad.BargeInDetector``)."""
+
+    def process(self, frame: AudioFrame) -> bool:
+        """Feed 20 ms of caller audio; True once the caller is taken to be speaking."""
+        ...
+
+    def preroll(self) -> list[AudioFrame]:
+        """The audio since just before the caller started speaking."""
         ...

@@ -22,6 +22,7 @@ import numpy as np
 import soxr
 
 from ivr.audio.frame import AudioFrame, check_rate, samples_per_frame
+from ivr.channel import ChannelCapabilities
 from ivr.errors import AudioDeviceError
 from ivr.events import ControlEvent, DtmfDigit, Hangup
 from ivr.talk.devices import DeviceInfo, format_device_list, list_devices, pick_rate, portaudio, resolve_device
@@ -61,7 +62,7 @@ class LocalAudioChannel:
     ``press`` sends DTMF keys, and with ``keyboard`` the keys typed on the terminal do too.
     """
 
-    realtime = True
+    capabilities = ChannelCapabilities(realtime=True)
 
     def __init__(
         self,
@@ -303,6 +304,11 @@ class LocalAudioChannel:
     def hangup(self) -> None:
         """The bot ended the call."""
         self.ended = True
+
+    @property
+    def connected(self) -> bool:
+        """False once the bot hung up or transferred the call, or the channel was closed."""
+        return not self.ended
 
     def _bot_audible(self) -> bool:
         if self.playback_pending() > 0:

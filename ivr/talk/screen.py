@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
+from typing import TextIO
+
+from ivr.call import events as ev
 
 _COLOURS = {
     "bot": "\033[36m",  # cyan
@@ -34,27 +36,53 @@ class TranscriptScreen:
         self._partial_open = False
         self._last_partial = ""
 
-    def on_event(self, kind: str, data: dict[str, Any]) -> None:
-        """Render one session event (unknown kinds are ignored)."""
-        render = getattr(self, f"_on_{kind}", None)
-        if render is not None:
-            render(float(data.get("at") or 0.0), data)
+    def on_event(self, event: ev.CallEvent) -> None:
+        """Render one call event (the ones a person at the terminal need not see are skipped)."""
+        at = event.at
+        match event:
+            case ev.PromptPlayed():
+                self._line(at, "bot", f"bot     › {event.text or f'[audio {event.audio}]'}")
+            case ev.Listening():
+                ways = [name for name, on in (("speak", event.speech), ("press keys", event.dtmf)) if on]
+                self._line(at, "dim", f"        (listening: {' or '.join(ways) or 'waiting'})")
+            case ev.CallerSpeaking():
+                self._last_partial = ""
+            case ev.PartialHeard():
+                self._partial(at, event.text)
+            case ev.CallerSaid():
+                self._last_partial = ""
+                shown = f"caller  » {event.text}" if event.text else "caller  » (nothing recognised)"
+                self._line(at, "caller", shown + f"  [asr {event.confidence:.2f}]")
+            case ev.IntentFound():
+                if not event.intent:  # no intent matched, or the question collected a slot instead
+                    self._line(at, "dim", "intent  (none)")
+                else:
+                    suffix = f" ({event.confidence:.2f})" if event.confidence is not None else ""
+                    self._line(at, "intent", f"intent  {event.intent}{suffix}")
+            case ev.KeysPressed():
+                self._line(at, "caller", f"caller  # keys {event.digits}")
+            case ev.NoInputHeard():
+                self._line(at, "dim", "        (no input)")
+            case ev.BargedIn():
+                self._line(at, "dim", f"        (barge-in by {event.by}: prompt stopped)")
+            case ev.WebhookCalled():
+                self._line(at, "dim", f"http    {event.method.upper()} {event.url}")
+            case ev.MessageRecorded():
+                self._line(at, "dim", f"        (recorded {event.duration:.1f} s to {event.path})")
+            case ev.TransferStarted():
+                self._transfer(at, event)
+            case ev.BotHungUp():
+                self._line(at, "dim", f"        (bot hung up: {event.reason or 'completed'})")
+            case ev.CallFailed():
+                self._line(at, "error", f"error   {event.error}")
+            case ev.TurnLatency():
+                self._line(at, "dim", f"        (reply after {event.seconds * 1000:.0f} ms)")
+            case ev.CallFinished():
+                self._line(at, "dim", f"call ended: {event.outcome}")
 
     # ----------------------------------------------------------- renderers
 
-    def _on_prompt(self, at: float, data: dict[str, Any]) -> None:
-        text = data.get("text") or f"[audio {data.get('audio')}]"
-        self._line(at, "bot", f"bot     › {text}")
-
-    def _on_listen(self, at: float, data: dict[str, Any]) -> None:
-        ways = [name for name, on in (("speak", data.get("speech")), ("press keys", data.get("dtmf"))) if on]
-        self._line(at, "dim", f"        (listening: {' or '.join(ways) or 'waiting'})")
-
-    def _on_speech_started(self, at: float, data: dict[str, Any]) -> None:
-        self._last_partial = ""
-
-    def _on_partial(self, at: float, data: dict[str, Any]) -> None:
-        text = str(data.get("text") or "")
+    def _partial(self, at: float, text: str) -> None:
         if not self.partials or not text or text == self._last_partial:
             return
         self._last_partial = text
@@ -65,63 +93,15 @@ class TranscriptScreen:
         else:
             self._line(at, "dim", line)
 
-    def _on_transcript(self, at: float, data: dict[str, Any]) -> None:
-        self._last_partial = ""
-        text = str(data.get("text") or "")
-        confidence = _number(data.get("confidence"))
-        shown = f"caller  » {text}" if text else "caller  » (nothing recognised)"
-        if confidence is not None:
-            shown += f"  [asr {confidence:.2f}]"
-        self._line(at, "caller", shown)
-
-    def _on_intent(self, at: float, data: dict[str, Any]) -> None:
-        intent = data.get("intent")
-        confidence = _number(data.get("confidence"))
-        if not intent:  # no intent matched, or the question collected a slot instead
-            self._line(at, "dim", "intent  (none)")
-            return
-        suffix = f" ({confidence:.2f})" if confidence is not None else ""
-        self._line(at, "intent", f"intent  {intent}{suffix}")
-
-    def _on_dtmf(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "caller", f"caller  # keys {data.get('digits', '')}")
-
-    def _on_no_input(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "dim", "        (no input)")
-
-    def _on_barge_in(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "dim", f"        (barge-in by {data.get('by', 'speech')}: prompt stopped)")
-
-    def _on_http(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "dim", f"http    {str(data.get('method', 'GET')).upper()} {data.get('url', '')}")
-
-    def _on_recording(self, at: float, data: dict[str, Any]) -> None:
-        duration = _number(data.get("duration")) or 0.0
-        self._line(at, "dim", f"        (recorded {duration:.1f} s to {data.get('path')})")
-
-    def _on_transfer(self, at: float, data: dict[str, Any]) -> None:
-        context = data.get("context") or {}
+    def _transfer(self, at: float, event: ev.TransferStarted) -> None:
+        context = event.context
         details = []
         if context.get("intent"):
             details.append(f"intent={context['intent']}")
         for key, value in (context.get("slots") or {}).items():
             details.append(f"{key}={value}")
         extra = f"  ({', '.join(details)})" if details else ""
-        self._line(at, "transfer", f"transfer → {data.get('target')}{extra}")
-
-    def _on_hangup(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "dim", f"        (bot hung up: {data.get('reason') or 'completed'})")
-
-    def _on_error(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "error", f"error   {data.get('error')}")
-
-    def _on_turn_latency(self, at: float, data: dict[str, Any]) -> None:
-        seconds = _number(data.get("seconds"))
-        if seconds is not None:
-            self._line(at, "dim", f"        (reply after {seconds * 1000:.0f} ms)")
-
-    def _on_end(self, at: float, data: dict[str, Any]) -> None:
-        self._line(at, "dim", f"call ended: {data.get('outcome')}")
+        self._line(at, "transfer", f"transfer → {event.target}{extra}")
 
     # -------------------------------------------------------------- output
 
@@ -140,13 +120,6 @@ class TranscriptScreen:
 
 def _stamp(at: float) -> str:
     return f"[{at:6.1f}s]"
-
-
-def _number(value: object) -> float | None:
-    try:
-        return float(value) if value is not None else None  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -18,6 +18,7 @@ from ivr.errors import ModelError
 from ivr.events import Transcript, Word
 from ivr.speech.asr.grammar import UNKNOWN_WORDS, clean_phrases, exact_phrase, snap
 from ivr.speech.asr.vocabulary import read_vocabulary, supports_runtime_grammar
+from ivr.speech.interfaces import RecognizerCapabilities
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,14 @@ def check_model_dir(path: Path) -> None:
         )
 
 
+CAPABILITIES = RecognizerCapabilities(streaming=True, partials=True, grammars=True, word_confidences=True, peek=True)
+
+
 class VoskEngine:
     """A loaded Vosk model; ask it for one ``VoskRecognizer`` per call."""
 
     name = ENGINE_NAME
+    capabilities = CAPABILITIES
 
     def __init__(self, model_dir: str | Path) -> None:
         import vosk
@@ -144,7 +149,7 @@ class VoskRecognizer:
         self._last_partial = text
         return Transcript(text=text, confidence=0.0, final=False, engine=ENGINE_NAME)
 
-    streaming = True
+    capabilities = CAPABILITIES
     """Results grow with the audio: ``peek`` is cheap and ``finish`` only flushes the decoder."""
 
     def peek(self) -> Transcript:

@@ -32,6 +32,7 @@ from ivr.audio.wavfile import resample
 from ivr.errors import ModelError
 from ivr.events import Transcript, Word
 from ivr.speech.asr.grammar import DEFAULT_SNAP_THRESHOLD, clean_phrases, normalize, snap
+from ivr.speech.interfaces import RecognizerCapabilities
 
 ENGINE_NAME = "whisper"
 WHISPER_RATE = 16000
@@ -65,6 +66,9 @@ class Heard:
 
 NOTHING = Heard("", 0.0)
 
+CAPABILITIES = RecognizerCapabilities(grammars=True, word_confidences=True, peek=True)
+"""Per utterance: no partials; grammars by snapping the free transcript to the closest phrase."""
+
 
 class WhisperEngine:
     """A loaded faster-whisper model shared by all calls; ask it for one recognizer per call.
@@ -76,6 +80,7 @@ class WhisperEngine:
     """
 
     name = ENGINE_NAME
+    capabilities = CAPABILITIES
 
     def __init__(
         self,
@@ -224,6 +229,8 @@ class WhisperEngine:
 
 class WhisperRecognizer:
     """Buffers one utterance of a call and transcribes it with Whisper in ``finish()``."""
+
+    capabilities = CAPABILITIES
 
     def __init__(self, engine: WhisperEngine, sample_rate: int, grammar: Sequence[str] | None) -> None:
         self._engine = engine

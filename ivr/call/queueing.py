@@ -1,0 +1,118 @@
+"""Waiting in an agent queue: music on hold, announcements, an agent answering, overflow, being refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ivr.call import events as ev
+from ivr.call.line import CallEnded, CallLine
+from ivr.call.playback import Playback
+from ivr.call.records import CallRecords
+from ivr.flow.prompts import queue_announcement
+from ivr.queue.engine import Announce, Connected, Overflowed, QueueUpdate, Refused, Ticket
+
+
+class QueueService(Protocol):
+    """The part of ``ivr.queue.Acd`` a call uses while its caller waits for an agent."""
+
+    def enqueue(self, call_id: str, queue: str, priority: int | None = None,
+                context: dict[str, Any] | None = None) -> Ticket: ...
+    def poll(self, call_id: str) -> list[QueueUpdate]: ...
+    def abandon(self, call_id: str) -> None: ...
+    def call_finished(self, call_id: str) -> None: ...
+    def has_queue(self, name: str) -> bool: ...
+
+
+class QueueWait:
+    """Holds one caller in agent queues until an agent takes the call, the queue overflows or gives the
+    call back, or the caller gives up. An overflow to voicemail calls ``voicemail``; one to a flow node
+    calls ``resume_at`` (the flow goes on there)."""
+
+    def __init__(self, line: CallLine, queues: QueueService, playback: Playback, records: CallRecords,
+                 voicemail: Callable[[], None], resume_at: Callable[[str], None]) -> None:
+        self.line = line
+        self.queues = queues
+        self.playback = playback
+        self.records = records
+        self.voicemail = voicemail
+        self.resume_at = resume_at
+
+    def wait(self, queue: str, context: dict[str, Any]) -> str | None:
+        """Hold the caller in ``queue``: music on hold, announcements, until an agent takes the call (the
+        connector transfers or bridges it), the queue overflows, or the caller gives up. Returns why no
+        agent could be reached, or None."""
+        line = self.line
+        channel = line.channel
+        try:
+            ticket = self.queues.enqueue(line.call_id, queue, None, context)
+        except Exception as exc:
+            return f"the queue refused the call: {exc}"
+        self.records.event(ev.CallQueued(at=line.now, queue=queue, position=ticket.position))
+        hold = line.services.load_prompt(ticket.music_on_hold, line.rate) if ticket.music_on_hold else None
+        hold = hold or line.services.hold_music(line.rate)
+        while True:
+            try:
+                line.next_frame(timeout=0.1)
+                line.check_hangup()
+            except CallEnded:
+                self.queues.abandon(line.call_id)
+                line.result.outcome = "abandoned"
+                raise
+            if not line.connected:
+                self.queues.call_finished(line.call_id)
+                return None
+            for update in self.queues.poll(line.call_id):
+                if isinstance(update, Announce):
+                    channel.stop_playback()
+                    text = queue_announcement(self.playback.prompts, update.template, update.position, update.wait,
+                                              update.queue or queue)
+                    self.playback.say_text(text)
+                elif isinstance(update, Connected):
+                    channel.stop_playback()
+                    connected = ev.AgentConnected(at=line.now, agent=update.agent, uri=update.uri, mode=update.mode)
+                    line.notify(connected)
+                    self.records.event(connected)
+                    line.result.outcome = "transferred"
+                    line.result.transfer_target = update.uri
+                    self._stay_until_agent_call_ends(update.mode)
+                    return None
+                elif isinstance(update, Overflowed):
+                    return self._overflow(update, context)
+                elif isinstance(update, Refused):
+                    channel.stop_playback()
+                    return f"queue {update.queue} gave the call back: {update.detail}"
+            if channel.playback_pending() < 0.2:
+                channel.play(hold)
+
+    def _stay_until_agent_call_ends(self, mode: str) -> None:
+        """A bridged agent call keeps this call's channel up until either side hangs up."""
+        if mode != "bridged":
+            return
+        line = self.line
+        try:
+            while line.connected:
+                line.next_frame(timeout=0.2)
+                line.check_hangup()
+        except CallEnded:
+            line.result.outcome = "transferred"  # either side hanging up ends a call an agent took
+        finally:
+            self.queues.call_finished(line.call_id)
+
+    def _overflow(self, update: Overflowed, context: dict[str, Any]) -> str | None:
+        """Follow a queue's overflow rule; returns why no agent was reached when the rule leads nowhere."""
+        line = self.line
+        overflowed = ev.QueueOverflowed(at=line.now, kind=update.kind, target=update.target, reason=update.reason)
+        self.records.event(overflowed)
+        line.notify(overflowed)
+        line.channel.stop_playback()
+        if update.kind == "queue":
+            return self.wait(update.target, context)
+        if update.kind == "voicemail":
+            self.voicemail()
+            return None
+        if update.kind == "node":
+            line.result.outcome = "completed"
+            self.resume_at(update.target)
+            return None
+        return f"no agent reachable in queue {update.target or 'the queue'} ({update.reason})"
