@@ -23,14 +23,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ivr.audio.frame import AudioFrame
 from ivr.events import Transcript
 from ivr.queue.connector import Offer, OfferResult, ReportOffer
+from ivr.speech.interfaces import RecognizerCapabilities
+
+if TYPE_CHECKING:
+    from ivr.speech.interfaces import AsrEngine, Recognizer, Synthesizer
 
 
 class FakeRecognizer:
     """One call's recognizer of a :class:`FakeAsr`: counts the frames it is fed and never gives partials."""
+
+    capabilities = RecognizerCapabilities()
 
     def __init__(self, asr: FakeAsr) -> None:
         self.asr = asr
@@ -49,6 +56,10 @@ class FakeRecognizer:
         """Forget the frames fed so far."""
         self.frames = 0
 
+    def peek(self) -> Transcript:
+        """The next text of the script, left in it (not called: the capabilities declare no peek)."""
+        return Transcript(self.asr.texts[0] if self.asr.texts else "", 0.9)
+
 
 class FakeAsr:
     """A speech recogniser that hears each utterance as the next text of ``texts``.
@@ -58,6 +69,7 @@ class FakeAsr:
     """
 
     name = "fake"
+    capabilities = RecognizerCapabilities()
 
     def __init__(self, texts: Sequence[str] = ()) -> None:
         self.texts = list(texts)
@@ -176,3 +188,9 @@ class FakeChannel:
     def cancel_agent(self, request: str) -> None:
         """Record that the agent's phone should stop ringing."""
         self.cancels.append(request)
+
+
+if TYPE_CHECKING:  # mypy checks that the fakes keep up with the protocols they stand in for
+    _recognizer: Recognizer = FakeRecognizer(FakeAsr())
+    _engine: AsrEngine = FakeAsr()
+    _synthesizer: Synthesizer = FakeTts()
