@@ -169,3 +169,30 @@ def test_resampled_line_audio_matches_a_calls_rate(prompts: dict[str, corpus.Utt
     audio = corpus.line_audio(prompts["vm-dialout"])
     assert audio.dtype == np.float32 and np.abs(audio).max() <= 1.0
     assert len(resample(audio, 8000, 16000)) == pytest.approx(2 * len(audio), abs=2)
+
+
+def test_the_full_window_second_pass_is_taken_only_on_a_quiet_server(whisper: AsrEngine,
+                                                                      prompts: dict[str, corpus.Utterance],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivr.speech.asr.whisper_engine import WINDOW_SECONDS, Heard, WhisperEngine
+
+    assert isinstance(whisper, WhisperEngine)
+    windows: list[float] = []
+    decode = whisper._decode
+
+    def unsure(audio: np.ndarray, hint: str | None, window: float) -> Heard:
+        windows.append(window)
+        heard = decode(audio, hint, window)
+        return Heard(heard.text, 0.1, heard.words)  # every result unsure: a second pass is wanted
+
+    monkeypatch.setattr(whisper, "_decode", unsure)
+    audio = resample(corpus.line_audio(prompts["vm-dialout"]), corpus.LINE_RATE, 16000)
+    whisper.transcribe_audio(audio, hint=None)
+    assert windows[1:] == [WINDOW_SECONDS]  # alone: the full window is tried
+    windows.clear()
+    whisper._in_flight += 1  # another caller's utterance is being recognised
+    try:
+        whisper.transcribe_audio(audio, hint=None)
+    finally:
+        whisper._in_flight -= 1
+    assert len(windows) == 1 and windows[0] < WINDOW_SECONDS  # busy: the first pass stands

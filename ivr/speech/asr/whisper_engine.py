@@ -6,7 +6,8 @@ encoder pass dominates the time of a short answer. The fast path encodes the utt
 silence instead, decodes greedily with timestamps (text the model places after the end of the audio is a
 continuation it made up, and is dropped), and aligns the result to get each word's time and probability.
 When the result comes out unsure (mean word probability under ``REDECODE_BELOW``) the utterance is decoded
-again with the full window, which hears short, clipped words better (a 10 or 15 s window does not help).
+again with the full window, which hears short, clipped words better (a 10 or 15 s window does not help),
+when no other utterance is being recognised (on a busy server speed wins).
 Measured on real telephone speech (``ivr bench wer``, docs/benchmarks.md). Why 5 s: with less padding the
 model does not find the end of a one-word answer and repeats it
 ("zero zero zero …", "the leader has left the conference. The leader has left the"); more costs time
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,8 @@ class WhisperEngine:
             )
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"{self.model_dir}: faster-whisper could not load this model ({exc})") from None
+        self._in_flight = 0  # utterances being transcribed right now (all calls)
+        self._in_flight_lock = threading.Lock()
         multilingual = bool(self._whisper.model.is_multilingual)
         self.language = language if multilingual else "en"
         self._tokenizer = Tokenizer(
@@ -137,12 +141,20 @@ class WhisperEngine:
             return NOTHING
         if not self.fast or seconds > SHORT_UTTERANCE_SECONDS:
             return self._transcribe_long(audio, hint)
-        heard = self._decode(audio, hint, seconds + PAD_SECONDS)
-        if heard.words and heard.confidence < REDECODE_BELOW:
-            again = self._decode(audio, hint, WINDOW_SECONDS)
-            if again.text:
-                return again
-        return heard
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            heard = self._decode(audio, hint, seconds + PAD_SECONDS)
+            # The second pass costs a full 30 s encoder pass: taken when no other caller is being heard,
+            # so that under load every caller's turn stays quick (speed wins, accuracy when there is room).
+            if heard.words and heard.confidence < REDECODE_BELOW and self._in_flight == 1:
+                again = self._decode(audio, hint, WINDOW_SECONDS)
+                if again.text:
+                    return again
+            return heard
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
 
     def _prompt(self, hint: str | None) -> list[int]:
         tok = self._tokenizer
