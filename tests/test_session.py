@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from ivr.audio.frame import AudioFrame
 from ivr.audio.wavfile import read_wav
 from ivr.call import CallSession, SessionConfig
 from ivr.call import events as ev
@@ -23,48 +22,7 @@ from ivr.handoff import check_context_signature, context_headers, context_url
 from ivr.replay.channel import ReplayChannel
 from ivr.replay.scenario import CallerStep
 from ivr.services import SpeechServices
-from ivr.speech.interfaces import RecognizerCapabilities
-
-
-class ScriptedAsr:
-    """Recognizes each utterance as the next text of a script."""
-
-    name = "fake"
-    capabilities = RecognizerCapabilities()
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.texts = list(texts)
-        self.grammars: list[Sequence[str] | None] = []
-
-    def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Any:
-        self.grammars.append(grammar)
-        asr = self
-
-        class Rec:
-            capabilities = RecognizerCapabilities()
-            frames = 0
-
-            def accept(self, frame: AudioFrame) -> Transcript | None:
-                self.frames += 1
-                return None
-
-            def finish(self) -> Transcript:
-                return Transcript(asr.texts.pop(0) if asr.texts else "", 0.9)
-
-            def reset(self) -> None:
-                self.frames = 0
-
-        return Rec()
-
-
-class ToneTts:
-    """'Speaks' 0.1 s of quiet audio per word, so prompts have a realistic length."""
-
-    def synthesize(self, text: str, sample_rate: int) -> bytes:
-        return bytes(int(sample_rate * 0.1 * max(1, len(text.split()))) * 2)
-
-    def stream(self, text: str, sample_rate: int) -> Iterator[bytes]:
-        yield self.synthesize(text, sample_rate)
+from ivr.testing.fakes import FakeAsr, FakeTts
 
 
 class ScriptedFlow:
@@ -104,7 +62,7 @@ def services_factory() -> Iterator[Callable[[Sequence[str]], SpeechServices]]:
     made: list[SpeechServices] = []
 
     def make(texts: Sequence[str] = ()) -> SpeechServices:
-        services = SpeechServices(asr=ScriptedAsr(texts), tts=ToneTts())
+        services = SpeechServices(asr=FakeAsr(texts), tts=FakeTts())
         made.append(services)
         return services
 
@@ -279,7 +237,7 @@ class _StuckOrderApi(BaseHTTPRequestHandler):
 def test_a_slow_order_api_does_not_delay_another_calls_recognition(hello_pcm) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StuckOrderApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    services = SpeechServices(asr=ScriptedAsr(["talk to a person"]), tts=ToneTts())
+    services = SpeechServices(asr=FakeAsr(["talk to a person"]), tts=FakeTts())
     url = f"http://127.0.0.1:{server.server_address[1]}/orders/1"
     stuck = [ScriptedFlow([fa.HttpRequest("GET", url, timeout=10)], [[fa.Hangup()]])
              for _ in range(services.workers + 1)]  # more waiting calls than there are recognition workers
@@ -497,7 +455,7 @@ def test_a_caller_hanging_up_mid_message_keeps_the_recording(services_factory, h
 
 
 def test_slow_recognition_fills_the_line_with_comfort_noise(hello_pcm) -> None:
-    class SlowAsr(ScriptedAsr):
+    class SlowAsr(FakeAsr):
         def new_recognizer(self, sample_rate: int, grammar: Sequence[str] | None = None) -> Any:
             rec = super().new_recognizer(sample_rate, grammar)
             finish = rec.finish
@@ -509,7 +467,7 @@ def test_slow_recognition_fills_the_line_with_comfort_noise(hello_pcm) -> None:
             rec.finish = slow_finish
             return rec
 
-    services = SpeechServices(asr=SlowAsr(["operator"]), tts=ToneTts())
+    services = SpeechServices(asr=SlowAsr(["operator"]), tts=FakeTts())
     flow = ScriptedFlow([fa.Listen(no_input_timeout=5)], [[fa.Hangup()]])
     channel = ReplayChannel([CallerStep(line=1, audio="hello", after=0.1)], {"hello": hello_pcm}, 8000,
                             realtime=True, max_seconds=20)
@@ -518,7 +476,7 @@ def test_slow_recognition_fills_the_line_with_comfort_noise(hello_pcm) -> None:
     finally:
         services.shutdown()
     assert isinstance(flow.events[0], Transcript)
-    # ToneTts prompts are digital silence, so anything audible after the caller stopped is comfort noise.
+    # FakeTts prompts are digital silence, so anything audible after the caller stopped is comfort noise.
     speech_stop = 0.1 + len(hello_pcm) / 2 / 8000
     after = channel.bot_audio[int(speech_stop * 8000) * 2:]
     levels = [abs(int.from_bytes(after[i:i + 2], "little", signed=True)) for i in range(0, len(after), 2)]
@@ -704,7 +662,7 @@ def test_an_unexpected_error_apologises_in_the_flow_language(services_factory) -
 
 
 def test_webhooks_beyond_the_bound_fail_at_once_instead_of_queueing(slow_server) -> None:
-    services = SpeechServices(asr=ScriptedAsr([]), tts=ToneTts(), webhook_workers=1, max_webhook_backlog=1)
+    services = SpeechServices(asr=FakeAsr([]), tts=FakeTts(), webhook_workers=1, max_webhook_backlog=1)
     try:
         first = services.submit_webhook(fa.HttpRequest("GET", f"{slow_server}/orders/1", timeout=5))
         second = services.submit_webhook(fa.HttpRequest("GET", f"{slow_server}/orders/2", timeout=5))
