@@ -21,6 +21,7 @@ from ivr.audio.wavfile import read_wav
 from ivr.sip import RegistrationConfig, SipConfig
 from ivr.sip.echo import EchoBot
 from ivr.sip.edge import EdgeOptions, find_kamailio
+from ivr.sip.kamailio_rpc import KamailioRpcError
 from ivr.sip.service import SipService
 from ivr.testing import sip_torture as torture
 from ivr.testing.sip_caller import place_call
@@ -257,7 +258,15 @@ def test_kamailio_is_restarted_when_it_dies(edge: SipService, bot: EchoBot) -> N
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     assert wait_for(lambda: edge.edge is not None and edge.edge.pid not in (None, pid), 10)
-    assert wait_for(lambda: edge.edge is not None and len(edge.edge.active_workers()) == 2, 10)
+
+    def routing_to_both_workers() -> bool:
+        assert edge.edge is not None
+        try:
+            return len(edge.edge.active_workers()) == 2
+        except KamailioRpcError:  # the new Kamailio's control socket is not up yet
+            return False
+
+    assert wait_for(routing_to_both_workers, 10)
     assert place_call(uri(edge), "wait 0.5").connected
     assert edge.edge.restarts == 1
 
