@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from ivr.testing.postgres import PostgresUnavailable, TempPostgres
 
 
 def _need(tool: str) -> str:
@@ -47,3 +49,22 @@ def espeak_wav(speech_dir: Path) -> Callable[..., Path]:
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[TempPostgres]:
+    """One real PostgreSQL server for the test session (Debian's postgresql package)."""
+    pytest.importorskip("psycopg")
+    try:
+        server = TempPostgres().start()
+    except PostgresUnavailable:
+        pytest.fail("PostgreSQL is not installed; run the README's test command (it installs it)")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: TempPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, empty PostgreSQL database (SQLAlchemy URL); its data key lives in ``tmp_path``."""
+    monkeypatch.setenv("IVR_DATA_KEY_FILE", str(tmp_path / "data.key"))  # a database URL has no folder of its own
+    return postgres_server.new_database()

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -145,78 +140,17 @@ def test_mask_data_keeps_caller_numbers_but_masks_slots() -> None:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("initdb") is None and not Path("/usr/lib/postgresql").exists(),
-    reason="PostgreSQL server not installed",
-)
-def test_postgresql_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("psycopg")
-    monkeypatch.setenv("IVR_DATA_KEY_FILE", str(tmp_path / "data.key"))  # a database URL has no folder of its own
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
-    bindir = bins[-1] if bins else Path(shutil.which("initdb") or "initdb").parent
-    port = _free_port()
-    prefix: list[str] = []
-    workdir = tmp_path
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as 'nobody' in a directory it owns
-        workdir = Path(tempfile.mkdtemp(prefix="ivr-pg-"))
-        os.chown(workdir, 65534, 65534)
-        prefix = ["runuser", "-u", "nobody", "--"]
-    data = workdir / "data"
-    subprocess.run(
-        [*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "ivr"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        cwd=workdir,
-    )
-    server = subprocess.Popen(
-        [
-            *prefix,
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(workdir),
-            "-c",
-            "listen_addresses=127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=workdir,
-    )
-    try:
-        url = f"postgresql+psycopg://ivr@127.0.0.1:{port}/postgres"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                store = open_store(url)
-                break
-            except StoreError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-        store.start_call("pg1", "+15550100", "100", "support", 5.0)
-        store.add_turn("pg1", 6.0, "caller", "hello there", intent="greet", confidence=0.7)
-        store.set_context("pg1", {"intent": "greet", "slots": {"x": 1}})
-        open_store(url)  # migrations again: no-op
-        call = store.get_call("pg1")
-        assert call is not None and call["context"]["slots"] == {"x": 1} and call["turns"][0]["text"] == "hello there"
-        assert [c["id"] for c in store.list_calls(search="HELLO")] == ["pg1"]
-        store.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        if workdir != tmp_path:
-            shutil.rmtree(workdir, ignore_errors=True)
+def test_postgresql_round_trip(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    store.start_call("pg1", "+15550100", "100", "support", 5.0)
+    store.add_turn("pg1", 6.0, "caller", "hello there", intent="greet", confidence=0.7)
+    store.set_context("pg1", {"intent": "greet", "slots": {"x": 1}})
+    open_store(postgres_url)  # migrations again: no-op
+    call = store.get_call("pg1")
+    assert call is not None and call["context"]["slots"] == {"x": 1} and call["turns"][0]["text"] == "hello there"
+    assert [c["id"] for c in store.list_calls(search="HELLO")] == ["pg1"]
+    store.close()
 
 
 def test_calls_left_in_progress_by_a_crash_are_closed_as_interrupted(tmp_path: Path) -> None:
