@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,13 +150,16 @@ class Acd:
         clock: Callable[[], float] = time.time,
         *,
         resume_waiting: bool = False,
+        resume_connected: bool = False,
         context_url: Callable[[str], str] | None = None,
+        offer_tag: str = "",
     ) -> None:
         self.config = config
         self.connector = connector
         self.store = store
         self.clock = clock
         self._context_url = context_url
+        self._offer_tag = offer_tag  # offer ids of this ACD differ from an earlier one's (cluster leader change)
         self._lock = threading.RLock()
         self._agents = {name: _Agent(a, since=clock()) for name, a in config.agents.items()}
         self._entries: dict[str, _Entry] = {}  # open entries by call id
@@ -177,7 +180,7 @@ class Acd:
         self._nesting = threading.local()
         self._unsent: set[str] = set()  # offers withdrawn before the connector was asked to ring them
         if store is not None:
-            self._restore(store, resume_waiting)
+            self._restore(store, resume_waiting, resume_connected)
             self._flush()
 
     # ----------------------------------------------------------------- public API: calls
@@ -219,6 +222,26 @@ class Acd:
             self._withdraw_offers(entry)
             self._close(entry, "abandoned", "abandoned")
             log.info("call %s abandoned queue %s after %.1fs", call_id, entry.queue, self.clock() - entry.enqueued_at)
+            self._dispatch()
+
+    def interrupt(self, call_ids: Iterable[str]) -> None:
+        """The calls were lost without hanging up (their node died): withdraw their offers and close their
+        entries as 'interrupted' (all before anyone is offered again); agents they were connected to go to
+        wrap-up."""
+        with self._changing():
+            self._dispatching = True  # hold offers until every entry is closed
+            try:
+                for call_id in call_ids:
+                    entry = self._entries.get(call_id)
+                    if entry is None:
+                        continue
+                    if entry.state == "connected":
+                        self._finish(entry)
+                        continue
+                    self._withdraw_offers(entry)
+                    self._close(entry, "interrupted", "interrupted")
+            finally:
+                self._dispatching = False
             self._dispatch()
 
     def call_finished(self, call_id: str) -> None:
@@ -624,7 +647,7 @@ class Acd:
         self.connector.cancel(offer_id)
 
     def _make_offer(self, entry: _Entry, agent: _Agent, q: QueueConfig, now: float) -> Offer:
-        offer_id = f"{entry.call_id}#{next(self._ids)}"
+        offer_id = f"{entry.call_id}#{self._offer_tag}{next(self._ids)}"
         url = self._context_url(entry.call_id) if self._context_url else ""
         headers = context_headers(
             entry.call_id, entry.queue, entry.priority, now - entry.enqueued_at, entry.context, url
@@ -719,14 +742,21 @@ class Acd:
         if store is not None:
             self._later("store write", lambda: store.update_queue_entry(entry.entry_id, **fields))
 
-    def _restore(self, store: Store, resume_waiting: bool) -> None:
+    def _restore(self, store: Store, resume_waiting: bool, resume_connected: bool) -> None:
+        """Agents and entries from the store. ``resume_waiting``: waiting callers wait on (offers made before
+        are void); ``resume_connected``: callers talking to an agent stay connected (a cluster's new leader:
+        the calls live on in other processes); otherwise those calls belonged to the previous process."""
         now = self.clock()
+        rows = store.open_queue_entries()
+        talking = {r["agent"]: r for r in rows if resume_connected and r["state"] == "connected" and r["agent"]}
         for name, row in store.load_agent_states().items():
             agent = self._agents.get(name)
             if agent is None:
                 continue
             state = row["state"]
-            if state in ("ringing", "on_call", "wrap_up"):
+            if name in talking:
+                state, agent.call_id = "on_call", talking[name]["call_id"]
+            elif state in ("ringing", "on_call", "wrap_up"):
                 state = "available"  # the call it was on belonged to the previous process
             agent.state, agent.reason, agent.since = (
                 state,
@@ -735,12 +765,17 @@ class Acd:
             )
             agent.last_call_end, agent.missed = row["last_call_end"], row["missed_offers"]
             self._save_agent(agent)
-        for row in store.open_queue_entries():
-            if resume_waiting and row["queue"] in self.config.queues and row["state"] != "connected":
+        for row in rows:
+            connected = row["state"] == "connected"
+            resume = resume_connected and row["agent"] in self._agents if connected else resume_waiting
+            if row["queue"] in self.config.queues and resume:
                 entry = _Entry(row["id"], row["call_id"], row["queue"], row["priority"], dict(row["context"] or {}),
                                row["enqueued_at"], next(self._seq))  # fmt: skip
                 self._entries[entry.call_id] = entry
-                store.update_queue_entry(entry.entry_id, state="waiting", agent=None)
+                if connected:
+                    entry.state, entry.agent, entry.answered_at = "connected", row["agent"], row["answered_at"]
+                else:
+                    store.update_queue_entry(entry.entry_id, state="waiting", agent=None)
             else:
                 outcome = "completed" if row["state"] == "connected" else "interrupted"
                 store.update_queue_entry(row["id"], state=outcome, ended_at=now, outcome=outcome)

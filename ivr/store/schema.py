@@ -22,6 +22,7 @@ calls = sa.Table(
     sa.Column("agent", sa.String(128)),
     sa.Column("context", sa.JSON, nullable=False),
     sa.Column("erased_at", sa.Float),
+    sa.Column("node", sa.String(64), nullable=False, server_default=""),
 )
 
 turns = sa.Table(
@@ -112,6 +113,33 @@ queue_entries = sa.Table(
     sa.Column("outcome", sa.String(64)),
     sa.Column("context", sa.JSON, nullable=False),
 )
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+)
+
+
+def _mailbox(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("node", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
+    )
+
+
+acd_commands = _mailbox("acd_commands")
+"""Requests of any node to the cluster's ACD leader (see ivr.queue.cluster)."""
+acd_messages = _mailbox("acd_messages")
+"""The leader's offers, cancels, queue updates and replies to one node."""
 
 INDEXES = [
     sa.Index("ix_calls_started_at", calls.c.started_at),

@@ -106,6 +106,8 @@ class Store:
         self.engine = engine
         self.sealer = sealer or Sealer(Fernet.generate_key())
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.node = ""
+        """The node this process serves as (``ivr serve --node``): calls it starts are recorded as its own."""
         # SQLite has one writer at a time: serialise writers here instead of spinning on busy errors.
         self._write_lock = threading.RLock()
 
@@ -128,7 +130,7 @@ class Store:
         """Record a new call (idempotent: a second start of the same id updates its fields)."""
         with self._write() as conn:
             exists = conn.execute(sa.select(t.calls.c.id).where(t.calls.c.id == call_id)).first()
-            values = {"caller": caller, "called": called, "flow": flow, "started_at": started_at}
+            values = {"caller": caller, "called": called, "flow": flow, "started_at": started_at, "node": self.node}
             if exists:
                 conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
             else:
@@ -189,10 +191,13 @@ class Store:
             self._ensure_call(conn, call_id, at)
             conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(ended_at=at, outcome=outcome))
 
-    def close_unfinished_calls(self, at: float, outcome: str = "interrupted") -> list[str]:
-        """End every call that has no end (left by a server that crashed); returns their ids."""
+    def close_unfinished_calls(self, at: float, outcome: str = "interrupted", node: str | None = None) -> list[str]:
+        """End every call of ``node`` (default: this one) that has no end (left by a server that crashed or a
+        node that died); returns their ids. Other nodes' calls are theirs to end."""
+        node = self.node if node is None else node
         with self._write() as conn:
-            ids = [row[0] for row in conn.execute(sa.select(t.calls.c.id).where(t.calls.c.ended_at.is_(None)))]
+            open_calls = sa.select(t.calls.c.id).where(t.calls.c.ended_at.is_(None), t.calls.c.node == node)
+            ids = [row[0] for row in conn.execute(open_calls)]
             if ids:
                 conn.execute(t.calls.update().where(t.calls.c.id.in_(ids)).values(ended_at=at, outcome=outcome))
         return ids
@@ -459,10 +464,11 @@ class Store:
                     conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(agent=fields["agent"]))
 
     def open_queue_entries(self) -> list[dict[str, Any]]:
-        """Entries still waiting, being offered or connected, oldest first."""
+        """Entries still waiting, being offered or connected, oldest first, with the ``node`` holding the call."""
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(t.queue_entries)
+                sa.select(t.queue_entries, t.calls.c.node)
+                .join(t.calls, t.calls.c.id == t.queue_entries.c.call_id)
                 .where(t.queue_entries.c.state.in_(OPEN_ENTRY_STATES))
                 .order_by(t.queue_entries.c.enqueued_at, t.queue_entries.c.id)
             ).all()
