@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class ServerConfig:
     """POST each queued caller's context (masked, with its context link) to this URL."""
     retention_days: float | None = None
     """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
+    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    """This node's name in a cluster (``ivr serve --node``): the calls it holds are recorded as its own."""
 
 
 class IvrServer:
@@ -119,6 +122,7 @@ class IvrServer:
         if "://" not in self.config.database:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
+        self.store.node = self.config.node
         self.config.session.context_url = self.context_url
         if self.config.retention_days is not None:
             from ivr.store.retention import RetentionPurger
@@ -129,9 +133,7 @@ class IvrServer:
         if interrupted:
             log.warning("%d call(s) left in progress by an earlier run closed as interrupted", len(interrupted))
         if self.queue_config is not None:
-            from ivr.queue.engine import Acd
-
-            self.acd = Acd(self.queue_config, self.connector, self.store, context_url=self.context_url)
+            self.acd = self._make_acd()
             self.acd.start()
         self.load_engines()
         self.start_demo_api()
@@ -140,6 +142,17 @@ class IvrServer:
         self._reloader.start()
         log.info("ivr serving %d flow(s) on %s, web http://%s:%d", len(self.flow_status()[0]), self.sip.describe(),
                  self.config.web_host, self.web_port)
+
+    def _make_acd(self) -> Any:
+        """The ACD: this process's own on SQLite; on PostgreSQL one for every node sharing the database."""
+        if self.store.is_sqlite:
+            from ivr.queue.engine import Acd
+
+            return Acd(self.queue_config, self.connector, self.store, context_url=self.context_url)
+        from ivr.queue.cluster import ClusterAcd
+
+        return ClusterAcd(self.queue_config, self.connector, self.store, self.config.node,
+                          context_url=self.context_url)
 
     def load_engines(self) -> None:
         """Load the recognizers the flows need (``start`` does it first). A flow whose recognizer cannot load
@@ -192,6 +205,8 @@ class IvrServer:
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop taking calls, let current calls finish up to ``grace_seconds``, then shut everything down."""
         self._stop.set()
+        if hasattr(self.acd, "drain"):
+            self.acd.drain()
         self.sip.stop(grace_seconds)
         if self.acd is not None:
             self.acd.stop()
