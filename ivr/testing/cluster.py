@@ -173,10 +173,8 @@ class SiteCluster:
                 node.process.terminate()
         for node in self.nodes.values():
             if node.process is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     node.process.wait(20)
-                except subprocess.TimeoutExpired:
-                    pass
                 _kill_group(node.process, signal.SIGKILL)
         if self._edge is not None:
             self._edge.terminate()
