@@ -258,3 +258,10 @@ def test_a_second_process_with_the_same_node_name_is_refused(cluster: Callable[.
     cluster("a")
     with pytest.raises(QueueError, match="another process runs as node 'a'"):
         Node(postgres_url, "a")
+
+
+def test_cluster_queue_benchmark_runs_small(postgres_url: str) -> None:
+    from ivr.bench.queue import bench_cluster_transfer_to_offer
+
+    result = bench_cluster_transfer_to_offer(postgres_url, nodes=2, waiting=6, transfers=4)
+    assert result["transfers"] == 4 and 0 < result["median_ms"] < 5000
