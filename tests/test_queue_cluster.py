@@ -265,3 +265,27 @@ def test_cluster_queue_benchmark_runs_small(postgres_url: str) -> None:
 
     result = bench_cluster_transfer_to_offer(postgres_url, nodes=2, waiting=6, transfers=4)
     assert result["transfers"] == 4 and 0 < result["median_ms"] < 5000
+
+
+def test_any_nodes_console_shows_every_nodes_callers_and_logs_agents_in_cluster_wide(
+        cluster: Callable[..., Node]) -> None:
+    import re
+
+    from werkzeug.security import generate_password_hash
+
+    from ivr.web import create_app
+
+    a, b = cluster("a"), cluster("b")
+    a.store.add_user("ann", generate_password_hash("ann-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    client = create_app(a.store, a.acd, {"secret_key": "test"}).test_client()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").get_data(as_text=True))
+    assert token is not None
+    client.post("/login", data={"name": "ann", "password": "ann-password", "csrf_token": token.group(1)})
+    b.call("b-1")
+    live = client.get("/supervisor/live").get_data(as_text=True)
+    assert 'data-node="a"' in live and 'data-node="b"' in live and "<td>b</td>" in live  # b's caller, on node a
+    page = client.get("/supervisor").get_data(as_text=True)
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert csrf is not None
+    client.post("/supervisor/agents/bob/state", data={"state": "available", "csrf_token": csrf.group(1)})
+    assert wait_for(lambda: b.connector.ringing(), what="bob rung for b's caller")[0].agent == "bob"
