@@ -289,3 +289,36 @@ def test_any_nodes_console_shows_every_nodes_callers_and_logs_agents_in_cluster_
     assert csrf is not None
     client.post("/supervisor/agents/bob/state", data={"state": "available", "csrf_token": csrf.group(1)})
     assert wait_for(lambda: b.connector.ringing(), what="bob rung for b's caller")[0].agent == "bob"
+
+
+def _cut_off(node: Node, conn: Any) -> None:
+    """Kill one of the node's database sessions from the server side (a network cut, a DBA's kill)."""
+    import psycopg
+
+    with psycopg.connect(node.acd.bus.dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+
+def test_a_leader_cut_off_from_the_database_stops_deciding_and_another_takes_over(
+        cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b = cluster("b")
+    _cut_off(a, a.acd._leader_conn)
+    wait_for(lambda: b.leads() and not a.leads(), what="b leading, a not")
+    b.call("b-1")
+    a.acd.set_agent_state("ann", "available")  # a's console still works: its node connection is fine
+    assert wait_for(lambda: b.connector.ringing(), what="b-1 offered")[0].agent == "ann"
+    assert len(b.connector.offers) == 1
+
+
+def test_a_node_taken_for_dead_gives_its_waiting_callers_back_when_it_returns(cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b = cluster("b")
+    b.call("b-1")
+    _cut_off(b, b.acd._node_conn)  # its lock goes with the session: the leader takes b for dead
+    updates = wait_for(lambda: b.acd.poll("b-1"), what="b-1 given back")
+    assert updates[0].reason == "node_down"  # type: ignore[union-attr]
+    assert wait_for(lambda: a.acd.bus.nodes()["b"]["state"] == "up", what="b up again")
+    assert a.store.get_call("b-1")["queue_entries"][-1]["outcome"] == "interrupted"  # type: ignore[index]
