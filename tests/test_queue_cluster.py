@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ivr.queue import Connected, OfferResult, QueueError, parse_queues
+from ivr.queue import Announce, Connected, OfferResult, Overflowed, QueueError, parse_queues
 from ivr.queue.cluster import ClusterAcd
 from ivr.queue.connector import Offer, ReportOffer
 from ivr.store import Store, open_store
@@ -37,6 +37,11 @@ queues:
     agents: [cid, dan, eve]
     ring_timeout: 30
     wrap_up: 0
+  brief:
+    agents: [eve]
+    announce: {every: 5, first_after: 0.2}
+    max_wait: 2
+    overflow: {voicemail: box1, when: [max_wait]}
 """
 
 
@@ -322,3 +327,16 @@ def test_a_node_taken_for_dead_gives_its_waiting_callers_back_when_it_returns(cl
     assert updates[0].reason == "node_down"  # type: ignore[union-attr]
     assert wait_for(lambda: a.acd.bus.nodes()["b"]["state"] == "up", what="b up again")
     assert a.store.get_call("b-1")["queue_entries"][-1]["outcome"] == "interrupted"  # type: ignore[index]
+
+
+def test_announcements_and_overflow_reach_the_callers_node(cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b = cluster("b")
+    a.acd.set_agent_state("eve", "break")  # logged in, busy: the caller waits, hears announcements, overflows
+    b.call("b-1", "brief")
+    heard: list[Any] = []
+    wait_for(lambda: heard.extend(b.acd.poll("b-1")) or any(isinstance(u, Overflowed) for u in heard), timeout=6,
+             what="the overflow")
+    assert isinstance(heard[0], Announce) and heard[0].position == 1
+    assert heard[-1] == Overflowed("voicemail", "box1", "max_wait")
