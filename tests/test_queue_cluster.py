@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ivr.queue import Connected, OfferResult, QueueError, parse_queues
+from ivr.queue import Announce, Connected, OfferResult, Overflowed, QueueError, parse_queues
 from ivr.queue.cluster import ClusterAcd
 from ivr.queue.connector import Offer, ReportOffer
 from ivr.store import Store, open_store
@@ -37,6 +37,11 @@ queues:
     agents: [cid, dan, eve]
     ring_timeout: 30
     wrap_up: 0
+  brief:
+    agents: [eve]
+    announce: {every: 5, first_after: 0.2}
+    max_wait: 2
+    overflow: {voicemail: box1, when: [max_wait]}
 """
 
 
@@ -258,3 +263,80 @@ def test_a_second_process_with_the_same_node_name_is_refused(cluster: Callable[.
     cluster("a")
     with pytest.raises(QueueError, match="another process runs as node 'a'"):
         Node(postgres_url, "a")
+
+
+def test_cluster_queue_benchmark_runs_small(postgres_url: str) -> None:
+    from ivr.bench.queue import bench_cluster_transfer_to_offer
+
+    result = bench_cluster_transfer_to_offer(postgres_url, nodes=2, waiting=6, transfers=4)
+    assert result["transfers"] == 4 and 0 < result["median_ms"] < 5000
+
+
+def test_any_nodes_console_shows_every_nodes_callers_and_logs_agents_in_cluster_wide(
+        cluster: Callable[..., Node]) -> None:
+    import re
+
+    from werkzeug.security import generate_password_hash
+
+    from ivr.web import create_app
+
+    a, b = cluster("a"), cluster("b")
+    a.store.add_user("ann", generate_password_hash("ann-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    client = create_app(a.store, a.acd, {"secret_key": "test"}).test_client()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").get_data(as_text=True))
+    assert token is not None
+    client.post("/login", data={"name": "ann", "password": "ann-password", "csrf_token": token.group(1)})
+    b.call("b-1")
+    live = client.get("/supervisor/live").get_data(as_text=True)
+    assert 'data-node="a"' in live and 'data-node="b"' in live and "<td>b</td>" in live  # b's caller, on node a
+    page = client.get("/supervisor").get_data(as_text=True)
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert csrf is not None
+    client.post("/supervisor/agents/bob/state", data={"state": "available", "csrf_token": csrf.group(1)})
+    assert wait_for(lambda: b.connector.ringing(), what="bob rung for b's caller")[0].agent == "bob"
+
+
+def _cut_off(node: Node, conn: Any) -> None:
+    """Kill one of the node's database sessions from the server side (a network cut, a DBA's kill)."""
+    import psycopg
+
+    with psycopg.connect(node.acd.bus.dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+
+def test_a_leader_cut_off_from_the_database_stops_deciding_and_another_takes_over(
+        cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b = cluster("b")
+    _cut_off(a, a.acd._leader_conn)
+    wait_for(lambda: b.leads() and not a.leads(), what="b leading, a not")
+    b.call("b-1")
+    a.acd.set_agent_state("ann", "available")  # a's console still works: its node connection is fine
+    assert wait_for(lambda: b.connector.ringing(), what="b-1 offered")[0].agent == "ann"
+    assert len(b.connector.offers) == 1
+
+
+def test_a_node_taken_for_dead_gives_its_waiting_callers_back_when_it_returns(cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b = cluster("b")
+    b.call("b-1")
+    _cut_off(b, b.acd._node_conn)  # its lock goes with the session: the leader takes b for dead
+    updates = wait_for(lambda: b.acd.poll("b-1"), what="b-1 given back")
+    assert updates[0].reason == "node_down"  # type: ignore[union-attr]
+    assert wait_for(lambda: a.acd.bus.nodes()["b"]["state"] == "up", what="b up again")
+    assert a.store.get_call("b-1")["queue_entries"][-1]["outcome"] == "interrupted"  # type: ignore[index]
+
+
+def test_announcements_and_overflow_reach_the_callers_node(cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b = cluster("b")
+    a.acd.set_agent_state("eve", "break")  # logged in, busy: the caller waits, hears announcements, overflows
+    b.call("b-1", "brief")
+    heard: list[Any] = []
+    wait_for(lambda: heard.extend(b.acd.poll("b-1")) or any(isinstance(u, Overflowed) for u in heard), timeout=6,
+             what="the overflow")
+    assert isinstance(heard[0], Announce) and heard[0].position == 1
+    assert heard[-1] == Overflowed("voicemail", "box1", "max_wait")

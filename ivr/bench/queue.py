@@ -12,26 +12,47 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
 from werkzeug.security import generate_password_hash
 
 from ivr.queue.config import parse_queues
-from ivr.queue.connector import Offer, ReportOffer
+from ivr.queue.connector import Offer, OfferResult, ReportOffer
 from ivr.queue.engine import Acd
 from ivr.store import Store, open_store
 from ivr.store import schema as t
 
 
 class _TimingConnector:
-    """Notes when each call's first offer reaches 'the phone' (perf_counter)."""
+    """Notes when each call's first offer reaches 'the phone' (perf_counter); ``arrived`` is set each time."""
 
     def __init__(self) -> None:
         self.first_offer: dict[str, float] = {}
+        self.offers: dict[str, Offer] = {}
+        self._reports: dict[str, ReportOffer] = {}
+        self.arrived = threading.Condition()
         self._lock = threading.Lock()
 
     def offer(self, offer: Offer, report: ReportOffer) -> None:
         now = time.perf_counter()
         with self._lock:
             self.first_offer.setdefault(offer.call_id, now)
+            self.offers.setdefault(offer.call_id, offer)
+            self._reports[offer.offer_id] = report
+        with self.arrived:
+            self.arrived.notify_all()
+
+    def wait_offer(self, call_id: str, timeout: float = 10.0) -> Offer:
+        """The first offer of ``call_id``, waiting for it."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: call_id in self.offers, timeout):
+                raise TimeoutError(f"no offer for {call_id} within {timeout:g} s")
+        return self.offers[call_id]
+
+    def answer(self, offer: Offer) -> None:
+        """The agent picks up."""
+        with self._lock:
+            report = self._reports.pop(offer.offer_id)
+        report(offer.offer_id, OfferResult.ANSWERED)
 
     def cancel(self, offer_id: str) -> None:
         pass
@@ -111,6 +132,78 @@ def bench_queue_view_api(store: Store, stored_calls: int = 10_000, requests: int
     waiting = sum(len(q["waiting"]) for q in resp.get_json()["queues"].values())
     return {"stored_calls": store.count_calls(), "waiting": waiting, "median_ms": statistics.median(times),
             "p95_ms": _quantile(times, 0.95)}  # fmt: skip
+
+
+CLUSTER_CONFIG = """
+agents:
+{agents}
+queues:
+  backlog: {{agents: [{busy}], ring_timeout: 30, max_wait: 3600}}
+  fast: {{agents: [{free}], ring_timeout: 30, wrap_up: 0}}
+"""
+
+
+def bench_cluster_transfer_to_offer(url: str, nodes: int = 3, waiting: int = 100,
+                                    transfers: int = 60) -> dict[str, Any]:
+    """ms from a caller joining a queue on one node to the offer reaching that node's connector (the ACD
+    leader deciding on another node or the same), with ``waiting`` callers queued across the nodes."""
+    from ivr.queue.cluster import ClusterAcd
+
+    busy = [f"b{i}" for i in range(5)]
+    free = [f"f{i}" for i in range(10)]
+    text = CLUSTER_CONFIG.format(agents="\n".join(f"  {a}: {{uri: 'sip:{a}@127.0.0.1'}}" for a in busy + free),
+                                 busy=", ".join(busy), free=", ".join(free))
+    members = []
+    key = Fernet.generate_key()  # every node shares the data key
+    for n in range(nodes):
+        store = open_store(url, data_key=key)
+        store.node = f"n{n}"
+        connector = _TimingConnector()
+        acd = ClusterAcd(parse_queues(text), connector, store, store.node)
+        acd.start()
+        members.append((store, connector, acd))
+    try:
+        first = members[0][2]
+        for agent in busy:
+            first.set_agent_state(agent, "break", "bench backlog")
+        for agent in free:
+            first.set_agent_state(agent, "available")
+        for i in range(waiting):
+            store, _, acd = members[i % nodes]
+            store.start_call(f"wait-{i}", f"+1666{i:07d}", "100", "bench", time.time())
+            acd.enqueue(f"wait-{i}", "backlog", context={"intent": "billing"})
+        latencies, local = [], []
+        for i in range(transfers):
+            store, connector, acd = members[i % nodes]
+            call_id = f"bench-{i}"
+            store.start_call(call_id, f"+1555{i:07d}", "100", "bench", time.time())
+            started = time.perf_counter()
+            acd.enqueue(call_id, "fast", context={"intent": "billing", "slots": {"order": str(i)}})
+            offer = connector.wait_offer(call_id)
+            latencies.append((connector.first_offer[call_id] - started) * 1000)
+            local.append(acd.leader is not None)
+            connector.answer(offer)
+            acd.call_finished(call_id)
+        remote = [ms for ms, here in zip(latencies, local, strict=True) if not here]
+    finally:
+        for store, _, acd in members:
+            acd.stop()
+            store.close()
+    return {"nodes": nodes, "waiting": waiting, "transfers": transfers,
+            "median_ms": round(statistics.median(latencies), 1), "p95_ms": round(_quantile(latencies, 0.95), 1),
+            "max_ms": round(max(latencies), 1),
+            "median_ms_leader_elsewhere": round(statistics.median(remote), 1) if remote else None}
+
+
+def run_cluster_queue_bench() -> dict[str, Any]:
+    """The cluster ACD's transfer → offer on a throwaway PostgreSQL server: 3 nodes and 1 node."""
+    from ivr.testing.postgres import TempPostgres
+
+    with TempPostgres(fsync=True) as server:
+        three = bench_cluster_transfer_to_offer(server.new_database(), nodes=3)
+        one = bench_cluster_transfer_to_offer(server.new_database(), nodes=1)
+    return {"three_nodes": three, "one_node": one, "targets": {"median_ms": 100},
+            "ok": three["median_ms"] <= 100}
 
 
 def run_queue_bench() -> dict[str, Any]:

@@ -142,10 +142,16 @@ def calls(n_calls: int, flow: str, stagger: float, callers: str, model: str | No
 @bench.command()
 @click.option("--sip", "real_sip", is_flag=True,
               help="Also measure transfer → agent phone ringing over real SIP (pjsua2 phones; about a minute).")
+@click.option("--cluster", is_flag=True,
+              help="Instead: the cluster ACD on a throwaway PostgreSQL, 3 nodes vs 1, 100 callers waiting.")
 @_record_option
-def queue(real_sip: bool, record: Path | None) -> None:
+def queue(real_sip: bool, cluster: bool, record: Path | None) -> None:
     """Agent queues: transfer → offer with 50 callers waiting across 5 queues; queue-view API with 10,000 calls."""
-    from ivr.bench.queue import run_queue_bench
+    from ivr.bench.queue import run_cluster_queue_bench, run_queue_bench
+
+    if cluster:
+        _run("queue_cluster", run_cluster_queue_bench, record)
+        return
 
     def measure() -> dict[str, Any]:
         result = run_queue_bench()

@@ -100,6 +100,7 @@ class ClusterAcd:
         self.state = "up"
         self._lock = threading.Lock()
         self._updates: dict[str, list[QueueUpdate]] = {}
+        self._queued: dict[str, str] = {}  # this node's callers in a queue, and which
         self._replies: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
         self._ringing: set[str] = set()  # offers this node's connector is ringing
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -113,6 +114,17 @@ class ClusterAcd:
     def start(self) -> None:
         """Join the cluster: take this node's lock (an error if another process runs as this node), listen
         for messages, and stand for leader."""
+        self._node_conn = self._join()
+        self.bus.take_messages()  # left over from an earlier run of this node: its calls are gone
+        self.bus.heartbeat(self.state)
+        self.bus.command("node_started", {}, self.clock())  # the leader closes what an earlier run left open
+        for name, target in (("acd-node", self._node_loop), ("acd-leader", self._leader_loop)):
+            thread = threading.Thread(target=target, name=f"{name}-{self.node}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _join(self) -> psycopg.Connection[Any]:
+        """A connection holding this node's lock and listening for its messages and the cluster's events."""
         conn = self.bus.connect()
         locked = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, node_lock(self.node))).fetchone()
         if not locked or not locked[0]:
@@ -120,20 +132,13 @@ class ClusterAcd:
             raise QueueError(f"another process runs as node {self.node!r}: give each node its own --node name")
         conn.execute(f"LISTEN {node_channel(self.node)}")
         conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-        self._node_conn = conn
-        self.bus.take_messages()  # left over from an earlier run of this node: its calls are gone
-        self.bus.heartbeat(self.state, self.clock())
-        self.bus.command("node_started", {}, self.clock())  # the leader closes what an earlier run left open
-        for name, target in (("acd-node", self._node_loop), ("acd-leader", self._leader_loop)):
-            thread = threading.Thread(target=target, name=f"{name}-{self.node}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        return conn
 
     def drain(self) -> None:
         """The node is stopping: it keeps its calls, the console shows it draining."""
         self.state = "draining"
         with contextlib.suppress(Exception):
-            self.bus.heartbeat(self.state, self.clock())
+            self.bus.heartbeat(self.state)
 
     def stop(self) -> None:
         """Leave the cluster (another node takes over leadership at once)."""
@@ -145,12 +150,10 @@ class ClusterAcd:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
-        if self.leader is not None:
-            self.leader.acd.stop()
-        for conn in (self._leader_conn, self._node_conn):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+        self._abdicate()
+        if self._node_conn is not None:
+            with contextlib.suppress(Exception):
+                self._node_conn.close()
 
     # ----------------------------------------------------------------- calls (the QueueService protocol)
     def has_queue(self, name: str) -> bool:
@@ -164,6 +167,7 @@ class ClusterAcd:
             raise QueueError(f"unknown queue {queue!r}; queues: {', '.join(self.config.queues)}")
         with self._lock:
             self._updates.setdefault(call_id, [])
+            self._queued[call_id] = queue
         reply = self._ask("enqueue", {"call_id": call_id, "queue": queue, "priority": priority,
                                       "context": dict(context or {})})
         return Ticket(**reply["ticket"])
@@ -241,25 +245,41 @@ class ClusterAcd:
     def _forget(self, call_id: str) -> None:
         with self._lock:
             self._updates.pop(call_id, None)
+            self._queued.pop(call_id, None)
+
+    def _give_back_callers(self) -> None:
+        """The cluster took this node for dead (cut off from the database for too long) and closed its
+        callers' entries: hand each caller still waiting back to its session (fallback, voicemail)."""
+        with self._lock:
+            for call_id, queue in self._queued.items():
+                detail = "this node lost the cluster's ACD for a while"
+                self._updates.setdefault(call_id, []).append(Refused(queue, "node_down", detail))
+            self._queued.clear()
 
     # ----------------------------------------------------------------- this node's loop
     def _node_loop(self) -> None:
-        conn = self._node_conn
-        assert conn is not None
         next_beat = 0.0
         while not self._stop.is_set():
             try:
+                if self._node_conn is None or self._node_conn.closed:
+                    self._node_conn = self._join()
                 self._deliver()
                 if time.monotonic() >= next_beat:
-                    self.bus.heartbeat(self.state, self.clock())
+                    if self.bus.heartbeat(self.state) == "down":
+                        log.error("node %s was taken for dead by the cluster: its waiting callers are given back",
+                                  self.node)
+                        self._give_back_callers()
                     next_beat = time.monotonic() + self.heartbeat
-                for note in conn.notifies(timeout=self.heartbeat, stop_after=1):
+                for note in self._node_conn.notifies(timeout=self.heartbeat, stop_after=1):
                     if note.channel == EVENTS_CHANNEL and note.payload:
                         self._tell(json.loads(note.payload))
             except Exception:
                 if self._stop.is_set():
                     return
-                log.exception("cluster node %s: message loop failed; retrying", self.node)
+                log.exception("cluster node %s: lost the database; reconnecting", self.node)
+                if self._node_conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._node_conn.close()
                 self._stop.wait(1.0)
 
     def _deliver(self) -> None:
@@ -311,33 +331,44 @@ class ClusterAcd:
 
     # ----------------------------------------------------------------- standing for leader
     def _leader_loop(self) -> None:
-        try:
-            conn = self.bus.connect()
-            self._leader_conn = conn
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER_OBJECT))  # waits its turn
-        except psycopg.Error:
-            if not self._stop.is_set():
-                log.exception("cluster node %s cannot stand for ACD leader", self.node)
-            return
-        if self._stop.is_set():
-            return
-        conn.execute(f"LISTEN {LEADER_CHANNEL}")
-        log.info("node %s leads the cluster's ACD", self.node)
-        self.leader = _Leadership(self)
-        next_check = 0.0
         while not self._stop.is_set():
             try:
-                self.leader.handle_commands()
-                if time.monotonic() >= next_check:
-                    self.leader.check_nodes()
-                    next_check = time.monotonic() + self.heartbeat
-                for _ in conn.notifies(timeout=self.heartbeat, stop_after=1):
-                    pass
+                self._leader_conn = conn = self.bus.connect()
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER_OBJECT))  # waits its turn
+                if self._stop.is_set():
+                    return
+                conn.execute(f"LISTEN {LEADER_CHANNEL}")
+                log.info("node %s leads the cluster's ACD", self.node)
+                self.leader = _Leadership(self)
+                self._lead(conn, self.leader)
             except Exception:
                 if self._stop.is_set():
                     return
-                log.exception("cluster ACD leader on %s failed; retrying", self.node)
-                self._stop.wait(1.0)
+                log.exception("cluster node %s: lost the ACD leader's connection; standing again", self.node)
+            finally:
+                self._abdicate()
+            self._stop.wait(1.0)
+
+    def _lead(self, conn: psycopg.Connection[Any], leader: _Leadership) -> None:
+        """Apply commands as they come and watch the nodes, until stopped or the connection (and with it the
+        leader's lock) is lost."""
+        next_check = 0.0
+        while not self._stop.is_set():
+            leader.handle_commands()
+            if time.monotonic() >= next_check:
+                leader.check_nodes()
+                next_check = time.monotonic() + self.heartbeat
+            for _ in conn.notifies(timeout=self.heartbeat, stop_after=1):
+                pass
+
+    def _abdicate(self) -> None:
+        """Stop deciding (the lock is gone or the node stops); another node's ACD takes over from the store."""
+        leader, self.leader = self.leader, None
+        if leader is not None:
+            leader.acd.stop()
+        if self._leader_conn is not None:
+            with contextlib.suppress(Exception):
+                self._leader_conn.close()
 
 
 class _Leadership:
@@ -402,10 +433,10 @@ class _Leadership:
         for node, info in self.bus.nodes().items():
             if info["state"] == "down" or node == self.cluster.node:
                 continue
-            if not info["locked"] or now - info["seen_at"] > self.cluster.dead_after:
-                why = "its process ended" if not info["locked"] else f"silent for {now - info['seen_at']:.1f} s"
+            if not info["locked"] or info["silent"] > self.cluster.dead_after:
+                why = "its process ended" if not info["locked"] else f"silent for {info['silent']:.1f} s"
                 log.warning("cluster node %s is down (%s): closing its calls", node, why)
-                self.bus.set_down(node, now)
+                self.bus.set_down(node)
                 self.down.add(node)
                 self._interrupt_calls_of(node)
                 self.bus.drop_messages(node)

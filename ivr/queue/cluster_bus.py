@@ -28,6 +28,7 @@ LEADER_OBJECT = 0
 LEADER_CHANNEL = "ivr_acd"
 EVENTS_CHANNEL = "ivr_acd_events"
 MAX_NOTIFY_BYTES = 7900  # PostgreSQL's payload limit is 8000
+_DB_NOW = sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
 
 
 def node_lock(node: str) -> int:
@@ -100,25 +101,34 @@ class ClusterBus:
             conn.execute(sa.text("SELECT pg_notify(:channel, :text)"), {"channel": EVENTS_CHANNEL, "text": text})
 
     # ------------------------------------------------------------------ nodes
-    def heartbeat(self, state: str, at: float) -> None:
-        """Say this node is alive (``up`` or ``draining``)."""
+    def heartbeat(self, state: str) -> str | None:
+        """Say this node is alive (``up`` or ``draining``), on the database's clock (nodes' clocks may differ);
+        returns the state the cluster had recorded (``down``: it took this node for dead)."""
         nodes = t.nodes
         with self.store.engine.begin() as conn:
-            changed = conn.execute(nodes.update().where(nodes.c.name == self.node).values(state=state, seen_at=at))
-            if changed.rowcount == 0:
-                conn.execute(nodes.insert().values(name=self.node, state=state, started_at=at, seen_at=at))
+            now = conn.execute(sa.select(_DB_NOW)).scalar_one()
+            before = conn.execute(sa.select(nodes.c.state).where(nodes.c.name == self.node).with_for_update()).first()
+            if before is None:
+                conn.execute(nodes.insert().values(name=self.node, state=state, started_at=now, seen_at=now))
+                return None
+            values = {"state": state, "seen_at": now}
+            if before.state == "down":
+                values["started_at"] = now
+            conn.execute(nodes.update().where(nodes.c.name == self.node).values(**values))
+            return str(before.state)
 
-    def set_down(self, node: str, at: float) -> None:
+    def set_down(self, node: str) -> None:
         """Record that ``node`` is gone."""
         with self.store.engine.begin() as conn:
-            conn.execute(t.nodes.update().where(t.nodes.c.name == node).values(state="down", seen_at=at))
+            conn.execute(t.nodes.update().where(t.nodes.c.name == node).values(state="down"))
 
     def nodes(self) -> dict[str, dict[str, Any]]:
-        """Every node ever seen: name → state, started_at, seen_at, locked (its process holds its lock now)."""
+        """Every node ever seen: name → state, started_at, seen_at, silent (seconds since its last heartbeat,
+        on the database's clock), locked (its process holds its lock now)."""
         with self.store.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.nodes)).all()
+            rows = conn.execute(sa.select(t.nodes, (_DB_NOW - t.nodes.c.seen_at).label("silent"))).all()
             held = {r[0] for r in conn.execute(
                 sa.text("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
                         "AND classid = :cls"), {"cls": LOCK_CLASS})}
-        return {r.name: {"state": r.state, "started_at": r.started_at, "seen_at": r.seen_at,
+        return {r.name: {"state": r.state, "started_at": r.started_at, "seen_at": r.seen_at, "silent": r.silent,
                          "locked": node_lock(r.name) in held} for r in rows}

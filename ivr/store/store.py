@@ -521,12 +521,18 @@ class Store:
         cols = [c for c in t.queue_entries.c if c.name != "context"]
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(*cols, t.calls.c.caller, t.calls.c.intent)
+                sa.select(*cols, t.calls.c.caller, t.calls.c.intent, t.calls.c.node)
                 .join(t.calls, t.calls.c.id == t.queue_entries.c.call_id)
                 .where(t.queue_entries.c.state.in_(OPEN_ENTRY_STATES))
                 .order_by(t.queue_entries.c.enqueued_at, t.queue_entries.c.id)
             ).all()
             return [self._open_context(dict(r._mapping)) for r in rows]
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """The nodes of a cluster sharing this database (name, state, started_at, seen_at), by name; none on
+        a single node."""
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(t.nodes).order_by(t.nodes.c.name))]
 
     def live_fingerprint(self) -> tuple[Any, ...]:
         """A cheap value that changes whenever queues, agents or call records change (for live views)."""
@@ -540,6 +546,8 @@ class Store:
                     sa.select(sa.func.max(ag.state_since)).scalar_subquery(),
                     sa.select(sa.func.max(ca.started_at)).scalar_subquery(),
                     sa.select(sa.func.count()).select_from(t.notes).scalar_subquery(),
+                    *(sa.select(sa.func.count()).where(t.nodes.c.state == state).scalar_subquery()
+                      for state in ("up", "draining")),
                 )
             ).one()
             return tuple(row)

@@ -42,7 +42,9 @@ def _free_port() -> int:
 class TempPostgres:
     """A PostgreSQL server of its own, stopped and deleted on ``stop`` (or leaving a ``with`` block)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
+        """``fsync=False`` (tests) trades crash safety for speed; benchmarks keep PostgreSQL's default (on)."""
+        self.fsync = fsync
         self.bindir = _bindir()
         self.port = _free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="ivr-pg-"))
@@ -60,7 +62,7 @@ class TempPostgres:
         self._server = subprocess.Popen(
             [*self._prefix, str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
              "-k", str(self.workdir), "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300",
-             "-c", "fsync=off"],
+             "-c", f"fsync={'on' if self.fsync else 'off'}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.workdir,
         )
         deadline = time.monotonic() + timeout

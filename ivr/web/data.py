@@ -26,6 +26,7 @@ def queue_view(store: Store, config: AcdConfig | None, now: float | None = None)
             "priority": row["priority"],
             "state": row["state"],
             "agent": row["agent"],
+            "node": row["node"],
             "enqueued_at": row["enqueued_at"],
             "wait": round((row["answered_at"] or now) - row["enqueued_at"], 1),
         }
@@ -50,7 +51,7 @@ def queue_view(store: Store, config: AcdConfig | None, now: float | None = None)
                 "missed_offers": s["missed_offers"] if s else 0,
             }
         )
-    return {"at": now, "queues": queues, "agents": agents}
+    return {"at": now, "queues": queues, "agents": agents, "nodes": store.list_nodes()}
 
 
 def mask_number(number: str) -> str:
