@@ -60,6 +60,8 @@ queues:
 
 NODE_READY = "ivr: serving"
 """What ``ivr serve`` prints once it answers calls."""
+LEADS = "leads the cluster's ACD"
+"""What a node logs when it becomes the ACD's leader."""
 
 
 def _port_free(port: int) -> bool:
@@ -112,6 +114,11 @@ class ClusterNode:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def run_log(self) -> str:
+        """What the node's current run logged so far."""
+        text = self.log.read_text(errors="replace")
+        return text[text.rfind(f"==== start {self.starts} ===="):]
 
     def pids(self) -> list[int]:
         """The node's processes (its server and SIP workers)."""
@@ -223,6 +230,12 @@ class SiteCluster:
         if not wait_for(self._edge_answers, 10):
             raise IvrError(f"Kamailio did not start; see {self.work / 'kamailio.log'}")
 
+    @property
+    def edge_pid(self) -> int:
+        """Kamailio's main process id."""
+        assert self._edge is not None
+        return self._edge.pid
+
     def _edge_answers(self) -> bool:
         try:
             self.rpc.call("core.version", timeout=0.5)
@@ -304,13 +317,11 @@ class SiteCluster:
     def wait_ready(self, name: str, timeout: float = 90.0) -> None:
         """Wait until node ``name`` serves calls (its banner) and Kamailio routes to all its workers."""
         node = self.nodes[name]
-        marker = f"==== start {node.starts} ===="
 
         def ready() -> bool:
             if not node.running:
-                raise IvrError(f"node {name} exited; see {node.log}:\n" + node.log.read_text()[-3000:])
-            text = node.log.read_text(errors="replace")
-            return NODE_READY in text[text.rfind(marker):]
+                raise IvrError(f"node {name} exited; see {node.log}:\n" + node.run_log()[-3000:])
+            return NODE_READY in node.run_log()
 
         if not wait_for(ready, timeout, interval=0.2):
             raise IvrError(f"node {name} did not start within {timeout:.0f} s; see {node.log}")
@@ -325,6 +336,11 @@ class SiteCluster:
         _kill_group(node.process, signal.SIGKILL)
         node.process.wait(10)
         return at
+
+    def leader(self) -> str | None:
+        """The running node that leads the ACD (the one whose current run logged it; None while unclear)."""
+        leaders = [n.name for n in self.nodes.values() if n.running and LEADS in n.run_log()]
+        return leaders[0] if len(leaders) == 1 else None
 
     def pids(self, names: Iterable[str] | None = None) -> list[int]:
         """Processes of the given nodes (default: all)."""
