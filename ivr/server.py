@@ -17,6 +17,7 @@ from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.flow.schema import flow_fallback_queue
 from ivr.metrics import FanOut, Metrics
+from ivr.node import check_node_name, default_node_name
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.sip.agents import SipAgentConnector
@@ -36,6 +37,8 @@ class ServerConfig:
     """Everything ``ivr serve`` needs."""
 
     flows_dir: Path
+    node: str = field(default_factory=default_node_name)
+    """This node's name among the nodes sharing the database (default: the short host name)."""
     sip: SipConfig = field(default_factory=SipConfig)
     edge: EdgeOptions = field(default_factory=EdgeOptions)
     web_host: str = "127.0.0.1"
@@ -77,6 +80,7 @@ class IvrServer:
         """``connector`` rings agents for the queues (default: SIP agent calls, bridged or REFER per queue).
         ``services``: speech engines already loaded, by engine name (e.g. shared by several servers in one
         process); they are used as they are and left running by ``stop``."""
+        check_node_name(config.node)  # raises NodeNameError: refuse to start
         self.config = config
         self.metrics = Metrics()
         self.queue_config: Any = None
@@ -140,8 +144,8 @@ class IvrServer:
         self._start_web()
         self.sip.start()
         self._reloader.start()
-        log.info("ivr serving %d flow(s) on %s, web http://%s:%d", len(self.flow_status()[0]), self.sip.describe(),
-                 self.config.web_host, self.web_port)
+        log.info("ivr node %s serving %d flow(s) on %s, web http://%s:%d", self.config.node,
+                 len(self.flow_status()[0]), self.sip.describe(), self.config.web_host, self.web_port)
 
     def _make_acd(self) -> Any:
         """The ACD: this process's own on SQLite; on PostgreSQL one for every node sharing the database."""
