@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ class ServerConfig:
 
     flows_dir: Path
     node: str = field(default_factory=default_node_name)
-    """This node's name among the nodes sharing the database (default: the short host name)."""
+    """This node's name among the nodes sharing the database (default: the short host name): the calls it
+    holds are recorded as its own."""
     sip: SipConfig = field(default_factory=SipConfig)
     edge: EdgeOptions = field(default_factory=EdgeOptions)
     web_host: str = "127.0.0.1"
@@ -68,8 +68,6 @@ class ServerConfig:
     """POST each queued caller's context (masked, with its context link) to this URL."""
     retention_days: float | None = None
     """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
-    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
-    """This node's name in a cluster (``ivr serve --node``): the calls it holds are recorded as its own."""
 
 
 class IvrServer:
