@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.flow.schema import flow_fallback_queue
 from ivr.metrics import FanOut, Metrics
+from ivr.node import check_node_name, default_node_name
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.sip.agents import SipAgentConnector
@@ -36,6 +36,9 @@ class ServerConfig:
     """Everything ``ivr serve`` needs."""
 
     flows_dir: Path
+    node: str = field(default_factory=default_node_name)
+    """This node's name among the nodes sharing the database (default: the short host name): the calls it
+    holds are recorded as its own."""
     sip: SipConfig = field(default_factory=SipConfig)
     edge: EdgeOptions = field(default_factory=EdgeOptions)
     web_host: str = "127.0.0.1"
@@ -65,8 +68,6 @@ class ServerConfig:
     """POST each queued caller's context (masked, with its context link) to this URL."""
     retention_days: float | None = None
     """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
-    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
-    """This node's name in a cluster (``ivr serve --node``): the calls it holds are recorded as its own."""
 
 
 class IvrServer:
@@ -77,6 +78,7 @@ class IvrServer:
         """``connector`` rings agents for the queues (default: SIP agent calls, bridged or REFER per queue).
         ``services``: speech engines already loaded, by engine name (e.g. shared by several servers in one
         process); they are used as they are and left running by ``stop``."""
+        check_node_name(config.node)  # raises NodeNameError: refuse to start
         self.config = config
         self.metrics = Metrics()
         self.queue_config: Any = None
@@ -140,8 +142,8 @@ class IvrServer:
         self._start_web()
         self.sip.start()
         self._reloader.start()
-        log.info("ivr serving %d flow(s) on %s, web http://%s:%d", len(self.flow_status()[0]), self.sip.describe(),
-                 self.config.web_host, self.web_port)
+        log.info("ivr node %s serving %d flow(s) on %s, web http://%s:%d", self.config.node,
+                 len(self.flow_status()[0]), self.sip.describe(), self.config.web_host, self.web_port)
 
     def _make_acd(self) -> Any:
         """The ACD: this process's own on SQLite; on PostgreSQL one for every node sharing the database."""

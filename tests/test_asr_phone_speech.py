@@ -165,6 +165,17 @@ def test_ivr_bench_wer_scores_real_speech(tmp_path: Path) -> None:
     assert fast["median_ms"] < stock["median_ms"]
 
 
+def test_redecode_sweep_scores_each_threshold_from_the_same_decodes() -> None:
+    from ivr.bench.wer import run_redecode_sweep
+
+    report = run_redecode_sweep("dev", "tiny.en", ("asterisk",), limit=4, thresholds=(0.0, 1.01))
+    rules = report["rules"]
+    never, always = rules["again when mean word probability < 0.0"], rules["again when mean word probability < 1.01"]
+    assert report["utterances"] == 4 and never["decoded_twice_percent"] == 0 and always["decoded_twice_percent"] == 100
+    assert never["wer_percent"] == rules["short window only"]["wer_percent"]
+    assert always["median_ms"] > never["median_ms"]
+
+
 def test_resampled_line_audio_matches_a_calls_rate(prompts: dict[str, corpus.Utterance]) -> None:
     audio = corpus.line_audio(prompts["vm-dialout"])
     assert audio.dtype == np.float32 and np.abs(audio).max() <= 1.0

@@ -95,12 +95,13 @@ def test_numbers_no_flow_claims_get_the_configured_answer_and_the_log_says_which
 def _serve(flows: Path, db: Path, sip_port: int, cwd: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ivr.cli.main", "serve", "--flows", str(flows), "--sip-host", "127.0.0.1",
-         "--sip-port", str(sip_port), "--web-port", "0", "--database", str(db), "--max-calls", "8"],
+         "--sip-port", str(sip_port), "--web-port", "0", "--database", str(db), "--max-calls", "8",
+         "--node", "box-1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("ivr: serving"):
-            assert "Kamailio edge, 2 worker(s)" in line, line
+            assert "Kamailio edge, 2 worker(s)) as node box-1;" in line, line
             return process
     raise AssertionError(f"ivr serve did not start (exit {process.wait()})")
 

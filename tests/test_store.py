@@ -175,3 +175,16 @@ def test_calls_left_in_progress_by_a_crash_are_closed_as_interrupted(tmp_path: P
     finished = store.get_call("done")
     assert finished is not None and finished["outcome"] == "completed" and finished["ended_at"] == 20.0
     assert store.close_unfinished_calls(100.0) == []
+
+
+@pytest.mark.slow
+def test_a_restarting_node_closes_only_its_own_calls_left_open(postgres_url: str) -> None:
+    a, b = open_store(postgres_url), open_store(postgres_url)
+    a.node, b.node = "a", "b"
+    a.start_call("on-a", "1", "100", "hotline", 10.0)
+    b.start_call("on-b", "2", "100", "hotline", 10.0)
+    assert a.close_unfinished_calls(99.0) == ["on-a"]
+    call = b.get_call("on-b")
+    assert call is not None and call["ended_at"] is None and call["node"] == "b"
+    a.close()
+    b.close()

@@ -154,6 +154,72 @@ def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
     return report
 
 
+REDECODE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
+
+
+def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tuple[str, ...] = corpus.SOURCES,
+                       limit: int = 0, thresholds: tuple[float, ...] = REDECODE_THRESHOLDS) -> dict[str, Any]:
+    """How the fast path's second pass should be triggered: each utterance (under 25 s) is decoded once with
+    the short window, once with the full window and once by stock ``transcribe()``; every rule "decode again
+    when the mean word probability is under T" is then scored from those results (WER, share decoded twice,
+    median and mean time against stock's)."""
+    from ivr.speech.asr.whisper_engine import PAD_SECONDS, SHORT_UTTERANCE_SECONDS, WINDOW_SECONDS, WhisperEngine
+    from ivr.speech.models import whisper_model_dir
+
+    engine = WhisperEngine(whisper_model_dir(model), cpu_threads=1, num_workers=1)
+    language = "en" if model.endswith(".en") else None
+    utterances = [u for u in corpus.choose(corpus.load(sources), split)][: limit or None]
+    runs: list[dict[str, Any]] = []
+    for utterance in utterances:
+        audio = resample(corpus.line_audio(utterance), corpus.LINE_RATE, 16000)
+        seconds = len(audio) / 16000
+        if seconds > SHORT_UTTERANCE_SECONDS:
+            continue
+        run = {"ref": normalize(utterance.text), "kind": utterance.kind, "audio_s": seconds}
+        for name, window in (("short", seconds + PAD_SECONDS), ("full", WINDOW_SECONDS)):
+            started = time.perf_counter()
+            heard = engine._decode(audio, None, window)
+            run[name] = (normalize(heard.text), heard.confidence, time.perf_counter() - started)
+        started = time.perf_counter()
+        segments, _ = engine.whisper.transcribe(audio, language=language, beam_size=1)
+        run["stock"] = (normalize(" ".join(s.text.strip() for s in segments)), 1.0, time.perf_counter() - started)
+        runs.append(run)
+    if not runs:
+        raise IvrError("no utterances to score (is the corpus installed? see `ivr bench wer --help`)")
+
+    def score(name: str, pick: Callable[[dict[str, Any]], tuple[str, float]]) -> dict[str, Any]:
+        result = SettingResult(name)
+        for run in runs:
+            text, elapsed = pick(run)
+            result.refs.append(run["ref"])
+            result.hyps.append(text)
+            result.kinds.append(run["kind"])
+            result.seconds.append(elapsed)
+            result.audio_seconds.append(run["audio_s"])
+        summary = result.summary()
+        summary["mean_ms"] = round(1000 * statistics.mean(result.seconds), 1)
+        return summary
+
+    stock = score("stock", lambda r: (r["stock"][0], r["stock"][2]))
+    rules = {"short window only": score("short", lambda r: (r["short"][0], r["short"][2])),
+             "full window only": score("full", lambda r: (r["full"][0], r["full"][2]))}
+    for threshold in thresholds:
+        def pick(r: dict[str, Any], t: float = threshold) -> tuple[str, float]:
+            text, confidence, elapsed = r["short"]
+            if text and confidence < t:
+                return (r["full"][0] or text), elapsed + r["full"][2]
+            return text, elapsed
+        rule = score(f"mean < {threshold}", pick)
+        rule["decoded_twice_percent"] = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold
+                                                        for r in runs) / len(runs), 1)
+        rules[f"again when mean word probability < {threshold}"] = rule
+    for rule in rules.values():
+        rule["wer_minus_stock_points"] = round(rule["wer_percent"] - stock["wer_percent"], 2)
+        rule["median_over_stock"] = round(rule["median_ms"] / stock["median_ms"], 2)
+        rule["mean_over_stock"] = round(rule["mean_ms"] / stock["mean_ms"], 2)
+    return {"split": split, "model": model, "utterances": len(runs), "stock": stock, "rules": rules}
+
+
 MULTILINGUAL_PROBE = {
     "ko": ["주문 상태를 확인하고 싶어요", "상담원과 통화하고 싶습니다", "요금 청구서에 대해 문의드립니다",
            "배송이 아직 도착하지 않았어요", "비밀번호를 잊어버렸어요", "감사합니다 좋은 하루 되세요"],

@@ -91,12 +91,18 @@ def turns(fast: bool, record: Path | None) -> None:
               help="Corpus sources (default all; the Asterisk prompts need apt-get install "
                    "asterisk-core-sounds-en-wav asterisk-core-sounds-en).")
 @click.option("--limit", default=0, help="Only the first N utterances (0: all).")
+@click.option("--redecode-sweep", is_flag=True,
+              help="Instead: score thresholds for the fast path's second pass (use with --split dev).")
 @_record_option
-def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: int, record: Path | None) -> None:
+def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: int, redecode_sweep: bool,
+        record: Path | None) -> None:
     """Word error rate on real human speech over a phone line: the fast path against stock transcribe."""
     from ivr.bench.corpus import SOURCES
-    from ivr.bench.wer import run_wer_bench
+    from ivr.bench.wer import run_redecode_sweep, run_wer_bench
 
+    if redecode_sweep:
+        _run(f"wer_redecode_{split}", lambda: run_redecode_sweep(split, models[0], sources or SOURCES, limit), record)
+        return
     _run(f"wer_{split}", lambda: run_wer_bench(split, models, sources or SOURCES, limit), record)
 
 

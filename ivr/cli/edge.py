@@ -8,6 +8,7 @@ import click
 
 from ivr.sip.config import SipConfig
 from ivr.sip.edge import EdgeFiles, EdgeOptions, render_config, render_dispatcher_list, render_tls_config
+from ivr.sip.edge_nodes import parse_nodes, render_site_dispatcher_list
 from ivr.sip.workers import WorkerAddress, workers_needed
 
 
@@ -28,13 +29,31 @@ def edge() -> None:
 @click.option("--max-calls", default=30, show_default=True, help="The node's --max-calls (sets the worker count).")
 @click.option("--worker-host", default="127.0.0.1", show_default=True, help="The node's --worker-host.")
 @click.option("--worker-ports", default=5100, show_default=True, help="The node's --worker-ports BASE.")
+@click.option("--node", "node_specs", multiple=True, metavar="NAME=HOST:BASE[:MAXCALLS]",
+              help="A node behind this Kamailio (repeatable): its --worker-host, --worker-ports and --max-calls "
+              "(default --max-calls); replaces --worker-host and --worker-ports.")
+@click.option("--nodes", "node_lists", multiple=True, metavar="LIST",
+              help="Several --node values, comma-separated.")
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               help="Write kamailio.cfg, dispatcher.list (and tls.cfg) into this folder instead of printing.")
 @click.option("--run-dir", default="/run/kamailio", show_default=True, help="Where Kamailio puts its RPC socket.")
 def config(sip_host: str, sip_port: int, transport: str, tls_port: int, tls_cert: Path | None, tls_key: Path | None,
            allow_from: tuple[str, ...], invite_rate: int, max_calls: int, worker_host: str, worker_ports: int,
-           output: Path | None, run_dir: str) -> None:
-    """Print (or write) a ready Kamailio configuration for nodes run with ``ivr serve --edge external``."""
+           node_specs: tuple[str, ...], node_lists: tuple[str, ...], output: Path | None, run_dir: str) -> None:
+    """Print (or write) a ready Kamailio configuration for nodes run with ``ivr serve --edge external``.
+
+    One node: --worker-host, --worker-ports and --max-calls as given to its ``ivr serve``. Several: one --node
+    NAME=HOST:BASE[:MAXCALLS] each; the dispatcher set then holds every node's workers.
+    """
+    nodes = parse_nodes((*node_specs, *node_lists), max_calls) if node_specs or node_lists else []
+    if nodes:
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in ("worker_host", "worker_ports")
+                 if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+        if given:
+            verb = "describe" if len(given) > 1 else "describes"
+            raise click.UsageError(f"{' and '.join(given)} {verb} one node: with --node, give each node's "
+                                   "HOST:BASE in its --node instead")
     sip = SipConfig(host=sip_host, port=sip_port, transports=tuple(t.strip() for t in transport.split(",") if t),
                     max_calls=max_calls, allow_from=allow_from)
     sip.check()
@@ -43,9 +62,14 @@ def config(sip_host: str, sip_port: int, transport: str, tls_port: int, tls_cert
                           addresses=(sip_host,))
     folder = (output or Path("/etc/kamailio")).resolve()
     files = EdgeFiles(folder, Path(run_dir))
-    workers = [WorkerAddress(i, worker_host, worker_ports + i) for i in range(workers_needed(max_calls))]
-    text = render_config(sip, options, files, written_by="ivr edge config")
-    dispatcher = render_dispatcher_list(workers, None)
+    if len(nodes) > 1:
+        text = render_config(sip, options, files, written_by="ivr edge config", nodes=[n.name for n in nodes])
+        dispatcher = render_site_dispatcher_list(nodes)
+    else:  # one node: exactly what --worker-host/--worker-ports give
+        workers = nodes[0].workers() if nodes else [
+            WorkerAddress(i, worker_host, worker_ports + i) for i in range(workers_needed(max_calls))]
+        text = render_config(sip, options, files, written_by="ivr edge config")
+        dispatcher = render_dispatcher_list(workers, None)
     if output is None:
         click.echo(text, nl=False)
         click.echo(f"\n# {files.dispatcher}:\n" + "".join(f"# {line}\n" for line in dispatcher.splitlines()), nl=False)

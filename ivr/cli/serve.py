@@ -16,6 +16,9 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 
 
 @click.command()
+@click.option("--node", default=None, metavar="NAME",
+              help="This node's name among several sharing the database (letters, digits, '-', '_'; "
+              "default: the short host name).")
 @click.option("--flows", "flows_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("flows"),
               show_default=True, help="Folder of flow YAML files (hot-reloaded).")
 @click.option("--sip-host", default="0.0.0.0", show_default=True, help="Address to listen on for SIP.")
@@ -64,7 +67,7 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 @click.option("--demo-api/--no-demo-api", default=True, show_default=True,
               help=f"Answer the demo hotline's order look-ups on {DEMO_API_HOST}:{DEMO_API_PORT} (off when a "
                    "--var api_base is given, or the port is taken).")
-def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
+def serve(node: str | None, flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
           max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
@@ -73,10 +76,15 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
           crm_webhook: str | None, public_url: str | None, retention_days: float | None, grace: float,
           demo_api: bool) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
+    from ivr.node import NodeNameError, check_node_name, default_node_name
     from ivr.server import IvrServer, ServerConfig
     from ivr.sip.config import RegistrationConfig, SipConfig
     from ivr.sip.edge import EdgeOptions
 
+    try:
+        node = check_node_name(node) if node is not None else default_node_name()
+    except NodeNameError as exc:
+        raise click.BadParameter(str(exc), param_hint="--node") from None
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     extra = {}
     for item in variables:
@@ -95,7 +103,7 @@ def serve(flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_hos
         queues_file = Path("config/queues.yaml")
     edge = EdgeOptions(mode=edge_mode, tls_port=tls_port, tls_cert=tls_cert, tls_key=tls_key, invite_rate=invite_rate,
                        addresses=edge_address, worker_host=worker_host, worker_port_base=worker_ports)
-    config = ServerConfig(flows_dir=flows_dir, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
+    config = ServerConfig(flows_dir=flows_dir, node=node, sip=sip, edge=edge, web_host=web_host, web_port=web_port,
                           database=database, queues_file=queues_file, default_flow=default_flow, unrouted=unrouted,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
                           demo_api_port=DEMO_API_PORT if demo_api else None, secure_cookies=secure_cookies,
@@ -116,8 +124,8 @@ def serve_banner(server: Any, web_host: str) -> str:
     other flow is not served, the console and the demo order API."""
     served, refused = server.flow_status()
     flows = ", ".join(_with_numbers(server.flows.get(name)) for name in served)
-    lines = [f"ivr: serving {flows} on {server.sip.describe()}; console http://{web_host}:{server.web_port}/  "
-             "(Ctrl-C stops)"]
+    lines = [f"ivr: serving {flows} on {server.sip.describe()} as node {server.config.node}; console "
+             f"http://{web_host}:{server.web_port}/  (Ctrl-C stops)"]
     lines += [f"ivr: not serving {name}: {why}" for name, why in refused.items()]
     if server.demo_api is not None:
         lines.append(f"ivr: demo order API on {server.demo_api.base_url} (--no-demo-api turns it off)")

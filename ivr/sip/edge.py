@@ -157,8 +157,9 @@ class EdgeFiles:
 
 
 def render_config(sip: SipConfig, options: EdgeOptions, files: EdgeFiles, *, written_by: str = "ivr serve",
-                  module_dir: str | None = None, debug: int = 2) -> str:
-    """The Kamailio configuration of a node's edge."""
+                  module_dir: str | None = None, debug: int = 2, nodes: Sequence[str] = ()) -> str:
+    """The Kamailio configuration of a node's edge, or of the site's edge in front of several ``nodes``
+    (their names; a 503 from one node's worker then fails over to the next node)."""
     loopback = sip.host in ("127.0.0.1", "localhost")
     listen: list[str] = []
     if sip.host not in ("0.0.0.0", "", "::"):  # else Kamailio binds every local address itself
@@ -183,6 +184,7 @@ def render_config(sip: SipConfig, options: EdgeOptions, files: EdgeFiles, *, wri
         invite_rate=options.invite_rate, other_rate=options.other_rate, retry_after=RETRY_AFTER_SECONDS,
         max_message_bytes=3500, allow_from=list(sip.allow_from), refusals=REFUSALS,
         register_contact=register_contact(sip) if sip.registration is not None else "",
+        nodes=list(nodes) if len(nodes) > 1 else [],
     )
 
 

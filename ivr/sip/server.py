@@ -34,6 +34,7 @@ from ivr.sip.admission import RETRY_AFTER_SECONDS, Admission, IncomingCall, Rout
 from ivr.sip.channel import SipChannel, run_call
 from ivr.sip.config import PJSUA_MAX_CALLS, RegistrationState, SipConfig
 from ivr.sip.media import IDLE_SINK, CallAudioPort
+from ivr.sip.probe_guard import ProbeGuard
 from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_user
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class SipServer:
     ``admission`` decides on every new call (default: an ``Admission`` of this endpoint alone, with
     ``route(called_user)`` deciding whether a dialled user exists, False → 404). Other refusals: 403 for
     INVITEs that did not come through ``config.edge`` when one is set, 488 (by pjsua) for offers without
-    PCMU, PCMA or G.722. OPTIONS are answered by pjsua. One process holds one endpoint of at most
+    PCMU, PCMA or G.722. OPTIONS are answered by pjsua (503 once draining). One process holds one endpoint of at most
     ``PJSUA_MAX_CALLS`` calls; ``ivr.sip.service.SipService`` runs more in worker processes.
     """
 
@@ -208,6 +209,7 @@ class SipServer:
         self._log_writer: _LogWriter | None = None
         self._loop_at = time.monotonic()
         self._agent_legs: AgentLegs | None = None
+        self._probe_guard: ProbeGuard | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -227,11 +229,16 @@ class SipServer:
             raise SipError(f"cannot start SIP on {self.config.host}:{self.config.port}: {reason}; "
                            "is the port in use? pick another one")
 
+    def drain(self) -> None:
+        """Refuse new calls and answer OPTIONS probes with 503 from now on (an edge's dispatcher then takes this
+        endpoint out); calls in progress go on."""
+        self._stopping = True
+
     def stop(self, grace_seconds: float = 0.0) -> None:
-        """Refuse new calls (503), let current calls run up to ``grace_seconds``, then hang up and shut down."""
+        """Drain, let current calls run up to ``grace_seconds``, then hang up and shut down."""
         if self._thread is None:
             return
-        self._stopping = True
+        self.drain()
         deadline = time.monotonic() + grace_seconds
         while self.stats.active_calls and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -368,6 +375,8 @@ class SipServer:
         ep_cfg.logConfig.consoleLevel = cfg.log_level
         ep_cfg.logConfig.msgLogging = cfg.log_level >= 4
         ep.libInit(ep_cfg)
+        self._probe_guard = ProbeGuard(lambda: self._stopping)
+        self._probe_guard.install()
         ep.audDevManager().setNullDev()  # the conference clock: a null device ticking every 20 ms
         for codec in ep.codecEnum2():
             ep.codecSetPriority(codec.codecId, CODEC_PRIORITIES.get(codec.codecId, 0))

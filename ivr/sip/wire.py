@@ -93,6 +93,11 @@ class AdmitReply:
 
 
 @dataclass(frozen=True)
+class Drain:
+    """The node is stopping: refuse new calls and answer OPTIONS probes 503; calls in progress go on."""
+
+
+@dataclass(frozen=True)
 class Quit:
     """Hang up every call and exit."""
 
@@ -209,11 +214,12 @@ class Registration:
     registered: bool
 
 
-ToWorker = Setup | Play | StopPlayback | HangUp | Transfer | DialAgent | CancelAgent | AdmitReply | Quit
+ToWorker = (Setup | Play | StopPlayback | HangUp | Transfer | DialAgent | CancelAgent | AdmitReply | Drain
+            | Quit)
 FromWorker = (Ready | StartFailed | Heartbeat | AdmitRequest | CallStarted | Frames | Dtmf | CallEnded
               | CallFinished | TransferResult | AgentResult | Registration)
 
-_TO_WORKER = (Setup, Play, StopPlayback, HangUp, Transfer, DialAgent, CancelAgent, AdmitReply, Quit)
+_TO_WORKER = (Setup, Play, StopPlayback, HangUp, Transfer, DialAgent, CancelAgent, AdmitReply, Drain, Quit)
 _FROM_WORKER = (Ready, StartFailed, Heartbeat, AdmitRequest, CallStarted, Frames, Dtmf, CallEnded, CallFinished,
                 TransferResult, AgentResult, Registration)
 

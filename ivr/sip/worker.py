@@ -183,6 +183,8 @@ def _read_commands(pipe: wire.WorkerPipe, server: SipServer, calls: _Calls, admi
                 return
             if isinstance(command, wire.AdmitReply):
                 admission.answered(command)
+            elif isinstance(command, wire.Drain):
+                server.drain()
             elif isinstance(command, wire.CancelAgent):
                 server.cancel_agent_call(command.request)
             elif isinstance(command, wire.Play | wire.StopPlayback | wire.HangUp | wire.Transfer | wire.DialAgent):

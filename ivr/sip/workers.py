@@ -159,6 +159,8 @@ class WorkerLink:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.pipe.send(wire.Setup(config))
+        if pool.draining:  # a replacement started while the node stops
+            self.pipe.send(wire.Drain())
         self.reader = threading.Thread(target=self._read, name=f"ivr-sip-worker-{index}", daemon=True)
         self.reader.start()
 
@@ -325,6 +327,8 @@ class WorkerPool:
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="ivr-sip-supervisor", daemon=True)
         self._noticed_at: dict[int, float] = {}
+        self.draining = False
+        """Stopping: the workers refuse new calls and answer the edge's OPTIONS probes 503 (see ``drain``)."""
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -340,9 +344,17 @@ class WorkerPool:
         self._supervisor.start()
         log.info("SIP workers ready: %s", ", ".join(a.uri for a in self.ready_addresses()))
 
-    def stop(self, grace_seconds: float = 0.0) -> None:
-        """Refuse new calls, let current ones run up to ``grace_seconds``, then stop every worker."""
+    def drain(self) -> None:
+        """Refuse new calls and make every worker answer OPTIONS 503, so an edge's probes take the node out;
+        calls in progress go on."""
         self.admission.stopping = True
+        self.draining = True
+        for link in list(self.links):
+            link.pipe.send(wire.Drain())
+
+    def stop(self, grace_seconds: float = 0.0) -> None:
+        """Drain, let current calls run up to ``grace_seconds``, then stop every worker."""
+        self.drain()
         deadline = time.monotonic() + grace_seconds
         while self.admission.active_calls and time.monotonic() < deadline:
             time.sleep(0.05)

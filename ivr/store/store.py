@@ -193,10 +193,12 @@ class Store:
 
     def close_unfinished_calls(self, at: float, outcome: str = "interrupted", node: str | None = None) -> list[str]:
         """End every call of ``node`` (default: this one) that has no end (left by a server that crashed or a
-        node that died); returns their ids. Other nodes' calls are theirs to end."""
-        node = self.node if node is None else node
+        node that died); returns their ids. Other nodes' calls are theirs to end; a SQLite database serves
+        one node, so there every call is this node's, and calls recorded before nodes had names are too."""
+        open_calls = sa.select(t.calls.c.id).where(t.calls.c.ended_at.is_(None))
+        if not self.is_sqlite:
+            open_calls = open_calls.where(t.calls.c.node.in_({self.node if node is None else node, ""}))
         with self._write() as conn:
-            open_calls = sa.select(t.calls.c.id).where(t.calls.c.ended_at.is_(None), t.calls.c.node == node)
             ids = [row[0] for row in conn.execute(open_calls)]
             if ids:
                 conn.execute(t.calls.update().where(t.calls.c.id.in_(ids)).values(ended_at=at, outcome=outcome))
