@@ -89,17 +89,6 @@ def _kill_group(process: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(process.pid, sig)
 
 
-_HELP: dict[str, str] = {}
-
-
-def _has_option(command: list[str], option: str) -> bool:
-    key = " ".join(command)
-    if key not in _HELP:
-        _HELP[key] = subprocess.run([*SiteCluster.ivr_command(), *command, "--help"], capture_output=True,
-                                    text=True, env=SiteCluster.base_env()).stdout
-    return option in _HELP[key]
-
-
 @dataclass
 class ClusterNode:
     """One ``ivr serve --node NAME`` process (and its SIP worker processes, in its process group)."""
@@ -201,20 +190,10 @@ class SiteCluster:
         run.mkdir(parents=True, exist_ok=True)
         per_node = workers_needed(self.max_calls)
         nodes = [f"--node={n.name}=127.0.0.1:{n.worker_base}:{self.max_calls}" for n in self.nodes.values()]
-        if not _has_option(["edge", "config"], "--node"):  # INTERIM until ivr edge config --node is merged
-            first = next(iter(self.nodes.values()))
-            nodes = ["--worker-ports", str(first.worker_base), "--max-calls", str(self.max_calls)]
         subprocess.run(
             [*self.ivr_command(), "edge", "config", "--sip-host", "127.0.0.1", "--sip-port", str(self.sip_port),
              "--transport", "udp", "--invite-rate", "200", *nodes, "-o", str(folder), "--run-dir", str(run)],
             check=True, capture_output=True, env=self.env())
-        if not _has_option(["edge", "config"], "--node"):  # INTERIM: every node's workers in the list
-            from ivr.sip.edge import render_dispatcher_list
-            from ivr.sip.workers import WorkerAddress
-
-            workers = [WorkerAddress(i, "127.0.0.1", n.worker_base + i) for n in self.nodes.values()
-                       for i in range(per_node)]
-            (folder / "dispatcher.list").write_text(render_dispatcher_list(workers, None))
         listed = (folder / "dispatcher.list").read_text()
         missing = [n for n in self.nodes.values() if f":{n.worker_base + per_node - 1}" not in listed]
         if missing:
@@ -302,9 +281,6 @@ class SiteCluster:
             "--worker-ports", str(node.worker_base), "--max-calls", str(self.max_calls), "--sip-host", "127.0.0.1",
             "--sip-port", str(self.sip_port), "--transport", "udp", "--web-host", "127.0.0.1",
             "--web-port", str(node.web_port), "--no-demo-api", "--grace", "5"]
-        if not _has_option(["serve"], "--node"):  # INTERIM until ivr serve --node is merged
-            command = [sys.executable, "-c", f"import socket; socket.gethostname = lambda: {name!r}; "
-                       "from ivr.cli.main import main; main()", command[3], *command[6:]]
         node.starts += 1
         with node.log.open("ab") as log:
             log.write(f"\n==== start {node.starts} ====\n".encode())
