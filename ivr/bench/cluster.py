@@ -84,6 +84,13 @@ def _open_calls(store: Any, since: float) -> list[dict[str, Any]]:
     return [c for c in store.list_calls(since=since, limit=1000) if not c["ended_at"]]
 
 
+def _queued_on_every_node(store: Any, since: float, names: tuple[str, ...], calls: int) -> bool:
+    calls_up = _open_calls(store, since)
+    entries = {e["call_id"] for e in store.open_queue_entries()}
+    return (len(calls_up) == calls and {c["node"] for c in calls_up} == set(names)
+            and all(c["id"] in entries for c in calls_up))
+
+
 def _kill_and_time(site: SiteCluster, store: Any, victim: str, since: float) -> dict[str, Any]:
     """kill -9 ``victim``; seconds until it is marked down, its entries and calls closed, Kamailio unroutes it."""
     leader = site.leader()
@@ -115,8 +122,7 @@ def bench_failover(postgres: TempPostgres, work: Path, repeats: int = 3) -> dict
             victim = site.names[repeat % len(site.names)]
             since = time.time()
             load = _Background(site, work / f"load{repeat}", 9, 15)
-            _wait(lambda: {c["node"] for c in _open_calls(store, since)} == set(site.names), 20,  # noqa: B023
-                  "callers waiting on every node")
+            _wait(lambda: _queued_on_every_node(store, since, site.names, 9), 20, "callers waiting on every node")
             rows.append(_kill_and_time(site, store, victim, since))
             load.join(120)
             site.start_node(victim)
