@@ -84,11 +84,20 @@ def _open_calls(store: Any, since: float) -> list[dict[str, Any]]:
     return [c for c in store.list_calls(since=since, limit=1000) if not c["ended_at"]]
 
 
-def _queued_on_every_node(store: Any, since: float, names: tuple[str, ...], calls: int) -> bool:
-    calls_up = _open_calls(store, since)
-    entries = {e["call_id"] for e in store.open_queue_entries()}
-    return (len(calls_up) == calls and {c["node"] for c in calls_up} == set(names)
-            and all(c["id"] in entries for c in calls_up))
+def _callers_on_every_node(site: SiteCluster, store: Any, work: Path, calls: int,
+                           seconds: float) -> tuple[float, _Background]:
+    """Start ``calls`` SIPp callers; returns (when, the callers) once every one waits in the queue."""
+    since = time.time()
+    load = _Background(site, work, calls, seconds)
+
+    def queued() -> bool:
+        calls_up = _open_calls(store, since)
+        entries = {e["call_id"] for e in store.open_queue_entries()}
+        return (len(calls_up) == calls and {c["node"] for c in calls_up} == set(site.names)
+                and all(c["id"] in entries for c in calls_up))
+
+    _wait(queued, 30, "callers waiting on every node")
+    return since, load
 
 
 def _kill_and_time(site: SiteCluster, store: Any, victim: str, since: float) -> dict[str, Any]:
@@ -120,9 +129,7 @@ def bench_failover(postgres: TempPostgres, work: Path, repeats: int = 3) -> dict
         store = site.open_store()
         for repeat in range(repeats):
             victim = site.names[repeat % len(site.names)]
-            since = time.time()
-            load = _Background(site, work / f"load{repeat}", 9, 15)
-            _wait(lambda: _queued_on_every_node(store, since, site.names, 9), 20, "callers waiting on every node")
+            since, load = _callers_on_every_node(site, store, work / f"load{repeat}", 9, 15)
             rows.append(_kill_and_time(site, store, victim, since))
             load.join(120)
             site.start_node(victim)
@@ -136,13 +143,13 @@ def bench_failover(postgres: TempPostgres, work: Path, repeats: int = 3) -> dict
             "max_marked_down_s": max(r["marked_down_s"] for r in rows), "runs": rows}
 
 
-def bench_lost(postgres: TempPostgres, work: Path, calls: int = 18, victim: str = "b") -> dict[str, Any]:
-    """Calls up on 3 nodes, one killed with -9: failed calls per node, then new calls after detection."""
-    with _site(postgres, work / "site", ("a", "b", "c"), 8) as site:
+def bench_lost(postgres: TempPostgres, work: Path, calls: int = 18, victim: str = "b",
+               max_calls: int = 12) -> dict[str, Any]:
+    """Calls up on 3 nodes, one killed with -9: failed calls per node, then new calls after detection (the
+    two nodes left have room for them: ``max_calls`` each)."""
+    with _site(postgres, work / "site", ("a", "b", "c"), max_calls) as site:
         store = site.open_store()
-        since = time.time()
-        load = _Background(site, work / "load", calls, 25, stagger=0.2)
-        _wait(lambda: len(_open_calls(store, since)) == calls, 30, "every caller up")
+        since, load = _callers_on_every_node(site, store, work / "load", calls, 25)
         leader = site.leader()
         site.kill(victim)
         _wait(lambda: site.node_states()[victim]["state"] == "down", 30, f"{victim} marked down")
@@ -158,7 +165,7 @@ def bench_lost(postgres: TempPostgres, work: Path, calls: int = 18, victim: str 
         outcomes = Counter(c["outcome"] for c in records if c["node"] == name)
         per_node[name] = {"calls": sum(outcomes.values()), "ran_to_the_end": outcomes["abandoned"],
                           "failed": sum(n for o, n in outcomes.items() if o != "abandoned")}
-    return {"calls": calls, "call_seconds": 25, "victim": victim, "victim_led": victim == leader,
+    return {"calls": calls, "call_seconds": 25, "max_calls_per_node": max_calls, "victim": victim, "victim_led": victim == leader,
             "per_node": per_node, "sipp": {"successful": first.successful, "failed": first.failed},
             "kamailio_unrouted_after_down_s": round(detected, 2),
             "after_detection": {"calls": 9, "successful": late.successful, "failed": late.failed,
