@@ -165,7 +165,8 @@ def bench_lost(postgres: TempPostgres, work: Path, calls: int = 18, victim: str 
         outcomes = Counter(c["outcome"] for c in records if c["node"] == name)
         per_node[name] = {"calls": sum(outcomes.values()), "ran_to_the_end": outcomes["abandoned"],
                           "failed": sum(n for o, n in outcomes.items() if o != "abandoned")}
-    return {"calls": calls, "call_seconds": 25, "max_calls_per_node": max_calls, "victim": victim, "victim_led": victim == leader,
+    return {"calls": calls, "call_seconds": 25, "max_calls_per_node": max_calls, "victim": victim,
+            "victim_led": victim == leader,
             "per_node": per_node, "sipp": {"successful": first.successful, "failed": first.failed},
             "kamailio_unrouted_after_down_s": round(detected, 2),
             "after_detection": {"calls": 9, "successful": late.successful, "failed": late.failed,
