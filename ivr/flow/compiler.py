@@ -672,7 +672,7 @@ class FlowCompiler:
             body_map: Y | None = None
             queue_node: Y | None = body
         elif r.is_map(body, f"'transfer' of '{name}'"):
-            r.check_keys(body, ("queue", "uri", "say", "context"), f"transfer node '{name}'")
+            r.check_keys(body, ("queue", "uri", "say", "context", "after_agent"), f"transfer node '{name}'")
             body_map, queue_node = body, body.get("queue")
         else:
             return None
@@ -688,6 +688,7 @@ class FlowCompiler:
             r.error(uri_node, f"'uri' must start with sip:, sips: or tel:, got {node.uri.source!r}")
         if body_map is not None:
             node.say = self._template(body_map.get("say"), "'say'")
+            node.after_agent = self._target(body_map, "after_agent", name, "after agent")
             context_node = body_map.get("context")
             if context_node is not None and r.is_map(context_node, "'context'"):
                 for key, (_, c_value) in context_node.entries.items():

@@ -267,7 +267,7 @@ class CallInterpreter:
             extra = {k: value.render(v) for k, value in node.context.items()}
             queue = node.queue.text(v) if node.queue else None
             uri = node.uri.text(v) if node.uri else None
-            self._finish_transfer(queue, uri, extra)
+            self._finish_transfer(queue, uri, extra, node.after_agent)
             return None
         if isinstance(node, HangupNode):
             self._say(node.say, None, False)
@@ -294,12 +294,13 @@ class CallInterpreter:
             return
         self._emit(Say(text=text.text(self._vars) if text else "", audio=audio, barge_in=barge_in))
 
-    def _finish_transfer(self, queue: str | None, uri: str | None, extra: dict[str, object]) -> None:
+    def _finish_transfer(self, queue: str | None, uri: str | None, extra: dict[str, object],
+                         after_agent: str | None = None) -> None:
         self.finished, self.outcome, self._wait = True, "transfer", None
         self._transfer = {"queue": queue, "uri": uri}
         context = self.context()
         context.update(extra)
-        self._emit(Transfer(queue=queue, uri=uri, context=context))
+        self._emit(Transfer(queue=queue, uri=uri, context=context, after_agent=after_agent))
 
     # ---- asking ------------------------------------------------------------------------------------
 
