@@ -268,3 +268,24 @@ def test_the_shipped_queues_and_flows_stay_open_around_the_clock() -> None:
         assert all(c.is_open(when) for c in config.calendars.values())
     assert check_flow(root / "flows" / "hotline.yaml", server_queues=config.queues,
                       hour_names=config.hour_names()) == []
+
+
+def test_the_server_checks_open_names_and_answers_them_with_its_clock(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.server import IvrServer, ServerConfig
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    write(flows / "hours.yaml", FLOW)
+    queues = write(tmp_path / "queues.yaml", QUEUES)
+    clock = FakeClock(at(2026, 1, 5, 9, 0))
+    server = IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")),
+                       connector=FakeConnector(), clock=clock)
+    assert server.hours is not None and server.hours("support") and server.hours("anytime")
+    clock.now = at(2026, 1, 5, 18, 0)
+    assert not server.hours("support") and not server.hours("office") and server.hours("own")
+
+    write(flows / "hours.yaml", FLOW.replace("open('office')", "open('ofice')"))
+    with pytest.raises(FlowError, match=r"hours.yaml:7:13: open\('ofice'\): no calendar or queue 'ofice'"):
+        IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")),
+                  connector=FakeConnector(), clock=clock)
