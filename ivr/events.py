@@ -70,6 +70,11 @@ class Hangup:
 
 
 @dataclass(frozen=True)
+class AgentLeft:
+    """The agent of a bridged call hung up; the caller is still on the line (the flow may go on: a survey)."""
+
+
+@dataclass(frozen=True)
 class CallInterrupted:
     """The line went away without the caller hanging up (its SIP worker died, or the server stopped)."""
 
@@ -108,6 +113,7 @@ ControlEvent = (
     | NoInput
     | PlaybackFinished
     | Hangup
+    | AgentLeft
     | CallInterrupted
     | TimerFired
     | HttpResult

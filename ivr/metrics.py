@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ivr.call.events import CallEvent, CallFinished, RecognitionTimed, TurnLatency
 
 if TYPE_CHECKING:
     from ivr.call.line import CallObserver
+    from ivr.queue.config import AcdConfig
+    from ivr.store import Store
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+SERVICE_LEVEL_WINDOW = 3600.0
+"""Seconds back from the scrape that ``ivr_queue_service_level`` covers (a rolling hour)."""
 
 
 class Metrics:
@@ -41,6 +49,11 @@ class Metrics:
         self.active_calls.set_function(active_calls)
         self.registry.register(_RejectionsCollector(rejections))
 
+    def watch_queues(self, store: Store, config: AcdConfig, clock: Callable[[], float]) -> None:
+        """Report the queues and agents at every scrape, read from the store (so every node of a cluster
+        shows the whole ACD)."""
+        self.registry.register(QueueCollector(store, config, clock))
+
     def observer(self) -> MetricsObserver:
         """A call observer that feeds these metrics."""
         return MetricsObserver(self)
@@ -61,6 +74,77 @@ class _RejectionsCollector:
         for reason, count in sorted(self._read().items()):
             family.add_metric([reason], count)
         yield family
+
+
+class QueueCollector:
+    """Per-queue waiting callers, longest wait, agents by state, service level and opening hours, read from
+    the store when scraped."""
+
+    def __init__(self, store: Store, config: AcdConfig, clock: Callable[[], float],
+                 window: float = SERVICE_LEVEL_WINDOW) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.window = window
+
+    def collect(self) -> Iterator[Metric]:
+        """The queue families; none when the store cannot be read (the scrape keeps the other metrics)."""
+        from ivr.queue.engine import AGENT_STATES
+
+        now = self.clock()
+        try:
+            live = self.store.live_queue_rows()
+            stored = self.store.load_agent_states()
+            recent = self.store.queue_entries_between(now - self.window, now + 1)
+        except Exception:
+            log.exception("queue metrics: the store could not be read")
+            return
+        queues = sorted(self.config.queues)
+        waiting = GaugeMetricFamily("ivr_queue_waiting", "Callers waiting in the queue (an agent's phone may be "
+                                    "ringing for them)", labels=["queue"])
+        longest = GaugeMetricFamily("ivr_queue_longest_wait_seconds", "How long the longest-waiting caller of "
+                                    "the queue has waited so far (0: nobody waits)", labels=["queue"])
+        for queue in queues:
+            rows = [r for r in live if r["queue"] == queue and r["state"] in ("waiting", "offering")]
+            waiting.add_metric([queue], len(rows))
+            longest.add_metric([queue], max((now - r["enqueued_at"] for r in rows), default=0.0))
+        yield waiting
+        yield longest
+        state_of = {name: (stored[name]["state"] if name in stored else "offline") for name in self.config.agents}
+        overall = GaugeMetricFamily("ivr_agents", "Agents by state", labels=["state"])
+        totals = Tally(state_of.values())
+        for state in AGENT_STATES:
+            overall.add_metric([state], totals[state])
+        yield overall
+        per_queue = GaugeMetricFamily("ivr_queue_agents", "Agents who take the queue's calls, by state (an "
+                                      "agent of several queues counts in each)", labels=["queue", "state"])
+        for queue in queues:
+            counts = Tally(state_of[a.name] for a in self.config.members(queue))
+            for state in AGENT_STATES:
+                per_queue.add_metric([queue, state], counts[state])
+        yield per_queue
+        yield self._service_level(queues, recent)
+        is_open = GaugeMetricFamily("ivr_queue_open", "1 while the queue takes callers (inside its hours), "
+                                    "else 0", labels=["queue"])
+        for queue in queues:
+            is_open.add_metric([queue], 1.0 if self.config.queues[queue].is_open(now) else 0.0)
+        yield is_open
+
+    def _service_level(self, queues: list[str], recent: list[dict[str, Any]]) -> Metric:
+        seconds = self.config.service_level_seconds
+        family = GaugeMetricFamily(
+            "ivr_queue_service_level",
+            f"Share of the queue's callers of the last {self.window / 3600:g} h (by the time they joined) answered "
+            f"within {seconds:g} s, of those answered or abandoned (0..1; absent without such callers)",
+            labels=["queue"],
+        )
+        for queue in queues:
+            rows = [r for r in recent if r["queue"] == queue]
+            answered = [r["answered_at"] - r["enqueued_at"] for r in rows if r["answered_at"] is not None]
+            abandoned = sum(1 for r in rows if r["answered_at"] is None and r["state"] == "abandoned")
+            if answered or abandoned:
+                family.add_metric([queue], sum(1 for w in answered if w <= seconds) / (len(answered) + abandoned))
+        return family
 
 
 class MetricsObserver:

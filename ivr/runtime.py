@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,9 @@ class FlowRuntime:
         flow_engine, model = self.speech()
         return model if engine == flow_engine else None
 
-    def new_interpreter(self, channel: Channel, variables: dict[str, Any] | None = None) -> Any:
-        """A fresh interpreter for one call on ``channel``."""
+    def new_interpreter(self, channel: Channel, variables: dict[str, Any] | None = None,
+                        hours: Callable[[str], bool] | None = None) -> Any:
+        """A fresh interpreter for one call on ``channel``; ``hours`` answers ``open('name')``."""
         from ivr.flow.interpreter import CallInterpreter
 
         call_vars = {
@@ -81,4 +83,4 @@ class FlowRuntime:
             "call_id": channel.call_id,
             **(variables or {}),
         }
-        return CallInterpreter(self.flow, call_vars=call_vars)
+        return CallInterpreter(self.flow, call_vars=call_vars, hours=hours)

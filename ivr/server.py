@@ -7,6 +7,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ivr.call import CallSession, SessionConfig
 from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.flow.schema import flow_fallback_queue
+from ivr.hours import OpenCheck
 from ivr.metrics import FanOut, Metrics
 from ivr.node import check_node_name, default_node_name
 from ivr.runtime import FlowRuntime, parse_speech_key
@@ -74,12 +76,14 @@ class IvrServer:
     """The whole server: start(), then stop(grace) on shutdown."""
 
     def __init__(self, config: ServerConfig, connector: Any = None,
-                 services: dict[str, SpeechServices] | None = None) -> None:
+                 services: dict[str, SpeechServices] | None = None, clock: Callable[[], float] = time.time) -> None:
         """``connector`` rings agents for the queues (default: SIP agent calls, bridged or REFER per queue).
         ``services``: speech engines already loaded, by engine name (e.g. shared by several servers in one
-        process); they are used as they are and left running by ``stop``."""
+        process); they are used as they are and left running by ``stop``. ``clock`` (Unix time) decides
+        business hours: in flows' ``open('…')``, for the queues and in the metrics."""
         check_node_name(config.node)  # raises NodeNameError: refuse to start
         self.config = config
+        self.clock = clock
         self.metrics = Metrics()
         self.queue_config: Any = None
         if config.queues_file is not None:
@@ -93,8 +97,12 @@ class IvrServer:
         # raises FlowError on an invalid flow (a transfer to a queue the queues file lacks, too): refuse to start
         if config.unrouted not in UNROUTED_ANSWERS:
             raise IvrError(f"unrouted must be one of {', '.join(UNROUTED_ANSWERS)}, not {config.unrouted!r}")
+        self.hours: OpenCheck | None = None
+        if self.queue_config is not None:
+            self.hours = OpenCheck(self.queue_config.open_hours(), clock)
         self.flows = FlowRegistry(config.flows_dir, server_queues=server_queues, default_flow=config.default_flow,
-                                  on_reload=lambda result: self.metrics.flow_reloads.labels(result=result).inc())
+                                  on_reload=lambda result: self.metrics.flow_reloads.labels(result=result).inc(),
+                                  hour_names=sorted(self.hours.hours) if self.hours is not None else None)
         self.services: dict[str, SpeechServices] = dict(services or {})
         self._shared_services = set(self.services)
         self.unavailable: dict[str, str] = {}  # engine → why it could not load
@@ -137,6 +145,7 @@ class IvrServer:
         if self.queue_config is not None:
             self.acd = self._make_acd()
             self.acd.start()
+            self.metrics.watch_queues(self.store, self.queue_config, self.clock)
         self.load_engines()
         self.start_demo_api()
         self._start_web()
@@ -150,10 +159,10 @@ class IvrServer:
         if self.store.is_sqlite:
             from ivr.queue.engine import Acd
 
-            return Acd(self.queue_config, self.connector, self.store, context_url=self.context_url)
+            return Acd(self.queue_config, self.connector, self.store, clock=self.clock, context_url=self.context_url)
         from ivr.queue.cluster import ClusterAcd
 
-        return ClusterAcd(self.queue_config, self.connector, self.store, self.config.node,
+        return ClusterAcd(self.queue_config, self.connector, self.store, self.config.node, self.clock,
                           context_url=self.context_url)
 
     def load_engines(self) -> None:
@@ -249,7 +258,7 @@ class IvrServer:
         runtime = FlowRuntime(flow)
         key = runtime.speech_key()
         services = self.services.get(key) or self._load_services(key)
-        interpreter = runtime.new_interpreter(channel, self.config.variables)
+        interpreter = runtime.new_interpreter(channel, self.config.variables, self.hours)
         self.connector.attach(channel.call_id, channel)
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,

@@ -259,6 +259,23 @@ def test_agent_hanging_up_ends_the_callers_call(rig: Rig) -> None:
 
 
 @pytest.mark.slow
+def test_when_the_agent_hangs_up_the_caller_answers_the_survey_tied_to_agent_and_queue(rig: Rig) -> None:
+    rig.phones["alice"].set_mode("answer", after=0.3, hangup_after=1.0)
+    rig.login("alice")
+    result = rig.call("survey", "wait 5; dtmf 4#; wait 4; dtmf 9#; wait 8").result()
+    assert result.connected and result.ended_by == "remote"  # the bot said goodbye after the survey
+    assert wait_for(lambda: rig.entries() and rig.entries()[0]["state"] == "completed")
+    call_id = rig.entries()[0]["call_id"]
+    assert wait_for(lambda: (rig.store.get_call(call_id) or {}).get("ended_at") is not None)
+    call = rig.store.get_call(call_id)
+    assert call is not None and call["outcome"] == "transferred"
+    assert call["agent"] == "alice" and call["queue"] == "support"
+    assert call["context"]["slots"]["csat"] == 4 and call["context"]["slots"]["nps"] == 9, call["context"]
+    left = [e for e in call["events"] if e["kind"] == "agent_left"]
+    assert left and left[0]["data"]["agent"] == "alice" and left[0]["data"]["resumes_at"] == "rate_agent"
+
+
+@pytest.mark.slow
 def test_vip_caller_from_a_flow_variable_goes_first(rig: Rig) -> None:
     rig.phones["alice"].set_mode("answer", after=0.2, hangup_after=0.5)
     regular = rig.call("100", "wait 12")

@@ -181,6 +181,16 @@ class AgentConnected(CallEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AgentLeft(CallEvent):
+    """The agent of a bridged call hung up; the caller stays for the flow's ``after_agent`` node (a survey)
+    or is hung up on (``resumes_at`` empty)."""
+
+    name: ClassVar[str] = "agent_left"
+    agent: str
+    resumes_at: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class QueueOverflowed(CallEvent):
     """A queue's overflow rule moved the caller on (``kind``: queue, voicemail, node …)."""
 

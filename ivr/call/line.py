@@ -19,7 +19,7 @@ from ivr.audio.frame import FRAME_MS, AudioFrame
 from ivr.call.config import CallResult, SessionConfig
 from ivr.call.events import CallEvent
 from ivr.channel import Channel
-from ivr.events import CallInterrupted, ControlEvent, Hangup
+from ivr.events import AgentLeft, CallInterrupted, ControlEvent, Hangup
 from ivr.services import SpeechServices
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,23 @@ class CallLine:
         """The oldest control event set aside (DTMF, hangup), if any."""
         return self._control.popleft() if self._control else None
 
+    def take_agent_left(self) -> bool:
+        """Whether a bridged agent hung up (the event is taken: the caller is still on the line)."""
+        left = [e for e in self._control if isinstance(e, AgentLeft)]
+        for event in left:
+            self._control.remove(event)
+        return bool(left)
+
     def check_hangup(self) -> None:
         """Ends the call if the caller hung up."""
         if any(isinstance(e, Hangup) for e in self._control):
             self.end("caller_hangup")
 
     def end(self, outcome: str) -> NoReturn:
-        """Ends the call with ``outcome``."""
-        self.result.outcome = outcome
+        """Ends the call with ``outcome`` (a call an agent took stays 'transferred' through a survey after the
+        agent, unless it ends in an error or the line is lost)."""
+        if self.result.outcome != "transferred" or outcome in ("interrupted", "error"):
+            self.result.outcome = outcome
         raise CallEnded
 
     @property

@@ -37,6 +37,10 @@ class QueueWait:
         self.records = records
         self.voicemail = voicemail
         self.resume_at = resume_at
+        self.agent_left = False
+        """The last wait ended with the agent hanging up a bridged call while the caller stayed."""
+        self.agent = ""
+        """The agent who took the call in the last wait."""
 
     def wait(self, queue: str, context: dict[str, Any]) -> str | None:
         """Hold the caller in ``queue``: music on hold, announcements, until an agent takes the call (the
@@ -44,6 +48,7 @@ class QueueWait:
         agent could be reached, or None."""
         line = self.line
         channel = line.channel
+        self.agent_left, self.agent = False, ""
         try:
             ticket = self.queues.enqueue(line.call_id, queue, None, context)
         except Exception as exc:
@@ -75,6 +80,7 @@ class QueueWait:
                     self.records.event(connected)
                     line.result.outcome = "transferred"
                     line.result.transfer_target = update.uri
+                    self.agent = update.agent
                     self._stay_until_agent_call_ends(update.mode)
                     return None
                 elif isinstance(update, Overflowed):
@@ -86,7 +92,8 @@ class QueueWait:
                 channel.play(hold)
 
     def _stay_until_agent_call_ends(self, mode: str) -> None:
-        """A bridged agent call keeps this call's channel up until either side hangs up."""
+        """A bridged agent call keeps this call's channel up until either side hangs up (``agent_left``: the
+        agent did, the caller is still here)."""
         if mode != "bridged":
             return
         line = self.line
@@ -94,6 +101,9 @@ class QueueWait:
             while line.connected:
                 line.next_frame(timeout=0.2)
                 line.check_hangup()
+                if line.take_agent_left():
+                    self.agent_left = True
+                    return
         except CallEnded:
             line.result.outcome = "transferred"  # either side hanging up ends a call an agent took
         finally:

@@ -35,6 +35,7 @@ class Transfers:
         self.recorder = recorder
         self.fallback_queue = fallback_queue
         self.context = context
+        self.resume_at = resume_at
         self.queue_wait = (QueueWait(line, queues, playback, records, self.voicemail, resume_at)
                            if queues is not None else None)
 
@@ -49,7 +50,21 @@ class Transfers:
         failure = self._try(target, action.uri is not None, context)
         if failure is not None:
             self._failed(target, failure, context)
+        if self.queue_wait is not None and self.queue_wait.agent_left:
+            self._after_agent(action.after_agent)
         line.end(line.result.outcome)
+
+    def _after_agent(self, node: str | None) -> None:
+        """The agent hung up first: the flow goes on at ``node`` (a survey), or the call ends."""
+        line = self.line
+        assert self.queue_wait is not None
+        left = ev.AgentLeft(at=line.now, agent=self.queue_wait.agent, resumes_at=node or "")
+        line.notify(left)
+        self.records.event(left)
+        if node is None:
+            line.channel.hangup()
+            return
+        self.resume_at(node)  # runs the flow on; its end ends the call
 
     def voicemail(self) -> None:
         """The last resort: take a message, thank the caller and hang up."""

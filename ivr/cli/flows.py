@@ -40,18 +40,20 @@ def flows() -> None:
 DEFAULT_QUEUES_FILE = Path("config/queues.yaml")
 
 
-def _queue_names(queues: str | None) -> tuple[list[str], list[str] | None]:
-    """``--queues``: a queues file (its names are the only valid targets) or names that add to each flow's
-    own ``queues:``. Without the option, ``config/queues.yaml`` when it exists (as ``ivr serve`` does)."""
+def _queue_names(queues: str | None) -> tuple[list[str], list[str] | None, list[str] | None]:
+    """``--queues``: a queues file (its names are the only valid targets, its calendars and queues the only
+    names ``open('…')`` takes) or names that add to each flow's own ``queues:``. Without the option,
+    ``config/queues.yaml`` when it exists (as ``ivr serve`` does)."""
     from ivr.queue.config import load_queues
 
     if queues is None:
         if not DEFAULT_QUEUES_FILE.is_file():
-            return [], None
+            return [], None, None
         queues = str(DEFAULT_QUEUES_FILE)
     if queues.endswith((".yaml", ".yml")) or Path(queues).is_file():
-        return [], sorted(load_queues(queues).queues)
-    return [q.strip() for q in queues.split(",") if q.strip()], None
+        config = load_queues(queues)
+        return [], sorted(config.queues), sorted(config.hour_names())
+    return [q.strip() for q in queues.split(",") if q.strip()], None, None
 
 
 @flows.command("validate")
@@ -62,10 +64,10 @@ def _queue_names(queues: str | None) -> tuple[list[str], list[str] | None]:
 def validate(paths: tuple[str, ...], queues: str | None) -> None:
     """Check flow files (or every .yaml file of a directory) and print every problem as
     file:line:col: message. Exits 1 if there is any."""
-    known, server_queues = _queue_names(queues)
+    known, server_queues, hour_names = _queue_names(queues)
     failed = 0
     for path in _flow_files(paths):
-        diagnostics = check_flow(path, known, server_queues)
+        diagnostics = check_flow(path, known, server_queues, hour_names)
         if diagnostics:
             failed += 1
             for diagnostic in diagnostics:

@@ -72,6 +72,8 @@ class Transfer:
     queue: str | None = None
     uri: str | None = None
     context: dict[str, object] = field(default_factory=dict)
+    after_agent: str | None = None
+    """Where the flow goes on when a bridged agent hangs up first (see ``Interpreter.resume_at``)."""
 
 
 @dataclass(frozen=True)

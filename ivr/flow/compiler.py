@@ -63,7 +63,7 @@ SENSITIVITY = ("card", "secret", "none")
 
 BUILTIN_VARIABLES = frozenset({
     "caller", "called", "call_id", "flow", "last_intent", "last_confidence", "last_text", "turns", "slots",
-    "http_status", "http_error", "error",
+    "http_status", "http_error", "error", "open",
 })
 """Variables every call has (see docs/flows.md, "Variables")."""
 
@@ -86,8 +86,10 @@ class FlowCompiler:
     """Compiles one flow file (and, through ``compile_file``, its sub-flows)."""
 
     def __init__(self, path: Path, shown: str, known_queues: frozenset[str], chain: tuple[Path, ...],
-                 cache: FlowCache, intents_only: bool = False, server_queues: frozenset[str] | None = None) -> None:
+                 cache: FlowCache, intents_only: bool = False, server_queues: frozenset[str] | None = None,
+                 hour_names: frozenset[str] | None = None) -> None:
         self.path = path
+        self.hour_names = hour_names
         self.shown = shown
         self.known_queues = known_queues
         self.server_queues = server_queues
@@ -672,7 +674,7 @@ class FlowCompiler:
             body_map: Y | None = None
             queue_node: Y | None = body
         elif r.is_map(body, f"'transfer' of '{name}'"):
-            r.check_keys(body, ("queue", "uri", "say", "context"), f"transfer node '{name}'")
+            r.check_keys(body, ("queue", "uri", "say", "context", "after_agent"), f"transfer node '{name}'")
             body_map, queue_node = body, body.get("queue")
         else:
             return None
@@ -688,6 +690,7 @@ class FlowCompiler:
             r.error(uri_node, f"'uri' must start with sip:, sips: or tel:, got {node.uri.source!r}")
         if body_map is not None:
             node.say = self._template(body_map.get("say"), "'say'")
+            node.after_agent = self._target(body_map, "after_agent", name, "after agent")
             context_node = body_map.get("context")
             if context_node is not None and r.is_map(context_node, "'context'"):
                 for key, (_, c_value) in context_node.entries.items():
@@ -732,7 +735,7 @@ class FlowCompiler:
                                "flow file")
             return node
         flow, diagnostics = compile_file(full, shown, self.known_queues, (*self.chain, self.path), self.cache,
-                                         server_queues=self.server_queues)
+                                         server_queues=self.server_queues, hour_names=self.hour_names)
         self.r.diagnostics.extend(diagnostics)
         if flow is None:
             self.r.error(body, f"sub-flow '{rel}' is invalid; fix the errors reported for {shown}")
@@ -785,6 +788,7 @@ class FlowCompiler:
             for missing in sorted(names - known):
                 r.error(at, f"undefined variable '{missing}'{did_you_mean(missing, known)}; set it with a 'set' "
                             "node, a slot's 'save_as', an http 'save_as' or the flow's 'variables:'")
+        self._check_hours()
         if self.declared_queues or self.server_queues is not None:
             where = "the queues file has" if self.server_queues is not None else "known queues"
             for at, queue in self.refs.queues:
@@ -818,6 +822,17 @@ class FlowCompiler:
                 f"node '{first.name}' starts a loop that never waits for the caller ({' → '.join(loop)}); add an "
                 "ask, or a way out (the call would end in an error after 200 steps)"))
 
+    def _check_hours(self) -> None:
+        """Each ``open('name')`` names a calendar or queue of the server's queues file (when it is known)."""
+        if self.hour_names is None:
+            return
+        for at, template in self.refs.templates:
+            names = template.calendars if isinstance(template, Template) else template.calendars()
+            for name in sorted(names - self.hour_names):
+                self.r.error(at, f"open('{name}'): no calendar or queue '{name}'"
+                                 f"{did_you_mean(name, self.hour_names)}; the queues file has: "
+                                 f"{', '.join(sorted(self.hour_names)) or 'none'} (define it under calendars:)")
+
     def _check_subflows(self, nodes: dict[str, Node]) -> None:
         """A sub-flow that returns needs 'next'; one whose 'return' cannot be reached from its start makes
         its 'next' dead code."""
@@ -845,15 +860,17 @@ def node_pos(node: Node) -> Y:
 
 def compile_file(path: Path, shown: str, known_queues: frozenset[str], chain: tuple[Path, ...],
                  cache: FlowCache, intents_only: bool = False,
-                 server_queues: frozenset[str] | None = None) -> tuple[Flow | None, list[Diagnostic]]:
+                 server_queues: frozenset[str] | None = None,
+                 hour_names: frozenset[str] | None = None) -> tuple[Flow | None, list[Diagnostic]]:
     """Compile one file (cached per load so a sub-flow used twice is read once).
 
     ``known_queues`` add to the flow's own ``queues:``; ``server_queues`` (the names of the server's queues
-    file) replace them: every queue the flow names, its ``queues:`` list included, must be one of them."""
+    file) replace them: every queue the flow names, its ``queues:`` list included, must be one of them.
+    ``hour_names`` (the queues file's calendars and queues): the names ``open('…')`` may take."""
     key = path.resolve()
     if key in cache and not intents_only:
         return cache[key]
-    result = FlowCompiler(key, shown, known_queues, chain, cache, intents_only, server_queues).compile()
+    result = FlowCompiler(key, shown, known_queues, chain, cache, intents_only, server_queues, hour_names).compile()
     if not intents_only:
         cache[key] = result
     return result

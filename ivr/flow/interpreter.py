@@ -12,7 +12,7 @@ in one event, e.g. ``DtmfDigit("1234")``; the session collects them), ``NoInput`
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ivr import events
@@ -96,11 +96,13 @@ class CallInterpreter:
 
     ``call_vars`` seeds the variables (``caller``, ``called``, ``call_id`` and any extra such as
     ``api_base``; they override the flow's ``variables:`` defaults). ``classifier`` overrides the flow's
-    own classifier (sub-flows keep theirs).
+    own classifier (sub-flows keep theirs). ``hours`` answers ``open('name')`` in templates (see
+    :class:`ivr.hours.OpenCheck`); without it ``open`` fails the call's step with a clear error.
     """
 
     def __init__(self, flow: Flow, call_vars: Mapping[str, object] | None = None,
-                 classifier: IntentClassifier | None = None, max_steps: int = 200) -> None:
+                 classifier: IntentClassifier | None = None, max_steps: int = 200,
+                 hours: Callable[[str], bool] | None = None) -> None:
         self.flow = flow
         self.max_steps = max_steps
         self.finished = False
@@ -118,6 +120,9 @@ class CallInterpreter:
             "http_error": "", "error": "",
         })
         self._builtin = set(self._vars) - set(flow.variables) - (set(call_vars) - {"caller", "called", "call_id"})
+        if hours is not None:
+            self._vars["open"] = hours  # shadows the template environment's open(), which knows no hours
+            self._builtin.add("open")
         self._path: list[str] = []
         self._utterances: list[dict[str, object]] = []
         self._out: list[FlowAction] = []
@@ -267,7 +272,7 @@ class CallInterpreter:
             extra = {k: value.render(v) for k, value in node.context.items()}
             queue = node.queue.text(v) if node.queue else None
             uri = node.uri.text(v) if node.uri else None
-            self._finish_transfer(queue, uri, extra)
+            self._finish_transfer(queue, uri, extra, node.after_agent)
             return None
         if isinstance(node, HangupNode):
             self._say(node.say, None, False)
@@ -294,12 +299,13 @@ class CallInterpreter:
             return
         self._emit(Say(text=text.text(self._vars) if text else "", audio=audio, barge_in=barge_in))
 
-    def _finish_transfer(self, queue: str | None, uri: str | None, extra: dict[str, object]) -> None:
+    def _finish_transfer(self, queue: str | None, uri: str | None, extra: dict[str, object],
+                         after_agent: str | None = None) -> None:
         self.finished, self.outcome, self._wait = True, "transfer", None
         self._transfer = {"queue": queue, "uri": uri}
         context = self.context()
         context.update(extra)
-        self._emit(Transfer(queue=queue, uri=uri, context=context))
+        self._emit(Transfer(queue=queue, uri=uri, context=context, after_agent=after_agent))
 
     # ---- asking ------------------------------------------------------------------------------------
 

@@ -28,10 +28,10 @@ def default_classifier_factory(examples: dict[str, list[str]], threshold: float)
 
 
 def check_flow(path: str | Path, known_queues: Iterable[str] = (),
-               server_queues: Iterable[str] | None = None) -> list[Diagnostic]:
+               server_queues: Iterable[str] | None = None, hour_names: Iterable[str] | None = None) -> list[Diagnostic]:
     """Every problem of a flow file and its sub-flows (empty when valid). Builds no classifier."""
     _, diagnostics = compile_file(Path(path), str(path), frozenset(known_queues), (), {},
-                                  server_queues=_frozen(server_queues))
+                                  server_queues=_frozen(server_queues), hour_names=_frozen(hour_names))
     return diagnostics
 
 
@@ -41,15 +41,16 @@ def _frozen(names: Iterable[str] | None) -> frozenset[str] | None:
 
 def load_flow(path: str | Path, known_queues: Iterable[str] = (),
               classifier_factory: ClassifierFactory | None = default_classifier_factory,
-              server_queues: Iterable[str] | None = None) -> Flow:
+              server_queues: Iterable[str] | None = None, hour_names: Iterable[str] | None = None) -> Flow:
     """Check and compile a flow file, then build the classifier of it and of each sub-flow.
 
     Raises FlowError listing every problem. ``known_queues`` adds to the flow's own ``queues:`` for the
     unknown-queue check; ``server_queues`` (the queues file's names) is the only list that counts when
-    given. ``classifier_factory=None`` skips classifiers (e.g. for drawing a graph).
+    given; ``hour_names`` (its calendars and queues) are the names ``open('…')`` may take.
+    ``classifier_factory=None`` skips classifiers (e.g. for drawing a graph).
     """
     flow, diagnostics = compile_file(Path(path), str(path), frozenset(known_queues), (), {},
-                                     server_queues=_frozen(server_queues))
+                                     server_queues=_frozen(server_queues), hour_names=_frozen(hour_names))
     if flow is None:
         raise FlowError(diagnostics)
     if classifier_factory is not None:

@@ -73,18 +73,21 @@ class FlowRegistry:
     ``strict=True`` (the server's start-up) raises FlowError listing the problems of every invalid
     file; otherwise invalid files are skipped and reported in ``errors``. ``default_flow`` names the flow
     used for numbers no flow claims (default: a flow named 'hotline' or 'default', else the first by name).
-    ``server_queues`` (the names in the server's queues file) are the only queues a flow may transfer to.
+    ``server_queues`` (the names in the server's queues file) are the only queues a flow may transfer to;
+    ``hour_names`` (its calendars and queues) the only names ``open('…')`` may take.
     """
 
     def __init__(self, directory: str | Path, known_queues: Iterable[str] = (),
                  classifier_factory: ClassifierFactory | None = default_classifier_factory,
                  default_flow: str | None = None, strict: bool = True,
-                 server_queues: Iterable[str] | None = None, on_reload: ReloadListener | None = None) -> None:
+                 server_queues: Iterable[str] | None = None, on_reload: ReloadListener | None = None,
+                 hour_names: Iterable[str] | None = None) -> None:
         self.directory = Path(directory)
         self.on_reload = on_reload
         self._loaded_once = False  # the constructor's first pass is loading, not reloading
         self.known_queues = tuple(known_queues)
         self.server_queues = None if server_queues is None else tuple(server_queues)
+        self.hour_names = None if hour_names is None else tuple(hour_names)
         self.classifier_factory = classifier_factory
         self.default_flow = default_flow
         self.errors: dict[str, list[Diagnostic]] = {}
@@ -173,7 +176,7 @@ class FlowRegistry:
         kept = entry.flow if entry is not None else None
         revision = entry.revision if entry is not None else 0
         try:
-            flow = load_flow(path, self.known_queues, self.classifier_factory, self.server_queues)
+            flow = load_flow(path, self.known_queues, self.classifier_factory, self.server_queues, self.hour_names)
         except FlowError as exc:
             self.errors[str(path)] = exc.diagnostics
             watched = {*(entry.stamps if entry is not None else ()), path}

@@ -169,6 +169,8 @@ class TransferNode(Node):
     uri: Template | None = None
     say: Template | None = None
     context: dict[str, TemplateValue] = field(default_factory=dict)
+    after_agent: str | None = None
+    """The node the caller goes on to when a bridged agent hangs up first (a survey); None: the call ends."""
 
 
 @dataclass(eq=False)

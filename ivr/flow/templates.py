@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, meta
+from jinja2 import StrictUndefined, TemplateError, TemplateRuntimeError, Undefined, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -21,10 +21,17 @@ def spell_digits(value: object) -> str:
     return " ".join(ch for ch in str(value) if not ch.isspace())
 
 
+def no_hours(name: object) -> bool:
+    """``open(name)`` where no calendars are known (a call overrides it with the server's hours)."""
+    raise TemplateRuntimeError(f"open({name!r}): no business hours here; define calendars: (or a queue's "
+                               "hours:) in the queues file the server runs with")
+
+
 def make_environment() -> SandboxedEnvironment:
     """The one template environment of all flows: sandboxed, strict, no autoescaping (speech, not HTML)."""
     env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
     env.filters["digits"] = spell_digits
+    env.globals["open"] = no_hours
     return env
 
 
@@ -38,12 +45,14 @@ class TemplateProblem(Exception):
 
 @dataclass(eq=False)
 class Template:
-    """A compiled template string. ``names`` are the variables it reads (checked at load time)."""
+    """A compiled template string. ``names`` are the variables it reads and ``calendars`` the names it
+    passes to ``open('…')`` (both checked at load time)."""
 
     source: str
     names: frozenset[str] = field(default_factory=frozenset)
     _expression: object = None
     _template: object = None
+    calendars: frozenset[str] = field(default_factory=frozenset)
 
     def text(self, variables: Mapping[str, object]) -> str:
         """Render as text (for prompts, URLs and headers)."""
@@ -65,6 +74,17 @@ def _names_of(source: str) -> frozenset[str]:
     return frozenset(meta.find_undeclared_variables(ENV.parse(source))) - BUILTIN_NAMES
 
 
+def _calendars_of(source: str) -> frozenset[str]:
+    """The literal names of ``open('name')`` calls (a name held in a variable is looked up when called)."""
+    found = set()
+    for call in ENV.parse(source).find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "open" and call.args:
+            first = call.args[0]
+            if isinstance(first, nodes.Const) and isinstance(first.value, str):
+                found.add(first.value)
+    return frozenset(found)
+
+
 def compile_template(source: str) -> Template:
     """Compile a template string; raises TemplateProblem with Jinja's message on bad syntax or filters."""
     if "{{" not in source and "{%" not in source and "{#" not in source:
@@ -79,17 +99,18 @@ def compile_template(source: str) -> Template:
             expression = ENV.compile_expression(inner, undefined_to_none=False)
     except TemplateError as exc:
         raise TemplateProblem(_describe(exc)) from exc
-    return Template(source, names, expression, template)
+    return Template(source, names, expression, template, _calendars_of(source))
 
 
 def compile_condition(source: str) -> Template:
     """Compile a branch condition (a bare Jinja expression such as ``order.status == 'shipped'``)."""
     try:
         names = _names_of("{{ " + source + " }}")
+        calendars = _calendars_of("{{ " + source + " }}")
         expression = ENV.compile_expression(source, undefined_to_none=False)
     except TemplateError as exc:
         raise TemplateProblem(_describe(exc)) from exc
-    return Template(source, names, expression, None)
+    return Template(source, names, expression, None, calendars)
 
 
 def _describe(exc: TemplateError) -> str:
@@ -113,6 +134,12 @@ class TemplateValue:
         _collect(self.data, found)
         return frozenset(found)
 
+    def calendars(self) -> frozenset[str]:
+        """All names the structure passes to ``open('…')``."""
+        found: set[str] = set()
+        _collect(self.data, found, "calendars")
+        return frozenset(found)
+
 
 def _render(data: object, variables: Mapping[str, object]) -> object:
     if isinstance(data, Template):
@@ -124,12 +151,12 @@ def _render(data: object, variables: Mapping[str, object]) -> object:
     return data
 
 
-def _collect(data: object, found: set[str]) -> None:
+def _collect(data: object, found: set[str], what: str = "names") -> None:
     if isinstance(data, Template):
-        found.update(data.names)
+        found.update(data.calendars if what == "calendars" else data.names)
     elif isinstance(data, dict):
         for value in data.values():
-            _collect(value, found)
+            _collect(value, found, what)
     elif isinstance(data, list):
         for value in data:
-            _collect(value, found)
+            _collect(value, found, what)

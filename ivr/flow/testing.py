@@ -61,14 +61,16 @@ HttpHandler = Callable[[HttpRequest], events.HttpResult]
 class ScriptedCall:
     """One call driven by scripted caller steps; HTTP requests and recordings are answered on the spot.
 
-    ``actions`` holds everything the flow asked for, in order.
+    ``actions`` holds everything the flow asked for, in order. ``hours`` answers ``open('name')``, for
+    example ``OpenCheck(load_queues("config/queues.yaml").open_hours(), FakeClock(...))``.
     """
 
     def __init__(self, flow: Flow, call_vars: Mapping[str, object] | None = None,
                  classifier: IntentClassifier | None = None, http: HttpHandler | None = None,
-                 recording: events.RecordingFinished | None = None) -> None:
+                 recording: events.RecordingFinished | None = None,
+                 hours: Callable[[str], bool] | None = None) -> None:
         defaults = {"caller": "+15551230000", "called": "1000", "call_id": "test-call"}
-        self.interpreter = CallInterpreter(flow, {**defaults, **(call_vars or {})}, classifier)
+        self.interpreter = CallInterpreter(flow, {**defaults, **(call_vars or {})}, classifier, hours=hours)
         self.http = http
         self.recording = recording or events.RecordingFinished(path="message.wav", duration=4.0)
         self.actions: list[FlowAction] = []

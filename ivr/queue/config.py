@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ivr.errors import ConfigError, Diagnostic
+from ivr.hours import Calendar, parse_calendar
 from ivr.yamlsource import Y, load_yaml_file, parse_yaml
 
 STRATEGIES = ("longest-idle", "round-robin", "ring-all")
 CONNECTIONS = ("bridged", "refer")
 OVERFLOW_KINDS = ("queue", "voicemail", "node")
-OVERFLOW_WHEN = ("max_wait", "no_agents")
+OVERFLOW_WHEN = ("max_wait", "no_agents", "closed")
 ANNOUNCE_FIELDS = frozenset({"position", "wait_minutes", "wait_text", "queue"})
 DEFAULT_MAX_WAIT = 600.0  # seconds: no caller waits longer in a queue that sets no max_wait of its own
 DEFAULT_NO_AGENTS_GRACE = 5.0  # seconds a queue without overflow holds a caller while no member is logged in
@@ -58,7 +59,8 @@ class PriorityRule:
 
 @dataclass(frozen=True)
 class Overflow:
-    """Where a caller goes when the wait is too long or nobody is logged in."""
+    """Where a caller goes when the wait is too long, nobody is logged in or the queue is closed (its
+    ``hours``); ``when`` lists which of these it covers (all by default)."""
 
     kind: str  # queue | voicemail | node
     target: str
@@ -99,6 +101,11 @@ class QueueConfig:
     music_on_hold: str | None = None
     overflow: Overflow | None = None
     handle_time: float = 180.0  # assumed average handle time for the estimated wait, until calls are measured
+    hours: Calendar | None = None  # None: open around the clock
+
+    def is_open(self, at: float) -> bool:
+        """Whether the queue takes callers at Unix time ``at``."""
+        return self.hours is None or self.hours.is_open(at)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,15 @@ class AcdConfig:
     max_missed_offers: int = 3
     service_level_seconds: float = 20.0
     path: str = ""
+    calendars: Mapping[str, Calendar] = field(default_factory=dict)
+
+    def open_hours(self) -> dict[str, Calendar | None]:
+        """What ``open(name)`` reads in a flow: each calendar, and each queue's hours (None: always open)."""
+        return {**{name: q.hours for name, q in self.queues.items()}, **self.calendars}
+
+    def hour_names(self) -> frozenset[str]:
+        """Every name ``open(name)`` accepts: the calendars and the queues."""
+        return frozenset(self.open_hours())
 
     def members(self, queue: str) -> list[AgentConfig]:
         """Agents that may take calls of ``queue``: listed members (or everyone) with the required skills."""
@@ -143,6 +159,10 @@ class _Checker:
             self.at(parent, key, f"{what} must be a mapping (key: value lines)", value=True)
             return None
         return node
+
+    def report(self, node: Y, message: str) -> None:
+        """Report at ``node``."""
+        self.diagnostics.append(Diagnostic(self.path, node.line, node.col, message))
 
     def known_keys(self, node: Y, allowed: set[str], what: str) -> None:
         for key in node.entries:
@@ -186,9 +206,9 @@ def _plain(node: Y, key: str, default: Any = None) -> Any:
 _AGENT_KEYS = {"uri", "skills", "ring_timeout"}
 _QUEUE_KEYS = {
     "strategy", "agents", "skills", "ring_timeout", "wrap_up", "max_wait", "no_agents_grace", "connection",
-    "priority", "announce", "music_on_hold", "overflow", "handle_time",
+    "priority", "announce", "music_on_hold", "overflow", "handle_time", "hours",
 }  # fmt: skip
-_TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds"}
+_TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds", "calendars"}
 
 
 def _agent(c: _Checker, agents: Y, name: str) -> AgentConfig | None:
@@ -274,11 +294,28 @@ def _overflow(c: _Checker, node: Y) -> Overflow | None:
     when = c.names(o, "when", "overflow when") or OVERFLOW_WHEN
     for w in when:
         if w not in OVERFLOW_WHEN:
-            c.at(o, "when", f"overflow when must list {' and/or '.join(OVERFLOW_WHEN)}, not {w!r}", value=True)
+            c.at(o, "when", f"overflow when lists reasons among {', '.join(OVERFLOW_WHEN)}, not {w!r}", value=True)
     return Overflow(kinds[0], target, frozenset(w for w in when if w in OVERFLOW_WHEN))
 
 
-def _queue(c: _Checker, queues: Y, name: str, agents: Mapping[str, AgentConfig]) -> QueueConfig | None:
+def _hours(c: _Checker, node: Y, name: str, calendars: Mapping[str, Calendar]) -> Calendar | None:
+    """A queue's ``hours``: the name of a calendar of the file, or a calendar of its own."""
+    value = node.get("hours")
+    if value is None:
+        return None
+    if value.kind == "map":
+        return parse_calendar(name, value, c.report)
+    if not isinstance(value.scalar, str) or value.scalar not in calendars:
+        known = ", ".join(sorted(calendars)) or "none yet"
+        c.at(node, "hours", f"queue {name!r}: hours {value.plain()!r} is not a calendar under calendars: "
+                            f"({known}); name one, or write the hours here (timezone:, weekly:)", value=True)
+        return None
+    return calendars[value.scalar]
+
+
+def _queue(
+    c: _Checker, queues: Y, name: str, agents: Mapping[str, AgentConfig], calendars: Mapping[str, Calendar]
+) -> QueueConfig | None:
     node = c.mapping(queues, name, f"queue {name!r}")
     if node is None:
         return None
@@ -313,6 +350,7 @@ def _queue(c: _Checker, queues: Y, name: str, agents: Mapping[str, AgentConfig])
         music_on_hold=moh,
         overflow=_overflow(c, node) if "overflow" in node.entries else None,
         handle_time=c.number(node, "handle_time", 180.0, minimum=1) or 180.0,
+        hours=_hours(c, node, name, calendars),
     )
 
 
@@ -320,6 +358,10 @@ def _check_overflow_targets(c: _Checker, queues_node: Y, queues: dict[str, Queue
     for name, q in queues.items():
         node = queues_node.get(name)
         assert node is not None  # every checked queue is one of the file's
+        o = node.get("overflow")
+        if q.overflow and q.hours is None and "closed" in q.overflow.when and o is not None and "when" in o.entries:
+            c.at(o, "when", f"overflow of queue {name!r} lists closed, but the queue has no hours:; add "
+                            "hours: CALENDAR or take closed out of when", value=True)
         if q.overflow and q.overflow.kind == "queue":
             if q.overflow.target not in queues:
                 c.at(node, "overflow", f"overflow queue {q.overflow.target!r} is not defined under queues:")
@@ -363,16 +405,25 @@ def _check(root: Y | None, problems: list[Diagnostic], path: str) -> AcdConfig:
         agent = _agent(c, agents_node, name)
         if agent:
             agents[agent.name] = agent
+    calendars: dict[str, Calendar] = {}
+    calendars_node = c.mapping(root, "calendars", "calendars") if "calendars" in root.entries else None
+    for name, (_, value) in (calendars_node.entries if calendars_node else {}).items():
+        calendars[name] = parse_calendar(name, value, c.report)
     queues: dict[str, QueueConfig] = {}
     queues_node = (c.mapping(root, "queues", "queues") if "queues" in root.entries else None) or Y("map", 1, 1)
     if "queues" not in root.entries:
         c.at(root, None, "no queues: defined; add at least one queue")
     for name in queues_node.entries:
-        queue = _queue(c, queues_node, name, agents)
+        queue = _queue(c, queues_node, name, agents, calendars)
         if queue:
             queues[queue.name] = queue
     if queues_node.entries:
         _check_overflow_targets(c, queues_node, queues)
+    for name, calendar in calendars.items():
+        if name in queues and queues[name].hours is not calendar:
+            assert calendars_node is not None
+            c.at(calendars_node, name, f"calendar {name!r} has the name of a queue, so open('{name}') would be "
+                                       f"ambiguous; rename it, or give queue {name!r} hours: {name}")
     missed = _plain(root, "max_missed_offers", 3)
     if isinstance(missed, bool) or not isinstance(missed, int) or missed < 1:
         c.at(root, "max_missed_offers", "max_missed_offers must be a whole number >= 1", value=True)
@@ -380,4 +431,4 @@ def _check(root: Y | None, problems: list[Diagnostic], path: str) -> AcdConfig:
     service_level = c.number(root, "service_level_seconds", 20.0, minimum=1) or 20.0
     if c.diagnostics:
         raise ConfigError(sorted(c.diagnostics, key=lambda d: (d.line, d.column)))
-    return AcdConfig(agents, queues, missed, service_level, path)
+    return AcdConfig(agents, queues, missed, service_level, path, calendars)

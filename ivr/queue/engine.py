@@ -77,8 +77,9 @@ class Overflowed:
 class Refused:
     """The queue gives the caller back: nobody can take the call here and no overflow covers it.
 
-    ``reason`` is 'no_agents' (no member logged in for the queue's ``no_agents_grace``) or 'max_wait'. The
-    session treats it as a failed transfer (fallback queue, then voicemail); ``detail`` says why in words.
+    ``reason`` is 'no_agents' (no member logged in for the queue's ``no_agents_grace``), 'max_wait' or
+    'closed' (outside the queue's hours). The session treats it as a failed transfer (fallback queue, then
+    voicemail); ``detail`` says why in words.
     """
 
     queue: str
@@ -522,20 +523,26 @@ class Acd:
         self._emit("announce", call_id=entry.call_id, queue=entry.queue, text=text)
 
     def _check_overflow(self, entry: _Entry, now: float) -> None:
-        """Move the caller on when the wait is over or nobody is logged in: to the overflow target when
-        the queue's overflow rule covers the reason, else back to the session (:class:`Refused`)."""
+        """Move the caller on when the queue is closed, the wait is over or nobody is logged in: to the
+        overflow target when the queue's overflow rule covers the reason, else back to the session
+        (:class:`Refused`)."""
         q = self.config.queues[entry.queue]
         unstaffed_for = self._track_staffing(entry, now)  # None while a member is logged in
         staffed = unstaffed_for is None
         waited_out = now - entry.enqueued_at >= q.max_wait
+        closed = not q.is_open(now)
         when = q.overflow.when if q.overflow is not None else frozenset()
         reason = ""
-        if "max_wait" in when and waited_out:
+        if "closed" in when and closed:
+            reason = "closed"
+        elif "max_wait" in when and waited_out:
             reason = "max_wait"
         elif "no_agents" in when and not staffed:
             reason = "no_agents"
         if not reason:
-            if waited_out:
+            if closed:
+                self._refuse(entry, "closed", "the queue is closed (outside its hours)")
+            elif waited_out:
                 self._refuse(entry, "max_wait", f"nobody took the call within the maximum wait of {q.max_wait:g} s")
             elif q.overflow is None and unstaffed_for is not None and unstaffed_for >= q.no_agents_grace:
                 self._refuse(entry, "no_agents", "no agent who can take its calls is logged in")

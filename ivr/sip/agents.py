@@ -4,8 +4,10 @@ Two connection modes, chosen per queue:
 
 - **bridged**: the process that holds the caller's call places an outbound INVITE to the agent's URI with
   the offer's ``X-IVR-*`` context headers, rings it for the ring timeout (then CANCELs: no answer), and
-  when the agent answers joins the two legs' audio in that process's conference bridge. When either side
-  hangs up, the other leg is hung up too, so the call session sees ``channel.connected`` turn False.
+  when the agent answers joins the two legs' audio in that process's conference bridge. When the caller
+  hangs up, the agent leg is hung up too; when the agent hangs up, the caller stays on the line and the
+  leg's result turns ``agent_left`` (the call session hears ``AgentLeft`` and goes on with the flow, a
+  survey, or hangs up).
   Behind the edge the caller's call lives in a worker process: the server forwards the
   request there, so both legs always share one conference bridge.
 - **refer**: a blind REFER of the caller's call to the agent's URI with the headers (``SipChannel.transfer``).
@@ -41,6 +43,8 @@ LegResult = Callable[[str, str], None]
 """``on_result(request, result)``: result is an OfferResult value, or ``no_slot`` (no free call slot)."""
 
 NO_SLOT = "no_slot"
+AGENT_LEFT = "agent_left"
+"""The leg's second result, after ``answered``: the agent hung up, the caller is still connected."""
 
 _REJECTED_CODES = frozenset({403, 486, 600, 603})
 _NO_ANSWER_CODES = frozenset({408, 480, 487})
@@ -78,7 +82,6 @@ class _Leg:
     uri: str
     on_result: LegResult
     caller_audio: Callable[[], pj.AudioMedia | None]
-    hangup_caller: Callable[[], None]
     call: _AgentCall | None = None
     answered: bool = False
     bridged: bool = False
@@ -103,15 +106,15 @@ class AgentLegs:
         return len(self._legs)
 
     def dial(self, request: str, channel: SipChannel, caller_audio: Callable[[], pj.AudioMedia | None],
-             hangup_caller: Callable[[], None], uri: str, headers: dict[str, str], ring_timeout: float,
-             on_result: LegResult) -> None:
-        """Ring ``uri`` with ``headers`` for the caller behind ``channel``; ``on_result`` once, on this thread."""
+             uri: str, headers: dict[str, str], ring_timeout: float, on_result: LegResult) -> None:
+        """Ring ``uri`` with ``headers`` for the caller behind ``channel``; ``on_result`` once with how the
+        offer went, and once more with ``agent_left`` if the agent answered and hangs up first (this thread)."""
         if request in self._legs:
             return
         if self.free_slots() <= 0:
             on_result(request, NO_SLOT)
             return
-        leg = _Leg(request, channel, uri, on_result, caller_audio, hangup_caller)
+        leg = _Leg(request, channel, uri, on_result, caller_audio)
         call = _AgentCall(self, self.account)
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
@@ -252,8 +255,9 @@ class AgentLegs:
         self._legs.pop(leg.request, None)
         if leg.answered:
             log.info("agent call %s ended (%s)", leg.request, leg.ending or "agent hung up")
-            if leg.bridged and not leg.ending:
-                leg.hangup_caller()  # the agent hung up: so does the caller's call
+            if leg.bridged and not leg.ending:  # the agent hung up: the caller's call is the session's to end
+                leg.bridged = False
+                leg.on_result(leg.request, AGENT_LEFT)
             return
         result = result_for_status(code)
         log.info("agent call %s: %s not answered (%d, %s)", leg.request, leg.uri, code, result.value)
@@ -277,6 +281,8 @@ class AgentDialingChannel(Protocol):
                    on_result: LegResult) -> None: ...
 
     def cancel_agent(self, request: str) -> None: ...
+
+    def agent_left(self) -> None: ...
 
 
 class SipAgentConnector:
@@ -348,6 +354,12 @@ class SipAgentConnector:
 
     def _leg_result(self, request: str, result: str) -> None:
         # Runs on the SIP thread (or a pool link's reader): never call the ACD from here.
+        if result == AGENT_LEFT:
+            with self._lock:
+                channel = self._legs.pop(request, None)
+            if channel is not None:
+                channel.agent_left()
+            return
         with self._lock:
             pending = self._pending.pop(request, None)
             if result != OfferResult.ANSWERED.value:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ivr.audio.frame import AudioFrame, samples_per_frame
 from ivr.channel import ChannelCapabilities
-from ivr.events import CallInterrupted, ControlEvent, DtmfDigit, Hangup
+from ivr.events import AgentLeft, CallInterrupted, ControlEvent, DtmfDigit, Hangup
 
 log = logging.getLogger("ivr.sip")
 
@@ -227,6 +227,11 @@ class SipChannel:
         if digit in DTMF_DIGITS:
             with self._events_lock:
                 self._events.append(DtmfDigit(digit))
+
+    def agent_left(self) -> None:
+        """The agent of a bridged call hung up: the caller is still here (queues an AgentLeft event)."""
+        with self._events_lock:
+            self._events.append(AgentLeft())
 
     def mark_ended(self, by_caller: bool, interrupted: bool = False) -> None:
         """The call is over; a Hangup event is queued when the caller hung up, CallInterrupted when the line

@@ -325,8 +325,7 @@ class SipServer:
             except pj.Error:
                 return None
 
-        self._agent_legs.dial(request, channel, caller_audio, lambda: self._hangup_channel(channel), uri, headers,
-                              ring_timeout, on_result)
+        self._agent_legs.dial(request, channel, caller_audio, uri, headers, ring_timeout, on_result)
 
     def _run(self) -> None:
         try:

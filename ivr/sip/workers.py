@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
 from ivr.errors import SipError
+from ivr.queue.connector import OfferResult
 from ivr.sip import wire
 from ivr.sip.admission import Admission
 from ivr.sip.channel import SipChannel, run_call
@@ -155,7 +156,7 @@ class WorkerLink:
         """Call-IDs of the calls that were up when the worker was lost."""
         self.channels: dict[int, RemoteSipChannel] = {}
         self.transfers: dict[int, Future[bool]] = {}
-        self.agent_calls: dict[str, Callable[[str, str], None]] = {}
+        self.agent_calls: dict[str, tuple[int, Callable[[str, str], None]]] = {}  # request → (call key, result)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.pipe.send(wire.Setup(config))
@@ -194,11 +195,13 @@ class WorkerLink:
             if self.gone:
                 on_result(request, "failed")
                 return
-            self.agent_calls[request] = on_result
+            self.agent_calls[request] = (_key(channel), on_result)
         self.pipe.send(wire.DialAgent(_key(channel), request, uri, dict(headers), ring_timeout))
 
     def cancel_agent_call(self, request: str) -> None:
         """Stop ringing (or hang up) an agent leg."""
+        with self._lock:
+            self.agent_calls.pop(request, None)
         self.pipe.send(wire.CancelAgent(request))
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -244,15 +247,18 @@ class WorkerLink:
             self.pool.start_call(channel)
         elif isinstance(message, wire.CallEnded):
             ended = self.channels.pop(message.key, None)
+            with self._lock:  # its agent legs end with it
+                self.agent_calls = {r: leg for r, leg in self.agent_calls.items() if leg[0] != message.key}
             if ended is not None:
                 ended.mark_ended(by_caller=message.by_caller)
         elif isinstance(message, wire.CallFinished):
             self.pool.call_finished(message.ticket, message.outcome)
         elif isinstance(message, wire.AgentResult):
-            with self._lock:
-                on_result = self.agent_calls.pop(message.request, None)
-            if on_result is not None:
-                on_result(message.request, message.result)
+            with self._lock:  # an answered leg reports once more if the agent hangs up first (agent_left)
+                answered = message.result == OfferResult.ANSWERED.value
+                leg = (self.agent_calls.get if answered else self.agent_calls.pop)(message.request, None)
+            if leg is not None:
+                leg[1](message.request, message.result)
         elif isinstance(message, wire.TransferResult):
             with self._lock:
                 future = self.transfers.pop(message.request, None)
@@ -282,7 +288,7 @@ class WorkerLink:
         for future in transfers:
             if not future.done():
                 future.set_result(False)
-        for request, on_result in agent_calls:
+        for request, (_, on_result) in agent_calls:
             on_result(request, "failed")
         self.ready.set()
         self.lost_calls = self.pool.admission.release_owner(self)
