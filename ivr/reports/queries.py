@@ -1,0 +1,275 @@
+"""The report's SQL: aggregates over the calls and queue entries of a time range, optionally grouped.
+
+Every figure is a COUNT/SUM over an indexed range (migration 0005 adds covering indexes), so a day of a
+million-call store costs what that day's rows cost; ratios are taken afterwards in :mod:`ivr.reports.report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from ivr.reports.definitions import TRANSFER_OUTCOMES, ReportOptions
+from ivr.reports.periods import hour_of_day_bounds, utc_offset
+from ivr.store import Store
+from ivr.store import schema as t
+
+C = t.calls.c
+Q = t.queue_entries.c
+DAY = 86400.0
+Row = dict[str, Any]
+
+
+def count_if(cond: ColumnElement[Any]) -> ColumnElement[Any]:
+    """How many rows meet ``cond``."""
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
+
+
+def sum_if(cond: ColumnElement[Any], value: Any) -> ColumnElement[Any]:
+    """The sum of ``value`` over the rows that meet ``cond``."""
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, value), else_=0.0)), 0.0)
+
+
+def contained(options: ReportOptions) -> ColumnElement[bool]:
+    """A call ended in the bot by the flow's own ending: never queued, no transfer, not a hang-up, error or
+    fallback (docs/reports.md, containment)."""
+    excluded = sorted(TRANSFER_OUTCOMES | options.not_served_outcomes)
+    return sa.and_(C.ended_at.is_not(None), C.queue.is_(None), C.outcome.is_not(None), C.outcome != "",
+                   C.outcome.not_in(excluded), C.outcome.not_like("rejected%"))  # fmt: skip
+
+
+def transferred() -> ColumnElement[bool]:
+    """The bot handed the call, or tried to, to a person: it joined a queue or was sent to a number."""
+    return sa.or_(C.queue.is_not(None), C.outcome.in_(sorted(TRANSFER_OUTCOMES)))
+
+
+def fcr_eligible() -> ColumnElement[bool]:
+    """Calls FCR can judge: a caller number and an intent."""
+    return sa.and_(C.caller != "", C.intent.is_not(None), C.intent != "")
+
+
+def repeated(options: ReportOptions) -> ColumnElement[bool]:
+    """Another call from the same number on the same intent followed within ``fcr_days`` days."""
+    later = t.calls.alias("later")
+    return (
+        sa.select(later.c.id)
+        .where(later.c.caller == C.caller, later.c.intent == C.intent, later.c.started_at > C.started_at,
+               later.c.started_at <= C.started_at + options.fcr_days * DAY)
+        .exists()
+    )
+
+
+def call_columns(options: ReportOptions, fcr: bool) -> list[ColumnElement[Any]]:
+    """The counts of the call figures (containment, transfers, surveys and, with ``fcr``, repeat calls)."""
+    cols: list[ColumnElement[Any]] = [
+        sa.func.count().label("calls"),
+        sa.func.count(C.ended_at).label("ended"),
+        count_if(contained(options)).label("contained"),
+        count_if(transferred()).label("transferred"),
+        sa.func.count(C.csat).label("csat_responses"),
+        sa.func.coalesce(sa.func.sum(C.csat), 0.0).label("csat_sum"),
+        count_if(C.csat >= 4).label("csat_satisfied"),
+        sa.func.count(C.nps).label("nps_responses"),
+        count_if(C.nps >= 9).label("promoters"),
+        count_if(C.nps <= 6).label("detractors"),
+    ]
+    if fcr:
+        cols += [count_if(fcr_eligible()).label("fcr_calls"),
+                 count_if(sa.and_(fcr_eligible(), repeated(options))).label("fcr_repeated")]  # fmt: skip
+    return cols
+
+
+def wrap_up(queue: ColumnElement[Any], options: ReportOptions) -> ColumnElement[Any]:
+    """The after-call work of an entry's queue, in seconds."""
+    if not options.wrap_up:
+        return sa.literal(float(options.default_wrap_up))
+    return sa.case(dict(options.wrap_up), value=queue, else_=float(options.default_wrap_up))
+
+
+def entry_columns(enqueued: Any, answered: Any, ended: Any, state: Any, queue: Any,
+                  options: ReportOptions) -> list[ColumnElement[Any]]:  # fmt: skip
+    """The counts and sums of the queue figures over entries (waits measured from ``enqueued``)."""
+    has_result = sa.or_(answered.is_not(None), ended.is_not(None))
+    abandoned = state == "abandoned"
+    handled = sa.and_(answered.is_not(None), ended.is_not(None))
+    return [
+        sa.func.count().label("queued"),
+        count_if(has_result).label("offered"),
+        sa.func.count(answered).label("answered"),
+        count_if(abandoned).label("abandoned"),
+        count_if(sa.and_(abandoned, ended - enqueued < options.short_abandon_seconds)).label("short_abandoned"),
+        count_if(sa.and_(answered.is_not(None), answered - enqueued <= options.service_level_seconds))
+        .label("answered_within"),
+        sum_if(answered.is_not(None), answered - enqueued).label("wait_sum"),
+        count_if(handled).label("handled"),
+        sum_if(handled, ended - answered).label("talk_sum"),
+        sum_if(handled, wrap_up(queue, options)).label("wrap_sum"),
+    ]
+
+
+def zero_calls(options: ReportOptions) -> Row:
+    """Every count of :func:`call_counts` at zero (for a group with no calls)."""
+    return {c.name: 0 for c in call_columns(options, True)}
+
+
+def zero_entries(options: ReportOptions) -> Row:
+    """Every count of :func:`entry_counts` at zero (for a group with no queue entries)."""
+    return {c.name: 0 for c in entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)}
+
+
+def _floor_int(store: Store, value: ColumnElement[Any]) -> ColumnElement[Any]:
+    # SQLite's CAST truncates (= floor for the positive times here); PostgreSQL's rounds.
+    return sa.cast(value if store.is_sqlite else sa.func.floor(value), sa.Integer)
+
+
+def hour_of_day(store: Store, column: Any, since: float, until: float) -> ColumnElement[Any]:
+    """The local hour (0-23) of ``column``: exact clock hours for up to two days, else by the UTC offset at
+    ``since`` (an hour off after a DST change inside a longer range)."""
+    if until - since <= 2 * DAY + 3600:
+        bounds = hour_of_day_bounds(since, until)
+        whens = [(column < end, hour) for (_, hour), (end, _) in zip(bounds, [*bounds[1:], (until, 0)], strict=True)]
+        return sa.case(*whens, else_=None)
+    return _floor_int(store, (column + utc_offset(since)) / 3600.0) % 24
+
+
+def bucket(column: Any, bounds: Sequence[float]) -> ColumnElement[Any]:
+    """The index i of the range [bounds[i], bounds[i+1]) ``column`` falls in (rows outside give NULL)."""
+    whens = [(column < end, i) for i, end in enumerate(bounds[1:])]
+    return sa.case(*whens, else_=None)
+
+
+def _rows(store: Store, query: sa.Select[Any]) -> list[Row]:
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def call_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: Any = None,
+                fcr: bool = False, where: Any = None, top: int | None = None) -> list[Row]:  # fmt: skip
+    """Call figures' counts for calls started in [since, until), one row (or one per ``by`` value, as
+    ``key``; with ``top``, the ``top`` keys with most calls)."""
+    cols = call_columns(options, fcr)
+    query = sa.select(*([by.label("key")] if by is not None else []), *cols)
+    query = query.where(C.started_at >= since, C.started_at < until)
+    if where is not None:
+        query = query.where(where)
+    if by is not None:
+        query = query.group_by(by)
+        if top is not None:
+            query = query.order_by(sa.desc("calls"), by).limit(top)
+    return _rows(store, query)
+
+
+def entry_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: str | None = None,
+                 agents_only: bool = False) -> list[Row]:  # fmt: skip
+    """Queue figures' counts for each queue entry that joined in [since, until), one row or one per ``by``
+    (``queue``, ``agent`` or ``hour``). Agent rows also carry the surveys of the calls they answered."""
+    cols = entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)
+    key: Any = None
+    if by == "hour":
+        key = hour_of_day(store, Q.enqueued_at, since, until)
+    elif by is not None:
+        key = Q[by]
+    query = sa.select(*([key.label("key")] if key is not None else []), *cols)
+    if by == "agent":
+        query = sa.select(key.label("key"), *cols, sa.func.count(C.csat).label("csat_responses"),
+                          sa.func.coalesce(sa.func.sum(C.csat), 0.0).label("csat_sum"),
+                          count_if(C.csat >= 4).label("csat_satisfied"), sa.func.count(C.nps).label("nps_responses"),
+                          count_if(C.nps >= 9).label("promoters"), count_if(C.nps <= 6).label("detractors"))
+        query = query.select_from(t.queue_entries.join(t.calls, C.id == Q.call_id))
+        query = query.where(Q.agent.is_not(None), Q.answered_at.is_not(None))  # fmt: skip
+    query = query.where(Q.enqueued_at >= since, Q.enqueued_at < until)
+    if key is not None:
+        query = query.group_by(key)
+    return _rows(store, query)
+
+
+def _per_call_entries(since: float, until: float) -> tuple[Any, Any]:
+    """Each queued call's first join time and its last entry (the one that says how the wait ended)."""
+    per_call = (
+        sa.select(Q.call_id, sa.func.min(Q.enqueued_at).label("first_at"), sa.func.max(Q.id).label("last_id"))
+        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        .group_by(Q.call_id)
+        .subquery()
+    )
+    last = t.queue_entries.alias("last")
+    return per_call, last
+
+
+def call_queue_counts(store: Store, since: float, until: float, options: ReportOptions) -> Row:
+    """Queue figures' counts per queued call (a call that overflowed from queue to queue counts once, its
+    wait from its first queue to its answer)."""
+    per_call, last = _per_call_entries(since, until)
+    cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
+                         options)  # fmt: skip
+    query = sa.select(*cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+    return _rows(store, query)[0]
+
+
+def call_queue_counts_by(store: Store, since: float, until: float, options: ReportOptions,
+                         bounds: Sequence[float]) -> list[Row]:  # fmt: skip
+    """:func:`call_queue_counts` per range of ``bounds`` the call first joined a queue in (``key``: its index)."""
+    per_call, last = _per_call_entries(since, until)
+    key = bucket(per_call.c.first_at, bounds)
+    cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
+                         options)  # fmt: skip
+    query = sa.select(key.label("key"), *cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+    return _rows(store, query.group_by(key))
+
+
+def wait_percentile(store: Store, since: float, until: float, fraction: float, answered: int) -> float | None:
+    """The nearest-rank ``fraction`` percentile of answered calls' waits (``answered`` of them)."""
+    if answered <= 0:
+        return None
+    per_call, last = _per_call_entries(since, until)
+    wait = (last.c.answered_at - per_call.c.first_at).label("wait")
+    rank = max(1, math.ceil(fraction * answered))
+    query = (
+        sa.select(wait)
+        .select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+        .where(last.c.answered_at.is_not(None))
+        .order_by(wait)
+        .limit(1)
+        .offset(rank - 1)
+    )
+    rows = _rows(store, query)
+    return float(rows[0]["wait"]) if rows else None
+
+
+def intent_examples(store: Store, since: float, until: float, intent: str, limit: int) -> list[str]:
+    """Up to ``limit`` different things callers said that were recognised as ``intent`` (as stored: digits
+    starred)."""
+    tu = t.turns.c
+    query = (
+        sa.select(tu.text)
+        .select_from(t.calls.join(t.turns, tu.call_id == C.id))
+        .where(C.started_at >= since, C.started_at < until, C.intent == intent, tu.speaker == "caller",
+               tu.intent == intent)
+        .distinct()
+        .limit(limit)
+    )
+    return [r["text"] for r in _rows(store, query)]
+
+
+def opening_requests(store: Store, since: float, until: float, limit: int) -> list[Row]:
+    """The most frequent first things callers said (lower-cased), with how many calls and their intent."""
+    tu = t.turns.c
+    first = (
+        sa.select(sa.func.min(tu.id).label("turn_id"))
+        .select_from(t.calls.join(t.turns, tu.call_id == C.id))
+        .where(C.started_at >= since, C.started_at < until, tu.speaker == "caller")
+        .group_by(C.id)
+        .subquery()
+    )
+    text = sa.func.lower(tu.text)
+    query = (
+        sa.select(text.label("question"), sa.func.count().label("calls"), sa.func.max(tu.intent).label("intent"))
+        .select_from(first.join(t.turns, tu.id == first.c.turn_id))
+        .group_by(text)
+        .order_by(sa.desc("calls"), text)
+        .limit(limit)
+    )
+    return _rows(store, query)

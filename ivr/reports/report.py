@@ -1,0 +1,294 @@
+"""A report for a time range: the summary figures and the tables per hour, queue, agent, flow, intent and
+opening request, with the ratios of docs/reports.md taken from the SQL counts of :mod:`ivr.reports.queries`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from ivr.reports import queries as q
+from ivr.reports.definitions import ReportOptions
+from ivr.reports.periods import day_bounds, days_between
+from ivr.store import Store, mask_sensitive
+
+Row = dict[str, Any]
+
+
+def ratio(part: float, whole: float) -> float | None:
+    """``part / whole``, None when there is nothing to divide."""
+    return part / whole if whole else None
+
+
+def call_figures(r: Row) -> Row:
+    """The call ratios from :func:`ivr.reports.queries.call_counts` counts (kept alongside them)."""
+    out = dict(r)
+    out["containment"] = ratio(r["contained"], r["ended"])
+    out["transfer_rate"] = ratio(r["transferred"], r["calls"])
+    out["csat_average"] = ratio(r["csat_sum"], r["csat_responses"])
+    out["csat"] = ratio(r["csat_satisfied"], r["csat_responses"])
+    nps = ratio(r["promoters"] - r["detractors"], r["nps_responses"])
+    out["nps"] = None if nps is None else 100 * nps
+    if "fcr_calls" in r:
+        out["fcr"] = ratio(r["fcr_calls"] - r["fcr_repeated"], r["fcr_calls"])
+    return out
+
+
+def queue_figures(r: Row) -> Row:
+    """The queue ratios from :func:`ivr.reports.queries.entry_counts` counts (kept alongside them)."""
+    out = dict(r)
+    counted = r["offered"] - r["short_abandoned"]
+    out["service_level"] = ratio(r["answered_within"], counted)
+    out["abandonment"] = ratio(r["abandoned"] - r["short_abandoned"], counted)
+    out["asa"] = ratio(r["wait_sum"], r["answered"])
+    out["talk_average"] = ratio(r["talk_sum"], r["handled"])
+    out["aht"] = ratio(r["talk_sum"] + r["wrap_sum"], r["handled"])
+    return out
+
+
+def summary(store: Store, since: float, until: float, options: ReportOptions | None = None, *,
+            intents: bool = True) -> Row:  # fmt: skip
+    """Every headline figure for [since, until): calls, containment, FCR, transfers, queue figures (per
+    call), CSAT, NPS and, with ``intents``, the transfer rate by intent."""
+    options = options or ReportOptions()
+    calls = call_figures(q.call_counts(store, since, until, options, fcr=True)[0])
+    queue = queue_figures(q.call_queue_counts(store, since, until, options))
+    out: Row = {"since": since, "until": until, **calls, **queue}
+    out.update(
+        wait_average=queue["asa"],
+        wait_p90=q.wait_percentile(store, since, until, 0.9, queue["answered"]),
+        service_level_seconds=options.service_level_seconds,
+        short_abandon_seconds=options.short_abandon_seconds,
+        fcr_days=options.fcr_days,
+        satisfaction_average=calls["csat_average"],
+        satisfaction_responses=calls["csat_responses"],
+    )
+    if intents:
+        rows = q.call_counts(store, since, until, options, by=q.C.intent)
+        out["transfer_rate_by_intent"] = {
+            r["key"] or "(none)": {"calls": r["calls"], "transferred": r["transferred"],
+                                   "rate": ratio(r["transferred"], r["calls"])}
+            for r in sorted(rows, key=lambda r: r["key"] or "(none)")
+        }  # fmt: skip
+    return out
+
+
+def daily_trend(store: Store, first: dt.date, last: dt.date, options: ReportOptions | None = None) -> list[Row]:
+    """Per-day figures from ``first`` to ``last`` (both included, oldest first, a ``day`` key each): two
+    grouped queries for the whole span."""
+    options = options or ReportOptions()
+    days = days_between(first, last)
+    bounds = [day_bounds(d)[0] for d in days] + [day_bounds(last)[1]]
+    since, until = bounds[0], bounds[-1]
+    calls = {r["key"]: r for r in q.call_counts(store, since, until, options, by=q.bucket(q.C.started_at, bounds))}
+    queues = {r["key"]: r for r in q.call_queue_counts_by(store, since, until, options, bounds)}
+    zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
+    zero_calls.pop("fcr_calls"), zero_calls.pop("fcr_repeated")
+    out = []
+    for i, day in enumerate(days):
+        row = queue_figures({**zero_entries, **queues.get(i, {})})
+        row.update(call_figures({**zero_calls, **calls.get(i, {})}))
+        row.pop("key", None)
+        row.update(day=day.isoformat(), since=bounds[i], until=bounds[i + 1], wait_average=row["asa"])
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a report table: ``kind`` is text, count, ratio (0..1), seconds or score."""
+
+    key: str
+    label: str
+    kind: str = "count"
+
+
+@dataclass
+class Table:
+    """One table of a report (one CSV file, one HTML table)."""
+
+    name: str
+    title: str
+    columns: list[Column]
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """A report over [since, until): the headline ``summary`` and its ``tables``."""
+
+    since: float
+    until: float
+    options: ReportOptions
+    summary: Row
+    tables: list[Table]
+
+    def table(self, name: str) -> Table:
+        """The table called ``name``."""
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+
+SUMMARY_FIGURES = [
+    Column("calls", "Calls"),
+    Column("ended", "Ended calls"),
+    Column("contained", "Contained"),
+    Column("containment", "Containment", "ratio"),
+    Column("fcr", "First-contact resolution", "ratio"),
+    Column("transferred", "Transferred (or tried)"),
+    Column("transfer_rate", "Transfer rate", "ratio"),
+    Column("queued", "Calls queued"),
+    Column("answered", "Answered by an agent"),
+    Column("abandoned", "Abandoned in queue"),
+    Column("short_abandoned", "Short abandons"),
+    Column("abandonment", "Abandonment", "ratio"),
+    Column("service_level", "Service level", "ratio"),
+    Column("asa", "Average speed of answer", "seconds"),
+    Column("wait_p90", "90th percentile wait", "seconds"),
+    Column("talk_average", "Average talk time", "seconds"),
+    Column("aht", "Average handle time", "seconds"),
+    Column("csat_average", "CSAT average (1-5)", "score"),
+    Column("csat", "CSAT (share 4-5)", "ratio"),
+    Column("csat_responses", "CSAT responses"),
+    Column("nps", "NPS", "score"),
+    Column("nps_responses", "NPS responses"),
+]
+_QUEUE_COLUMNS = [
+    Column("offered", "Offered"),
+    Column("answered", "Answered"),
+    Column("abandoned", "Abandoned"),
+    Column("short_abandoned", "Short abandons"),
+    Column("abandonment", "Abandonment", "ratio"),
+    Column("service_level", "Service level", "ratio"),
+    Column("asa", "ASA", "seconds"),
+    Column("talk_average", "Talk", "seconds"),
+    Column("aht", "AHT", "seconds"),
+]
+_CALL_COLUMNS = [
+    Column("calls", "Calls"),
+    Column("contained", "Contained"),
+    Column("containment", "Containment", "ratio"),
+    Column("transferred", "Transferred"),
+    Column("transfer_rate", "Transfer rate", "ratio"),
+]
+_SURVEY_COLUMNS = [
+    Column("csat_average", "CSAT", "score"),
+    Column("csat_responses", "CSAT responses"),
+    Column("nps", "NPS", "score"),
+]
+
+
+def _summary_table(summary: Row) -> Table:
+    rows = [{"key": c.key, "figure": c.label, "value": summary.get(c.key), "kind": c.kind} for c in SUMMARY_FIGURES]
+    columns = [Column("key", "Key", "text"), Column("figure", "Figure", "text"), Column("value", "Value", "value")]
+    return Table("summary", "Summary", columns, rows)
+
+
+def _hours(store: Store, since: float, until: float, options: ReportOptions) -> Table:
+    calls = {r["key"]: call_figures(r) for r in
+             q.call_counts(store, since, until, options, by=q.hour_of_day(store, q.C.started_at, since, until))}
+    queues = {r["key"]: queue_figures(r) for r in q.entry_counts(store, since, until, options, by="hour")}
+    zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
+    zero_calls.pop("fcr_calls"), zero_calls.pop("fcr_repeated")
+    rows = []
+    for hour in range(24):
+        row: Row = {"hour": f"{hour:02d}:00"}
+        row.update(queues.get(hour) or queue_figures(zero_entries))
+        row.update(calls.get(hour) or call_figures(zero_calls))
+        rows.append(row)
+    return Table("hours", "Per hour", [Column("hour", "Hour", "text"), *_CALL_COLUMNS, *_QUEUE_COLUMNS], rows)
+
+
+def _intents(store: Store, since: float, until: float, options: ReportOptions) -> Table:
+    rows = [call_figures(r) for r in q.call_counts(store, since, until, options, by=q.C.intent, fcr=True,
+                                                   where=q.C.intent.is_not(None))]  # fmt: skip
+    total = sum(r["calls"] for r in rows)
+    rows.sort(key=lambda r: (-r["calls"], r["key"]))
+    for rank, row in enumerate(rows, 1):
+        row.update(rank=rank, intent=row.pop("key"), share=ratio(row["calls"], total))
+        shown = rank <= options.top
+        examples = q.intent_examples(store, since, until, row["intent"], options.examples) if shown else []
+        row["examples"] = " | ".join(mask_sensitive(text) for text in examples)
+    columns = [Column("rank", "#"), Column("intent", "Intent", "text"), Column("share", "Share", "ratio"),
+               *_CALL_COLUMNS, Column("fcr", "FCR", "ratio"), Column("examples", "Examples (masked)", "text")]
+    return Table("intents", f"Intents (top {options.top} with examples; transfer rate by intent)", columns, rows)
+
+
+def _questions(store: Store, since: float, until: float, options: ReportOptions) -> Table:
+    rows = [r for r in q.opening_requests(store, since, until, options.top * 3)
+            if any(ch.isalpha() for ch in r["question"] or "")][: options.top]  # fmt: skip
+    for rank, row in enumerate(rows, 1):
+        row.update(rank=rank, question=mask_sensitive(row["question"]), intent=row["intent"] or "")
+    columns = [Column("rank", "#"), Column("question", "Opening request (masked)", "text"), Column("calls", "Calls"),
+               Column("intent", "Intent", "text")]
+    return Table("questions", f"Top {options.top} opening requests", columns, rows)
+
+
+def _grouped_calls(store: Store, since: float, until: float, options: ReportOptions, name: str) -> Table:
+    rows = [call_figures(r) for r in q.call_counts(store, since, until, options, by=q.C[name], fcr=True)]
+    for row in rows:
+        row[name] = row.pop("key") or "(none)"
+    rows.sort(key=lambda r: r[name])
+    columns = [Column(name, name.title(), "text"), *_CALL_COLUMNS, Column("fcr", "FCR", "ratio"), *_SURVEY_COLUMNS]
+    return Table(f"{name}s", f"Per {name}", columns, rows)
+
+
+def _queues(store: Store, since: float, until: float, options: ReportOptions) -> Table:
+    rows = [queue_figures(r) for r in q.entry_counts(store, since, until, options, by="queue")]
+    for row in rows:
+        row["queue"] = row.pop("key")
+    rows.sort(key=lambda r: r["queue"])
+    return Table("queues", "Per queue", [Column("queue", "Queue", "text"), *_QUEUE_COLUMNS], rows)
+
+
+def _agents(store: Store, since: float, until: float, options: ReportOptions) -> Table:
+    rows = [call_figures({**queue_figures(r), "calls": 0, "ended": 0, "contained": 0, "transferred": 0})
+            for r in q.entry_counts(store, since, until, options, by="agent")]  # fmt: skip
+    for row in rows:
+        row["agent"] = row.pop("key")
+    rows.sort(key=lambda r: r["agent"])
+    columns = [Column("agent", "Agent", "text"), Column("answered", "Answered"), Column("handled", "Handled"),
+               Column("asa", "ASA", "seconds"), Column("talk_average", "Talk", "seconds"),
+               Column("aht", "AHT", "seconds"), *_SURVEY_COLUMNS]  # fmt: skip
+    return Table("agents", "Per agent", columns, rows)
+
+
+def _days(store: Store, since: float, until: float, options: ReportOptions) -> Table | None:
+    first = dt.date.fromtimestamp(since)
+    last = dt.date.fromtimestamp(until - 1)
+    if first == last:
+        return None
+    rows = daily_trend(store, first, last, options)
+    columns = [Column("day", "Day", "text"), *_CALL_COLUMNS, *_QUEUE_COLUMNS, *_SURVEY_COLUMNS]
+    return Table("days", "Per day", columns, rows)
+
+
+TABLES = ("summary", "hours", "queues", "agents", "flows", "intents", "questions", "days")
+
+
+def build_report(store: Store, since: float, until: float, options: ReportOptions | None = None,
+                 tables: tuple[str, ...] = TABLES) -> Report:  # fmt: skip
+    """The report for [since, until) with the ``tables`` asked for (all by default)."""
+    options = options or ReportOptions()
+    head = summary(store, since, until, options, intents=False)
+    built: list[Table] = []
+    for name in tables:
+        if name == "summary":
+            built.append(_summary_table(head))
+        elif name == "hours":
+            built.append(_hours(store, since, until, options))
+        elif name == "queues":
+            built.append(_queues(store, since, until, options))
+        elif name == "agents":
+            built.append(_agents(store, since, until, options))
+        elif name == "flows":
+            built.append(_grouped_calls(store, since, until, options, "flow"))
+        elif name == "intents":
+            built.append(_intents(store, since, until, options))
+        elif name == "questions":
+            built.append(_questions(store, since, until, options))
+        elif name == "days" and (days := _days(store, since, until, options)) is not None:
+            built.append(days)
+    return Report(since, until, options, head, built)

@@ -1,0 +1,41 @@
+"""Reports: survey scores beside the call (``calls.csat``, ``calls.nps``, readable by SQL aggregates while the
+context stays encrypted) and the indexes the report queries need (see docs/reports.md).
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+CALLS_REPORT = ["started_at", "ended_at", "outcome", "queue", "intent", "flow", "caller", "csat", "nps"]
+ENTRIES_REPORT = ["enqueued_at", "queue", "state", "answered_at", "ended_at", "agent", "call_id"]
+
+
+def upgrade() -> None:
+    """Add calls.csat, calls.nps and the report indexes."""
+    with op.batch_alter_table("calls") as batch:
+        batch.add_column(sa.Column("csat", sa.Float))
+        batch.add_column(sa.Column("nps", sa.Float))
+    op.create_index("ix_calls_report", "calls", CALLS_REPORT)
+    op.create_index("ix_calls_caller_intent", "calls", ["caller", "intent", "started_at"])
+    op.create_index("ix_queue_entries_report", "queue_entries", ENTRIES_REPORT)
+    op.create_index("ix_queue_entries_agent", "queue_entries", ["agent", "answered_at"])
+
+
+def downgrade() -> None:
+    """Drop them again."""
+    op.drop_index("ix_queue_entries_agent", "queue_entries")
+    op.drop_index("ix_queue_entries_report", "queue_entries")
+    op.drop_index("ix_calls_caller_intent", "calls")
+    op.drop_index("ix_calls_report", "calls")
+    with op.batch_alter_table("calls") as batch:
+        batch.drop_column("nps")
+        batch.drop_column("csat")
