@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from ivr.handoff import context_url
 from ivr.queue import Acd, AcdConfig
 from ivr.reports import ReportOptions
+from ivr.reports.export import cell as report_cell
 from ivr.store import Store, mask_sensitive
 from ivr.web import api, pages
 from ivr.web.auth import check_csrf, csrf_token, current_user, login_required
@@ -113,6 +114,7 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.jinja_env.filters.update(time=_format_time, pct=_format_pct, secs=_format_secs, mask=mask_sensitive)
+    app.jinja_env.globals.update(cell=report_cell)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
