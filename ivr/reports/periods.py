@@ -35,20 +35,3 @@ def day_bounds(day: dt.date) -> tuple[float, float]:
 def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
     """Every day from ``first`` to ``last``, both included."""
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-
-
-def hour_of_day_bounds(since: float, until: float) -> list[tuple[float, int]]:
-    """The start of each local clock hour in [since, until) with its hour of the day (0-23)."""
-    out = []
-    at = since
-    while at < until:
-        local = dt.datetime.fromtimestamp(at)
-        out.append((at, local.hour))
-        at += 3600 - (local.minute * 60 + local.second + local.microsecond / 1e6)
-    return out
-
-
-def utc_offset(at: float) -> float:
-    """Seconds the local clock is ahead of UTC at ``at``."""
-    offset = dt.datetime.fromtimestamp(at).astimezone().utcoffset()
-    return offset.total_seconds() if offset is not None else 0.0

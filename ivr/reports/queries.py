@@ -6,6 +6,7 @@ million-call store costs what that day's rows cost; ratios are taken afterwards 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from ivr.reports.definitions import TRANSFER_OUTCOMES, ReportOptions
-from ivr.reports.periods import hour_of_day_bounds, utc_offset
 from ivr.store import Store
 from ivr.store import schema as t
 
@@ -53,29 +53,19 @@ def fcr_eligible() -> ColumnElement[bool]:
 
 
 def repeated(options: ReportOptions) -> ColumnElement[bool]:
-    """Another call from the same number on the same intent followed within ``fcr_days`` days."""
-    later = t.calls.alias("later")
-    return (
-        sa.select(later.c.id)
-        .where(later.c.caller == C.caller, later.c.intent == C.intent, later.c.started_at > C.started_at,
-               later.c.started_at <= C.started_at + options.fcr_days * DAY)
-        .exists()
-    )
+    """The same number called again about the same intent within ``fcr_days`` days (``calls.repeat_at``, set
+    by the store when the later call ends)."""
+    return sa.and_(C.repeat_at.is_not(None), C.repeat_at <= C.started_at + options.fcr_days * DAY)
 
 
-def call_columns(options: ReportOptions, fcr: bool) -> list[ColumnElement[Any]]:
+def call_columns(options: ReportOptions, fcr: bool = True) -> list[ColumnElement[Any]]:
     """The counts of the call figures (containment, transfers, surveys and, with ``fcr``, repeat calls)."""
     cols: list[ColumnElement[Any]] = [
         sa.func.count().label("calls"),
         sa.func.count(C.ended_at).label("ended"),
         count_if(contained(options)).label("contained"),
         count_if(transferred()).label("transferred"),
-        sa.func.count(C.csat).label("csat_responses"),
-        sa.func.coalesce(sa.func.sum(C.csat), 0.0).label("csat_sum"),
-        count_if(C.csat >= 4).label("csat_satisfied"),
-        sa.func.count(C.nps).label("nps_responses"),
-        count_if(C.nps >= 9).label("promoters"),
-        count_if(C.nps <= 6).label("detractors"),
+        *survey_columns(),
     ]
     if fcr:
         cols += [count_if(fcr_eligible()).label("fcr_calls"),
@@ -117,7 +107,7 @@ def zero_calls(options: ReportOptions) -> Row:
 
 
 def zero_entries(options: ReportOptions) -> Row:
-    """Every count of :func:`entry_counts` at zero (for a group with no queue entries)."""
+    """Every count of :func:`entry_columns` at zero (for a group with no queue entries)."""
     return {c.name: 0 for c in entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)}
 
 
@@ -126,14 +116,14 @@ def _floor_int(store: Store, value: ColumnElement[Any]) -> ColumnElement[Any]:
     return sa.cast(value if store.is_sqlite else sa.func.floor(value), sa.Integer)
 
 
-def hour_of_day(store: Store, column: Any, since: float, until: float) -> ColumnElement[Any]:
-    """The local hour (0-23) of ``column``: exact clock hours for up to two days, else by the UTC offset at
-    ``since`` (an hour off after a DST change inside a longer range)."""
-    if until - since <= 2 * DAY + 3600:
-        bounds = hour_of_day_bounds(since, until)
-        whens = [(column < end, hour) for (_, hour), (end, _) in zip(bounds, [*bounds[1:], (until, 0)], strict=True)]
-        return sa.case(*whens, else_=None)
-    return _floor_int(store, (column + utc_offset(since)) / 3600.0) % 24
+def hour_index(store: Store, column: Any, since: float) -> ColumnElement[Any]:
+    """Whole hours from ``since`` to ``column`` (cheap for the database; :func:`local_hour` names them)."""
+    return _floor_int(store, (column - since) / 3600.0)
+
+
+def local_hour(since: float, index: int) -> int:
+    """The local clock hour (0-23) of hour ``index`` after ``since`` (exact across DST changes)."""
+    return dt.datetime.fromtimestamp(since + index * 3600 + 1).hour
 
 
 def bucket(column: Any, bounds: Sequence[float]) -> ColumnElement[Any]:
@@ -163,28 +153,60 @@ def call_counts(store: Store, since: float, until: float, options: ReportOptions
     return _rows(store, query)
 
 
-def entry_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: str | None = None,
-                 agents_only: bool = False) -> list[Row]:  # fmt: skip
-    """Queue figures' counts for each queue entry that joined in [since, until), one row or one per ``by``
-    (``queue``, ``agent`` or ``hour``). Agent rows also carry the surveys of the calls they answered."""
-    cols = entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)
-    key: Any = None
-    if by == "hour":
-        key = hour_of_day(store, Q.enqueued_at, since, until)
-    elif by is not None:
-        key = Q[by]
-    query = sa.select(*([key.label("key")] if key is not None else []), *cols)
-    if by == "agent":
-        query = sa.select(key.label("key"), *cols, sa.func.count(C.csat).label("csat_responses"),
-                          sa.func.coalesce(sa.func.sum(C.csat), 0.0).label("csat_sum"),
-                          count_if(C.csat >= 4).label("csat_satisfied"), sa.func.count(C.nps).label("nps_responses"),
-                          count_if(C.nps >= 9).label("promoters"), count_if(C.nps <= 6).label("detractors"))
-        query = query.select_from(t.queue_entries.join(t.calls, C.id == Q.call_id))
-        query = query.where(Q.agent.is_not(None), Q.answered_at.is_not(None))  # fmt: skip
-    query = query.where(Q.enqueued_at >= since, Q.enqueued_at < until)
-    if key is not None:
-        query = query.group_by(key)
+def survey_columns(calls: Any = C) -> list[ColumnElement[Any]]:
+    """The survey counts (CSAT and NPS) of the calls in a query."""
+    return [
+        sa.func.count(calls.csat).label("csat_responses"),
+        sa.func.coalesce(sa.func.sum(calls.csat), 0.0).label("csat_sum"),
+        count_if(calls.csat >= 4).label("csat_satisfied"),
+        sa.func.count(calls.nps).label("nps_responses"),
+        count_if(calls.nps >= 9).label("promoters"),
+        count_if(calls.nps <= 6).label("detractors"),
+    ]
+
+
+def call_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+    """The call counts of calls started in [since, until) per (intent, flow, hour index): one scan of the
+    covering index; every per-dimension figure is a sum over these few groups."""
+    hour = hour_index(store, C.started_at, since)
+    query = (
+        sa.select(C.intent.label("intent"), C.flow.label("flow"), hour.label("hour_index"), *call_columns(options))
+        .where(C.started_at >= since, C.started_at < until)
+        .group_by(C.intent, C.flow, hour)
+    )
     return _rows(store, query)
+
+
+def entry_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+    """The queue counts of entries that joined in [since, until) per (queue, hour index)."""
+    hour = hour_index(store, Q.enqueued_at, since)
+    query = (
+        sa.select(Q.queue.label("queue"), hour.label("hour_index"),
+                  *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
+        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        .group_by(Q.queue, hour)
+    )
+    return _rows(store, query)
+
+
+def agent_counts(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+    """Queue counts per agent of the entries they answered that joined in [since, until), and the surveys of
+    calls started then that an agent took (``calls.agent``: the last agent connected)."""
+    entries = (
+        sa.select(Q.agent.label("key"), *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue,
+                                                        options))
+        .where(Q.enqueued_at >= since, Q.enqueued_at < until, Q.agent.is_not(None), Q.answered_at.is_not(None))
+        .group_by(Q.agent)
+    )
+    surveys = (
+        sa.select(C.agent.label("key"), *survey_columns())
+        .where(C.started_at >= since, C.started_at < until, C.agent.is_not(None))
+        .group_by(C.agent)
+    )
+    by_agent = {r["key"]: r for r in _rows(store, entries)}
+    for row in _rows(store, surveys):
+        by_agent.setdefault(row["key"], {}).update(row)
+    return list(by_agent.values())
 
 
 def _per_call_entries(since: float, until: float) -> tuple[Any, Any]:

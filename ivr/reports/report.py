@@ -4,8 +4,12 @@ opening request, with the ratios of docs/reports.md taken from the SQL counts of
 from __future__ import annotations
 
 import datetime as dt
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
+
+import sqlalchemy as sa
 
 from ivr.reports import queries as q
 from ivr.reports.definitions import ReportOptions
@@ -46,12 +50,58 @@ def queue_figures(r: Row) -> Row:
     return out
 
 
+KEYS = frozenset({"key", "intent", "flow", "hour", "hour_index", "queue", "agent"})
+
+
+def add_up(rows: list[Row], key: str | None = None) -> dict[Any, Row]:
+    """Sum the counts of cube ``rows`` per value of ``key`` (all rows under None when ``key`` is None)."""
+    if not rows:
+        return {}
+    fields = [name for name in rows[0] if name not in KEYS]
+    out: dict[Any, Row] = {}
+    for row in rows:
+        group = None if key is None else row[key]
+        acc = out.get(group)
+        if acc is None:
+            out[group] = acc = dict.fromkeys(fields, 0)
+        for name in fields:
+            acc[name] += row[name]
+    return out
+
+
+class Cube:
+    """The grouped counts of one range, read once: calls per (intent, flow, hour) and queue entries per
+    (queue, hour). Every table is a sum over these groups."""
+
+    def __init__(self, store: Store, since: float, until: float, options: ReportOptions) -> None:
+        self.calls = q.call_cube(store, since, until, options)
+        self.entries = q.entry_cube(store, since, until, options)
+        hours = {r["hour_index"] for r in (*self.calls, *self.entries) if r["hour_index"] is not None}
+        names = {i: q.local_hour(since, i) for i in hours}
+        for row in (*self.calls, *self.entries):
+            row["hour"] = names.get(row.pop("hour_index"))
+        self.zero_calls = q.zero_calls(options)
+        self.zero_entries = q.zero_entries(options)
+
+    def calls_by(self, key: str | None) -> dict[Any, Row]:
+        """Call figures per ``key`` (intent, flow or hour; None: the total)."""
+        groups = add_up(self.calls, key)
+        if key is None and not groups:
+            groups = {None: {}}
+        return {k: call_figures({**self.zero_calls, **v}) for k, v in groups.items()}
+
+    def entries_by(self, key: str | None) -> dict[Any, Row]:
+        """Queue figures per ``key`` (queue or hour; None: the total, per entry)."""
+        return {k: queue_figures({**self.zero_entries, **v}) for k, v in add_up(self.entries, key).items()}
+
+
 def summary(store: Store, since: float, until: float, options: ReportOptions | None = None, *,
-            intents: bool = True) -> Row:  # fmt: skip
+            cube: Cube | None = None) -> Row:  # fmt: skip
     """Every headline figure for [since, until): calls, containment, FCR, transfers, queue figures (per
-    call), CSAT, NPS and, with ``intents``, the transfer rate by intent."""
+    call), AHT, CSAT, NPS and the transfer rate by intent."""
     options = options or ReportOptions()
-    calls = call_figures(q.call_counts(store, since, until, options, fcr=True)[0])
+    cube = cube or Cube(store, since, until, options)
+    calls = cube.calls_by(None)[None]
     queue = queue_figures(q.call_queue_counts(store, since, until, options))
     out: Row = {"since": since, "until": until, **calls, **queue}
     out.update(
@@ -63,34 +113,52 @@ def summary(store: Store, since: float, until: float, options: ReportOptions | N
         satisfaction_average=calls["csat_average"],
         satisfaction_responses=calls["csat_responses"],
     )
-    if intents:
-        rows = q.call_counts(store, since, until, options, by=q.C.intent)
-        out["transfer_rate_by_intent"] = {
-            r["key"] or "(none)": {"calls": r["calls"], "transferred": r["transferred"],
-                                   "rate": ratio(r["transferred"], r["calls"])}
-            for r in sorted(rows, key=lambda r: r["key"] or "(none)")
-        }  # fmt: skip
+    intents = cube.calls_by("intent")
+    out["transfer_rate_by_intent"] = {
+        name or "(none)": {"calls": r["calls"], "transferred": r["transferred"], "rate": r["transfer_rate"]}
+        for name, r in sorted(intents.items(), key=lambda item: item[0] or "(none)")
+    }
     return out
+
+
+CLOSED_AFTER = 6 * 3600.0
+"""A day's trend row is kept once the day ended this long ago (no call of it can still be going on)."""
+_closed_days: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, ReportOptions], Row]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def daily_trend(store: Store, first: dt.date, last: dt.date, options: ReportOptions | None = None) -> list[Row]:
     """Per-day figures from ``first`` to ``last`` (both included, oldest first, a ``day`` key each): two
-    grouped queries for the whole span."""
+    grouped queries over the days not seen before; closed days are remembered per database."""
     options = options or ReportOptions()
+    kept = _closed_days.setdefault(store.engine, {})
+    days = days_between(first, last)
+    missing = [d for d in days if (d.isoformat(), options) not in kept]
+    fresh: dict[str, Row] = {}
+    if missing:
+        fresh = _trend_rows(store, missing[0], missing[-1], options)
+        now = time.time()
+        for day_text, row in fresh.items():
+            if row["until"] + CLOSED_AFTER < now and len(kept) < 100_000:
+                kept[(day_text, options)] = row
+    return [dict(fresh.get(d.isoformat()) or kept[(d.isoformat(), options)]) for d in days]
+
+
+def _trend_rows(store: Store, first: dt.date, last: dt.date, options: ReportOptions) -> dict[str, Row]:
     days = days_between(first, last)
     bounds = [day_bounds(d)[0] for d in days] + [day_bounds(last)[1]]
     since, until = bounds[0], bounds[-1]
     calls = {r["key"]: r for r in q.call_counts(store, since, until, options, by=q.bucket(q.C.started_at, bounds))}
     queues = {r["key"]: r for r in q.call_queue_counts_by(store, since, until, options, bounds)}
     zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
-    zero_calls.pop("fcr_calls"), zero_calls.pop("fcr_repeated")
-    out = []
+    out = {}
     for i, day in enumerate(days):
         row = queue_figures({**zero_entries, **queues.get(i, {})})
         row.update(call_figures({**zero_calls, **calls.get(i, {})}))
         row.pop("key", None)
         row.update(day=day.isoformat(), since=bounds[i], until=bounds[i + 1], wait_average=row["asa"])
-        out.append(row)
+        out[day.isoformat()] = row
     return out
 
 
@@ -186,28 +254,23 @@ def _summary_table(summary: Row) -> Table:
     return Table("summary", "Summary", columns, rows)
 
 
-def _hours(store: Store, since: float, until: float, options: ReportOptions) -> Table:
-    calls = {r["key"]: call_figures(r) for r in
-             q.call_counts(store, since, until, options, by=q.hour_of_day(store, q.C.started_at, since, until))}
-    queues = {r["key"]: queue_figures(r) for r in q.entry_counts(store, since, until, options, by="hour")}
-    zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
-    zero_calls.pop("fcr_calls"), zero_calls.pop("fcr_repeated")
+def _hours(cube: Cube) -> Table:
+    calls, queues = cube.calls_by("hour"), cube.entries_by("hour")
     rows = []
     for hour in range(24):
         row: Row = {"hour": f"{hour:02d}:00"}
-        row.update(queues.get(hour) or queue_figures(zero_entries))
-        row.update(calls.get(hour) or call_figures(zero_calls))
+        row.update(queues.get(hour) or queue_figures(dict(cube.zero_entries)))
+        row.update(calls.get(hour) or call_figures(dict(cube.zero_calls)))
         rows.append(row)
     return Table("hours", "Per hour", [Column("hour", "Hour", "text"), *_CALL_COLUMNS, *_QUEUE_COLUMNS], rows)
 
 
-def _intents(store: Store, since: float, until: float, options: ReportOptions) -> Table:
-    rows = [call_figures(r) for r in q.call_counts(store, since, until, options, by=q.C.intent, fcr=True,
-                                                   where=q.C.intent.is_not(None))]  # fmt: skip
+def _intents(store: Store, since: float, until: float, options: ReportOptions, cube: Cube) -> Table:
+    rows = [{**r, "intent": name} for name, r in cube.calls_by("intent").items() if name]
     total = sum(r["calls"] for r in rows)
-    rows.sort(key=lambda r: (-r["calls"], r["key"]))
+    rows.sort(key=lambda r: (-r["calls"], r["intent"]))
     for rank, row in enumerate(rows, 1):
-        row.update(rank=rank, intent=row.pop("key"), share=ratio(row["calls"], total))
+        row.update(rank=rank, share=ratio(row["calls"], total))
         shown = rank <= options.top
         examples = q.intent_examples(store, since, until, row["intent"], options.examples) if shown else []
         row["examples"] = " | ".join(mask_sensitive(text) for text in examples)
@@ -226,28 +289,25 @@ def _questions(store: Store, since: float, until: float, options: ReportOptions)
     return Table("questions", f"Top {options.top} opening requests", columns, rows)
 
 
-def _grouped_calls(store: Store, since: float, until: float, options: ReportOptions, name: str) -> Table:
-    rows = [call_figures(r) for r in q.call_counts(store, since, until, options, by=q.C[name], fcr=True)]
-    for row in rows:
-        row[name] = row.pop("key") or "(none)"
-    rows.sort(key=lambda r: r[name])
-    columns = [Column(name, name.title(), "text"), *_CALL_COLUMNS, Column("fcr", "FCR", "ratio"), *_SURVEY_COLUMNS]
-    return Table(f"{name}s", f"Per {name}", columns, rows)
+def _flows(cube: Cube) -> Table:
+    rows = sorted(({**r, "flow": name or "(none)"} for name, r in cube.calls_by("flow").items()),
+                  key=lambda r: r["flow"])  # fmt: skip
+    columns = [Column("flow", "Flow", "text"), *_CALL_COLUMNS, Column("fcr", "FCR", "ratio"), *_SURVEY_COLUMNS]
+    return Table("flows", "Per flow", columns, rows)
 
 
-def _queues(store: Store, since: float, until: float, options: ReportOptions) -> Table:
-    rows = [queue_figures(r) for r in q.entry_counts(store, since, until, options, by="queue")]
-    for row in rows:
-        row["queue"] = row.pop("key")
-    rows.sort(key=lambda r: r["queue"])
+def _queues(cube: Cube) -> Table:
+    rows = sorted(({**r, "queue": name} for name, r in cube.entries_by("queue").items()), key=lambda r: r["queue"])
     return Table("queues", "Per queue", [Column("queue", "Queue", "text"), *_QUEUE_COLUMNS], rows)
 
 
 def _agents(store: Store, since: float, until: float, options: ReportOptions) -> Table:
-    rows = [call_figures({**queue_figures(r), "calls": 0, "ended": 0, "contained": 0, "transferred": 0})
-            for r in q.entry_counts(store, since, until, options, by="agent")]  # fmt: skip
-    for row in rows:
-        row["agent"] = row.pop("key")
+    zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
+    rows = []
+    for counts in q.agent_counts(store, since, until, options):
+        row = queue_figures({**zero_entries, **counts})
+        row.update(call_figures({**zero_calls, **counts}), agent=counts["key"])
+        rows.append(row)
     rows.sort(key=lambda r: r["agent"])
     columns = [Column("agent", "Agent", "text"), Column("answered", "Answered"), Column("handled", "Handled"),
                Column("asa", "ASA", "seconds"), Column("talk_average", "Talk", "seconds"),
@@ -255,11 +315,9 @@ def _agents(store: Store, since: float, until: float, options: ReportOptions) ->
     return Table("agents", "Per agent", columns, rows)
 
 
-def _days(store: Store, since: float, until: float, options: ReportOptions) -> Table | None:
+def _days(store: Store, since: float, until: float, options: ReportOptions) -> Table:
     first = dt.date.fromtimestamp(since)
     last = dt.date.fromtimestamp(until - 1)
-    if first == last:
-        return None
     rows = daily_trend(store, first, last, options)
     columns = [Column("day", "Day", "text"), *_CALL_COLUMNS, *_QUEUE_COLUMNS, *_SURVEY_COLUMNS]
     return Table("days", "Per day", columns, rows)
@@ -270,25 +328,29 @@ TABLES = ("summary", "hours", "queues", "agents", "flows", "intents", "questions
 
 def build_report(store: Store, since: float, until: float, options: ReportOptions | None = None,
                  tables: tuple[str, ...] = TABLES) -> Report:  # fmt: skip
-    """The report for [since, until) with the ``tables`` asked for (all by default)."""
+    """The report for [since, until) with the ``tables`` asked for (all by default); ``summary`` is filled
+    when the summary table is asked for."""
     options = options or ReportOptions()
-    head = summary(store, since, until, options, intents=False)
+    cube = Cube(store, since, until, options)
+    head = summary(store, since, until, options, cube=cube) if "summary" in tables else {}
     built: list[Table] = []
     for name in tables:
         if name == "summary":
             built.append(_summary_table(head))
         elif name == "hours":
-            built.append(_hours(store, since, until, options))
+            built.append(_hours(cube))
         elif name == "queues":
-            built.append(_queues(store, since, until, options))
+            built.append(_queues(cube))
         elif name == "agents":
             built.append(_agents(store, since, until, options))
         elif name == "flows":
-            built.append(_grouped_calls(store, since, until, options, "flow"))
+            built.append(_flows(cube))
         elif name == "intents":
-            built.append(_intents(store, since, until, options))
+            built.append(_intents(store, since, until, options, cube))
         elif name == "questions":
             built.append(_questions(store, since, until, options))
-        elif name == "days" and (days := _days(store, since, until, options)) is not None:
-            built.append(days)
+        elif name == "days":
+            built.append(_days(store, since, until, options))
+        else:
+            raise KeyError(f"no report table {name!r}; tables: {', '.join(TABLES)}")
     return Report(since, until, options, head, built)

@@ -25,6 +25,7 @@ calls = sa.Table(
     sa.Column("node", sa.String(64), nullable=False, server_default=""),
     sa.Column("csat", sa.Float),  # 1-5, from a survey (ivr.store.survey), plain so reports can average it
     sa.Column("nps", sa.Float),  # 0-10 "would you recommend"
+    sa.Column("repeat_at", sa.Float),  # when the same number next called about the same intent (FCR)
 )
 
 turns = sa.Table(
@@ -155,7 +156,8 @@ INDEXES = [
     sa.Index("ix_auth_failures_key", auth_failures.c.key),
     sa.Index("ix_auth_failures_at", auth_failures.c.at),
     sa.Index("ix_calls_report", *(calls.c[n] for n in ("started_at", "ended_at", "outcome", "queue", "intent",
-                                                       "flow", "caller", "csat", "nps"))),
+                                                       "flow", "caller", "csat", "nps", "repeat_at",
+                                                       "agent"))),
     sa.Index("ix_calls_caller_intent", calls.c.caller, calls.c.intent, calls.c.started_at),
     sa.Index("ix_queue_entries_report", *(queue_entries.c[n] for n in ("enqueued_at", "queue", "state",
                                                                        "answered_at", "ended_at", "agent", "call_id"))),

@@ -217,10 +217,30 @@ class Store:
                 conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
 
     def end_call(self, call_id: str, at: float, outcome: str) -> None:
-        """Record the end of the call and its outcome ('completed', 'transferred', 'abandoned', 'error'...)."""
+        """Record the end of the call and its outcome ('completed', 'transferred', 'abandoned', 'error'...), and
+        that it repeats the caller's previous call on the same intent (``repeat_at`` of that call, for FCR)."""
         with self._write() as conn:
             self._ensure_call(conn, call_id, at)
             conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(ended_at=at, outcome=outcome))
+            self._link_repeat(conn, call_id)
+
+    def _link_repeat(self, conn: sa.Connection, call_id: str) -> None:
+        c = t.calls.c
+        call = conn.execute(sa.select(c.caller, c.intent, c.started_at).where(c.id == call_id)).first()
+        if call is None or not call.caller or not call.intent:
+            return
+        previous = conn.execute(
+            sa.select(c.id)
+            .where(c.caller == call.caller, c.intent == call.intent, c.started_at < call.started_at)
+            .order_by(c.started_at.desc())
+            .limit(1)
+        ).scalar()
+        if previous is not None:
+            conn.execute(
+                t.calls.update()
+                .where(c.id == previous, sa.or_(c.repeat_at.is_(None), c.repeat_at > call.started_at))
+                .values(repeat_at=call.started_at)
+            )
 
     def close_unfinished_calls(self, at: float, outcome: str = "interrupted", node: str | None = None) -> list[str]:
         """End every call of ``node`` (default: this one) that has no end (left by a server that crashed or a

@@ -189,8 +189,8 @@ def _figures_args() -> dict[str, Any]:
     first, last, since, until = _range()
     options = _report_options()
     store = _store()
-    figures = fig.figures(store, since, until, options=options)
-    report = build_report(store, since, until, options, tables=("hours", *PAGE_TABLES))
+    report = build_report(store, since, until, options, tables=("summary", "hours", *PAGE_TABLES))
+    figures = report.summary
     trend_first = first if last > first else last - dt.timedelta(days=_settings().trend_days - 1)
     trend = daily_trend(store, trend_first, last, options)
     days = "" if first == last else f" {first.isoformat()} to {last.isoformat()}"

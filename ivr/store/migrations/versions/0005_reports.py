@@ -1,5 +1,6 @@
 """Reports: survey scores beside the call (``calls.csat``, ``calls.nps``, readable by SQL aggregates while the
-context stays encrypted) and the indexes the report queries need (see docs/reports.md).
+context stays encrypted), when the same number next called about the same intent (``calls.repeat_at``, for
+first-contact resolution without a look-up per call) and the indexes the report queries need (docs/reports.md).
 
 Revision ID: 0005
 Revises: 0004
@@ -15,7 +16,8 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-CALLS_REPORT = ["started_at", "ended_at", "outcome", "queue", "intent", "flow", "caller", "csat", "nps"]
+CALLS_REPORT = ["started_at", "ended_at", "outcome", "queue", "intent", "flow", "caller", "csat", "nps", "repeat_at",
+                "agent"]
 ENTRIES_REPORT = ["enqueued_at", "queue", "state", "answered_at", "ended_at", "agent", "call_id"]
 
 
@@ -24,8 +26,14 @@ def upgrade() -> None:
     with op.batch_alter_table("calls") as batch:
         batch.add_column(sa.Column("csat", sa.Float))
         batch.add_column(sa.Column("nps", sa.Float))
-    op.create_index("ix_calls_report", "calls", CALLS_REPORT)
+        batch.add_column(sa.Column("repeat_at", sa.Float))
     op.create_index("ix_calls_caller_intent", "calls", ["caller", "intent", "started_at"])
+    op.execute(
+        "UPDATE calls SET repeat_at = (SELECT MIN(later.started_at) FROM calls AS later WHERE later.caller = "
+        "calls.caller AND later.intent = calls.intent AND later.started_at > calls.started_at) "
+        "WHERE caller <> '' AND intent IS NOT NULL"
+    )
+    op.create_index("ix_calls_report", "calls", CALLS_REPORT)
     op.create_index("ix_queue_entries_report", "queue_entries", ENTRIES_REPORT)
     op.create_index("ix_queue_entries_agent", "queue_entries", ["agent", "answered_at"])
 
@@ -37,5 +45,6 @@ def downgrade() -> None:
     op.drop_index("ix_calls_caller_intent", "calls")
     op.drop_index("ix_calls_report", "calls")
     with op.batch_alter_table("calls") as batch:
+        batch.drop_column("repeat_at")
         batch.drop_column("nps")
         batch.drop_column("csat")
