@@ -178,3 +178,33 @@ def test_daily_trend_per_day(day_store: Store) -> None:
     assert days[0]["containment"] == pytest.approx(3 / 10) and days[0]["service_level"] == pytest.approx(1 / 3)
     again = daily_trend(day_store, DAY, DAY + dt.timedelta(days=3), OPTIONS)  # closed days: remembered
     assert again == days
+
+
+def test_closed_days_are_stored_for_every_process(day_store: Store, tmp_path: Path) -> None:
+    first = daily_trend(day_store, DAY, DAY, OPTIONS)
+    with day_store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM queue_entries")
+        conn.exec_driver_sql("DELETE FROM calls")
+    other = open_store(tmp_path / "ivr.db")  # another process's view: reads the stored day
+    assert daily_trend(other, DAY, DAY, OPTIONS) == first
+    assert daily_trend(other, DAY, DAY, ReportOptions())[0]["calls"] == 0  # other options: computed afresh
+
+
+def test_migration_links_repeat_calls_already_stored(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from ivr.store import migrate
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = migrate._config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        for i, (caller, at) in enumerate([("+1", 0.0), ("+1", 100.0), ("+2", 50.0)]):
+            conn.exec_driver_sql("INSERT INTO calls (id, caller, called, flow, started_at, intent, context, node) "
+                                 f"VALUES ('m{i}', '{caller}', '', '', {START + at}, 'faq', '{{}}', '')")
+    store = open_store(tmp_path / "old.db")
+    with store.engine.connect() as conn:
+        links = dict(conn.exec_driver_sql("SELECT id, repeat_at FROM calls ORDER BY id").all())
+    assert links == {"m0": START + 100.0, "m1": None, "m2": None}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -42,6 +44,12 @@ class ReportOptions:
         return hash((self.service_level_seconds, self.short_abandon_seconds, self.fcr_days,
                      tuple(sorted(self.wrap_up.items())), self.default_wrap_up, self.not_served_outcomes,
                      self.top, self.examples))  # fmt: skip
+
+    def key(self) -> str:
+        """A stable digest of the options (the same in every process), for stored figures."""
+        text = json.dumps([self.service_level_seconds, self.short_abandon_seconds, self.fcr_days,
+                           sorted(self.wrap_up.items()), self.default_wrap_up, sorted(self.not_served_outcomes)])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     @classmethod
     def from_queues(cls, queues: object | None, **overrides: object) -> ReportOptions:

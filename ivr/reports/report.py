@@ -4,6 +4,7 @@ opening request, with the ratios of docs/reports.md taken from the SQL counts of
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from ivr.reports import queries as q
 from ivr.reports.definitions import ReportOptions
 from ivr.reports.periods import day_bounds, days_between
-from ivr.store import Store, mask_sensitive
+from ivr.store import Store, mask_sensitive, schema
 
 Row = dict[str, Any]
 
@@ -122,27 +123,49 @@ def summary(store: Store, since: float, until: float, options: ReportOptions | N
 
 
 CLOSED_AFTER = 6 * 3600.0
-"""A day's trend row is kept once the day ended this long ago (no call of it can still be going on)."""
-_closed_days: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, ReportOptions], Row]] = (
-    weakref.WeakKeyDictionary()
-)
+"""A day's figures are kept once the day has been over this long (no call of it can still be going on)."""
+_closed_days: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], Row]] = weakref.WeakKeyDictionary()
 
 
 def daily_trend(store: Store, first: dt.date, last: dt.date, options: ReportOptions | None = None) -> list[Row]:
-    """Per-day figures from ``first`` to ``last`` (both included, oldest first, a ``day`` key each): two
-    grouped queries over the days not seen before; closed days are remembered per database."""
+    """Per-day figures from ``first`` to ``last`` (both included, oldest first, a ``day`` key each). Days long
+    over are read from ``report_days`` (and remembered in the process); the others are computed with two
+    grouped queries, and stored once closed."""
     options = options or ReportOptions()
+    key = options.key()
     kept = _closed_days.setdefault(store.engine, {})
-    days = days_between(first, last)
-    missing = [d for d in days if (d.isoformat(), options) not in kept]
+    days = [d.isoformat() for d in days_between(first, last)]
+    missing = [d for d in days if (d, key) not in kept]
+    if missing:
+        for day, row in _stored_days(store, missing, key).items():
+            kept[(day, key)] = row
+        missing = [d for d in missing if (d, key) not in kept]
     fresh: dict[str, Row] = {}
     if missing:
-        fresh = _trend_rows(store, missing[0], missing[-1], options)
-        now = time.time()
-        for day_text, row in fresh.items():
-            if row["until"] + CLOSED_AFTER < now and len(kept) < 100_000:
-                kept[(day_text, options)] = row
-    return [dict(fresh.get(d.isoformat()) or kept[(d.isoformat(), options)]) for d in days]
+        fresh = _trend_rows(store, dt.date.fromisoformat(missing[0]), dt.date.fromisoformat(missing[-1]), options)
+        closed = {d: row for d, row in fresh.items() if row["until"] + CLOSED_AFTER < time.time()}
+        _store_days(store, closed, key)
+        if len(kept) < 100_000:
+            kept.update({(d, key): row for d, row in closed.items()})
+    return [dict(fresh.get(d) or kept[(d, key)]) for d in days]
+
+
+def _stored_days(store: Store, days: list[str], key: str) -> dict[str, Row]:
+    rd = schema.report_days.c
+    query = sa.select(rd.day, rd.data).where(rd.options == key, rd.day >= days[0], rd.day <= days[-1])
+    with store.engine.connect() as conn:
+        return {day: json.loads(data) for day, data in conn.execute(query) if day in days}
+
+
+def _store_days(store: Store, rows: dict[str, Row], key: str) -> None:
+    if not rows:
+        return
+    rd = schema.report_days
+    now = time.time()
+    with store.engine.begin() as conn:
+        conn.execute(rd.delete().where(rd.c.options == key, rd.c.day.in_(list(rows))))
+        conn.execute(rd.insert(), [{"day": d, "options": key, "data": json.dumps(row), "computed_at": now}
+                                   for d, row in rows.items()])  # fmt: skip
 
 
 def _trend_rows(store: Store, first: dt.date, last: dt.date, options: ReportOptions) -> dict[str, Row]:

@@ -126,6 +126,16 @@ nodes = sa.Table(
     sa.Column("seen_at", sa.Float, nullable=False),
 )
 
+report_days = sa.Table(
+    "report_days",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("options", sa.String(64), primary_key=True),  # ReportOptions.key()
+    sa.Column("data", sa.Text, nullable=False),  # the day's figures (JSON)
+    sa.Column("computed_at", sa.Float, nullable=False),
+)
+"""The figures of days long over (ivr.reports.report.daily_trend reads them instead of recomputing)."""
+
 
 def _mailbox(name: str) -> sa.Table:
     return sa.Table(

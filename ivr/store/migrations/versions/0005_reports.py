@@ -1,6 +1,7 @@
 """Reports: survey scores beside the call (``calls.csat``, ``calls.nps``, readable by SQL aggregates while the
 context stays encrypted), when the same number next called about the same intent (``calls.repeat_at``, for
-first-contact resolution without a look-up per call) and the indexes the report queries need (docs/reports.md).
+first-contact resolution without a look-up per call), the per-day figures of past days (``report_days``, so a
+trend is read, not recomputed) and the indexes the report queries need (docs/reports.md).
 
 Revision ID: 0005
 Revises: 0004
@@ -36,10 +37,18 @@ def upgrade() -> None:
     op.create_index("ix_calls_report", "calls", CALLS_REPORT)
     op.create_index("ix_queue_entries_report", "queue_entries", ENTRIES_REPORT)
     op.create_index("ix_queue_entries_agent", "queue_entries", ["agent", "answered_at"])
+    op.create_table(
+        "report_days",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("options", sa.String(64), primary_key=True),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("computed_at", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
     """Drop them again."""
+    op.drop_table("report_days")
     op.drop_index("ix_queue_entries_agent", "queue_entries")
     op.drop_index("ix_queue_entries_report", "queue_entries")
     op.drop_index("ix_calls_caller_intent", "calls")
