@@ -208,3 +208,11 @@ def test_migration_links_repeat_calls_already_stored(tmp_path: Path) -> None:
     with store.engine.connect() as conn:
         links = dict(conn.exec_driver_sql("SELECT id, repeat_at FROM calls ORDER BY id").all())
     assert links == {"m0": START + 100.0, "m1": None, "m2": None}
+
+
+def test_hours_of_a_range_of_days_add_up_by_hour_of_day(day_store: Store) -> None:
+    since, until = day_bounds(DAY)[0], day_bounds(DAY + dt.timedelta(days=3))[1]
+    table = build_report(day_store, since, until, OPTIONS, tables=("hours",)).table("hours")
+    hours = {r["hour"]: r for r in table.rows}
+    assert hours["09:00"]["calls"] == 3  # c1, c2 on DAY and c11 three days later
+    assert sum(r["calls"] for r in hours.values()) == 12

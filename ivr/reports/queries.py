@@ -121,9 +121,21 @@ def hour_index(store: Store, column: Any, since: float) -> ColumnElement[Any]:
     return _floor_int(store, (column - since) / 3600.0)
 
 
-def local_hour(since: float, index: int) -> int:
-    """The local clock hour (0-23) of hour ``index`` after ``since`` (exact across DST changes)."""
-    return dt.datetime.fromtimestamp(since + index * 3600 + 1).hour
+LONG_RANGE = 2 * DAY + 3600
+
+
+def hour_key(store: Store, column: Any, since: float, until: float) -> ColumnElement[Any]:
+    """The group of ``column`` for per-hour figures: its hour index, or over more than two days the hour of
+    the day (``since`` is a local midnight; an hour off after a DST change inside the range)."""
+    index = hour_index(store, column, since)
+    return index if until - since <= LONG_RANGE else index % 24
+
+
+def local_hour(since: float, until: float, key: int) -> int:
+    """The local clock hour (0-23) of an :func:`hour_key` group (exact across DST changes up to two days)."""
+    if until - since > LONG_RANGE:
+        return key
+    return dt.datetime.fromtimestamp(since + key * 3600 + 1).hour
 
 
 def bucket(column: Any, bounds: Sequence[float]) -> ColumnElement[Any]:
@@ -168,7 +180,7 @@ def survey_columns(calls: Any = C) -> list[ColumnElement[Any]]:
 def call_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
     """The call counts of calls started in [since, until) per (intent, flow, hour index): one scan of the
     covering index; every per-dimension figure is a sum over these few groups."""
-    hour = hour_index(store, C.started_at, since)
+    hour = hour_key(store, C.started_at, since, until)
     query = (
         sa.select(C.intent.label("intent"), C.flow.label("flow"), hour.label("hour_index"), *call_columns(options))
         .where(C.started_at >= since, C.started_at < until)
@@ -179,7 +191,7 @@ def call_cube(store: Store, since: float, until: float, options: ReportOptions) 
 
 def entry_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
     """The queue counts of entries that joined in [since, until) per (queue, hour index)."""
-    hour = hour_index(store, Q.enqueued_at, since)
+    hour = hour_key(store, Q.enqueued_at, since, until)
     query = (
         sa.select(Q.queue.label("queue"), hour.label("hour_index"),
                   *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))

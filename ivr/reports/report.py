@@ -78,7 +78,7 @@ class Cube:
         self.calls = q.call_cube(store, since, until, options)
         self.entries = q.entry_cube(store, since, until, options)
         hours = {r["hour_index"] for r in (*self.calls, *self.entries) if r["hour_index"] is not None}
-        names = {i: q.local_hour(since, i) for i in hours}
+        names = {i: q.local_hour(since, until, i) for i in hours}
         for row in (*self.calls, *self.entries):
             row["hour"] = names.get(row.pop("hour_index"))
         self.zero_calls = q.zero_calls(options)
