@@ -216,3 +216,11 @@ def test_hours_of_a_range_of_days_add_up_by_hour_of_day(day_store: Store) -> Non
     hours = {r["hour"]: r for r in table.rows}
     assert hours["09:00"]["calls"] == 3  # c1, c2 on DAY and c11 three days later
     assert sum(r["calls"] for r in hours.values()) == 12
+
+
+def test_post_agent_survey_answers_count_for_the_agent(store: Store) -> None:
+    """The survey after the agent (flows' after_agent) saves ``csat`` and ``nps`` slots on the call."""
+    queued_call(store, "a1", "+1", 9 * H, 5, answered=True, talk=60, agent="ann", slots={"csat": 4, "nps": 9})
+    queued_call(store, "a2", "+2", 10 * H, 5, answered=True, talk=60, agent="ann", slots={"csat": 2, "nps": 6})
+    (ann,) = build_report(store, *day_bounds(DAY), tables=("agents",)).table("agents").rows
+    assert ann["csat_average"] == pytest.approx(3.0) and ann["csat_responses"] == 2 and ann["nps"] == 0.0
