@@ -149,19 +149,12 @@ def _rows(store: Store, query: sa.Select[Any]) -> list[Row]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def call_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: Any = None,
-                fcr: bool = False, where: Any = None, top: int | None = None) -> list[Row]:  # fmt: skip
-    """Call figures' counts for calls started in [since, until), one row (or one per ``by`` value, as
-    ``key``; with ``top``, the ``top`` keys with most calls)."""
-    cols = call_columns(options, fcr)
-    query = sa.select(*([by.label("key")] if by is not None else []), *cols)
+def call_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: Any = None) -> list[Row]:
+    """Call figures' counts for calls started in [since, until): one row, or one per ``by`` value (``key``)."""
+    query = sa.select(*([by.label("key")] if by is not None else []), *call_columns(options))
     query = query.where(C.started_at >= since, C.started_at < until)
-    if where is not None:
-        query = query.where(where)
     if by is not None:
         query = query.group_by(by)
-        if top is not None:
-            query = query.order_by(sa.desc("calls"), by).limit(top)
     return _rows(store, query)
 
 

@@ -342,7 +342,8 @@ def _days(store: Store, since: float, until: float, options: ReportOptions) -> T
     first = dt.date.fromtimestamp(since)
     last = dt.date.fromtimestamp(until - 1)
     rows = daily_trend(store, first, last, options)
-    columns = [Column("day", "Day", "text"), *_CALL_COLUMNS, *_QUEUE_COLUMNS, *_SURVEY_COLUMNS]
+    columns = [Column("day", "Day", "text"), *_CALL_COLUMNS, Column("fcr", "FCR", "ratio"), *_QUEUE_COLUMNS,
+               *_SURVEY_COLUMNS]
     return Table("days", "Per day", columns, rows)
 
 
