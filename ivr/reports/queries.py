@@ -146,7 +146,9 @@ def bucket(column: Any, bounds: Sequence[float]) -> ColumnElement[Any]:
 
 def _rows(store: Store, query: sa.Select[Any]) -> list[Row]:
     with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        result = conn.execute(query)
+        keys = list(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def call_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: Any = None) -> list[Row]:

@@ -4,6 +4,7 @@ opening request, with the ratios of docs/reports.md taken from the SQL counts of
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import time
 import weakref
@@ -71,18 +72,32 @@ def add_up(rows: list[Row], key: str | None = None) -> dict[Any, Row]:
 
 
 class Cube:
-    """The grouped counts of one range, read once: calls per (intent, flow, hour) and queue entries per
-    (queue, hour). Every table is a sum over these groups."""
+    """The grouped counts of one range, read once and only when a table needs them: calls per (intent, flow,
+    hour) and queue entries per (queue, hour). Every table is a sum over these groups."""
 
     def __init__(self, store: Store, since: float, until: float, options: ReportOptions) -> None:
-        self.calls = q.call_cube(store, since, until, options)
-        self.entries = q.entry_cube(store, since, until, options)
-        hours = {r["hour_index"] for r in (*self.calls, *self.entries) if r["hour_index"] is not None}
-        names = {i: q.local_hour(since, until, i) for i in hours}
-        for row in (*self.calls, *self.entries):
-            row["hour"] = names.get(row.pop("hour_index"))
+        self.store, self.since, self.until, self.options = store, since, until, options
         self.zero_calls = q.zero_calls(options)
         self.zero_entries = q.zero_entries(options)
+
+    @functools.cached_property
+    def calls(self) -> list[Row]:
+        """Call counts per (intent, flow, hour)."""
+        return self._named(q.call_cube(self.store, self.since, self.until, self.options))
+
+    @functools.cached_property
+    def entries(self) -> list[Row]:
+        """Queue entry counts per (queue, hour)."""
+        return self._named(q.entry_cube(self.store, self.since, self.until, self.options))
+
+    def _named(self, rows: list[Row]) -> list[Row]:
+        names: dict[Any, int | None] = {}
+        for row in rows:
+            key = row.pop("hour_index")
+            if key not in names:
+                names[key] = q.local_hour(self.since, self.until, key) if key is not None else None
+            row["hour"] = names[key]
+        return rows
 
     def calls_by(self, key: str | None) -> dict[Any, Row]:
         """Call figures per ``key`` (intent, flow or hour; None: the total)."""
