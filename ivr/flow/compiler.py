@@ -56,7 +56,7 @@ ASK_KEYS = ("prompt", "audio", "input", "slot", "save_as", "min_digits", "max_di
             "no_input", "no_match", "repeat_prompt", "confirm", "sensitive")
 NODE_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "say": ("next",), "ask": ("on", "otherwise", "next", "on_question"), "answer": ("next", "otherwise"),
- "branch": ("otherwise",), "set": ("next",),
+    "branch": ("otherwise",), "set": ("next",),
     "http": ("next", "on_failure"), "transfer": (), "record": ("next",), "goto": (), "subflow": ("next",),
     "hangup": (), "return": (),
 }

@@ -453,9 +453,10 @@ class CallInterpreter:
             if intent is None and self._agent_requested(text):
                 self._to_agent()
                 return
-            if intent is None and lookup is not None and len(text.split()) >= MENU_QUESTION_WORDS:
-                self._emit(lookup)  # a question the menu was open to but nothing answers: for the report
             self._choose(node, intent)
+            if (intent is None and lookup is not None and knowledge is not None and knowledge.matcher is not None
+                    and len(text.split()) >= MENU_QUESTION_WORDS):
+                self._emit(lookup)  # a question the menu was open to but nothing answers: for the report
             return
         value = self._valid(node, parse_slot(node.slot, text) if text else None)
         self._note(node, text, None, None, None, value)
