@@ -121,7 +121,7 @@ def _entry(r: Reader, name: str, key_node: Y, value: Y, seen: dict[str, tuple[st
     elif questions_node.kind == "seq" and not questions_node.items:
         r.error(questions_node, f"entry '{name}' has an empty 'questions' list; list 3 to 10 ways callers ask it")
     else:
-        for item, text in r.string_list(questions_node, f"the questions of '{name}'"):
+        for item, text in r.string_list(questions_node, f"'questions' of '{name}'"):
             key = normalize_utterance(text)
             if not key:
                 r.error(item, f"question {text!r} of '{name}' has no words")
