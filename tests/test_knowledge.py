@@ -385,3 +385,15 @@ steps:
     report = run_scenario(scenario)
     assert report.passed, report.failures
     assert time.perf_counter() - started < 120
+
+
+def test_fixing_a_knowledge_file_that_was_broken_from_the_start_loads_the_flow(tmp_path: Path) -> None:
+    _shop(tmp_path)
+    faq = tmp_path / "knowledge" / "faq.yaml"
+    good = faq.read_text()
+    faq.write_text(good.replace("    answer:", "    answr:"))
+    (tmp_path / "other.yaml").write_text("version: 1\nname: other\nstart: bye\nnodes:\n  bye: {hangup: true}\n")
+    registry = FlowRegistry(tmp_path, classifier_factory=KeywordClassifier.build, strict=False)
+    assert str(tmp_path / "shop.yaml") in registry.errors
+    _touch_later(faq, good)
+    assert registry.refresh() == ["shop"] and not registry.errors
