@@ -51,7 +51,7 @@ def test_server_refuses_a_flow_that_transfers_to_a_queue_the_queues_file_lacks(t
     queues.write_text((ROOT / "config" / "queues.yaml").read_text().replace("  billing:", "  bililng:"))
     with pytest.raises(FlowError) as info:
         IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")))
-    assert f"{flows / 'hotline.yaml'}:254:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
+    assert f"{flows / 'hotline.yaml'}:322:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
 
 
 def test_flow_reloads_are_counted_in_the_metrics(tmp_path: Path) -> None:
