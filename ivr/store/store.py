@@ -548,6 +548,41 @@ class Store:
             ).all()
             return [self._open_context(dict(r._mapping)) for r in rows]
 
+    def unanswered_questions(self, since: float, until: float, limit: int = 10) -> list[dict[str, Any]]:
+        """The questions asked most often in [since, until) that the flows' knowledge files could not answer
+        (``faq_unanswered`` call events), most frequent first: ``question`` (lower-case words, as grouped),
+        ``count``, ``calls`` (distinct calls), ``examples`` (up to 3 as asked, masked when they were
+        recorded), ``closest`` (the entry that came closest most often, or None) and ``last_at``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.events.c.call_id, t.events.c.at, t.events.c.data)
+                .where(t.events.c.kind == "faq_unanswered", t.events.c.at >= since, t.events.c.at < until)
+                .order_by(t.events.c.at)
+            ).all()
+        groups: dict[str, dict[str, Any]] = {}
+        for call_id, at, sealed in rows:
+            data = self.sealer.open_json(sealed)
+            asked = str(data.get("question") or "").strip() if isinstance(data, dict) else ""
+            key = " ".join(re.findall(r"[\w'*]+", asked.lower()))
+            if not key:
+                continue
+            group = groups.setdefault(key, {"question": key, "count": 0, "calls": set(), "examples": [],
+                                            "closest": {}, "last_at": at})
+            group["count"] += 1
+            group["calls"].add(call_id)
+            group["last_at"] = at
+            if asked not in group["examples"] and len(group["examples"]) < 3:
+                group["examples"].append(asked)
+            best = data.get("best")
+            if best:
+                group["closest"][best] = group["closest"].get(best, 0) + 1
+        ranked = sorted(groups.values(), key=lambda g: (-g["count"], -g["last_at"], g["question"]))[:max(limit, 0)]
+        for group in ranked:
+            group["calls"] = len(group["calls"])
+            closest = group["closest"]
+            group["closest"] = max(sorted(closest), key=closest.__getitem__) if closest else None
+        return ranked
+
     def agent_history(self, agent: str, limit: int = 50) -> list[dict[str, Any]]:
         """Calls an agent was connected to, newest first, with their notes count."""
         with self._read() as conn:
