@@ -224,3 +224,14 @@ def test_post_agent_survey_answers_count_for_the_agent(store: Store) -> None:
     queued_call(store, "a2", "+2", 10 * H, 5, answered=True, talk=60, agent="ann", slots={"csat": 2, "nps": 6})
     (ann,) = build_report(store, *day_bounds(DAY), tables=("agents",)).table("agents").rows
     assert ann["csat_average"] == pytest.approx(3.0) and ann["csat_responses"] == 2 and ann["nps"] == 0.0
+
+
+def test_top_unanswered_questions_count_the_knowledge_files_misses(store: Store) -> None:
+    for i, asked in enumerate(["Do you price match?", "do you price match", "Card 4111 1111 1111 1111 lost"]):
+        bot_call(store, f"faq-{i}", f"+1555000{i}", "question", 100.0 * i, "completed")
+        store.add_event(f"faq-{i}", START + 100 * i + 10, "faq_unanswered", {"question": asked, "best": "returns"})
+    table = build_report(store, START, START + 24 * H, tables=("unanswered",)).tables[0]
+    first = table.rows[0]
+    assert (first["rank"], first["question"], first["count"], first["calls"]) == (1, "do you price match", 2, 2)
+    assert table.rows[0]["closest"] == "returns"
+    assert "4111 1111 1111 1111" not in str(table.rows)  # card numbers masked for everyone

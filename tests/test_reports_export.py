@@ -67,8 +67,8 @@ def test_daily_report_writes_html_and_one_csv_per_table(database: Path, tmp_path
     assert result.exit_code == 0, result.output
     assert "2026-03-10: 2 calls, containment 50%" in result.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["ivr-report-2026-03-10.html"] + [f"ivr-report-2026-03-10-{t}.csv" for t in
-                            ("summary", "hours", "queues", "agents", "flows", "intents", "questions")])  # fmt: skip
+    tables = ("summary", "hours", "queues", "agents", "flows", "intents", "questions", "unanswered")
+    assert names == sorted(["ivr-report-2026-03-10.html"] + [f"ivr-report-2026-03-10-{t}.csv" for t in tables])
     summary = {row["key"]: row["value"] for row in read_csv(out / "ivr-report-2026-03-10-summary.csv")}
     assert summary["calls"] == "2" and summary["containment"] == "0.5" and summary["aht"] == "160"
     intents = (out / "ivr-report-2026-03-10-intents.csv").read_text()
@@ -137,7 +137,7 @@ def test_daily_report_is_posted_to_a_webhook(database: Path, tmp_path: Path, hoo
     assert result.exit_code == 0, result.output
     (sent,) = _Hook.received
     assert sent["report"] == "daily" and sent["summary"]["calls"] == 2
-    assert set(sent["csv"]) == {"summary", "hours", "queues", "agents", "flows", "intents", "questions"}
+    assert set(sent["csv"]) == {"summary", "hours", "queues", "agents", "flows", "intents", "questions", "unanswered"}
     assert "&lt;script&gt;" in sent["html"]
     _Hook.status = 500
     result = run("--date", DAY.isoformat(), "--database", str(database), "--out", str(tmp_path), "--webhook", hook)
@@ -209,5 +209,5 @@ def test_reports_bench_small_run(tmp_path: Path) -> None:
 
     result = run_reports_bench(calls=3000, days=3, folder=tmp_path)
     assert result["stored_calls"] == 3000
-    assert result["report_daily"]["day_calls"] > 500 and result["report_daily"]["files"] == 8
+    assert result["report_daily"]["day_calls"] > 500 and result["report_daily"]["files"] == 9
     assert result["supervisor"]["figures_median_ms"] > 0 and result["supervisor"]["page_median_ms"] > 0

@@ -15,7 +15,7 @@ from ivr.store import Store
 
 log = logging.getLogger(__name__)
 
-DAILY_TABLES = ("summary", "hours", "queues", "agents", "flows", "intents", "questions")
+DAILY_TABLES = ("summary", "hours", "queues", "agents", "flows", "intents", "questions", "unanswered")
 
 
 @dataclass

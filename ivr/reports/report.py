@@ -327,6 +327,17 @@ def _questions(store: Store, since: float, until: float, options: ReportOptions)
     return Table("questions", f"Top {options.top} opening requests", columns, rows)
 
 
+def _unanswered(store: Store, since: float, until: float, options: ReportOptions) -> Table:
+    rows = store.unanswered_questions(since, until, options.top)
+    for rank, row in enumerate(rows, 1):
+        row.update(rank=rank, question=mask_sensitive(row["question"]), closest=row["closest"] or "",
+                   examples=" | ".join(mask_sensitive(text) for text in row["examples"]))
+    columns = [Column("rank", "#"), Column("question", "Question (masked)", "text"), Column("count", "Asked"),
+               Column("calls", "Calls"), Column("closest", "Closest entry", "text"),
+               Column("examples", "As asked (masked)", "text")]
+    return Table("unanswered", f"Top {options.top} questions the knowledge files could not answer", columns, rows)
+
+
 def _flows(cube: Cube) -> Table:
     rows = sorted(({**r, "flow": name or "(none)"} for name, r in cube.calls_by("flow").items()),
                   key=lambda r: r["flow"])  # fmt: skip
@@ -362,7 +373,7 @@ def _days(store: Store, since: float, until: float, options: ReportOptions) -> T
     return Table("days", "Per day", columns, rows)
 
 
-TABLES = ("summary", "hours", "queues", "agents", "flows", "intents", "questions", "days")
+TABLES = ("summary", "hours", "queues", "agents", "flows", "intents", "questions", "unanswered", "days")
 
 
 def build_report(store: Store, since: float, until: float, options: ReportOptions | None = None,
@@ -388,6 +399,8 @@ def build_report(store: Store, since: float, until: float, options: ReportOption
             built.append(_intents(store, since, until, options, cube))
         elif name == "questions":
             built.append(_questions(store, since, until, options))
+        elif name == "unanswered":
+            built.append(_unanswered(store, since, until, options))
         elif name == "days":
             built.append(_days(store, since, until, options))
         else:

@@ -158,6 +158,7 @@ INDEXES = [
     sa.Index("ix_calls_started_at", calls.c.started_at),
     sa.Index("ix_turns_call_id", turns.c.call_id),
     sa.Index("ix_events_call_id", events.c.call_id),
+    sa.Index("ix_events_kind_at", events.c.kind, events.c.at),
     sa.Index("ix_notes_call_id", notes.c.call_id),
     sa.Index("ix_notes_agent", notes.c.agent),
     sa.Index("ix_queue_entries_state", queue_entries.c.state),
