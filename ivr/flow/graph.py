@@ -16,6 +16,7 @@ from ivr.flow.schema import (
     HangupNode,
     HttpNode,
     Node,
+    RecordingNode,
     RecordNode,
     SayNode,
     SetNode,
@@ -32,6 +33,7 @@ _STYLE: dict[str, str] = {
     "http": 'shape=box3d, style=filled, fillcolor="#e6f5e6"',
     "transfer": 'shape=box, style="rounded,filled,bold", fillcolor="#fde2e2"',
     "record": 'shape=box, style="rounded,filled", fillcolor="#f0e6fa"',
+    "recording": 'shape=box, style="rounded,dashed", fillcolor="#f0e6fa"',
     "goto": 'shape=cds, style=filled, fillcolor="#f4f4f4"',
     "subflow": 'shape=tab, style=filled, fillcolor="#e6f0f0"',
     "hangup": 'shape=box, style="rounded,filled,bold", fillcolor="#dddddd"',
@@ -70,6 +72,8 @@ def _detail(node: Node) -> str:
         return f"{_source(node.prompt)} [→ {node.save_as}]"
     if isinstance(node, SetNode):
         return ", ".join(node.values)
+    if isinstance(node, RecordingNode):
+        return "recording paused" if node.pause else "recording resumed"
     if isinstance(node, SubflowNode):
         return node.path
     if isinstance(node, HangupNode):
@@ -102,7 +106,7 @@ def node_edges(node: Node, nodes: Mapping[str, Node]) -> list[tuple[str, str, st
             out.append((node.on_failure, "failure", "dashed"))
     elif isinstance(node, GotoNode):
         out.append((node.target, "goto", "solid"))
-    elif isinstance(node, SayNode | SetNode | RecordNode | SubflowNode):
+    elif isinstance(node, SayNode | SetNode | RecordNode | RecordingNode | SubflowNode):
         out.append((node.next, "", "solid"))
     return [(t, label, style) for t, label, style in out if t in nodes]
 

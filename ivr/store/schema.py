@@ -124,6 +124,24 @@ nodes = sa.Table(
 )
 
 
+recordings = sa.Table(
+    "recordings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(128), sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False, server_default="0"),
+    sa.Column("queue", sa.String(128), nullable=False, server_default=""),
+    sa.Column("called_back_at", sa.Float),
+    sa.Column("called_back_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("notes", sa.Text, nullable=False, server_default=""),
+)
+"""Call recordings ('call'), voicemail ('voicemail') and flow ``record`` messages ('message'): sealed files
+(see ``ivr.store.sealed_audio``); voicemail is worked through in the console (called back, notes)."""
+
+
 def _mailbox(name: str) -> sa.Table:
     return sa.Table(
         name,
@@ -152,4 +170,6 @@ INDEXES = [
     sa.Index("ix_queue_entries_enqueued_at", queue_entries.c.enqueued_at),
     sa.Index("ix_auth_failures_key", auth_failures.c.key),
     sa.Index("ix_auth_failures_at", auth_failures.c.at),
+    sa.Index("ix_recordings_call_id", recordings.c.call_id),
+    sa.Index("ix_recordings_kind_at", recordings.c.kind, recordings.c.at),
 ]
