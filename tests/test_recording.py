@@ -220,3 +220,50 @@ def test_erasing_a_call_deletes_its_sealed_recordings(store: Store, tmp_path: Pa
     assert erase_call(store, "c1", everything=False)
     assert not writer.path.exists()
     assert store.get_call("c1")["recordings"] == []  # type: ignore[index]
+
+
+PAY_FLOW = """
+version: 1
+name: pay
+start: hello
+recording: {announce: "This call may be recorded."}
+nodes:
+  hello:
+    say: "Hello."
+    next: off
+  off:
+    recording: pause
+    next: card
+  card:
+    ask: {prompt: "Your card number?", slot: digits, max_digits: 16, sensitive: card}
+    next: on
+  on:
+    recording: resume
+    next: bye
+  bye:
+    hangup: {say: "Thanks."}
+"""
+
+
+def test_a_flow_turns_recording_on_and_pauses_it_with_recording_nodes(tmp_path: Path) -> None:
+    from ivr.flow.interpreter import CallInterpreter
+    from ivr.flow.loader import load_flow
+
+    path = tmp_path / "pay.yaml"
+    path.write_text(PAY_FLOW)
+    flow = load_flow(path, classifier_factory=None)
+    assert flow.recording is not None and flow.recording.announce == "This call may be recorded."
+    actions = CallInterpreter(flow).start()
+    assert fa.RecordingControl(pause=True) in actions
+    assert actions.index(fa.RecordingControl(pause=True)) < next(
+        i for i, a in enumerate(actions) if isinstance(a, fa.Listen))
+
+
+def test_a_wrong_recording_command_says_what_is_allowed(tmp_path: Path) -> None:
+    from ivr.errors import FlowError
+    from ivr.flow.loader import load_flow
+
+    path = tmp_path / "pay.yaml"
+    path.write_text(PAY_FLOW.replace("recording: pause", "recording: stop"))
+    with pytest.raises(FlowError, match=r"pay.yaml:11:16: 'recording' must be 'pause' or 'resume', got 'stop'"):
+        load_flow(path, classifier_factory=None)
