@@ -379,7 +379,8 @@ def test_voicemail_inbox_lists_plays_and_tracks_call_backs_for_the_queues_people
     env.store.start_call("c1", "+15550100123", "", "hotline", time.time())
     support = _sealed_message(env, tmp_path, "c1", "voicemail", "support")
     billing = _sealed_message(env, tmp_path, "c2", "voicemail", "billing")  # a mailbox no agent takes calls for
-    queues = QUEUES.replace("support: {ring_timeout: 30, wrap_up: 0}", "support: {agents: [ann]}\n  sales: {agents: [ben]}")
+    queues = QUEUES.replace("support: {ring_timeout: 30, wrap_up: 0}",
+                            "support: {agents: [ann]}\n  sales: {agents: [ben]}")
     env.app.extensions["ivr.acd"] = Acd(parse_queues(queues), env.connector, env.store, env.clock)
     ann, ben, sue = env.client("ann"), env.client("ben"), env.client("sue")
     page = ann.get("/voicemail").get_data(as_text=True)
