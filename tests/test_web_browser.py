@@ -148,3 +148,35 @@ def test_supervisor_puts_an_agent_on_break_from_the_live_view(console: dict[str,
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "offline")
     assert acd.snapshot()["agents"]["ann"]["state"] == "offline"
     assert browser.execute_script("return window.__same_page") is True  # no reload
+
+
+def test_a_supervisor_plays_a_voicemail_and_marks_it_called_back(console: dict[str, Any], browser: Any,
+                                                                  tmp_path: Path) -> None:
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from ivr.store.sealed_audio import AudioVault
+
+    store = console["store"]
+    store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    store.start_call("call-9", "+15550199", "100", "support", time.time() - 60)
+    writer = AudioVault(tmp_path / "rec", store.sealer).new_file("call-9", "voicemail", 8000)
+    writer.write((np.sin(np.arange(16000) * 0.3) * 5000).astype("<i2").tobytes())  # 2 s
+    writer.close()
+    mail = store.add_recording("call-9", time.time() - 30, "voicemail", str(writer.path), writer.duration, "support")
+    browser.get(console["url"] + "/login")
+    browser.find_element(By.ID, "name").send_keys("sue")
+    browser.find_element(By.ID, "password").send_keys("sue-password")
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: "/supervisor" in browser.current_url)
+    browser.get(console["url"] + "/voicemail")
+    row = browser.find_element(By.ID, f"voicemail-{mail}")
+    assert "+15550199" in row.text and "support" in row.text
+    browser.execute_script("arguments[0].load()", row.find_element(By.TAG_NAME, "audio"))
+    wait_for(lambda: browser.execute_script(  # the browser fetched, decoded and knows the length
+        "const a = document.querySelector('#voicemail-%d audio'); return a.readyState >= 1 && a.duration" % mail))
+    duration = browser.execute_script("return document.querySelector('#voicemail-%d audio').duration" % mail)
+    assert abs(duration - 2.0) < 0.05
+    row.find_element(By.XPATH, ".//button[text()='Mark called back']").click()
+    wait_for(lambda: "by sue" in browser.find_element(By.ID, f"voicemail-{mail}").text)
+    assert store.get_recording(mail)["called_back_by"] == "sue"
