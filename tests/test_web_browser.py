@@ -172,10 +172,11 @@ def test_a_supervisor_plays_a_voicemail_and_marks_it_called_back(console: dict[s
     browser.get(console["url"] + "/voicemail")
     row = browser.find_element(By.ID, f"voicemail-{mail}")
     assert "+15550199" in row.text and "support" in row.text
-    browser.execute_script("arguments[0].load()", row.find_element(By.TAG_NAME, "audio"))
+    audio = row.find_element(By.TAG_NAME, "audio")
+    browser.execute_script("arguments[0].load()", audio)
     wait_for(lambda: browser.execute_script(  # the browser fetched, decoded and knows the length
-        "const a = document.querySelector('#voicemail-%d audio'); return a.readyState >= 1 && a.duration" % mail))
-    duration = browser.execute_script("return document.querySelector('#voicemail-%d audio').duration" % mail)
+        "return arguments[0].readyState >= 1 && arguments[0].duration > 0", audio))
+    duration = browser.execute_script("return arguments[0].duration", audio)
     assert abs(duration - 2.0) < 0.05
     row.find_element(By.XPATH, ".//button[text()='Mark called back']").click()
     wait_for(lambda: "by sue" in browser.find_element(By.ID, f"voicemail-{mail}").text)
