@@ -213,9 +213,22 @@ def test_forty_callers_on_three_nodes_never_give_an_agent_two_calls(cluster: Cal
         node.call(call_id, "support" if i % 2 else "sales")
         calls.append(call_id)
     wait_for(lambda: len(set(phones.answered)) == 40, timeout=60, what="every caller answered")
-    assert phones.overlaps == []
-    entries = [e for call in calls for e in nodes[0].store.get_call(call)["queue_entries"]]  # type: ignore[index]
-    assert {e["outcome"] for e in entries} <= {"completed", None}
+    assert phones.overlaps == []  # as the phones saw it
+    store = nodes[0].store
+    wait_for(lambda: all(store.get_call(c)["queue_entries"][-1]["outcome"] == "completed"  # type: ignore[index]
+                         for c in calls), what="every entry completed")
+    # and as the store's history has it: each agent reserved for one call at a time, freed before the next
+    history = sorted((e["id"], e["kind"], e["data"]["agent"], call) for call in calls
+                     for e in store.get_call(call)["events"]  # type: ignore[index]
+                     if e["kind"] in ("agent_reserved", "agent_freed"))
+    holding: dict[str, str] = {}
+    for _, kind, agent, call in history:
+        if kind == "agent_reserved":
+            assert agent not in holding, f"{agent} reserved for {call} while still on {holding[agent]}"
+            holding[agent] = call
+        else:
+            assert holding.pop(agent, None) == call
+    assert holding == {} and sum(kind == "agent_reserved" for _, kind, _, _ in history) >= 40
 
 
 def test_a_new_leader_takes_over_and_waiting_callers_are_served(cluster: Callable[..., Node]) -> None:

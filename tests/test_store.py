@@ -153,6 +153,17 @@ def test_postgresql_round_trip(postgres_url: str) -> None:
     store.close()
 
 
+@pytest.mark.slow
+def test_nodes_starting_at_once_migrate_a_new_postgresql_database_one_after_the_other(postgres_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:  # used to fail: "duplicate key ... alembic_version" (or hang)
+        stores = list(pool.map(lambda _: open_store(postgres_url), range(4)))
+    assert {current_revision(s.engine) for s in stores} == {head_revision()}
+    for store in stores:
+        store.close()
+
+
 def test_calls_left_in_progress_by_a_crash_are_closed_as_interrupted(tmp_path: Path) -> None:
     store = open_store(tmp_path / "ivr.db")
     store.start_call("done", "1", "100", "hotline", 10.0)

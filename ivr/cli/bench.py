@@ -168,3 +168,15 @@ def queue(real_sip: bool, cluster: bool, record: Path | None) -> None:
         return result
 
     _run("queue", measure, record)
+
+
+@bench.command()
+@click.option("--part", "parts", multiple=True, type=click.Choice(["failover", "lost", "capacity"]),
+              help="Measure only these (repeatable); default all.")
+@click.option("--repeats", default=3, show_default=True, help="Kills measured by the failover part.")
+@_record_option
+def cluster(parts: tuple[str, ...], repeats: int, record: Path | None) -> None:
+    """Three nodes on PostgreSQL behind Kamailio: failover after kill -9, calls lost, calls per core vs one node."""
+    from ivr.bench.cluster import run_cluster_bench
+
+    _run("cluster", lambda: run_cluster_bench(parts or ("failover", "lost", "capacity"), repeats), record)

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -365,7 +366,7 @@ class ClusterAcd:
         """Stop deciding (the lock is gone or the node stops); another node's ACD takes over from the store."""
         leader, self.leader = self.leader, None
         if leader is not None:
-            leader.acd.stop()
+            leader.close()
         if self._leader_conn is not None:
             with contextlib.suppress(Exception):
                 self._leader_conn.close()
@@ -387,8 +388,17 @@ class _Leadership:
                        resume_connected=True, context_url=cluster._context_url, offer_tag=secrets.token_hex(3) + "-")
         self._owners_lock = threading.Lock()
         self.owners = {row["call_id"]: row["node"] for row in cluster.store.open_queue_entries()}
+        self._broadcasts: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._broadcaster = threading.Thread(target=self._broadcast, name="acd-events", daemon=True)
+        self._broadcaster.start()
         self.acd.subscribe(self._on_event)
         self.acd.start()
+
+    def close(self) -> None:
+        """Stop deciding and broadcasting."""
+        self.acd.stop()
+        self._broadcasts.put(None)
+        self._broadcaster.join(timeout=2)
 
     def handle_commands(self) -> None:
         """Apply every waiting command, oldest first."""
@@ -473,7 +483,14 @@ class _Leadership:
                                  self.clock())
             if event["type"] in CLOSING_EVENTS:
                 self._set_owner(call_id, None)
-        self.bus.event(event)
+        self._broadcasts.put(event)  # for live views: not on the way of the next offer
+
+    def _broadcast(self) -> None:
+        while (event := self._broadcasts.get()) is not None:
+            try:
+                self.bus.event(event)
+            except Exception:  # a live view missing an event catches up from the store
+                log.exception("cluster ACD: broadcasting %s failed", event.get("type"))
 
 
 class _RoutingConnector:

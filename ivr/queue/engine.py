@@ -639,6 +639,8 @@ class Acd:
                 self._emit("offer", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name)
             for offer in list(entry.offers.values()):
                 self._later("offer", functools.partial(self._send_offer, offer))
+            for offer in list(entry.offers.values()):  # after the offers: history is not on their way
+                self._history(entry.call_id, "agent_reserved", offer.agent, offer.offer_id, "offered")
 
     def _send_offer(self, offer: Offer) -> None:
         """Ask the connector to ring (outside the lock), unless the offer was withdrawn meanwhile (another
@@ -676,6 +678,7 @@ class Acd:
         if agent.state == "ringing" and agent.call_id == entry.call_id:
             agent.call_id = None
             self._set_state(agent, "available", "")
+        self._history(entry.call_id, "agent_freed", offer.agent, offer_id, "cancelled")
 
     def _withdraw_offers(self, entry: _Entry) -> None:
         for offer_id in list(entry.offers):
@@ -692,6 +695,7 @@ class Acd:
         self._emit("connected", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name)
 
     def _missed(self, entry: _Entry, agent: _Agent, result: OfferResult, now: float) -> None:
+        self._history(entry.call_id, "agent_freed", agent.config.name, "", result.value)
         entry.missed_by.add(agent.config.name)
         agent.call_id = None
         agent.missed += 1
@@ -712,6 +716,7 @@ class Acd:
         self._close(entry, "completed", "completed")
         agent = self._agents.get(entry.agent or "")
         if agent is not None and agent.call_id == entry.call_id:
+            self._history(entry.call_id, "agent_freed", agent.config.name, "", "completed")
             agent.call_id, agent.last_call_end = None, now
             agent.wrap_until = now + q.wrap_up
             self._set_state(agent, "wrap_up", "")
@@ -746,6 +751,14 @@ class Acd:
             row = (agent.config.name, agent.state, agent.reason, agent.since, agent.last_call_end, agent.missed,
                    agent.call_id)  # as it is now, whatever changes before the write
             self._later("store write", lambda: store.save_agent_state(*row))
+
+    def _history(self, call_id: str, kind: str, agent: str, offer_id: str, result: str) -> None:
+        """An agent reserved for (offered) or freed from a call, in the call's events: the store's record of
+        who was tied to which call when (reports, audits: an agent is never reserved twice at once)."""
+        store = self.store
+        if store is not None:
+            at, data = self.clock(), {"agent": agent, "offer": offer_id, "result": result}
+            self._later("store write", lambda: store.add_event(call_id, at, kind, data))
 
     def _save_entry(self, entry: _Entry, **fields: Any) -> None:
         store = self.store

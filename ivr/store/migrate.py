@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x1A7D0000
+"""PostgreSQL advisory lock held while migrating: nodes starting at once migrate one after the other."""
 
 
 def _config() -> Config:
@@ -33,10 +35,13 @@ def current_revision(engine: sa.Engine) -> str | None:
 
 
 def upgrade(engine: sa.Engine) -> None:
-    """Apply every migration the database lacks, each in a transaction."""
+    """Apply every migration the database lacks, in one transaction (on PostgreSQL, one process at a time:
+    the others wait, then find the schema new)."""
     if current_revision(engine) == head_revision():
         return
     cfg = _config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -39,6 +39,16 @@ def _json_dumps(value: object) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
+def _postgresql_settings(dbapi_conn: Any, _record: Any) -> None:
+    # Like SQLite's synchronous=NORMAL: a commit does not wait for the disk. Durable against a crash of any
+    # ivr process; a crash of the database server may lose its last fraction of a second (never corrupts).
+    # Waiting for the disk three times per offer took most of the cluster ACD's transfer → offer time.
+    cur = dbapi_conn.cursor()
+    cur.execute("SET synchronous_commit TO OFF")
+    cur.close()
+    dbapi_conn.commit()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -85,6 +95,7 @@ def open_store(url_or_path: str | Path, data_key: bytes | None = None) -> Store:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = sa.create_engine(url, json_serializer=_json_dumps, pool_pre_ping=True)
+            sa.event.listen(engine, "connect", _postgresql_settings)
         upgrade(engine)
         key = data_key or load_data_key(url)
     except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:

@@ -77,6 +77,12 @@ class TempPostgres:
                     raise
                 time.sleep(0.2)
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (with ``runuser`` in front when started as root: its parent)."""
+        assert self._server is not None
+        return self._server.pid
+
     def dsn(self, database: str) -> str:
         """A libpq connection string for ``database``."""
         return f"postgresql://ivr@127.0.0.1:{self.port}/{database}"
