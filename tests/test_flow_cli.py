@@ -53,7 +53,7 @@ def test_validate_checks_transfers_against_the_queues_file(runner: CliRunner, tm
     assert result.output.splitlines()[:2] == [
         "flows/hotline.yaml:11:19: unknown queue 'billing' (did you mean 'bililng'?); the queues file has: "
         "bililng, orders, spanish, support, support_ko",
-        "flows/hotline.yaml:284:14: unknown queue 'billing' (did you mean 'bililng'?); the queues file has: "
+        "flows/hotline.yaml:322:14: unknown queue 'billing' (did you mean 'bililng'?); the queues file has: "
         "bililng, orders, spanish, support, support_ko",
     ]
 

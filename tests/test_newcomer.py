@@ -69,6 +69,7 @@ def server(tmp_path: Path) -> object:
     flows = tmp_path / "flows"
     flows.mkdir()
     shutil.copy(ROOT / "flows" / "hotline.yaml", flows)
+    shutil.copytree(ROOT / "flows" / "knowledge", flows / "knowledge")  # the hotline's FAQ answers
     (flows / "spanish.yaml").write_text(
         "version: 1\nname: spanish\nlanguage: es-ES\nnumbers: ['3000']\nstart: bye\n"
         "speech: {engine: vosk, model: vosk-model-small-es-0.42}\nnodes:\n  bye: {hangup: 'Adiós.'}\n")

@@ -21,6 +21,7 @@ def test_serve_refuses_an_invalid_flow_and_lists_every_problem(tmp_path: Path) -
     flows = tmp_path / "flows"
     flows.mkdir()
     shutil.copy(ROOT / "flows" / "hotline.yaml", flows / "hotline.yaml")
+    shutil.copytree(ROOT / "flows" / "knowledge", flows / "knowledge")  # the hotline's FAQ answers
     broken = flows / "broken.yaml"
     broken.write_text(
         "version: 1\nname: broken\nlanguage: en-US\nstart: greet\nnodes:\n"
@@ -45,11 +46,12 @@ def test_server_refuses_a_flow_that_transfers_to_a_queue_the_queues_file_lacks(t
     flows = tmp_path / "flows"
     flows.mkdir()
     shutil.copy(ROOT / "flows" / "hotline.yaml", flows / "hotline.yaml")
+    shutil.copytree(ROOT / "flows" / "knowledge", flows / "knowledge")  # the hotline's FAQ answers
     queues = tmp_path / "queues.yaml"
     queues.write_text((ROOT / "config" / "queues.yaml").read_text().replace("  billing:", "  bililng:"))
     with pytest.raises(FlowError) as info:
         IvrServer(ServerConfig(flows_dir=flows, queues_file=queues, database=str(tmp_path / "ivr.db")))
-    assert f"{flows / 'hotline.yaml'}:254:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
+    assert f"{flows / 'hotline.yaml'}:322:14: unknown queue 'billing' (did you mean 'bililng'?)" in str(info.value)
 
 
 def test_flow_reloads_are_counted_in_the_metrics(tmp_path: Path) -> None:
@@ -141,6 +143,7 @@ def test_a_killed_server_leaves_no_edge_behind_and_its_calls_are_closed_at_the_n
     flows = tmp_path / "flows"
     flows.mkdir()
     shutil.copy(ROOT / "flows" / "hotline.yaml", flows / "hotline.yaml")
+    shutil.copytree(ROOT / "flows" / "knowledge", flows / "knowledge")  # the hotline's FAQ answers
     db, port = tmp_path / "var" / "ivr.db", free_port()
     server = _serve(flows, db, port, tmp_path)
     caller = threading.Thread(target=place_call, args=(f"sip:1000@127.0.0.1:{port}", "wait 8"))

@@ -63,6 +63,7 @@ def hotline_with_agent_uri(folder: Path) -> Path:
     assert "{{ agent_uri }}" in text, "the demo flow's to_agent node changed; update this test"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "hotline.yaml").write_text(text)
+    shutil.copytree(ROOT / "flows" / "knowledge", folder / "knowledge", dirs_exist_ok=True)  # its FAQ answers
     return folder
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from collections.abc import Iterator
@@ -148,6 +149,37 @@ def test_supervisor_puts_an_agent_on_break_from_the_live_view(console: dict[str,
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "offline")
     assert acd.snapshot()["agents"]["ann"]["state"] == "offline"
     assert browser.execute_script("return window.__same_page") is True  # no reload
+
+
+def test_supervisor_picks_a_date_range_and_exports_a_table(console: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    from ivr.reports import day_bounds
+
+    store = console["store"]
+    store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    start = day_bounds(dt.date(2026, 3, 10))[0]
+    for i, outcome in enumerate(["completed", "caller_hangup", "transfer_failed", "completed"]):
+        store.start_call(f"r{i}", "+1555", "100", "support", start + 3600 * (9 + i))
+        store.set_context(f"r{i}", {"intent": "=cmd|' /C calc'!A0" if i == 3 else "faq"})
+        store.end_call(f"r{i}", start + 3600 * (9 + i) + 60, outcome)
+    browser.get(console["url"] + "/supervisor")
+    browser.find_element(By.ID, "name").send_keys("sue")
+    browser.find_element(By.ID, "password").send_keys("sue-password")
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: browser.find_element(By.ID, "figures-title").text == "Today")
+    for field, value in (("since", "2026-03-09"), ("until", "2026-03-10")):
+        browser.execute_script("arguments[0].value = arguments[1]", browser.find_element(By.ID, field), value)
+    browser.find_element(By.ID, "show-range").click()
+    wait_for(lambda: browser.find_element(By.ID, "figures-title").text == "2026-03-09 to 2026-03-10")
+    assert browser.find_element(By.ID, "fig-calls").text == "4"
+    assert browser.find_element(By.ID, "fig-containment").text == "50%"  # the hang-up and failed transfer are not
+    link = next(a for a in browser.find_elements(By.CSS_SELECTOR, "a.csv") if a.text == "intents")
+    text = browser.execute_async_script(
+        "fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.text()).then(arguments[1])",
+        link.get_attribute("href"),
+    )
+    assert "'=cmd|' /C calc'!A0" in text and "\n=cmd" not in text and ",=cmd" not in text
 
 
 def test_a_supervisor_plays_a_voicemail_and_marks_it_called_back(console: dict[str, Any], browser: Any,

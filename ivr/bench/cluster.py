@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ivr.bench.procs import cpu_seconds
 from ivr.bench.sipp import SippResult, run_sipp_callers
 from ivr.errors import IvrError
 from ivr.testing.cluster import SiteCluster
@@ -174,15 +175,6 @@ def bench_lost(postgres: TempPostgres, work: Path, calls: int = 18, victim: str 
             "ok": all(v["failed"] == 0 for k, v in per_node.items() if k != victim) and late.failed == 0}
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def _descendants(root: int) -> list[int]:
@@ -212,10 +204,10 @@ def _load_cpu(postgres: TempPostgres, work: Path, names: tuple[str, ...], max_ca
         time.sleep(1.0)
         groups = {"nodes": site.pids(), "kamailio": _descendants(site.edge_pid),
                   "postgres": _descendants(postgres.pid)}
-        before = {k: _cpu_seconds(v) for k, v in groups.items()}
+        before = {k: cpu_seconds(v) for k, v in groups.items()}
         time.sleep(window)
         up = len(_open_calls(store, since))
-        busy = {k: (_cpu_seconds(v) - before[k]) / window for k, v in groups.items()}
+        busy = {k: (cpu_seconds(v) - before[k]) / window for k, v in groups.items()}
         result = load.join(seconds + 120)
         per_node = dict(Counter(c["node"] for c in store.list_calls(since=since, limit=1000)))
     total = sum(busy.values())

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.bench.calls import CALLER_ADDRESS
+from ivr.bench.procs import cpu_seconds
 from ivr.errors import IvrError
 from ivr.sip.config import SipConfig
 from ivr.sip.echo import EchoBot, dtmf_tone
@@ -179,15 +180,6 @@ def bench_failover(repeats: int = 5) -> dict[str, Any]:
             "repeats": repeats, "target_worker_s": 5}
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def _group_pids(pgid: int) -> list[int]:
@@ -211,9 +203,9 @@ def bench_idle(seconds: float = 30.0, max_calls: int = 30) -> dict[str, Any]:
             time.sleep(3.0)  # start-up done
             workers = service.pool.worker_pids()
             edge = _group_pids(service.edge.pid or 0)
-            before = (time.process_time(), _cpu_seconds(workers), _cpu_seconds(edge))
+            before = (time.process_time(), cpu_seconds(workers), cpu_seconds(edge))
             time.sleep(seconds)
-            after = (time.process_time(), _cpu_seconds(workers), _cpu_seconds(edge))
+            after = (time.process_time(), cpu_seconds(workers), cpu_seconds(edge))
         finally:
             service.stop()
     main, worker, kamailio = ((b - a) / seconds * 100 for a, b in zip(before, after, strict=True))

@@ -234,6 +234,29 @@ class MessageRecorded(CallEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QuestionAnswered(CallEvent):
+    """The flow answered the caller's question (masked) from its knowledge file's ``entry``."""
+
+    name: ClassVar[str] = "faq_answered"
+    question: str
+    entry: str
+    confidence: float
+    node: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuestionUnanswered(CallEvent):
+    """The caller asked something (masked) the knowledge file has no answer to; ``best`` came closest.
+    Counted by ``Store.unanswered_questions`` for the top-10 report."""
+
+    name: ClassVar[str] = "faq_unanswered"
+    question: str
+    best: str | None
+    confidence: float
+    node: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CallFinished(CallEvent):
     """The call is over: its outcome and what the bot learned (masked)."""
 

@@ -166,9 +166,25 @@ class CallSession:
         if isinstance(action, fa.Transfer):
             self.transfers.transfer(action)
             return None
+        if isinstance(action, fa.KnowledgeLookup):
+            self._question(action)
+            return None
         if isinstance(action, fa.Hangup):
             self._hangup(action.reason)
         raise TypeError(f"unknown flow action {action!r}")
+
+    def _question(self, lookup: fa.KnowledgeLookup) -> None:
+        """Report and record a knowledge lookup, its question masked as the caller's turn is."""
+        question = self.privacy.text(self.privacy.answer(lookup.question))
+        event: ev.CallEvent
+        if lookup.entry is not None:
+            event = ev.QuestionAnswered(at=self.line.now, question=question, entry=lookup.entry,
+                                        confidence=lookup.confidence, node=lookup.node)
+        else:
+            event = ev.QuestionUnanswered(at=self.line.now, question=question, best=lookup.best,
+                                          confidence=lookup.confidence, node=lookup.node)
+        self.line.notify(event)
+        self.records.event(event)
 
     def _hangup(self, reason: str) -> NoReturn:
         self.line.drain_playback()

@@ -180,3 +180,14 @@ def cluster(parts: tuple[str, ...], repeats: int, record: Path | None) -> None:
     from ivr.bench.cluster import run_cluster_bench
 
     _run("cluster", lambda: run_cluster_bench(parts or ("failover", "lost", "capacity"), repeats), record)
+
+
+@bench.command()
+@click.option("--calls", "n_calls", default=1_000_000, show_default=True, help="Calls to store.")
+@click.option("--days", default=30, show_default=True, help="Days the calls are spread over.")
+@_record_option
+def reports(n_calls: int, days: int, record: Path | None) -> None:
+    """`ivr report daily` and the supervisor's figures for one day of a store with a million calls (SQLite)."""
+    from ivr.bench.reports import run_reports_bench
+
+    _run("reports", lambda: run_reports_bench(n_calls, days), record)

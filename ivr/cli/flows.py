@@ -11,7 +11,9 @@ import click
 
 from ivr.errors import IvrError
 from ivr.flow.graph import flow_to_dot
+from ivr.flow.knowledge import compile_knowledge, looks_like_knowledge
 from ivr.flow.loader import check_flow, load_flow
+from ivr.yamlsource import load_yaml_file
 
 FLOW_SUFFIXES = (".yaml", ".yml")
 
@@ -62,12 +64,15 @@ def _queue_names(queues: str | None) -> tuple[list[str], list[str] | None, list[
               help="The server's queues file (every transfer target must be in it; default: config/queues.yaml "
                    "when it exists), or queue names that add to each flow's 'queues:'.")
 def validate(paths: tuple[str, ...], queues: str | None) -> None:
-    """Check flow files (or every .yaml file of a directory) and print every problem as
-    file:line:col: message. Exits 1 if there is any."""
+    """Check flow files (or every .yaml file of a directory), and knowledge files named directly, and print
+    every problem as file:line:col: message. Exits 1 if there is any."""
     known, server_queues, hour_names = _queue_names(queues)
     failed = 0
     for path in _flow_files(paths):
-        diagnostics = check_flow(path, known, server_queues, hour_names)
+        if looks_like_knowledge(load_yaml_file(path, str(path))[0]):
+            diagnostics = compile_knowledge(path, str(path))[1]
+        else:
+            diagnostics = check_flow(path, known, server_queues, hour_names)
         if diagnostics:
             failed += 1
             for diagnostic in diagnostics:

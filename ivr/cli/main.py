@@ -26,6 +26,7 @@ _COMMANDS = [
     ("ivr.web.cli", "users"),
     ("ivr.web.cli", "console"),
     ("ivr.cli.calls", "calls"),
+    ("ivr.cli.report", "report"),
 ]
 
 

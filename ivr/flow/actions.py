@@ -91,4 +91,16 @@ class Hangup:
     reason: str = "completed"
 
 
-FlowAction = Say | Listen | Record | RecordingControl | HttpRequest | Transfer | Hangup
+@dataclass(frozen=True)
+class KnowledgeLookup:
+    """A caller's question was looked up in the flow's knowledge file (the session records it, masked, as a
+    call event): ``entry`` answered it, or None when nothing scored ``threshold`` (``best`` came closest)."""
+
+    question: str
+    node: str
+    entry: str | None
+    best: str | None
+    confidence: float
+
+
+FlowAction = Say | Listen | Record | RecordingControl | HttpRequest | Transfer | Hangup | KnowledgeLookup

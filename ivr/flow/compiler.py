@@ -15,11 +15,13 @@ from pathlib import Path
 from ivr.errors import Diagnostic
 from ivr.flow.checks import loops_without_wait, subflow_returns
 from ivr.flow.fields import IDENTIFIER, Reader, did_you_mean
+from ivr.flow.knowledge import Knowledge, compile_knowledge
 from ivr.flow.prompts import PROMPT_NAMES, placeholder_problem, system_prompts
 from ivr.flow.schema import (
     INPUT_MODES,
     NODE_TYPES,
     SLOT_KINDS,
+    AnswerNode,
     AskNode,
     BranchCase,
     BranchNode,
@@ -45,7 +47,7 @@ from ivr.flow.templates import Template, TemplateProblem, TemplateValue, compile
 from ivr.yamlsource import Y, load_yaml_file
 
 TOP_KEYS = ("version", "name", "language", "description", "start", "numbers", "queues", "variables",
-            "intents", "intent_threshold", "speech", "prompts", "global", "nodes", "sensitive",
+            "intents", "intent_threshold", "speech", "prompts", "global", "nodes", "sensitive", "knowledge",
             "recording")
 SPEECH_KEYS = ("engine", "model", "min_confidence")
 SPEECH_ENGINES = ("whisper", "vosk")
@@ -56,7 +58,8 @@ ASK_KEYS = ("prompt", "audio", "input", "slot", "save_as", "min_digits", "max_di
             "terminator", "timeout", "end_silence", "max_speech", "inter_digit_timeout", "barge_in", "grammar",
             "no_input", "no_match", "repeat_prompt", "confirm", "sensitive")
 NODE_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
-    "say": ("next",), "ask": ("on", "otherwise", "next"), "branch": ("otherwise",), "set": ("next",),
+    "say": ("next",), "ask": ("on", "otherwise", "next", "on_question"), "answer": ("next", "otherwise"),
+    "branch": ("otherwise",), "set": ("next",),
     "http": ("next", "on_failure"), "transfer": (), "record": ("next",), "recording": ("next",), "goto": (),
     "subflow": ("next",), "hangup": (), "return": (),
 }
@@ -66,7 +69,7 @@ SENSITIVITY = ("card", "secret", "none")
 
 BUILTIN_VARIABLES = frozenset({
     "caller", "called", "call_id", "flow", "last_intent", "last_confidence", "last_text", "turns", "slots",
-    "http_status", "http_error", "error", "open",
+    "http_status", "http_error", "error", "open", "last_answer",
 })
 """Variables every call has (see docs/flows.md, "Variables")."""
 
@@ -108,6 +111,8 @@ class FlowCompiler:
         self.broken_links = False  # a missing or misspelt link: unreachable nodes would only be echoes
         self.unsure_slot = False
         self.failed_nodes: set[str] = set()  # written but not compiled: links to them are not 'missing'
+        self.knowledge: Knowledge | None = None
+        self.knowledge_failed = False  # 'knowledge:' names a file with errors (reported on their own)
 
     # ---- entry -------------------------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ class FlowCompiler:
                         intent_threshold=threshold)
         globals_ = self._globals(root.get("global"))
         prompts = self._prompts(root.get("prompts"), language, globals_)
+        self.knowledge = self._knowledge(root.get("knowledge"))
         self.agent_intent = globals_.agent_intent
         nodes: dict[str, Node] = {}
         nodes_node = root.get("nodes")
@@ -184,7 +190,27 @@ class FlowCompiler:
                     queues=queue_list, prompts=prompts,
                     globals=globals_, sources=tuple(sorted(self.sources)),
                     defines=frozenset(variables) | frozenset(self.refs.defined), sensitive=sensitive,
-                    recording=recording)
+                    knowledge=self.knowledge, recording=recording)
+
+    def _knowledge(self, node: Y | None) -> Knowledge | None:
+        """The knowledge file named by ``knowledge:`` (relative to the flow file), checked on its own."""
+        rel = self.r.string(node, "'knowledge'")
+        if rel is None or node is None:
+            return None
+        full = (self.path.parent / rel).resolve()
+        shown = os.path.normpath(os.path.join(os.path.dirname(self.shown), rel))
+        self.sources.add(full)  # watched for hot reload even while it is missing or broken
+        if not full.is_file():
+            self.r.error(node, f"knowledge file '{rel}' not found (looked for {full}); paths are relative to the "
+                               "flow file")
+            self.knowledge_failed = True
+            return None
+        knowledge, diagnostics = compile_knowledge(full, shown)
+        self.r.diagnostics.extend(diagnostics)
+        if knowledge is None:
+            self.knowledge_failed = True
+            self.r.error(node, f"knowledge file '{rel}' is invalid; fix the errors reported for {shown}")
+        return knowledge
 
     def _recording(self, node: Y | None) -> RecordingSettings | None:
         """The top-level ``recording:`` (``true``, or ``{announce: text}``); None when absent or false."""
@@ -572,6 +598,10 @@ class FlowCompiler:
                     r.error(intent_node, f"key '{key}' selects intent '{intent}' but 'on' of '{name}' has no "
                                          f"target for it; add '{intent}: <node>' under 'on'")
         node.next = self._target(value, "next", name, "next")
+        node.on_question = self._target(value, "on_question", name, "question")
+        if node.on_question is not None and node.slot is not None:
+            r.error(value.key_node("on_question"), f"'on_question' belongs to intent menus; a {node.slot} slot "
+                                                   "question cannot take a question (use an 'answer' node after it)")
         if self.unsure_slot:
             return
         if node.slot is None:
@@ -783,6 +813,17 @@ class FlowCompiler:
             node.say = self._template(body, "'hangup'")
         return node
 
+    def _answer_node(self, name: str, key_node: Y, value: Y, body: Y) -> Node | None:
+        node = AnswerNode(name, key_node.line, key_node.col, next=self._next(value, name))
+        if not (body.kind == "scalar" and body.scalar in (True, None)):
+            node.question = self._template(body, "'answer'")
+        node.otherwise = self._target(value, "otherwise", name, "unanswered") or ""
+        if value.get("otherwise") is None:
+            self.broken_links = True
+            self.r.error(key_node, f"answer node '{name}' needs 'otherwise': where to go when the knowledge file "
+                                   "has no answer (e.g. an agent)")
+        return node
+
     def _return_node(self, name: str, key_node: Y, value: Y, body: Y) -> Node | None:
         if not (body.kind == "scalar" and body.scalar in (True, None)):
             self.r.error(body, "write a return node as 'return: true'")
@@ -816,6 +857,7 @@ class FlowCompiler:
                 r.error(at, f"undefined variable '{missing}'{did_you_mean(missing, known)}; set it with a 'set' "
                             "node, a slot's 'save_as', an http 'save_as' or the flow's 'variables:'")
         self._check_hours()
+        self._check_knowledge(nodes, known, edges)
         if self.declared_queues or self.server_queues is not None:
             where = "the queues file has" if self.server_queues is not None else "known queues"
             for at, queue in self.refs.queues:
@@ -839,6 +881,34 @@ class FlowCompiler:
                                                 f"node '{node.name}' is unreachable: nothing leads to it from "
                                                 f"start '{start}' (link it or remove it)"))
         self._check_graph(nodes)
+
+    def _check_knowledge(self, nodes: dict[str, Node], known: frozenset[str] | set[str],
+                         edges: dict[str, list[str]]) -> None:
+        """Answer nodes and ``on_question`` need a knowledge file; its answers may use only the flow's
+        variables and its ``follow_up`` nodes must exist (reported at their place in the knowledge file)."""
+        users = [n for n in nodes.values() if isinstance(n, AnswerNode) or (isinstance(n, AskNode) and n.on_question)]
+        if self.knowledge is None:
+            if not self.knowledge_failed:
+                for n in users:
+                    what = "answer node" if isinstance(n, AnswerNode) else "'on_question' of"
+                    self.r.error(node_pos(n), f"{what} '{n.name}' needs a knowledge file: add 'knowledge: "
+                                              "faq.yaml' at the top of the flow (see docs/flows.md)")
+            return
+        kb = self.knowledge
+        for entry in kb.entries.values():
+            for missing in sorted(entry.answer.names - known):
+                self.r.diagnostics.append(Diagnostic(
+                    kb.path, *entry.answer_at, f"undefined variable '{missing}' in the answer of '{entry.name}'"
+                                               f"{did_you_mean(missing, known)}; the flow '{self.shown}' does not "
+                                               "define it"))
+            if entry.follow_up and entry.follow_up not in nodes and entry.follow_up not in self.failed_nodes:
+                self.broken_links = True
+                self.r.diagnostics.append(Diagnostic(
+                    kb.path, *entry.follow_up_at, f"'follow_up' of '{entry.name}': node '{entry.follow_up}' does "
+                                                  f"not exist in {self.shown}{did_you_mean(entry.follow_up, nodes)}"))
+            elif entry.follow_up:
+                for n in users:  # an answer may lead to its follow-up
+                    edges.setdefault(n.name, []).append(entry.follow_up)
 
     def _check_graph(self, nodes: dict[str, Node]) -> None:
         """Loops the call can never leave without waiting for the caller."""

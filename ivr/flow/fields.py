@@ -10,6 +10,12 @@ from ivr.errors import Diagnostic
 from ivr.yamlsource import Y
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WORDS = re.compile(r"[\w']+")
+
+
+def normalize_utterance(text: str) -> str:
+    """Lower-case words separated by single spaces (punctuation dropped): for exact example matches."""
+    return " ".join(_WORDS.findall(text.lower()))
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

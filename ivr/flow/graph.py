@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Mapping
 
 from ivr.flow.schema import (
+    AnswerNode,
     AskNode,
     BranchNode,
     Flow,
@@ -38,6 +39,7 @@ _STYLE: dict[str, str] = {
     "subflow": 'shape=tab, style=filled, fillcolor="#e6f0f0"',
     "hangup": 'shape=box, style="rounded,filled,bold", fillcolor="#dddddd"',
     "return": 'shape=box, style="rounded,filled", fillcolor="#dddddd"',
+    "answer": 'shape=note, style=filled, fillcolor="#e8f1fb"',
 }
 
 
@@ -78,6 +80,8 @@ def _detail(node: Node) -> str:
         return node.path
     if isinstance(node, HangupNode):
         return _source(node.say) or node.reason
+    if isinstance(node, AnswerNode):
+        return f"from knowledge: {_source(node.question) or 'last utterance'}"
     return ""
 
 
@@ -93,6 +97,8 @@ def node_edges(node: Node, nodes: Mapping[str, Node]) -> list[tuple[str, str, st
             out.append((target, f"{intent}{dtmf}", "solid"))
         if node.next:
             out.append((node.next, "confirmed" if node.confirm else "next", "solid"))
+        if node.on_question:
+            out.append((node.on_question, "question", "solid"))
         for which, handler in (("no_input", node.no_input), ("no_match", node.no_match)):
             exit_to = handler.goto or node.otherwise
             if exit_to:
@@ -106,6 +112,9 @@ def node_edges(node: Node, nodes: Mapping[str, Node]) -> list[tuple[str, str, st
             out.append((node.on_failure, "failure", "dashed"))
     elif isinstance(node, GotoNode):
         out.append((node.target, "goto", "solid"))
+    elif isinstance(node, AnswerNode):
+        out.append((node.next, "answered", "solid"))
+        out.append((node.otherwise, "unanswered", "dashed"))
     elif isinstance(node, SayNode | SetNode | RecordNode | RecordingNode | SubflowNode):
         out.append((node.next, "", "solid"))
     return [(t, label, style) for t, label, style in out if t in nodes]

@@ -17,10 +17,22 @@ from dataclasses import dataclass, field
 
 from ivr import events
 from ivr.errors import IvrError
-from ivr.flow.actions import FlowAction, Hangup, HttpRequest, Listen, Record, RecordingControl, Say, Transfer
+from ivr.flow.actions import (
+    FlowAction,
+    Hangup,
+    HttpRequest,
+    KnowledgeLookup,
+    Listen,
+    Record,
+    RecordingControl,
+    Say,
+    Transfer,
+)
+from ivr.flow.knowledge import Knowledge, KnowledgeEntry
 from ivr.flow.loader import normalize_utterance
 from ivr.flow.prompts import default_prompts
 from ivr.flow.schema import (
+    AnswerNode,
     AskNode,
     BranchNode,
     Confirmation,
@@ -53,6 +65,8 @@ def default_prompt(language: str, which: str) -> str:
 
 
 YES_NO_KEYS = {"1": True, "2": False}
+MENU_QUESTION_WORDS = 3
+"""A menu's no-match is logged as an unanswered question (``on_question``) only from this many words."""
 
 
 class FlowRuntimeError(IvrError):
@@ -118,7 +132,7 @@ class CallInterpreter:
             "caller": call_vars.get("caller", ""), "called": call_vars.get("called", ""),
             "call_id": call_vars.get("call_id", ""), "flow": flow.name, "last_intent": None,
             "last_confidence": 0.0, "last_text": "", "turns": 0, "slots": self._slots, "http_status": 0,
-            "http_error": "", "error": "",
+            "http_error": "", "error": "", "last_answer": None,
         })
         self._builtin = set(self._vars) - set(flow.variables) - (set(call_vars) - {"caller", "called", "call_id"})
         if hours is not None:
@@ -138,6 +152,7 @@ class CallInterpreter:
         self._in_error = False
         self._max_turns_hit = False
         self._transfer: dict[str, object] | None = None
+        self._looked_up: tuple[int, str, KnowledgeLookup] | None = None  # (knowledge id, text, result)
         # Configured values (flow defaults, --var) are not the caller's: not sensitive unless declared.
         self._sensitive = {name: "none" for name in (set(flow.variables) | set(call_vars)) - set(self._builtin)}
         self._sensitive.update(_declared_sensitivity(flow))
@@ -242,6 +257,8 @@ class CallInterpreter:
             return node.next
         if isinstance(node, AskNode):
             return self._enter_ask(node)
+        if isinstance(node, AnswerNode):
+            return self._enter_answer(node)
         if isinstance(node, SetNode):
             for key, value in node.values.items():
                 v[key] = value.render(v)
@@ -297,6 +314,40 @@ class CallInterpreter:
             frame = self._stack.pop()
             return frame.return_to
         raise FlowRuntimeError(f"node type {node.kind!r} cannot run")
+
+    def _enter_answer(self, node: AnswerNode) -> str | None:
+        """Say the knowledge file's answer to the question, or go to ``otherwise`` when there is none."""
+        knowledge = self._frame.flow.knowledge
+        if knowledge is None:
+            raise FlowRuntimeError(f"answer node '{node.name}': the flow has no knowledge file")
+        question = node.question.text(self._vars) if node.question else str(self._vars.get("last_text") or "")
+        lookup = self._lookup(knowledge, question, node.name)
+        self._emit(lookup)
+        self._vars["last_answer"] = lookup.entry
+        entry = knowledge.entries.get(lookup.entry) if lookup.entry else None
+        if entry is None:
+            return node.otherwise
+        self._emit(Say(text=entry.answer.text(self._vars), barge_in=True))
+        return entry.follow_up or node.next
+
+    def _lookup(self, knowledge: Knowledge, question: str, node: str) -> KnowledgeLookup:
+        """The entry that answers ``question`` (None below the knowledge threshold); the last result is
+        reused, so a menu's ``on_question`` and the answer node it leads to look up once."""
+        text = question.strip()
+        if self._looked_up is not None and self._looked_up[:2] == (id(knowledge), text):
+            found = self._looked_up[2]
+            return KnowledgeLookup(text, node, found.entry, found.best, found.confidence)
+        exact: KnowledgeEntry | None = knowledge.entries.get(knowledge.exact.get(normalize_utterance(text), ""))
+        if exact is not None:
+            result = KnowledgeLookup(text, node, exact.name, exact.name, 1.0)
+        elif knowledge.matcher is None or not text or looks_garbled(text):
+            result = KnowledgeLookup(text, node, None, None, 0.0)
+        else:
+            match = knowledge.matcher.classify(text)
+            best = match.ranked[0][0] if match.ranked else None
+            result = KnowledgeLookup(text, node, match.intent, best, round(match.confidence, 4))
+        self._looked_up = (id(knowledge), text, result)
+        return result
 
     def _say(self, text: Template | None, audio: str | None, barge_in: bool) -> None:
         if text is None and audio is None:
@@ -405,11 +456,21 @@ class CallInterpreter:
             return
         if node.slot is None:
             intent, confidence = self._pick(node, self._classify(self._frame, text))
+            knowledge = self._frame.flow.knowledge
+            lookup = self._lookup(knowledge, text, node.name) if node.on_question and knowledge else None
+            if lookup is not None and lookup.entry is not None and (intent is None or lookup.confidence > confidence):
+                self._note(node, text, None, None, lookup.confidence)
+                self._utterances[-1]["question"] = lookup.entry
+                self._run(node.on_question)
+                return
             self._note(node, text, None, intent, confidence)
             if intent is None and self._agent_requested(text):
                 self._to_agent()
                 return
             self._choose(node, intent)
+            if (intent is None and lookup is not None and knowledge is not None and knowledge.matcher is not None
+                    and len(text.split()) >= MENU_QUESTION_WORDS):
+                self._emit(lookup)  # a question the menu was open to but nothing answers: for the report
             return
         value = self._valid(node, parse_slot(node.slot, text) if text else None)
         self._note(node, text, None, None, None, value)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ivr.errors import Diagnostic, FlowError, ModelError
 from ivr.flow.compiler import compile_file
+from ivr.flow.fields import normalize_utterance as normalize_utterance
 from ivr.flow.schema import Flow
 from ivr.nlu.types import IntentClassifier
 
@@ -64,8 +65,33 @@ def _attach_classifiers(flow: Flow, factory: ClassifierFactory, done: set[int]) 
     done.add(id(flow))
     if flow.intents and flow.classifier is None:
         flow.classifier = factory({k: list(v) for k, v in flow.intents.items()}, flow.intent_threshold)
+    if flow.knowledge is not None and flow.knowledge.matcher is None:
+        flow.knowledge.matcher = knowledge_matcher(flow.knowledge.examples(), flow.knowledge.threshold, factory)
     for sub in flow.subflows():
         _attach_classifiers(sub, factory, done)
+
+
+_MatcherKey = tuple[ClassifierFactory, tuple[tuple[str, tuple[str, ...]], ...], float]
+_matchers: dict[_MatcherKey, IntentClassifier] = {}
+_matchers_lock = threading.Lock()
+MATCHER_CACHE_SIZE = 32
+
+
+def knowledge_matcher(examples: dict[str, list[str]], threshold: float,
+                      factory: ClassifierFactory = default_classifier_factory) -> IntentClassifier:
+    """The matcher of a knowledge file's entries (one "intent" per entry), embedded once per content: a
+    reload of a flow whose knowledge did not change, or a second flow with the same file, reuses it."""
+    key: _MatcherKey = (factory, tuple((k, tuple(v)) for k, v in examples.items()), threshold)
+    with _matchers_lock:
+        cached = _matchers.get(key)
+    if cached is not None:
+        return cached
+    matcher = factory(examples, threshold)
+    with _matchers_lock:
+        _matchers[key] = matcher
+        while len(_matchers) > MATCHER_CACHE_SIZE:
+            del _matchers[next(iter(_matchers))]
+    return matcher
 
 
 @dataclass(frozen=True)
@@ -89,10 +115,3 @@ def load_intents(path: str | Path) -> IntentSpec:
     return IntentSpec(flow.name, flow.language, {k: list(v) for k, v in flow.intents.items()},
                       flow.intent_threshold)
 
-
-_WORDS = re.compile(r"[\w']+")
-
-
-def normalize_utterance(text: str) -> str:
-    """Lower-case words separated by single spaces (punctuation dropped): for exact example matches."""
-    return " ".join(_WORDS.findall(text.lower()))

@@ -179,7 +179,9 @@ class FlowRegistry:
             flow = load_flow(path, self.known_queues, self.classifier_factory, self.server_queues, self.hour_names)
         except FlowError as exc:
             self.errors[str(path)] = exc.diagnostics
-            watched = {*(entry.stamps if entry is not None else ()), path}
+            # also the files the errors are in (a broken sub-flow or knowledge file): fixing one reloads
+            named = {Path(d.path) for d in exc.diagnostics if d.path and Path(d.path).is_file()}
+            watched = {*(entry.stamps if entry is not None else ()), path, *named}
             self._entries[path] = _Entry(kept, _stamps(watched), revision)
             action = f"keeping the last good version of '{kept.name}'" if kept else "flow not loaded"
             log.error("invalid flow %s (%s):\n%s", path, action, "\n".join(str(d) for d in exc.diagnostics))

@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ivr.flow.knowledge import Knowledge
 from ivr.flow.prompts import default_prompts
 from ivr.flow.templates import Template, TemplateValue
 from ivr.nlu.types import IntentClassifier
 
 NODE_TYPES = ("say", "ask", "branch", "set", "http", "transfer", "record", "recording", "goto", "subflow", "hangup",
-              "return")
+              "return", "answer")
 """The key that gives a node its type; each node has exactly one of these."""
 
 SLOT_KINDS = ("digits", "number", "yes_no", "text")
@@ -118,6 +119,8 @@ class AskNode(Node):
     next: str | None = None
     sensitive: str = ""
     """``card``, ``secret`` or ``none`` (see docs/flows.md, "Sensitive values"); '' when not declared."""
+    on_question: str | None = None
+    """An intent menu: where an utterance goes that no intent takes but the flow's knowledge answers."""
 
 
 @dataclass(eq=False)
@@ -228,6 +231,19 @@ class HangupNode(Node):
 
 
 @dataclass(eq=False)
+class AnswerNode(Node):
+    """Answer ``question`` (a template; None: the caller's last utterance) from the flow's knowledge file.
+
+    Answered: say the entry's answer, then go to its ``follow_up`` or ``next``. Unanswered (below the
+    knowledge threshold): go to ``otherwise`` (the question is logged for the top-10 report).
+    """
+
+    question: Template | None = None
+    next: str = ""
+    otherwise: str = ""
+
+
+@dataclass(eq=False)
 class ReturnNode(Node):
     """Leave a sub-flow and continue in the calling flow (in a main flow: hang up)."""
 
@@ -281,6 +297,8 @@ class Flow:
     """Slot or variable name → ``card``, ``secret`` or ``none``, as declared."""
     recording: RecordingSettings | None = None
     """Record every call of the flow (None: only when a queue's ``record:`` asks)."""
+    knowledge: Knowledge | None = None
+    """The questions the flow answers itself (``knowledge:``), for ``answer`` nodes and ``on_question``."""
 
     def prompt(self, name: str) -> str:
         """The system prompt ``name`` (``no_match``, ``error``, ``voicemail``...) in the flow's language."""

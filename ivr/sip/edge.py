@@ -31,7 +31,7 @@ import jinja2
 from ivr.errors import SipError
 from ivr.sip.admission import RETRY_AFTER_SECONDS
 from ivr.sip.config import SipConfig
-from ivr.sip.kamailio_rpc import KamailioRpc, KamailioRpcError, htable_values
+from ivr.sip.kamailio_rpc import KamailioRpc, KamailioRpcError, active_destinations, htable_values
 from ivr.sip.workers import WorkerAddress, die_with_parent
 
 log = logging.getLogger("ivr.edge")
@@ -317,14 +317,7 @@ class KamailioEdge:
 
     def active_workers(self) -> list[str]:
         """URIs of the workers Kamailio currently routes to (active in its dispatcher set)."""
-        result = self.rpc.call("dispatcher.list")
-        active = []
-        for record in (result or {}).get("RECORDS", []):
-            for target in record.get("SET", {}).get("TARGETS", []):
-                dest = target.get("DEST", {})
-                if str(dest.get("FLAGS", "")).startswith("A"):
-                    active.append(str(dest.get("URI")))
-        return active
+        return active_destinations(self.rpc.call("dispatcher.list"))
 
     # -- internals ----------------------------------------------------------------------------------------------
 

@@ -65,3 +65,14 @@ def htable_values(dump: Any) -> dict[str, int]:
 
     walk(dump)
     return values
+
+
+def active_destinations(dispatcher_list: Any) -> list[str]:
+    """URIs of the destinations a ``dispatcher.list`` result shows active (Kamailio routes calls to them)."""
+    active = []
+    for record in (dispatcher_list or {}).get("RECORDS", []):
+        for target in record.get("SET", {}).get("TARGETS", []):
+            dest = target.get("DEST", {})
+            if str(dest.get("FLAGS", "")).startswith("A"):
+                active.append(str(dest.get("URI")))
+    return active

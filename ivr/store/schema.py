@@ -23,6 +23,9 @@ calls = sa.Table(
     sa.Column("context", sa.JSON, nullable=False),
     sa.Column("erased_at", sa.Float),
     sa.Column("node", sa.String(64), nullable=False, server_default=""),
+    sa.Column("csat", sa.Float),  # 1-5, from a survey (ivr.store.survey), plain so reports can average it
+    sa.Column("nps", sa.Float),  # 0-10 "would you recommend"
+    sa.Column("repeat_at", sa.Float),  # when the same number next called about the same intent (FCR)
 )
 
 turns = sa.Table(
@@ -123,6 +126,16 @@ nodes = sa.Table(
     sa.Column("seen_at", sa.Float, nullable=False),
 )
 
+report_days = sa.Table(
+    "report_days",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("options", sa.String(64), primary_key=True),  # ReportOptions.key()
+    sa.Column("data", sa.Text, nullable=False),  # the day's figures (JSON)
+    sa.Column("computed_at", sa.Float, nullable=False),
+)
+"""The figures of days long over (ivr.reports.report.daily_trend reads them instead of recomputing)."""
+
 
 recordings = sa.Table(
     "recordings",
@@ -170,6 +183,13 @@ INDEXES = [
     sa.Index("ix_queue_entries_enqueued_at", queue_entries.c.enqueued_at),
     sa.Index("ix_auth_failures_key", auth_failures.c.key),
     sa.Index("ix_auth_failures_at", auth_failures.c.at),
+    sa.Index("ix_calls_report", *(calls.c[n] for n in ("started_at", "ended_at", "outcome", "queue", "intent",
+                                                       "flow", "caller", "csat", "nps", "repeat_at",
+                                                       "agent"))),
+    sa.Index("ix_calls_caller_intent", calls.c.caller, calls.c.intent, calls.c.started_at),
+    sa.Index("ix_queue_entries_report", *(queue_entries.c[n] for n in ("enqueued_at", "queue", "state",
+                                                                       "answered_at", "ended_at", "agent", "call_id"))),
+    sa.Index("ix_queue_entries_agent", queue_entries.c.agent, queue_entries.c.answered_at),
     sa.Index("ix_recordings_call_id", recordings.c.call_id),
     sa.Index("ix_recordings_kind_at", recordings.c.kind, recordings.c.at),
 ]

@@ -24,6 +24,7 @@ from ivr.errors import IvrError
 from ivr.store import schema as t
 from ivr.store.crypto import Sealer, load_data_key
 from ivr.store.migrate import upgrade
+from ivr.store.survey import CSAT_RANGE, NPS_RANGE, survey_scores
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +193,54 @@ class Store:
         values: dict[str, Any] = {"context": self.sealer.seal_json(context)}
         if isinstance(context.get("intent"), str):
             values["intent"] = context["intent"]
+        csat, nps = survey_scores(context)
+        if csat is not None:
+            values["csat"] = csat
+        if nps is not None:
+            values["nps"] = nps
         with self._write() as conn:
             self._ensure_call(conn, call_id, 0.0)
             conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
 
+    def set_survey(self, call_id: str, csat: float | None = None, nps: float | None = None) -> None:
+        """Record a call's survey answers: CSAT 1-5 and NPS 0-10 (None leaves an answer as it is)."""
+        values: dict[str, Any] = {}
+        for name, value, (low, high) in (("csat", csat, CSAT_RANGE), ("nps", nps, NPS_RANGE)):
+            if value is None:
+                continue
+            if not low <= value <= high:
+                raise StoreError(f"{name} must be from {low:g} to {high:g}, not {value!r}")
+            values[name] = float(value)
+        if values:
+            with self._write() as conn:
+                self._ensure_call(conn, call_id, 0.0)
+                conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(**values))
+
     def end_call(self, call_id: str, at: float, outcome: str) -> None:
-        """Record the end of the call and its outcome ('completed', 'transferred', 'abandoned', 'error'...)."""
+        """Record the end of the call and its outcome ('completed', 'transferred', 'abandoned', 'error'...), and
+        that it repeats the caller's previous call on the same intent (``repeat_at`` of that call, for FCR)."""
         with self._write() as conn:
             self._ensure_call(conn, call_id, at)
             conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(ended_at=at, outcome=outcome))
+            self._link_repeat(conn, call_id)
+
+    def _link_repeat(self, conn: sa.Connection, call_id: str) -> None:
+        c = t.calls.c
+        call = conn.execute(sa.select(c.caller, c.intent, c.started_at).where(c.id == call_id)).first()
+        if call is None or not call.caller or not call.intent:
+            return
+        previous = conn.execute(
+            sa.select(c.id)
+            .where(c.caller == call.caller, c.intent == call.intent, c.started_at < call.started_at)
+            .order_by(c.started_at.desc())
+            .limit(1)
+        ).scalar()
+        if previous is not None:
+            conn.execute(
+                t.calls.update()
+                .where(c.id == previous, sa.or_(c.repeat_at.is_(None), c.repeat_at > call.started_at))
+                .values(repeat_at=call.started_at)
+            )
 
     def close_unfinished_calls(self, at: float, outcome: str = "interrupted", node: str | None = None) -> list[str]:
         """End every call of ``node`` (default: this one) that has no end (left by a server that crashed or a
@@ -567,6 +607,41 @@ class Store:
                 .order_by(t.calls.c.started_at)
             ).all()
             return [self._open_context(dict(r._mapping)) for r in rows]
+
+    def unanswered_questions(self, since: float, until: float, limit: int = 10) -> list[dict[str, Any]]:
+        """The questions asked most often in [since, until) that the flows' knowledge files could not answer
+        (``faq_unanswered`` call events), most frequent first: ``question`` (lower-case words, as grouped),
+        ``count``, ``calls`` (distinct calls), ``examples`` (up to 3 as asked, masked when they were
+        recorded), ``closest`` (the entry that came closest most often, or None) and ``last_at``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(t.events.c.call_id, t.events.c.at, t.events.c.data)
+                .where(t.events.c.kind == "faq_unanswered", t.events.c.at >= since, t.events.c.at < until)
+                .order_by(t.events.c.at)
+            ).all()
+        groups: dict[str, dict[str, Any]] = {}
+        for call_id, at, sealed in rows:
+            data = self.sealer.open_json(sealed)
+            asked = str(data.get("question") or "").strip() if isinstance(data, dict) else ""
+            key = " ".join(re.findall(r"[\w'*]+", asked.lower()))
+            if not key:
+                continue
+            group = groups.setdefault(key, {"question": key, "count": 0, "calls": set(), "examples": [],
+                                            "closest": {}, "last_at": at})
+            group["count"] += 1
+            group["calls"].add(call_id)
+            group["last_at"] = at
+            if asked not in group["examples"] and len(group["examples"]) < 3:
+                group["examples"].append(asked)
+            best = data.get("best")
+            if best:
+                group["closest"][best] = group["closest"].get(best, 0) + 1
+        ranked = sorted(groups.values(), key=lambda g: (-g["count"], -g["last_at"], g["question"]))[:max(limit, 0)]
+        for group in ranked:
+            group["calls"] = len(group["calls"])
+            closest = group["closest"]
+            group["closest"] = max(sorted(closest), key=closest.__getitem__) if closest else None
+        return ranked
 
     def agent_history(self, agent: str, limit: int = 50) -> list[dict[str, Any]]:
         """Calls an agent was connected to, newest first, with their notes count."""

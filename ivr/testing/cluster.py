@@ -25,7 +25,7 @@ from typing import Any
 
 from ivr.errors import IvrError
 from ivr.sip.edge import find_kamailio
-from ivr.sip.kamailio_rpc import KamailioRpc, KamailioRpcError
+from ivr.sip.kamailio_rpc import KamailioRpc, KamailioRpcError, active_destinations
 from ivr.sip.workers import workers_needed
 from ivr.testing.waiting import wait_for
 
@@ -225,16 +225,9 @@ class SiteCluster:
     def active_workers(self) -> list[str]:
         """URIs of the workers Kamailio routes to now (active in its dispatcher set)."""
         try:
-            result = self.rpc.call("dispatcher.list", timeout=2.0)
+            return active_destinations(self.rpc.call("dispatcher.list", timeout=2.0))
         except KamailioRpcError:
             return []
-        active = []
-        for record in (result or {}).get("RECORDS", []):
-            for target in record.get("SET", {}).get("TARGETS", []):
-                dest = target.get("DEST", {})
-                if str(dest.get("FLAGS", "")).startswith("A"):
-                    active.append(str(dest.get("URI")))
-        return active
 
     def routed(self, name: str) -> bool:
         """Whether Kamailio routes to every worker of node ``name``."""

@@ -148,7 +148,8 @@ def agent_state(name: str) -> Any:
 @bp.get("/figures")
 @api_auth("supervisor")
 def figures() -> Any:
-    settings = current_app.extensions["ivr.config"]
     day, days = day_arg("day"), int_arg("days", 1, 1, 90)
-    trend = fig.daily_trend(_store(), days, day, settings.service_level_seconds)
-    return jsonify(today=trend[-1], trend=trend)
+    options = current_app.extensions["ivr.report_options"]
+    trend = fig.daily_trend(_store(), days, day, options=options)
+    today = {"day": day.isoformat(), **fig.figures(_store(), *fig.day_bounds(day), options=options)}
+    return jsonify(today=today, trend=trend)

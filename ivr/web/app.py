@@ -16,6 +16,8 @@ from werkzeug.exceptions import HTTPException
 
 from ivr.handoff import context_url
 from ivr.queue import Acd, AcdConfig
+from ivr.reports import ReportOptions
+from ivr.reports.export import cell as report_cell
 from ivr.store import Store, mask_sensitive
 from ivr.web import api, pages
 from ivr.web.auth import check_csrf, csrf_token, current_user, login_required
@@ -34,6 +36,8 @@ class WebConfig:
     secret_key: str | None = None
     service_level_seconds: float | None = None  # default: queues.yaml's service_level_seconds, else 20
     trend_days: int = 14
+    short_abandon_seconds: float = 5.0  # callers who hang up sooner are not counted abandoned (docs/reports.md)
+    fcr_days: float = 7.0  # a repeat call within this many days means the first was not resolved
     crm_webhook_url: str | None = None
     crm_webhook_headers: Mapping[str, str] = field(default_factory=dict)
     queues: AcdConfig | None = None  # queue names and agents when no ACD runs in this process
@@ -84,6 +88,9 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.extensions["ivr.store"] = store
     app.extensions["ivr.acd"] = acd
     app.extensions["ivr.config"] = settings
+    app.extensions["ivr.report_options"] = ReportOptions.from_queues(
+        queue_config, service_level_seconds=settings.service_level_seconds,
+        short_abandon_seconds=settings.short_abandon_seconds, fcr_days=settings.fcr_days)
     app.extensions["ivr.throttle"] = Throttle(store, settings.throttle)
     broker = LiveBroker(store, acd, poll_interval=settings.live_poll_interval)
     app.extensions["ivr.live"] = broker
@@ -107,6 +114,7 @@ def create_app(store: Store, acd: Acd | None = None, config: WebConfig | Mapping
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.jinja_env.filters.update(time=_format_time, pct=_format_pct, secs=_format_secs, mask=mask_sensitive)
+    app.jinja_env.globals.update(cell=report_cell)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -23,6 +24,9 @@ from werkzeug.wrappers import Response
 
 from ivr.errors import IvrError
 from ivr.queue import Acd
+from ivr.reports import ReportOptions, build_report, daily_trend
+from ivr.reports.export import table_csv
+from ivr.reports.report import TABLES as REPORT_TABLES
 from ivr.store import Store
 from ivr.store.sealed_audio import SealedAudioError, is_sealed_audio, read_sealed_audio, wav_bytes
 from ivr.web import figures as fig
@@ -37,7 +41,7 @@ from ivr.web.data import (
     shown_voicemail,
     voicemail_queues,
 )
-from ivr.web.params import day_arg, int_arg, safe_next
+from ivr.web.params import day_range_args, int_arg, safe_next
 from ivr.web.throttle import Throttle
 
 bp = Blueprint("console", __name__)
@@ -178,21 +182,55 @@ def _live_args() -> dict[str, Any]:
     return {"view": queue_view(_store(), _queue_config())}
 
 
+def _report_options() -> ReportOptions:
+    return current_app.extensions["ivr.report_options"]
+
+
+def _range() -> tuple[dt.date, dt.date, float, float]:
+    first, last = day_range_args()
+    return first, last, fig.day_bounds(first)[0], fig.day_bounds(last)[1]
+
+
+PAGE_TABLES = ("queues", "agents", "flows")
+
+
 def _figures_args() -> dict[str, Any]:
-    settings = _settings()
-    today = day_arg("day")
-    since, until = fig.day_bounds(today)
-    figures = fig.figures(_store(), since, until, settings.service_level_seconds)
-    trend = fig.daily_trend(_store(), settings.trend_days, today, settings.service_level_seconds)
+    first, last, since, until = _range()
+    options = _report_options()
+    store = _store()
+    report = build_report(store, since, until, options, tables=("summary", "hours", *PAGE_TABLES))
+    figures = report.summary
+    trend_first = first if last > first else last - dt.timedelta(days=_settings().trend_days - 1)
+    trend = daily_trend(store, trend_first, last, options)
+    days = "" if first == last else f" {first.isoformat()} to {last.isoformat()}"
+    hours = report.table("hours").rows
     charts = [
-        bar_chart("Calls per hour today", fig.hourly_calls(_store(), today)),
+        bar_chart(f"Calls per hour{days}", [(r["hour"][:2], float(r["calls"])) for r in hours]),
         bar_chart("Calls per day", [(d["day"][5:], float(d["calls"])) for d in trend]),
         bar_chart("Containment per day", [(d["day"][5:], d["containment"]) for d in trend], unit="%"),
         bar_chart("Abandonment per day", [(d["day"][5:], d["abandonment"]) for d in trend], unit="%"),
-        bar_chart("Average wait per day (s)", [(d["day"][5:], d["wait_average"]) for d in trend], unit="s"),
+        bar_chart("Average wait per day (s)", [(d["day"][5:], d["asa"]) for d in trend], unit="s"),
         bar_chart("Service level per day", [(d["day"][5:], d["service_level"]) for d in trend], unit="%"),
     ]
-    return {"figures": figures, "charts": charts}
+    range_args = {"since": first.isoformat(), "until": last.isoformat()}
+    return {"figures": figures, "charts": charts, "tables": [report.table(n) for n in PAGE_TABLES],
+            "range": range_args, "single_day": first == last, "today": first == last == dt.date.today(),
+            "csv_tables": REPORT_TABLES}  # fmt: skip
+
+
+@bp.route("/supervisor/report.csv")
+@login_required("supervisor")
+def supervisor_report_csv() -> Response:
+    """One table of the supervisor's figures for a day range as CSV (cells safe to open in a spreadsheet)."""
+    table = request.args.get("table", "summary")
+    if table not in REPORT_TABLES:
+        abort(400, f"table must be one of {', '.join(REPORT_TABLES)}")
+    first, last, since, until = _range()
+    report = build_report(_store(), since, until, _report_options(), tables=(table,))
+    name = f"ivr-{table}-{first.isoformat()}" + ("" if first == last else f"-to-{last.isoformat()}")
+    return Response(table_csv(report.table(table)), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
+                             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})  # fmt: skip
 
 
 @bp.route("/supervisor/live")

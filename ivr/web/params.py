@@ -55,6 +55,21 @@ def day_arg(name: str = "day") -> dt.date:
     return day
 
 
+MAX_RANGE_DAYS = 92
+
+
+def day_range_args() -> tuple[dt.date, dt.date]:
+    """The days ``since`` to ``until`` (YYYY-MM-DD, both included; ``day`` is the older name of ``since``):
+    today when absent, ``until`` defaulting to ``since``; at most :data:`MAX_RANGE_DAYS` days."""
+    first = day_arg("since") if request.args.get("since") else day_arg("day")
+    last = day_arg("until") if request.args.get("until") else first
+    if last < first:
+        raise BadRequest("until must be the same day as since or later")
+    if (last - first).days >= MAX_RANGE_DAYS:
+        raise BadRequest(f"a range can span at most {MAX_RANGE_DAYS} days")
+    return first, last
+
+
 def json_object() -> dict[str, Any]:
     """The request's JSON body, which must be an object ({} when there is none)."""
     body = request.get_json(silent=True)

@@ -1,0 +1,304 @@
+"""The report's SQL: aggregates over the calls and queue entries of a time range, optionally grouped.
+
+Every figure is a COUNT/SUM over an indexed range (migration 0005 adds covering indexes), so a day of a
+million-call store costs what that day's rows cost; ratios are taken afterwards in :mod:`ivr.reports.report`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from ivr.reports.definitions import TRANSFER_OUTCOMES, ReportOptions
+from ivr.store import Store
+from ivr.store import schema as t
+
+C = t.calls.c
+Q = t.queue_entries.c
+DAY = 86400.0
+Row = dict[str, Any]
+
+
+def count_if(cond: ColumnElement[Any]) -> ColumnElement[Any]:
+    """How many rows meet ``cond``."""
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
+
+
+def sum_if(cond: ColumnElement[Any], value: Any) -> ColumnElement[Any]:
+    """The sum of ``value`` over the rows that meet ``cond``."""
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, value), else_=0.0)), 0.0)
+
+
+def contained(options: ReportOptions) -> ColumnElement[bool]:
+    """A call ended in the bot by the flow's own ending: never queued, no transfer, not a hang-up, error or
+    fallback (docs/reports.md, containment)."""
+    excluded = sorted(TRANSFER_OUTCOMES | options.not_served_outcomes)
+    return sa.and_(C.ended_at.is_not(None), C.queue.is_(None), C.outcome.is_not(None), C.outcome != "",
+                   C.outcome.not_in(excluded), C.outcome.not_like("rejected%"))  # fmt: skip
+
+
+def transferred() -> ColumnElement[bool]:
+    """The bot handed the call, or tried to, to a person: it joined a queue or was sent to a number."""
+    return sa.or_(C.queue.is_not(None), C.outcome.in_(sorted(TRANSFER_OUTCOMES)))
+
+
+def fcr_eligible() -> ColumnElement[bool]:
+    """Calls FCR can judge: a caller number and an intent."""
+    return sa.and_(C.caller != "", C.intent.is_not(None), C.intent != "")
+
+
+def repeated(options: ReportOptions) -> ColumnElement[bool]:
+    """The same number called again about the same intent within ``fcr_days`` days (``calls.repeat_at``, set
+    by the store when the later call ends)."""
+    return sa.and_(C.repeat_at.is_not(None), C.repeat_at <= C.started_at + options.fcr_days * DAY)
+
+
+def call_columns(options: ReportOptions, fcr: bool = True) -> list[ColumnElement[Any]]:
+    """The counts of the call figures (containment, transfers, surveys and, with ``fcr``, repeat calls)."""
+    cols: list[ColumnElement[Any]] = [
+        sa.func.count().label("calls"),
+        sa.func.count(C.ended_at).label("ended"),
+        count_if(contained(options)).label("contained"),
+        count_if(transferred()).label("transferred"),
+        *survey_columns(),
+    ]
+    if fcr:
+        cols += [count_if(fcr_eligible()).label("fcr_calls"),
+                 count_if(sa.and_(fcr_eligible(), repeated(options))).label("fcr_repeated")]  # fmt: skip
+    return cols
+
+
+def wrap_up(queue: ColumnElement[Any], options: ReportOptions) -> ColumnElement[Any]:
+    """The after-call work of an entry's queue, in seconds."""
+    if not options.wrap_up:
+        return sa.literal(float(options.default_wrap_up))
+    return sa.case(dict(options.wrap_up), value=queue, else_=float(options.default_wrap_up))
+
+
+def entry_columns(enqueued: Any, answered: Any, ended: Any, state: Any, queue: Any,
+                  options: ReportOptions) -> list[ColumnElement[Any]]:  # fmt: skip
+    """The counts and sums of the queue figures over entries (waits measured from ``enqueued``)."""
+    has_result = sa.or_(answered.is_not(None), ended.is_not(None))
+    abandoned = state == "abandoned"
+    handled = sa.and_(answered.is_not(None), ended.is_not(None))
+    return [
+        sa.func.count().label("queued"),
+        count_if(has_result).label("offered"),
+        sa.func.count(answered).label("answered"),
+        count_if(abandoned).label("abandoned"),
+        count_if(sa.and_(abandoned, ended - enqueued < options.short_abandon_seconds)).label("short_abandoned"),
+        count_if(sa.and_(answered.is_not(None), answered - enqueued <= options.service_level_seconds))
+        .label("answered_within"),
+        sum_if(answered.is_not(None), answered - enqueued).label("wait_sum"),
+        count_if(handled).label("handled"),
+        sum_if(handled, ended - answered).label("talk_sum"),
+        sum_if(handled, wrap_up(queue, options)).label("wrap_sum"),
+    ]
+
+
+def zero_calls(options: ReportOptions) -> Row:
+    """Every count of :func:`call_counts` at zero (for a group with no calls)."""
+    return {c.name: 0 for c in call_columns(options, True)}
+
+
+def zero_entries(options: ReportOptions) -> Row:
+    """Every count of :func:`entry_columns` at zero (for a group with no queue entries)."""
+    return {c.name: 0 for c in entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)}
+
+
+def _floor_int(store: Store, value: ColumnElement[Any]) -> ColumnElement[Any]:
+    # SQLite's CAST truncates (= floor for the positive times here); PostgreSQL's rounds.
+    return sa.cast(value if store.is_sqlite else sa.func.floor(value), sa.Integer)
+
+
+def hour_index(store: Store, column: Any, since: float) -> ColumnElement[Any]:
+    """Whole hours from ``since`` to ``column`` (cheap for the database; :func:`local_hour` names them)."""
+    return _floor_int(store, (column - since) / 3600.0)
+
+
+LONG_RANGE = 2 * DAY + 3600
+
+
+def hour_key(store: Store, column: Any, since: float, until: float) -> ColumnElement[Any]:
+    """The group of ``column`` for per-hour figures: its hour index, or over more than two days the hour of
+    the day (``since`` is a local midnight; an hour off after a DST change inside the range)."""
+    index = hour_index(store, column, since)
+    return index if until - since <= LONG_RANGE else index % 24
+
+
+def local_hour(since: float, until: float, key: int) -> int:
+    """The local clock hour (0-23) of an :func:`hour_key` group (exact across DST changes up to two days)."""
+    if until - since > LONG_RANGE:
+        return key
+    return dt.datetime.fromtimestamp(since + key * 3600 + 1).hour
+
+
+def bucket(column: Any, bounds: Sequence[float]) -> ColumnElement[Any]:
+    """The index i of the range [bounds[i], bounds[i+1]) ``column`` falls in (rows outside give NULL)."""
+    whens = [(column < end, i) for i, end in enumerate(bounds[1:])]
+    return sa.case(*whens, else_=None)
+
+
+def _rows(store: Store, query: sa.Select[Any]) -> list[Row]:
+    with store.engine.connect() as conn:
+        result = conn.execute(query)
+        keys = list(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+def call_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: Any = None) -> list[Row]:
+    """Call figures' counts for calls started in [since, until): one row, or one per ``by`` value (``key``)."""
+    query = sa.select(*([by.label("key")] if by is not None else []), *call_columns(options))
+    query = query.where(C.started_at >= since, C.started_at < until)
+    if by is not None:
+        query = query.group_by(by)
+    return _rows(store, query)
+
+
+def survey_columns(calls: Any = C) -> list[ColumnElement[Any]]:
+    """The survey counts (CSAT and NPS) of the calls in a query."""
+    return [
+        sa.func.count(calls.csat).label("csat_responses"),
+        sa.func.coalesce(sa.func.sum(calls.csat), 0.0).label("csat_sum"),
+        count_if(calls.csat >= 4).label("csat_satisfied"),
+        sa.func.count(calls.nps).label("nps_responses"),
+        count_if(calls.nps >= 9).label("promoters"),
+        count_if(calls.nps <= 6).label("detractors"),
+    ]
+
+
+def call_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+    """The call counts of calls started in [since, until) per (intent, flow, hour index): one scan of the
+    covering index; every per-dimension figure is a sum over these few groups."""
+    hour = hour_key(store, C.started_at, since, until)
+    query = (
+        sa.select(C.intent.label("intent"), C.flow.label("flow"), hour.label("hour_index"), *call_columns(options))
+        .where(C.started_at >= since, C.started_at < until)
+        .group_by(C.intent, C.flow, hour)
+    )
+    return _rows(store, query)
+
+
+def entry_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+    """The queue counts of entries that joined in [since, until) per (queue, hour index)."""
+    hour = hour_key(store, Q.enqueued_at, since, until)
+    query = (
+        sa.select(Q.queue.label("queue"), hour.label("hour_index"),
+                  *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
+        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        .group_by(Q.queue, hour)
+    )
+    return _rows(store, query)
+
+
+def agent_counts(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+    """Queue counts per agent of the entries they answered that joined in [since, until), and the surveys of
+    calls started then that an agent took (``calls.agent``: the last agent connected)."""
+    entries = (
+        sa.select(Q.agent.label("key"), *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue,
+                                                        options))
+        .where(Q.enqueued_at >= since, Q.enqueued_at < until, Q.agent.is_not(None), Q.answered_at.is_not(None))
+        .group_by(Q.agent)
+    )
+    surveys = (
+        sa.select(C.agent.label("key"), *survey_columns())
+        .where(C.started_at >= since, C.started_at < until, C.agent.is_not(None))
+        .group_by(C.agent)
+    )
+    by_agent = {r["key"]: r for r in _rows(store, entries)}
+    for row in _rows(store, surveys):
+        by_agent.setdefault(row["key"], {}).update(row)
+    return list(by_agent.values())
+
+
+def _per_call_entries(since: float, until: float) -> tuple[Any, Any]:
+    """Each queued call's first join time and its last entry (the one that says how the wait ended)."""
+    per_call = (
+        sa.select(Q.call_id, sa.func.min(Q.enqueued_at).label("first_at"), sa.func.max(Q.id).label("last_id"))
+        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        .group_by(Q.call_id)
+        .subquery()
+    )
+    last = t.queue_entries.alias("last")
+    return per_call, last
+
+
+def call_queue_counts(store: Store, since: float, until: float, options: ReportOptions) -> Row:
+    """Queue figures' counts per queued call (a call that overflowed from queue to queue counts once, its
+    wait from its first queue to its answer)."""
+    per_call, last = _per_call_entries(since, until)
+    cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
+                         options)  # fmt: skip
+    query = sa.select(*cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+    return _rows(store, query)[0]
+
+
+def call_queue_counts_by(store: Store, since: float, until: float, options: ReportOptions,
+                         bounds: Sequence[float]) -> list[Row]:  # fmt: skip
+    """:func:`call_queue_counts` per range of ``bounds`` the call first joined a queue in (``key``: its index)."""
+    per_call, last = _per_call_entries(since, until)
+    key = bucket(per_call.c.first_at, bounds)
+    cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
+                         options)  # fmt: skip
+    query = sa.select(key.label("key"), *cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+    return _rows(store, query.group_by(key))
+
+
+def wait_percentile(store: Store, since: float, until: float, fraction: float, answered: int) -> float | None:
+    """The nearest-rank ``fraction`` percentile of answered calls' waits (``answered`` of them)."""
+    if answered <= 0:
+        return None
+    per_call, last = _per_call_entries(since, until)
+    wait = (last.c.answered_at - per_call.c.first_at).label("wait")
+    rank = max(1, math.ceil(fraction * answered))
+    query = (
+        sa.select(wait)
+        .select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+        .where(last.c.answered_at.is_not(None))
+        .order_by(wait)
+        .limit(1)
+        .offset(rank - 1)
+    )
+    rows = _rows(store, query)
+    return float(rows[0]["wait"]) if rows else None
+
+
+def intent_examples(store: Store, since: float, until: float, intent: str, limit: int) -> list[str]:
+    """Up to ``limit`` different things callers said that were recognised as ``intent`` (as stored: digits
+    starred)."""
+    tu = t.turns.c
+    query = (
+        sa.select(tu.text)
+        .select_from(t.calls.join(t.turns, tu.call_id == C.id))
+        .where(C.started_at >= since, C.started_at < until, C.intent == intent, tu.speaker == "caller",
+               tu.intent == intent)
+        .distinct()
+        .limit(limit)
+    )
+    return [r["text"] for r in _rows(store, query)]
+
+
+def opening_requests(store: Store, since: float, until: float, limit: int) -> list[Row]:
+    """The most frequent first things callers said (lower-cased), with how many calls and their intent."""
+    tu = t.turns.c
+    first = (
+        sa.select(sa.func.min(tu.id).label("turn_id"))
+        .select_from(t.calls.join(t.turns, tu.call_id == C.id))
+        .where(C.started_at >= since, C.started_at < until, tu.speaker == "caller")
+        .group_by(C.id)
+        .subquery()
+    )
+    text = sa.func.lower(tu.text)
+    query = (
+        sa.select(text.label("question"), sa.func.count().label("calls"), sa.func.max(tu.intent).label("intent"))
+        .select_from(first.join(t.turns, tu.id == first.c.turn_id))
+        .group_by(text)
+        .order_by(sa.desc("calls"), text)
+        .limit(limit)
+    )
+    return _rows(store, query)
