@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ivr.call import CallSession, SessionConfig
+from ivr.call.taping import RecordingPolicy
 from ivr.errors import IvrError
 from ivr.flow.registry import FlowRegistry
 from ivr.flow.schema import flow_fallback_queue
@@ -133,6 +134,9 @@ class IvrServer:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
         self.store.node = self.config.node
+        from ivr.store.sealed_audio import AudioVault
+
+        self.config.session.vault = AudioVault(self.config.session.recordings_dir, self.store.sealer)
         self.config.session.context_url = self.context_url
         if self.config.retention_days is not None:
             from ivr.store.retention import RetentionPurger
@@ -265,7 +269,8 @@ class IvrServer:
                                   prompts=flow.prompts,
                                   store=self.store, queues=self.acd,
                                   observer=FanOut(self.metrics.observer()), config=self.config.session,
-                                  fallback_queue=flow_fallback_queue(flow))
+                                  fallback_queue=flow_fallback_queue(flow),
+                                  recording=RecordingPolicy(flow.recording.announce) if flow.recording else None)
             session.run()
         finally:
             self.connector.detach(channel.call_id)

@@ -153,7 +153,7 @@ class Rig:
     """An IvrServer on loopback with the queue test flow, its queues pointing at the agent phones."""
 
     def __init__(self, tmp_path: Path, phones: dict[str, AgentPhone], engines: Any, max_calls: int,
-                 edge: str = "auto") -> None:
+                 edge: str = "auto", record_support: bool = False) -> None:
         from ivr.server import IvrServer, ServerConfig
         from ivr.services import SpeechServices
         from ivr.sip.config import SipConfig
@@ -162,6 +162,9 @@ class Rig:
         self.phones = phones
         text = string.Template((DATA / "queues.yaml").read_text()).substitute(
             phone_a=phones["alice"].port, phone_b=phones["bob"].port, phone_c=phones["carol"].port)
+        if record_support:
+            text = text.replace("    no_agents_grace: 30",
+                                "    no_agents_grace: 30\n    record: {announce: 'Calls are recorded.'}")
         (tmp_path / "queues.yaml").write_text(text)
         config = ServerConfig(flows_dir=DATA / "flows", sip=SipConfig(port=0, max_calls=max_calls, log_level=0),
                               edge=EdgeOptions(mode=edge), web_port=0, database=str(tmp_path / "ivr.db"),
@@ -241,6 +244,36 @@ def test_agent_hears_the_caller_and_the_caller_hears_the_agent_with_context_head
     caller_text = transcribe(whisper, heard_by_caller)
     assert "my order" in alice_text, alice_text
     assert "support" in caller_text, caller_text  # ("customer" is sometimes heard as "summer")
+
+
+@pytest.mark.slow
+def test_a_recording_queue_keeps_both_sides_of_the_agent_call_sealed(
+        tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any, espeak_wav: Callable[..., Path],
+        whisper: Any) -> None:
+    from ivr.store.sealed_audio import is_sealed_audio, read_sealed_audio, wav_bytes
+
+    rig = Rig(tmp_path, phones, speech_engines, max_calls=4, record_support=True)
+    try:
+        alice_says = espeak_wav("Hello, this is customer support. How can I help you?", speed=140, lead=0.2,
+                                tail=0.3)
+        caller_says = espeak_wav("I would like to know where my order is.", speed=140, lead=0.2, tail=0.3)
+        rig.phones["alice"].set_mode("answer", after=0.5, play=str(alice_says))
+        rig.login("alice")
+        result = rig.call("100", f"wait 1.5; play {caller_says}; wait 4; hangup").result()
+        assert result.connected
+        [entry] = rig.entries()
+        assert wait_for(lambda: (rig.store.get_call(entry["call_id"]) or {}).get("recordings"), 10)
+        [recording] = rig.store.get_call(entry["call_id"])["recordings"]
+        pcm, rate = read_sealed_audio(recording["path"], rig.store.sealer)
+    finally:
+        rig.close()
+    assert recording["kind"] == "call" and recording["queue"] == "support"
+    assert is_sealed_audio(recording["path"])
+    wav = tmp_path / "recording.wav"
+    wav.write_bytes(wav_bytes(pcm, rate))
+    text = transcribe(whisper, wav)
+    assert "how can i" in text, text  # the agent ("… How can I help you?"), recorded from their answer
+    assert "recorded" not in text, text  # the announcement was said before the recording started
 
 
 @pytest.mark.slow

@@ -342,3 +342,75 @@ def test_crm_webhook_sends_masked_values_and_a_link_to_the_full_context(env: Env
     full = app.test_client().get(link.removeprefix("https://ivr.test")).get_json()
     assert full["context"]["slots"]["account"] == "12345678"
     assert full["transcript"][1]["text"] == "my account is 12345678"
+
+
+def _sealed_message(env: Env, tmp_path: Path, call_id: str, kind: str, queue: str = "") -> int:
+    """A sealed recording of 0.5 s of a tone, stored for ``call_id``; returns its id."""
+    import numpy as np
+
+    from ivr.store.sealed_audio import AudioVault
+
+    writer = AudioVault(tmp_path / "rec", env.store.sealer).new_file(call_id, kind, 8000)
+    writer.write((np.sin(np.arange(4000) * 0.3) * 5000).astype("<i2").tobytes())
+    writer.close()
+    return env.store.add_recording(call_id, time.time(), kind, str(writer.path), writer.duration, queue)
+
+
+def test_a_sealed_call_recording_plays_decrypted_for_the_agent_who_took_it_and_supervisors(
+        env: Env, tmp_path: Path) -> None:
+    env.call("c1", "hello")
+    _sealed_message(env, tmp_path, "c1", "call", "support")
+    env.acd.set_agent_state("ann", "available")
+    env.acd.enqueue("c1", "support")
+    env.connector.answer("ann")
+    ann, ben, sue = env.client("ann"), env.client("ben"), env.client("sue")
+    assert 'src="/calls/c1/recordings/0"' in ann.get("/calls/c1").get_data(as_text=True)
+    for allowed in (ann, sue):
+        resp = allowed.get("/calls/c1/recordings/0")
+        assert resp.status_code == 200 and resp.mimetype == "audio/wav" and resp.data[:4] == b"RIFF"
+        assert resp.headers["Cache-Control"] == "no-store" and len(resp.data) == 44 + 8000
+    assert ben.get("/calls/c1/recordings/0").status_code == 404  # not their call
+    assert env.client().get("/calls/c1/recordings/0").status_code == 302  # sign in first
+
+
+def test_voicemail_inbox_lists_plays_and_tracks_call_backs_for_the_queues_people(env: Env, tmp_path: Path) -> None:
+    env.call("c1", "call me back")
+    env.call("c2", "billing question")
+    env.store.start_call("c1", "+15550100123", "", "hotline", time.time())
+    support = _sealed_message(env, tmp_path, "c1", "voicemail", "support")
+    billing = _sealed_message(env, tmp_path, "c2", "voicemail", "billing")  # a mailbox no agent takes calls for
+    queues = QUEUES.replace("support: {ring_timeout: 30, wrap_up: 0}",
+                            "support: {agents: [ann]}\n  sales: {agents: [ben]}")
+    env.app.extensions["ivr.acd"] = Acd(parse_queues(queues), env.connector, env.store, env.clock)
+    ann, ben, sue = env.client("ann"), env.client("ben"), env.client("sue")
+    page = ann.get("/voicemail").get_data(as_text=True)
+    assert f'id="voicemail-{support}"' in page and f'id="voicemail-{billing}"' not in page
+    assert "*******0123" in page and "+15550100123" not in page  # agents see numbers masked
+    assert "+15550100123" in sue.get("/voicemail").get_data(as_text=True)
+    assert f'id="voicemail-{billing}"' in sue.get("/voicemail").get_data(as_text=True)
+    assert "No voicemail." in ben.get("/voicemail").get_data(as_text=True)
+    resp = ann.get(f"/voicemail/{support}/audio")
+    assert resp.status_code == 200 and resp.mimetype == "audio/wav" and resp.headers["Cache-Control"] == "no-store"
+    assert ben.get(f"/voicemail/{support}/audio").status_code == 404
+    assert ann.get(f"/voicemail/{billing}/audio").status_code == 404
+    assert env.client().get(f"/voicemail/{support}/audio").status_code == 302
+
+    token = csrf_of(ann.get("/voicemail"))
+    assert ann.post(f"/voicemail/{support}", data={"called_back": "1"}).status_code == 400  # no CSRF token
+    assert ann.post(f"/voicemail/{support}", data={"called_back": "1", "csrf_token": token}).status_code == 302
+    assert ann.post(f"/voicemail/{support}", data={"notes": "<b>left a message</b>",
+                                                   "csrf_token": token}).status_code == 302
+    mail = env.store.get_recording(support)
+    assert mail is not None and mail["called_back_by"] == "ann" and mail["called_back_at"]
+    assert mail["notes"] == "<b>left a message</b>"
+    page = ann.get("/voicemail").get_data(as_text=True)
+    assert "&lt;b&gt;left a message&lt;/b&gt;" in page and "<b>left" not in page
+    assert "Not called back" in page and f'id="voicemail-{support}"' not in ann.get("/voicemail?open=1").get_data(
+        as_text=True)
+    assert ben.post(f"/voicemail/{support}", data={"called_back": "0",
+                                                   "csrf_token": csrf_of(ben.get("/voicemail"))}).status_code == 404
+    ann.post(f"/voicemail/{support}", data={"called_back": "0", "csrf_token": token})
+    assert env.store.get_recording(support)["called_back_at"] is None  # type: ignore[index]
+    with env.store.engine.connect() as conn:  # notes are sealed at rest
+        raw = conn.exec_driver_sql("select notes from recordings where id = ?", (support,)).scalar()
+    assert "left a message" not in raw

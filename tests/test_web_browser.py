@@ -180,3 +180,36 @@ def test_supervisor_picks_a_date_range_and_exports_a_table(console: dict[str, An
         link.get_attribute("href"),
     )
     assert "'=cmd|' /C calc'!A0" in text and "\n=cmd" not in text and ",=cmd" not in text
+
+
+def test_a_supervisor_plays_a_voicemail_and_marks_it_called_back(console: dict[str, Any], browser: Any,
+                                                                  tmp_path: Path) -> None:
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from ivr.store.sealed_audio import AudioVault
+
+    store = console["store"]
+    store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    store.start_call("call-9", "+15550199", "100", "support", time.time() - 60)
+    writer = AudioVault(tmp_path / "rec", store.sealer).new_file("call-9", "voicemail", 8000)
+    writer.write((np.sin(np.arange(16000) * 0.3) * 5000).astype("<i2").tobytes())  # 2 s
+    writer.close()
+    mail = store.add_recording("call-9", time.time() - 30, "voicemail", str(writer.path), writer.duration, "support")
+    browser.get(console["url"] + "/login")
+    browser.find_element(By.ID, "name").send_keys("sue")
+    browser.find_element(By.ID, "password").send_keys("sue-password")
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: "/supervisor" in browser.current_url)
+    browser.get(console["url"] + "/voicemail")
+    row = browser.find_element(By.ID, f"voicemail-{mail}")
+    assert "+15550199" in row.text and "support" in row.text
+    audio = row.find_element(By.TAG_NAME, "audio")
+    browser.execute_script("arguments[0].load()", audio)
+    wait_for(lambda: browser.execute_script(  # the browser fetched, decoded and knows the length
+        "return arguments[0].readyState >= 1 && arguments[0].duration > 0", audio))
+    duration = browser.execute_script("return arguments[0].duration", audio)
+    assert abs(duration - 2.0) < 0.05
+    row.find_element(By.XPATH, ".//button[text()='Mark called back']").click()
+    wait_for(lambda: "by sue" in browser.find_element(By.ID, f"voicemail-{mail}").text)
+    assert store.get_recording(mail)["called_back_by"] == "sue"

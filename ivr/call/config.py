@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ivr.store.sealed_audio import AudioVault
 
 
 @dataclass
@@ -13,6 +16,9 @@ class SessionConfig:
 
     fallback_queue: str = "support"
     recordings_dir: str = "var/recordings"
+    vault: AudioVault | None = None
+    """Where recordings and voicemail are sealed under the data key (``ivr serve`` sets it from the store);
+    None: messages are plain private WAV files in ``recordings_dir`` (replays) and calls are not recorded."""
     max_call_seconds: float = 3600.0
     goodbye_drain_seconds: float = 30.0
     comfort_noise_after: float = 1.0

@@ -18,6 +18,7 @@ from typing import NoReturn, Protocol, TypeVar
 from ivr.audio.frame import FRAME_MS, AudioFrame
 from ivr.call.config import CallResult, SessionConfig
 from ivr.call.events import CallEvent
+from ivr.call.taping import CallTape
 from ivr.channel import Channel
 from ivr.events import AgentLeft, CallInterrupted, ControlEvent, Hangup
 from ivr.services import SpeechServices
@@ -55,6 +56,8 @@ class CallLine:
         self.now = 0.0
         self.result = CallResult(call_id, "completed")
         self._control: deque[ControlEvent] = deque()
+        self.tape: CallTape | None = None
+        """The call's recording, when the flow or a queue records it (fed by ``next_frame`` and ``play``)."""
 
     # --------------------------------------------------------------- frames
 
@@ -65,6 +68,8 @@ class CallLine:
         frame = self.channel.receive_audio(timeout)
         if frame is not None:
             self.now += FRAME_SECONDS
+            if self.tape is not None:
+                self.tape.heard(frame)
             if self.now > self.config.max_call_seconds:
                 log.warning("call %s: maximum call length reached", self.call_id)
                 self._control.append(Hangup())
@@ -97,6 +102,18 @@ class CallLine:
         if self.result.outcome != "transferred" or outcome in ("interrupted", "error"):
             self.result.outcome = outcome
         raise CallEnded
+
+    def play(self, pcm: bytes, hidden: bool = False) -> None:
+        """Queue audio for the caller (and for the call recording, if any: as silence when ``hidden``)."""
+        self.channel.play(pcm)
+        if self.tape is not None:
+            self.tape.played(bytes(len(pcm)) if hidden else pcm)
+
+    def stop_playback(self) -> None:
+        """Drop the audio queued for the caller (barge-in)."""
+        self.channel.stop_playback()
+        if self.tape is not None:
+            self.tape.dropped()
 
     @property
     def realtime(self) -> bool:
@@ -134,7 +151,7 @@ class CallLine:
                 pass
             else:
                 if comfort:
-                    self.channel.stop_playback()
+                    self.stop_playback()
                 return result
             if realtime:
                 self.next_frame(timeout=0.02)
@@ -143,7 +160,7 @@ class CallLine:
             if give_up_after is not None and waited >= give_up_after:
                 future.cancel()
                 if comfort:
-                    self.channel.stop_playback()
+                    self.stop_playback()
                 raise TimeoutError
             if filler is not None and not filler_played and waited >= filler_after:
                 filler_played = True
@@ -151,7 +168,7 @@ class CallLine:
             elif (filler is None and realtime and waited >= self.config.comfort_noise_after
                   and self.channel.playback_pending() < 0.05):
                 comfort = True
-                self.channel.play(self.services.comfort_noise(self.rate))
+                self.play(self.services.comfort_noise(self.rate))
 
     # ------------------------------------------------------------- reports
 

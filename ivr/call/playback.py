@@ -38,14 +38,16 @@ class Playback:
             chunks = [line.services.load_prompt(action.audio, line.rate)]
         else:
             chunks = self.tts.stream(action.text, line.rate)
+        shown = self.privacy.text(action.text)
+        hidden = shown != action.text  # reads back a card number or a secret: kept out of the call recording
         first = True
         for chunk in chunks:
             if first:
                 self._first_reply_audio()
                 first = False
-            line.channel.play(chunk)
+            line.play(chunk, hidden=hidden)
         line.notify(ev.PromptPlayed(at=line.now, text=action.text, audio=action.audio, barge_in=action.barge_in))
-        self.records.bot_turn(self.privacy.text(action.text) or f"[audio {action.audio}]")
+        self.records.bot_turn(shown or f"[audio {action.audio}]")
 
     def say_text(self, text: str) -> None:
         """Say something of the bot's own (apology, voicemail, announcements): no barge-in."""

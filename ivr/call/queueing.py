@@ -30,13 +30,15 @@ class QueueWait:
     calls ``resume_at`` (the flow goes on there)."""
 
     def __init__(self, line: CallLine, queues: QueueService, playback: Playback, records: CallRecords,
-                 voicemail: Callable[[], None], resume_at: Callable[[str], None]) -> None:
+                 voicemail: Callable[[str], None], resume_at: Callable[[str], None],
+                 start_recording: Callable[[str, str], None] | None = None) -> None:
         self.line = line
         self.queues = queues
         self.playback = playback
         self.records = records
         self.voicemail = voicemail
         self.resume_at = resume_at
+        self.start_recording = start_recording
         self.agent_left = False
         """The last wait ended with the agent hanging up a bridged call while the caller stayed."""
         self.agent = ""
@@ -54,6 +56,9 @@ class QueueWait:
         except Exception as exc:
             return f"the queue refused the call: {exc}"
         self.records.event(ev.CallQueued(at=line.now, queue=queue, position=ticket.position))
+        record = ticket.record
+        if record and self.start_recording is not None and line.tape is not None and not line.tape.recording:
+            self.playback.say_text(record)  # announced as the caller joins; recorded from the agent's answer
         hold = line.services.load_prompt(ticket.music_on_hold, line.rate) if ticket.music_on_hold else None
         hold = hold or line.services.hold_music(line.rate)
         while True:
@@ -69,27 +74,29 @@ class QueueWait:
                 return None
             for update in self.queues.poll(line.call_id):
                 if isinstance(update, Announce):
-                    channel.stop_playback()
+                    line.stop_playback()
                     text = queue_announcement(self.playback.prompts, update.template, update.position, update.wait,
                                               update.queue or queue)
                     self.playback.say_text(text)
                 elif isinstance(update, Connected):
-                    channel.stop_playback()
+                    line.stop_playback()
                     connected = ev.AgentConnected(at=line.now, agent=update.agent, uri=update.uri, mode=update.mode)
                     line.notify(connected)
                     self.records.event(connected)
                     line.result.outcome = "transferred"
                     line.result.transfer_target = update.uri
                     self.agent = update.agent
+                    if record is not None and self.start_recording is not None:
+                        self.start_recording("", queue)
                     self._stay_until_agent_call_ends(update.mode)
                     return None
                 elif isinstance(update, Overflowed):
                     return self._overflow(update, context)
                 elif isinstance(update, Refused):
-                    channel.stop_playback()
+                    line.stop_playback()
                     return f"queue {update.queue} gave the call back: {update.detail}"
             if channel.playback_pending() < 0.2:
-                channel.play(hold)
+                line.play(hold)
 
     def _stay_until_agent_call_ends(self, mode: str) -> None:
         """A bridged agent call keeps this call's channel up until either side hangs up (``agent_left``: the
@@ -115,11 +122,11 @@ class QueueWait:
         overflowed = ev.QueueOverflowed(at=line.now, kind=update.kind, target=update.target, reason=update.reason)
         self.records.event(overflowed)
         line.notify(overflowed)
-        line.channel.stop_playback()
+        line.stop_playback()
         if update.kind == "queue":
             return self.wait(update.target, context)
         if update.kind == "voicemail":
-            self.voicemail()
+            self.voicemail(update.target)
             return None
         if update.kind == "node":
             line.result.outcome = "completed"

@@ -1,4 +1,5 @@
-"""Recording a caller's message (a flow's ``record`` node, or voicemail)."""
+"""Recording a caller's message (a flow's ``record`` node, or voicemail): sealed under the data key when
+the server has a vault (``SessionConfig.vault``), else a private WAV file (replays, the local talk mode)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ class Recorder:
         self.records = records
         self.tell_flow = tell_flow
 
-    def record(self, action: fa.Record) -> RecordingFinished:
-        """Record one message into ``recordings_dir`` (a private WAV file)."""
+    def record(self, action: fa.Record, kind: str = "message", queue: str = "") -> RecordingFinished:
+        """Record one message into ``recordings_dir``; ``kind`` is 'message' (a flow's ``record`` node) or
+        'voicemail' (left for ``queue``), as the store and the console's voicemail inbox list it."""
         line = self.line
         line.drain_playback()
         if action.beep:
-            line.channel.play(line.services.beep(line.rate))
+            line.play(line.services.beep(line.rate))
             line.drain_playback()
         vad = line.services.new_endpointer(
             line.rate,
@@ -56,14 +58,26 @@ class Recorder:
             heard = heard or any(isinstance(e, SpeechStarted) for e in events)
             if heard and any(isinstance(e, SpeechEnded) for e in events):
                 break
-        path = f"{line.config.recordings_dir}/{line.call_id}-{int(time.time())}.wav"
-        write_wav(path, pcm_from_frames(frames), line.rate, private=True)
+        path = self._save(pcm_from_frames(frames), kind)
         duration = len(frames) * FRAME_SECONDS
         recorded = ev.MessageRecorded(at=line.now, path=path, duration=duration)
         line.notify(recorded)
         self.records.event(recorded)
+        self.records.recording(kind, path, duration, queue)
         finished = RecordingFinished(path, duration)
         if hung_up:
             self.tell_flow(finished)
             line.end("caller_hangup")
         return finished
+
+    def _save(self, pcm: bytes, kind: str) -> str:
+        line = self.line
+        vault = line.config.vault
+        if vault is None:
+            path = f"{line.config.recordings_dir}/{line.call_id}-{int(time.time())}.wav"
+            write_wav(path, pcm, line.rate, private=True)
+            return path
+        writer = vault.new_file(line.call_id, kind, line.rate)
+        writer.write(pcm)
+        writer.close()
+        return str(writer.path)

@@ -31,6 +31,8 @@ class CallStore(Protocol):
     def add_event(self, call_id: str, at: float, kind: str, data: dict[str, Any]) -> None: ...
     def set_context(self, call_id: str, context: dict[str, Any]) -> None: ...
     def end_call(self, call_id: str, at: float, outcome: str) -> None: ...
+    def add_recording(self, call_id: str, at: float, kind: str, path: str, duration: float,
+                      queue: str = "") -> int: ...
 
 
 class CallRecords:
@@ -65,6 +67,11 @@ class CallRecords:
         del data["at"]
         self._write("add_event", lambda s: s.add_event(self.call_id, time.time(), event.name, data))
 
+    def recording(self, kind: str, path: str, duration: float, queue: str = "") -> None:
+        """A recording of the call was saved at ``path`` ('call', 'voicemail' or 'message')."""
+        self._write("add_recording", lambda s: s.add_recording(self.call_id, time.time(), kind, path, duration,
+                                                               queue))
+
     def context(self, context: dict[str, Any]) -> None:
         """What the bot learned, as it may be handed on (already masked)."""
         self._write("set_context", lambda s: s.set_context(self.call_id, context))
@@ -73,7 +80,7 @@ class CallRecords:
         """The call is over."""
         self._write("end_call", lambda s: s.end_call(self.call_id, time.time(), outcome))
 
-    def _write(self, what: str, write: Callable[[CallStore], None]) -> None:
+    def _write(self, what: str, write: Callable[[CallStore], object]) -> None:
         if self.store is None:
             return
         try:

@@ -22,6 +22,7 @@ from ivr.call.playback import Playback
 from ivr.call.queueing import QueueService
 from ivr.call.recording import Recorder
 from ivr.call.records import CallRecords, CallStore, Privacy
+from ivr.call.taping import CallTape, RecordingPolicy
 from ivr.call.transfer import Transfers
 from ivr.call.turns import TurnTaker
 from ivr.call.webhooks import Webhooks
@@ -68,9 +69,11 @@ class CallSession:
         observer: CallObserver | None = None,
         config: SessionConfig | None = None,
         fallback_queue: str | None = None,
+        recording: RecordingPolicy | None = None,
     ) -> None:
         """``fallback_queue``: the flow's (``global.fallback_queue``), where a failed transfer goes next;
-        default: the server's ``SessionConfig.fallback_queue``."""
+        default: the server's ``SessionConfig.fallback_queue``. ``recording``: the flow records every call
+        (after its announcement); it needs ``config.vault`` (no vault: the call is not recorded, logged)."""
         self.channel = channel
         self.interp = interpreter
         self.flow_name = flow_name
@@ -78,6 +81,12 @@ class CallSession:
         self.call_id = channel.call_id or uuid.uuid4().hex
         self.line = CallLine(channel, self.call_id, services, self.config, observer)
         self.records = CallRecords(store, self.call_id)
+        self.recording = recording
+        if self.config.vault is not None:
+            self.line.tape = CallTape(self.config.vault, self.call_id, self.line.rate)
+        elif recording is not None:
+            log.warning("call %s: flow '%s' asks for call recording but the server keeps no recordings (no store)",
+                        self.call_id, flow_name)
         self.privacy = Privacy(interpreter.context)
         self.playback = Playback(self.line, services.tts_for(language), system_prompts(language or "en", prompts),
                                  self.records, self.privacy)
@@ -86,13 +95,15 @@ class CallSession:
         self.recorder = Recorder(self.line, self.records, interpreter.handle)
         self.transfers = Transfers(self.line, self.playback, self.records, self.recorder, queues,
                                    fallback_queue or self.config.fallback_queue, interpreter.context,
-                                   self._resume_at)
+                                   self._resume_at, self._start_recording)
 
     def run(self) -> CallResult:
         """Run the call to its end; never raises (errors end in the apology and a fallback)."""
         started = time.time()
         self.records.call_started(self.channel.caller, self.channel.called, self.flow_name, started)
         try:
+            if self.recording is not None:
+                self._start_recording(self.recording.announce)
             self._run_actions(self.interp.start())
         except CallEnded:
             pass  # the outcome was set where the call ended
@@ -114,6 +125,16 @@ class CallSession:
                 self.interp.handle(event)
                 self.line.end("caller_hangup")
             pending.extend(self._handle(event))
+
+    def _start_recording(self, announce: str, queue: str = "") -> None:
+        """Say ``announce`` (if any) and start the call recording (no-op without a vault, or when it runs)."""
+        tape = self.line.tape
+        if tape is None or tape.recording:
+            return
+        if announce:
+            self.playback.say_text(announce)
+            self.line.drain_playback()
+        tape.start(queue)
 
     def _resume_at(self, node: str) -> None:
         self._run_actions(self.interp.resume_at(node))
@@ -138,6 +159,10 @@ class CallSession:
             return self.webhooks.request(action)
         if isinstance(action, fa.Record):
             return self.recorder.record(action)
+        if isinstance(action, fa.RecordingControl):
+            if self.line.tape is not None:
+                (self.line.tape.pause if action.pause else self.line.tape.resume)("flow")
+            return None
         if isinstance(action, fa.Transfer):
             self.transfers.transfer(action)
             return None
@@ -185,6 +210,10 @@ class CallSession:
             self.line.result.outcome = "error"
 
     def _finish(self) -> None:
+        tape = self.line.tape
+        written = tape.close() if tape is not None else None
+        if tape is not None and written is not None:
+            self.records.recording("call", str(written.path), written.duration, tape.queue)
         result = self.line.result
         try:
             context = self.interp.context()

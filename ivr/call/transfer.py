@@ -24,11 +24,12 @@ class Transfers:
     """Executes the flow's ``Transfer`` for one call. A transfer that fails (unknown queue, no agent
     reachable, SIP failure) is logged as an error and goes on to the fallback queue, then voicemail.
     ``context`` gives what the bot learned (handed on with the call); ``resume_at`` continues the flow
-    at a node (a queue overflowing into the flow)."""
+    at a node (a queue overflowing into the flow); ``start_recording(announce, queue)`` starts the call
+    recording for a queue that records its calls."""
 
     def __init__(self, line: CallLine, playback: Playback, records: CallRecords, recorder: Recorder,
                  queues: QueueService | None, fallback_queue: str, context: Callable[[], dict[str, Any]],
-                 resume_at: Callable[[str], None]) -> None:
+                 resume_at: Callable[[str], None], start_recording: Callable[[str, str], None]) -> None:
         self.line = line
         self.playback = playback
         self.records = records
@@ -36,7 +37,7 @@ class Transfers:
         self.fallback_queue = fallback_queue
         self.context = context
         self.resume_at = resume_at
-        self.queue_wait = (QueueWait(line, queues, playback, records, self.voicemail, resume_at)
+        self.queue_wait = (QueueWait(line, queues, playback, records, self.voicemail, resume_at, start_recording)
                            if queues is not None else None)
 
     def transfer(self, action: fa.Transfer) -> None:
@@ -66,12 +67,13 @@ class Transfers:
             return
         self.resume_at(node)  # runs the flow on; its end ends the call
 
-    def voicemail(self) -> None:
-        """The last resort: take a message, thank the caller and hang up."""
+    def voicemail(self, queue: str = "") -> None:
+        """The last resort: take a message (for ``queue``'s voicemail inbox), thank the caller and hang up."""
         line = self.line
         self.playback.say_text(self.playback.prompts["voicemail"])
         try:
-            self.recorder.record(fa.Record(max_seconds=120, end_silence=4.0))
+            self.recorder.record(fa.Record(max_seconds=120, end_silence=4.0), "voicemail",
+                                 queue or line.result.transfer_target or self.fallback_queue)
         finally:
             line.result.outcome = "voicemail"  # hanging up is how most callers end a message
         self.playback.say_text(self.playback.prompts["voicemail_thanks"])
@@ -86,7 +88,7 @@ class Transfers:
         failed = ev.TransferFailed(at=line.now, target=target, error=failure)
         line.notify(failed)
         self.records.event(failed)
-        line.channel.stop_playback()
+        line.stop_playback()
         self.playback.say_text(self.playback.prompts["transfer_failed"])
         if fallback:
             context = {**context, "fallback_reason": f"transfer to {target} failed", "error": failure}

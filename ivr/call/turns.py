@@ -27,7 +27,19 @@ class TurnTaker:
         self._speculation: tuple[Future[Transcript], float] | None = None
 
     def listen(self, action: fa.Listen) -> ControlEvent:
-        """Wait for the caller's answer; returns exactly one event for the interpreter."""
+        """Wait for the caller's answer; returns exactly one event for the interpreter. The call recording
+        (if any) is paused while a ``card`` or ``secret`` answer is listened to: its speech and key tones
+        are never recorded."""
+        tape = self.line.tape
+        if tape is None or not action.sensitive:
+            return self._listen(action)
+        tape.pause("sensitive")
+        try:
+            return self._listen(action)
+        finally:
+            tape.resume("sensitive")
+
+    def _listen(self, action: fa.Listen) -> ControlEvent:
         line = self.line
         channel = line.channel
         services = line.services
@@ -50,7 +62,7 @@ class TurnTaker:
                     return event
                 if isinstance(event, DtmfDigit) and action.dtmf:
                     if channel.playback_pending() > 0 and self.playback.barge_in:
-                        channel.stop_playback()
+                        line.stop_playback()
                         line.notify(ev.BargedIn(at=line.now, by="dtmf"))
                     for key in event.digit:
                         if key == action.dtmf_terminator:
@@ -69,7 +81,7 @@ class TurnTaker:
             playing = channel.playback_pending() > 0
             if playing and recognizer is None:
                 if action.speech and self.playback.barge_in and barge.process(frame):
-                    channel.stop_playback()
+                    line.stop_playback()
                     line.notify(ev.BargedIn(at=line.now, by="speech"))
                     recognizer = self._start_recognizer(action, barge.preroll())
                     vad = services.new_endpointer(line.rate, action, start_at=line.now)

@@ -51,6 +51,14 @@ class Record:
 
 
 @dataclass(frozen=True)
+class RecordingControl:
+    """Pause or resume the call recording (a ``recording: pause`` / ``recording: resume`` node); no reply.
+    A call that is not recorded ignores it."""
+
+    pause: bool
+
+
+@dataclass(frozen=True)
 class HttpRequest:
     """Call a webhook; the session replies with HttpResult. While waiting longer than ``filler_after``
     seconds the session plays ``filler`` (if set) so the caller hears no dead air."""
@@ -95,4 +103,4 @@ class KnowledgeLookup:
     confidence: float
 
 
-FlowAction = Say | Listen | Record | HttpRequest | Transfer | Hangup | KnowledgeLookup
+FlowAction = Say | Listen | Record | RecordingControl | HttpRequest | Transfer | Hangup | KnowledgeLookup

@@ -32,6 +32,8 @@ from ivr.flow.schema import (
     HangupNode,
     HttpNode,
     Node,
+    RecordingNode,
+    RecordingSettings,
     RecordNode,
     RetryHandler,
     ReturnNode,
@@ -45,7 +47,8 @@ from ivr.flow.templates import Template, TemplateProblem, TemplateValue, compile
 from ivr.yamlsource import Y, load_yaml_file
 
 TOP_KEYS = ("version", "name", "language", "description", "start", "numbers", "queues", "variables",
-            "intents", "intent_threshold", "speech", "prompts", "global", "nodes", "sensitive", "knowledge")
+            "intents", "intent_threshold", "speech", "prompts", "global", "nodes", "sensitive", "knowledge",
+            "recording")
 SPEECH_KEYS = ("engine", "model", "min_confidence")
 SPEECH_ENGINES = ("whisper", "vosk")
 CONFIRM_WHEN = ("always", "unsure")
@@ -57,8 +60,8 @@ ASK_KEYS = ("prompt", "audio", "input", "slot", "save_as", "min_digits", "max_di
 NODE_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "say": ("next",), "ask": ("on", "otherwise", "next", "on_question"), "answer": ("next", "otherwise"),
     "branch": ("otherwise",), "set": ("next",),
-    "http": ("next", "on_failure"), "transfer": (), "record": ("next",), "goto": (), "subflow": ("next",),
-    "hangup": (), "return": (),
+    "http": ("next", "on_failure"), "transfer": (), "record": ("next",), "recording": ("next",), "goto": (),
+    "subflow": ("next",), "hangup": (), "return": (),
 }
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DTMF_KEYS = frozenset("0123456789*#ABCD")
@@ -180,13 +183,14 @@ class FlowCompiler:
             self.refs.targets.append((root.get("start"), start, "", "start"))  # type: ignore[arg-type]
         self._check_references(nodes, nodes_node, variables, start, globals_)
         sensitive = self._sensitive(root.get("sensitive"), nodes, set(variables) | self.refs.defined)
+        recording = self._recording(root.get("recording"))
         return Flow(name=name, path=self.shown, directory=self.path.parent, start=start, nodes=nodes,
                     version=version, language=language, description=description, intents=self.intents,
                     intent_threshold=threshold, speech=speech, variables=variables, numbers=numbers,
                     queues=queue_list, prompts=prompts,
                     globals=globals_, sources=tuple(sorted(self.sources)),
                     defines=frozenset(variables) | frozenset(self.refs.defined), sensitive=sensitive,
-                    knowledge=self.knowledge)
+                    knowledge=self.knowledge, recording=recording)
 
     def _knowledge(self, node: Y | None) -> Knowledge | None:
         """The knowledge file named by ``knowledge:`` (relative to the flow file), checked on its own."""
@@ -207,6 +211,19 @@ class FlowCompiler:
             self.knowledge_failed = True
             self.r.error(node, f"knowledge file '{rel}' is invalid; fix the errors reported for {shown}")
         return knowledge
+
+    def _recording(self, node: Y | None) -> RecordingSettings | None:
+        """The top-level ``recording:`` (``true``, or ``{announce: text}``); None when absent or false."""
+        r = self.r
+        if node is None:
+            return None
+        if node.kind == "scalar" and isinstance(node.scalar, bool):
+            return RecordingSettings() if node.scalar else None
+        if not r.is_map(node, "'recording' (true, or a mapping with 'announce')"):
+            return None
+        r.check_keys(node, ("announce",), "'recording'")
+        announce = r.string(node.get("announce"), "'announce' of 'recording'", "") or ""
+        return RecordingSettings(announce=announce)
 
     def _sensitive(self, node: Y | None, nodes: dict[str, Node], known: set[str]) -> dict[str, str]:
         """Slot and variable name → ``card``, ``secret`` or ``none``: from the top-level ``sensitive:`` map
@@ -746,6 +763,15 @@ class FlowCompiler:
         self.refs.defined.add(node.save_as)
         node.next = self._next(value, name)
         return node
+
+    def _recording_node(self, name: str, key_node: Y, value: Y, body: Y) -> Node | None:
+        command = self.r.string(body, "'recording'")
+        if command not in ("pause", "resume"):
+            if command is not None:
+                self.r.error(body, f"'recording' must be 'pause' or 'resume', got '{command}' (to record the "
+                                   "caller's message use a 'record' node)")
+            return None
+        return RecordingNode(name, key_node.line, key_node.col, pause=command == "pause", next=self._next(value, name))
 
     def _goto_node(self, name: str, key_node: Y, value: Y, body: Y) -> Node | None:
         return GotoNode(name, key_node.line, key_node.col, target=self._next(value, name, "goto", "goto"))

@@ -17,6 +17,7 @@ from ivr.flow.schema import (
     HangupNode,
     HttpNode,
     Node,
+    RecordingNode,
     RecordNode,
     SayNode,
     SetNode,
@@ -33,6 +34,7 @@ _STYLE: dict[str, str] = {
     "http": 'shape=box3d, style=filled, fillcolor="#e6f5e6"',
     "transfer": 'shape=box, style="rounded,filled,bold", fillcolor="#fde2e2"',
     "record": 'shape=box, style="rounded,filled", fillcolor="#f0e6fa"',
+    "recording": 'shape=box, style="rounded,dashed", fillcolor="#f0e6fa"',
     "goto": 'shape=cds, style=filled, fillcolor="#f4f4f4"',
     "subflow": 'shape=tab, style=filled, fillcolor="#e6f0f0"',
     "hangup": 'shape=box, style="rounded,filled,bold", fillcolor="#dddddd"',
@@ -72,6 +74,8 @@ def _detail(node: Node) -> str:
         return f"{_source(node.prompt)} [→ {node.save_as}]"
     if isinstance(node, SetNode):
         return ", ".join(node.values)
+    if isinstance(node, RecordingNode):
+        return "recording paused" if node.pause else "recording resumed"
     if isinstance(node, SubflowNode):
         return node.path
     if isinstance(node, HangupNode):
@@ -111,7 +115,7 @@ def node_edges(node: Node, nodes: Mapping[str, Node]) -> list[tuple[str, str, st
     elif isinstance(node, AnswerNode):
         out.append((node.next, "answered", "solid"))
         out.append((node.otherwise, "unanswered", "dashed"))
-    elif isinstance(node, SayNode | SetNode | RecordNode | SubflowNode):
+    elif isinstance(node, SayNode | SetNode | RecordNode | RecordingNode | SubflowNode):
         out.append((node.next, "", "solid"))
     return [(t, label, style) for t, label, style in out if t in nodes]
 

@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 
 from ivr import events
 from ivr.errors import IvrError
-from ivr.flow.actions import FlowAction, Hangup, HttpRequest, KnowledgeLookup, Listen, Record, Say, Transfer
+from ivr.flow.actions import (
+    FlowAction,
+    Hangup,
+    HttpRequest,
+    KnowledgeLookup,
+    Listen,
+    Record,
+    RecordingControl,
+    Say,
+    Transfer,
+)
 from ivr.flow.knowledge import Knowledge, KnowledgeEntry
 from ivr.flow.loader import normalize_utterance
 from ivr.flow.prompts import default_prompts
@@ -31,6 +41,7 @@ from ivr.flow.schema import (
     HangupNode,
     HttpNode,
     Node,
+    RecordingNode,
     RecordNode,
     ReturnNode,
     SayNode,
@@ -274,6 +285,9 @@ class CallInterpreter:
                               terminator=node.terminator, beep=node.beep))
             self._wait = "record"
             return None
+        if isinstance(node, RecordingNode):
+            self._emit(RecordingControl(pause=node.pause))
+            return node.next
         if isinstance(node, TransferNode):
             self._say(node.say, None, False)
             extra = {k: value.render(v) for k, value in node.context.items()}

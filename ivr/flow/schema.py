@@ -13,8 +13,8 @@ from ivr.flow.prompts import default_prompts
 from ivr.flow.templates import Template, TemplateValue
 from ivr.nlu.types import IntentClassifier
 
-NODE_TYPES = ("say", "ask", "branch", "set", "http", "transfer", "record", "goto", "subflow", "hangup", "return",
-              "answer")
+NODE_TYPES = ("say", "ask", "branch", "set", "http", "transfer", "record", "recording", "goto", "subflow", "hangup",
+              "return", "answer")
 """The key that gives a node its type; each node has exactly one of these."""
 
 SLOT_KINDS = ("digits", "number", "yes_no", "text")
@@ -192,6 +192,21 @@ class RecordNode(Node):
 
 
 @dataclass(eq=False)
+class RecordingNode(Node):
+    """Pause or resume the call recording (``recording: pause`` / ``recording: resume``), then ``next``."""
+
+    pause: bool = True
+    next: str = ""
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """A flow's top-level ``recording:``: every call is recorded, after ``announce`` is said."""
+
+    announce: str = ""
+
+
+@dataclass(eq=False)
 class GotoNode(Node):
     """Jump to ``target``."""
 
@@ -280,6 +295,8 @@ class Flow:
     classifier: IntentClassifier | None = None
     sensitive: dict[str, str] = field(default_factory=dict)
     """Slot or variable name → ``card``, ``secret`` or ``none``, as declared."""
+    recording: RecordingSettings | None = None
+    """Record every call of the flow (None: only when a queue's ``record:`` asks)."""
     knowledge: Knowledge | None = None
     """The questions the flow answers itself (``knowledge:``), for ``answer`` nodes and ``on_question``."""
 

@@ -102,6 +102,9 @@ class QueueConfig:
     overflow: Overflow | None = None
     handle_time: float = 180.0  # assumed average handle time for the estimated wait, until calls are measured
     hours: Calendar | None = None  # None: open around the clock
+    record: str | None = None
+    """Record the agent part of its calls (``record: true`` or ``{announce: text}``): the announcement said
+    when the caller joins the queue ('' none); None: not recorded."""
 
     def is_open(self, at: float) -> bool:
         """Whether the queue takes callers at Unix time ``at``."""
@@ -206,7 +209,7 @@ def _plain(node: Y, key: str, default: Any = None) -> Any:
 _AGENT_KEYS = {"uri", "skills", "ring_timeout"}
 _QUEUE_KEYS = {
     "strategy", "agents", "skills", "ring_timeout", "wrap_up", "max_wait", "no_agents_grace", "connection",
-    "priority", "announce", "music_on_hold", "overflow", "handle_time", "hours",
+    "priority", "announce", "music_on_hold", "overflow", "handle_time", "hours", "record",
 }  # fmt: skip
 _TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds", "calendars"}
 
@@ -351,7 +354,22 @@ def _queue(
         overflow=_overflow(c, node) if "overflow" in node.entries else None,
         handle_time=c.number(node, "handle_time", 180.0, minimum=1) or 180.0,
         hours=_hours(c, node, name, calendars),
+        record=_record(c, node, name),
     )
+
+
+def _record(c: _Checker, node: Y, name: str) -> str | None:
+    """A queue's ``record:``: true (no announcement), false, or ``{announce: text}``."""
+    value = _plain(node, "record")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ""
+    if isinstance(value, dict) and set(value) <= {"announce"} and isinstance(value.get("announce", ""), str):
+        return str(value.get("announce", ""))
+    c.at(node, "record", f"queue {name!r}: 'record' must be true, false or {{announce: \"This call may be "
+                         "recorded.\"}}", value=True)
+    return None
 
 
 def _check_overflow_targets(c: _Checker, queues_node: Y, queues: dict[str, QueueConfig]) -> None:

@@ -100,6 +100,8 @@ class Ticket:
     position: int
     estimated_wait: float
     music_on_hold: str | None
+    record: str | None = None
+    """The queue records its calls (``record:``): what is said first ('' nothing); None: not recorded."""
 
 
 @dataclass
@@ -207,7 +209,8 @@ class Acd:
             self._emit("enqueued", call_id=call_id, queue=queue, priority=priority)
             self._after_join(entry)
             ticket = Ticket(
-                call_id, queue, priority, self._position(entry), self._estimated_wait(entry), q.music_on_hold
+                call_id, queue, priority, self._position(entry), self._estimated_wait(entry), q.music_on_hold,
+                q.record,
             )
         return ticket
 

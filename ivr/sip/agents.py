@@ -89,6 +89,8 @@ class _Leg:
     ending: str = ""  # why we hung up the agent leg: timeout, cancel, caller, lost, busy
     agent_audio: pj.AudioMedia | None = None
     joined_caller: pj.AudioMedia | None = None
+    session_port: Callable[[], pj.AudioMedia | None] | None = None
+    """The caller's session port: hears the agent too, so a recorded call holds both sides."""
 
 
 class AgentLegs:
@@ -106,15 +108,17 @@ class AgentLegs:
         return len(self._legs)
 
     def dial(self, request: str, channel: SipChannel, caller_audio: Callable[[], pj.AudioMedia | None],
-             uri: str, headers: dict[str, str], ring_timeout: float, on_result: LegResult) -> None:
+             uri: str, headers: dict[str, str], ring_timeout: float, on_result: LegResult,
+             session_port: Callable[[], pj.AudioMedia | None] | None = None) -> None:
         """Ring ``uri`` with ``headers`` for the caller behind ``channel``; ``on_result`` once with how the
-        offer went, and once more with ``agent_left`` if the agent answered and hangs up first (this thread)."""
+        offer went, and once more with ``agent_left`` if the agent answered and hangs up first (this thread).
+        ``session_port``: the caller's media port, which then also hears the agent (call recording)."""
         if request in self._legs:
             return
         if self.free_slots() <= 0:
             on_result(request, NO_SLOT)
             return
-        leg = _Leg(request, channel, uri, on_result, caller_audio)
+        leg = _Leg(request, channel, uri, on_result, caller_audio, session_port=session_port)
         call = _AgentCall(self, self.account)
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
@@ -226,6 +230,9 @@ class AgentLegs:
         leg.channel.stop_playback()  # no more hold music under the agent's voice
         caller.startTransmit(leg.agent_audio)
         leg.agent_audio.startTransmit(caller)
+        port = leg.session_port() if leg.session_port is not None else None
+        if port is not None:  # the session hears caller and agent mixed (what a call recording keeps)
+            leg.agent_audio.startTransmit(port)
         leg.joined_caller = caller
         leg.bridged = True
         log.info("agent call %s: caller %s joined with %s", leg.request, leg.channel.call_id, leg.uri)

@@ -325,7 +325,8 @@ class SipServer:
             except pj.Error:
                 return None
 
-        self._agent_legs.dial(request, channel, caller_audio, uri, headers, ring_timeout, on_result)
+        self._agent_legs.dial(request, channel, caller_audio, uri, headers, ring_timeout, on_result,
+                              session_port=lambda: entry.port)
 
     def _run(self) -> None:
         try:

@@ -89,6 +89,18 @@ class Sealer:
             raise DataKeyError("stored data cannot be decrypted: IVR_DATA_KEY or the key file is not the one it "
                                "was written with") from exc
 
+    def seal_bytes(self, data: bytes) -> bytes:
+        """An encrypted token (URL-safe base64, no newline) for ``data``."""
+        return self._fernet.encrypt(data)
+
+    def open_bytes(self, token: bytes) -> bytes:
+        """The bytes of a token from :meth:`seal_bytes`."""
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken as exc:
+            raise DataKeyError("stored audio cannot be decrypted: IVR_DATA_KEY or the key file is not the one it "
+                               "was written with") from exc
+
     def seal_json(self, value: Any) -> dict[str, str]:
         """A JSON value as stored: ``{"sealed": token}``."""
         return {SEALED: self.seal_text(json.dumps(value, default=str, ensure_ascii=False))}

@@ -137,6 +137,24 @@ report_days = sa.Table(
 """The figures of days long over (ivr.reports.report.daily_trend reads them instead of recomputing)."""
 
 
+recordings = sa.Table(
+    "recordings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(128), sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False, server_default="0"),
+    sa.Column("queue", sa.String(128), nullable=False, server_default=""),
+    sa.Column("called_back_at", sa.Float),
+    sa.Column("called_back_by", sa.String(128), nullable=False, server_default=""),
+    sa.Column("notes", sa.Text, nullable=False, server_default=""),
+)
+"""Call recordings ('call'), voicemail ('voicemail') and flow ``record`` messages ('message'): sealed files
+(see ``ivr.store.sealed_audio``); voicemail is worked through in the console (called back, notes)."""
+
+
 def _mailbox(name: str) -> sa.Table:
     return sa.Table(
         name,
@@ -173,4 +191,6 @@ INDEXES = [
     sa.Index("ix_queue_entries_report", *(queue_entries.c[n] for n in ("enqueued_at", "queue", "state",
                                                                        "answered_at", "ended_at", "agent", "call_id"))),
     sa.Index("ix_queue_entries_agent", queue_entries.c.agent, queue_entries.c.answered_at),
+    sa.Index("ix_recordings_call_id", recordings.c.call_id),
+    sa.Index("ix_recordings_kind_at", recordings.c.kind, recordings.c.at),
 ]

@@ -270,6 +270,10 @@ class Store:
                 sa.select(t.queue_entries).where(t.queue_entries.c.call_id == call_id).order_by(t.queue_entries.c.id)
             ).all()
             call["queue_entries"] = [self._open_context(dict(r._mapping)) for r in entries]
+            recs = conn.execute(
+                sa.select(t.recordings).where(t.recordings.c.call_id == call_id).order_by(t.recordings.c.id)
+            ).all()
+            call["recordings"] = [self._open_recording(dict(r._mapping)) for r in recs]
         for turn in call["turns"]:
             sealed = turn.pop("sealed", None)
             if sealed:
@@ -341,6 +345,9 @@ class Store:
             ).all()
             recordings = [str(data.get("path")) for data in (self.sealer.open_json(r[0]) for r in rows)
                           if isinstance(data, dict) and data.get("path")]
+            recordings += [r[0] for r in conn.execute(
+                sa.select(t.recordings.c.path).where(t.recordings.c.call_id == call_id)) if r[0] not in recordings]
+            conn.execute(t.recordings.delete().where(t.recordings.c.call_id == call_id))
             tables = (t.turns, t.events, t.notes) if everything else (t.turns, t.events)
             for table in tables:
                 conn.execute(table.delete().where(table.c.call_id == call_id))
@@ -375,6 +382,59 @@ class Store:
                 t.notes.insert().values(call_id=call_id, agent=agent, at=at, text=self.sealer.seal_note(text),
                                         disposition=disposition)
             )
+
+    # ----------------------------------------------------------------- recordings and voicemail
+    def add_recording(self, call_id: str, at: float, kind: str, path: str, duration: float, queue: str = "") -> int:
+        """A call recording ('call'), voicemail ('voicemail') or flow message ('message') saved at ``path``
+        (a sealed file); returns its id."""
+        with self._write() as conn:
+            self._ensure_call(conn, call_id, at)
+            result = conn.execute(t.recordings.insert().values(call_id=call_id, at=at, kind=kind, path=path,
+                                                               duration=duration, queue=queue))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def get_recording(self, recording_id: int) -> dict[str, Any] | None:
+        """One recording (notes decrypted), or None."""
+        with self._read() as conn:
+            row = _row(conn.execute(sa.select(t.recordings).where(t.recordings.c.id == recording_id)).first())
+        return self._open_recording(row) if row is not None else None
+
+    def list_voicemails(self, queues: set[str] | None = None, *, open_only: bool = False, limit: int = 50,
+                        offset: int = 0) -> list[dict[str, Any]]:
+        """Voicemail, newest first, with the caller's number (``queues``: only those left in these queues;
+        ``open_only``: only those not called back yet)."""
+        query = (sa.select(t.recordings, t.calls.c.caller)
+                 .join(t.calls, t.calls.c.id == t.recordings.c.call_id)
+                 .where(t.recordings.c.kind == "voicemail"))
+        if queues is not None:
+            query = query.where(t.recordings.c.queue.in_(sorted(queues)))
+        if open_only:
+            query = query.where(t.recordings.c.called_back_at.is_(None))
+        query = query.order_by(t.recordings.c.at.desc(), t.recordings.c.id.desc())
+        query = query.limit(max(1, min(limit, 1000))).offset(max(0, offset))
+        with self._read() as conn:
+            return [self._open_recording(dict(r._mapping)) for r in conn.execute(query).all()]
+
+    def update_voicemail(self, recording_id: int, *, called_back: bool | None = None, by: str = "",
+                         at: float = 0.0, notes: str | None = None) -> bool:
+        """Mark a voicemail called back (by ``by`` at ``at``) or not, and/or replace its notes (sealed);
+        False when there is no such voicemail."""
+        values: dict[str, Any] = {}
+        if called_back is not None:
+            values.update(called_back_at=at if called_back else None, called_back_by=by if called_back else "")
+        if notes is not None:
+            values["notes"] = self.sealer.seal_note(notes) if notes else ""
+        where = sa.and_(t.recordings.c.id == recording_id, t.recordings.c.kind == "voicemail")
+        with self._write() as conn:
+            if not values:
+                return conn.execute(sa.select(t.recordings.c.id).where(where)).first() is not None
+            return conn.execute(t.recordings.update().where(where).values(**values)).rowcount > 0
+
+    def _open_recording(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["notes"] = self.sealer.open_note(row.get("notes") or "")
+        return row
 
     # ----------------------------------------------------------------- users and tokens
     def add_user(self, name: str, password_hash: str, role: str, at: float) -> None:

@@ -83,9 +83,27 @@ def shown_call(call: dict[str, Any], handling: bool = True) -> dict[str, Any]:
 
 
 def recording_paths(call: dict[str, Any]) -> list[str]:
-    """The files of a call's recordings and voicemail, in the order they were made."""
-    return [str(e["data"]["path"]) for e in call.get("events", [])
-            if e.get("kind") == "recording" and isinstance(e.get("data"), dict) and e["data"].get("path")]
+    """The files of a call's recordings and voicemail (the store's recordings, then files only named by an
+    older version's ``recording`` events), in the order they were made."""
+    paths = [str(r["path"]) for r in call.get("recordings", [])]
+    return paths + [str(e["data"]["path"]) for e in call.get("events", [])
+                    if e.get("kind") == "recording" and isinstance(e.get("data"), dict) and e["data"].get("path")
+                    and str(e["data"]["path"]) not in paths]
+
+
+def voicemail_queues(user: User, config: AcdConfig | None) -> set[str] | None:
+    """The queues whose voicemail ``user`` works through: None (all) for supervisors, else the queues the
+    agent takes calls from (none without a queues file)."""
+    if user.at_least("supervisor"):
+        return None
+    return {q for q in config.queues if any(a.name == user.name for a in config.members(q))} if config else set()
+
+
+def shown_voicemail(user: User, mail: dict[str, Any]) -> dict[str, Any]:
+    """A voicemail as ``user`` sees it: the caller's number in full for supervisors, else masked (as in the
+    agents' queue view)."""
+    caller = mail.get("caller") or ""
+    return {**mail, "caller": caller if user.at_least("supervisor") else mask_number(caller)}
 
 
 def can_see_call(user: User, call: dict[str, Any]) -> bool:

@@ -28,10 +28,19 @@ from ivr.reports import ReportOptions, build_report, daily_trend
 from ivr.reports.export import table_csv
 from ivr.reports.report import TABLES as REPORT_TABLES
 from ivr.store import Store
+from ivr.store.sealed_audio import SealedAudioError, is_sealed_audio, read_sealed_audio, wav_bytes
 from ivr.web import figures as fig
 from ivr.web.auth import ROLES, add_user, check_login, current_user, end_sessions, login_required, start_session
 from ivr.web.charts import bar_chart
-from ivr.web.data import can_see_call, queue_view, recording_paths, screen_pop, shown_call
+from ivr.web.data import (
+    can_see_call,
+    queue_view,
+    recording_paths,
+    screen_pop,
+    shown_call,
+    shown_voicemail,
+    voicemail_queues,
+)
 from ivr.web.params import day_range_args, int_arg, safe_next
 from ivr.web.throttle import Throttle
 
@@ -287,12 +296,70 @@ def call_recording(call_id: str, number: int) -> Response:
     paths = recording_paths(call)
     if not 0 <= number < len(paths):
         abort(404)
-    path = Path(paths[number])
-    if path.suffix.lower() != ".wav" or not path.is_file():
+    return _audio(Path(paths[number]))
+
+
+def _audio(path: Path) -> Response:
+    """A recording as WAV: a sealed file decrypted in memory, or an older plain WAV file; never cached."""
+    if is_sealed_audio(path):
+        try:
+            pcm, rate = read_sealed_audio(path, _store().sealer)
+        except (SealedAudioError, IvrError) as exc:
+            log.error("recording %s cannot be played: %s", path, exc)
+            abort(500, f"the recording cannot be decrypted ({exc})")
+        resp = Response(wav_bytes(pcm, rate), mimetype="audio/wav")
+    elif path.suffix.lower() == ".wav" and path.is_file():
+        resp = send_file(path.resolve(), mimetype="audio/wav", conditional=True, max_age=0)
+    else:
         abort(404)
-    resp = send_file(path.resolve(), mimetype="audio/wav", conditional=True, max_age=0)
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+def _voicemail_for(user: Any, recording_id: int) -> dict[str, Any]:
+    """The voicemail ``recording_id`` if ``user`` works through its queue, else 404."""
+    mail = _store().get_recording(recording_id)
+    queues = voicemail_queues(user, _queue_config())
+    if mail is None or mail["kind"] != "voicemail" or (queues is not None and mail["queue"] not in queues):
+        abort(404)
+    return mail
+
+
+@bp.route("/voicemail")
+@login_required("agent")
+def voicemail() -> str:
+    """The voicemail inbox: supervisors see every queue's, agents their queues' (numbers masked)."""
+    user = current_user()
+    assert user is not None
+    open_only = request.args.get("open") == "1"
+    page = int_arg("page", 0, 0, 10_000_000)
+    rows = _store().list_voicemails(voicemail_queues(user, _queue_config()), open_only=open_only, limit=50,
+                                    offset=page * 50)
+    return render_template("voicemail.html", mails=[shown_voicemail(user, m) for m in rows], open_only=open_only,
+                           page=page)
+
+
+@bp.route("/voicemail/<int:recording_id>/audio")
+@login_required("agent")
+def voicemail_audio(recording_id: int) -> Response:
+    user = current_user()
+    return _audio(Path(_voicemail_for(user, recording_id)["path"]))
+
+
+@bp.route("/voicemail/<int:recording_id>", methods=["POST"])
+@login_required("agent")
+def voicemail_update(recording_id: int) -> Response:
+    """Mark a voicemail called back (or not) and/or save its notes."""
+    user = current_user()
+    assert user is not None
+    _voicemail_for(user, recording_id)
+    called_back = request.form.get("called_back")
+    notes = request.form.get("notes")
+    _store().update_voicemail(
+        recording_id, called_back=None if called_back is None else called_back == "1", by=user.name,
+        at=time.time(), notes=None if notes is None else notes.strip()[:4000],
+    )
+    return redirect(url_for("console.voicemail", open=request.args.get("open") or None))
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])
