@@ -258,10 +258,10 @@ def test_a_dead_node_is_noticed_its_callers_closed_and_it_rejoins(cluster: Calla
     offer = wait_for(lambda: b.connector.ringing(), timeout=10, what="ann freed and offered b's caller")[0]
     detected = time.monotonic() - died
     assert offer.agent == "ann" and detected < 10
-    for call_id in ("c-1", "c-2"):
-        call = a.store.get_call(call_id)
-        assert call is not None and call["outcome"] == "interrupted"
-        assert call["queue_entries"][-1]["outcome"] == "interrupted"
+    for call_id in ("c-1", "c-2"):  # the leader closes the records just after freeing the agents
+        call = wait_for(lambda: (c := a.store.get_call(call_id)) and c["outcome"] and c,  # noqa: B023
+                        what=f"{call_id} closed")
+        assert call["outcome"] == "interrupted" and call["queue_entries"][-1]["outcome"] == "interrupted"
     assert a.acd.bus.nodes()["c"]["state"] == "down"
     again = cluster("c")  # restarted: rejoins and takes calls
     wait_for(lambda: a.acd.bus.nodes()["c"]["state"] == "up", what="c up again")
