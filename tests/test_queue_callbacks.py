@@ -253,3 +253,44 @@ def test_callback_number_prefers_a_uri() -> None:
     assert callback_number(Chan(), {}) == "sip:1001@10.0.0.9:5062"
     Chan.caller = "sip:amy@host"
     assert callback_number(Chan(), {}) == "sip:amy@host"
+
+
+# ----------------------------------------------------------------------------------- POST /api/callbacks
+
+
+def test_api_queues_a_callback_with_a_supervisor_token_and_says_what_to_fix(rig: Rig) -> None:
+    from werkzeug.security import generate_password_hash
+
+    from ivr.web import create_app, new_token
+
+    for name, role in (("sue", "supervisor"), ("ann", "agent")):
+        rig.store.add_user(name, generate_password_hash(f"{name}-password", "pbkdf2:sha256:1000"), role, 0.0)
+    client = create_app(rig.store, rig.acd, {"secret_key": "test"}).test_client()
+    sue = {"Authorization": f"Bearer {new_token(rig.store, 'sue')}"}
+    ann = {"Authorization": f"Bearer {new_token(rig.store, 'ann')}"}
+
+    body = {"number": "sip:amy@127.0.0.1:5090", "queue": "support", "context": {"intent": "renewal"}}
+    assert client.post("/api/callbacks", json=body).status_code in (400, 401)  # no token (and no CSRF header)
+    assert client.post("/api/callbacks", json=body, headers=ann).status_code == 403
+    resp = client.post("/api/callbacks", json=body, headers=sue)
+    assert resp.status_code == 201, resp.data
+    made = resp.get_json()
+    assert made["state"] == "callback" and made["call_id"].startswith("callback-")
+    assert rig.entry(made["call_id"])["callback_number"] == "sip:amy@127.0.0.1:5090"
+    rig.acd.set_agent_state("bob", "available")
+    assert rig.dialer.attempts[-1].headers["X-IVR-Intent"] == "renewal"
+
+    def error(payload: dict[str, Any]) -> str:
+        resp = client.post("/api/callbacks", json=payload, headers=sue)
+        assert resp.status_code == 400, resp.data
+        return str(resp.get_json()["error"])
+
+    assert "number must be a SIP URI" in error({"queue": "support"})
+    assert "number must be a SIP URI" in error({"number": "call me", "queue": "support"})
+    assert "queue must be one of: support, plain" in error({"number": "+15550100", "queue": "nope"})
+    assert "takes no callbacks" in error({"number": "+15550100", "queue": "plain"})
+    assert "context must be a JSON object" in error({"number": "+15550100", "queue": "support", "context": [1]})
+    assert client.post("/api/callbacks", json={"number": "+15550100", "queue": "support"},
+                       headers=sue).status_code == 201
+    client.post("/api/callbacks", json={"number": "+15550100", "queue": "support"}, headers=sue)
+    assert "has had its 2 callbacks for today" in error({"number": "+15550100", "queue": "support"})
