@@ -294,3 +294,17 @@ def test_api_queues_a_callback_with_a_supervisor_token_and_says_what_to_fix(rig:
                        headers=sue).status_code == 201
     client.post("/api/callbacks", json={"number": "+15550100", "queue": "support"}, headers=sue)
     assert "has had its 2 callbacks for today" in error({"number": "+15550100", "queue": "support"})
+
+
+def test_a_dialer_that_never_reports_does_not_keep_the_agent_reserved(rig: Rig) -> None:
+    rig.busy_agent()
+    rig.acd.enqueue("c1", "support", context={"caller": "sip:amy@127.0.0.1"})
+    assert rig.acd.request_callback("c1", "sip:amy@127.0.0.1")
+    rig.acd.call_finished("c0")
+    [attempt] = rig.dialer.attempts
+    rig.later(2 * 10 + 29)
+    assert rig.acd.snapshot()["agents"]["ann"]["state"] == "reserved"
+    rig.later(1)
+    assert rig.dialer.cancelled == [attempt.attempt_id]
+    assert rig.acd.snapshot()["agents"]["ann"]["state"] == "available"
+    assert rig.entry("c1")["state"] == "callback"  # tried again after retry_after

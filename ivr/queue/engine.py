@@ -40,6 +40,8 @@ MAX_OVERFLOW_HOPS = 5
 CALLBACK_STATES = ("callback", "calling_back")
 """Entries of callers who hung up to be called back: waiting their turn (or a retry), being called."""
 DAY = 86400.0
+CALLBACK_GRACE = 30.0
+"""Seconds beyond ringing the customer and the agent that a callback attempt may take before it is given up."""
 
 
 class QueueError(IvrError):
@@ -156,6 +158,7 @@ class _Entry:
     attempts: int = 0  # callback attempts made
     due: float = 0.0  # callback entries: not called before this time (retry_after)
     attempt_id: str | None = None  # the callback attempt in progress (or connected)
+    attempt_deadline: float = 0.0  # a dialer silent past this gave the attempt up
 
 
 Listener = Callable[[dict[str, Any]], None]
@@ -443,6 +446,8 @@ class Acd:
         attempt_id = f"{entry.call_id}#cb{self._offer_tag}{next(self._ids)}"
         entry.state, entry.agent, entry.attempt_id = "calling_back", agent.config.name, attempt_id
         self._attempts[attempt_id] = entry
+        ring = agent.config.ring_timeout or q.ring_timeout
+        entry.attempt_deadline = now + 2 * ring + CALLBACK_GRACE
         agent.call_id = entry.call_id
         self._set_state(agent, "reserved", "")
         self._save_entry(entry, state="calling_back", agent=agent.config.name, callback_attempts=entry.attempts)
@@ -450,8 +455,7 @@ class Acd:
         headers = context_headers(entry.call_id, entry.queue, entry.priority, now - entry.enqueued_at,
                                   {**entry.context, "callback": entry.number}, url)
         attempt = CallbackAttempt(attempt_id, entry.call_id, entry.queue, entry.number, agent.config.name,
-                                  agent.config.uri, agent.config.ring_timeout or q.ring_timeout, entry.attempts,
-                                  headers)
+                                  agent.config.uri, ring, entry.attempts, headers)
         self._emit("callback_attempt", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name,
                    attempt=entry.attempts)
         self._history(entry.call_id, "agent_reserved", agent.config.name, attempt_id, "callback")
@@ -533,6 +537,12 @@ class Acd:
                     if now - entry.offer_started[offer_id] >= offer.ring_timeout:
                         self._later("cancel", functools.partial(self.connector.cancel, offer_id))
                         self._offer_result(offer_id, OfferResult.NO_ANSWER)
+            for attempt_id, entry in list(self._attempts.items()):
+                if entry.state == "calling_back" and now >= entry.attempt_deadline and self.dialer is not None:
+                    dialer = self.dialer
+                    log.warning("callback %s: no word from the dialer in time; giving the attempt up", attempt_id)
+                    self._later("cancel", functools.partial(dialer.cancel, attempt_id))
+                    self.callback_result(attempt_id, cb.FAILED)
             for agent in self._agents.values():
                 if agent.state == "wrap_up" and now >= agent.wrap_until:
                     self._end_wrap_up(agent)
