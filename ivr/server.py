@@ -23,6 +23,7 @@ from ivr.node import check_node_name, default_node_name
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.sip.agents import SipAgentConnector
+from ivr.sip.callbacks import SipCallbackDialer
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import SipConfig
 from ivr.sip.edge import EdgeOptions
@@ -116,6 +117,8 @@ class IvrServer:
             config.edge.var_dir = Path(config.database).parent / "edge"  # beside the database, as var/ is
         self.sip = SipService(config.sip, config.edge, on_call=self.handle_call, route=self.route)
         self.connector = connector or SipAgentConnector(self.sip)
+        self.dialer = SipCallbackDialer(self.sip, config.sip)
+        """Calls customers back for the queues that offer callbacks."""
         self.sip.on_outcome = self._count_sip_outcome
         self.metrics.watch_sip(lambda: self.sip.admission.active_calls, self.sip.rejections)
         self._stop = threading.Event()
@@ -163,11 +166,12 @@ class IvrServer:
         if self.store.is_sqlite:
             from ivr.queue.engine import Acd
 
-            return Acd(self.queue_config, self.connector, self.store, clock=self.clock, context_url=self.context_url)
+            return Acd(self.queue_config, self.connector, self.store, clock=self.clock, context_url=self.context_url,
+                       dialer=self.dialer)
         from ivr.queue.cluster import ClusterAcd
 
         return ClusterAcd(self.queue_config, self.connector, self.store, self.config.node, self.clock,
-                          context_url=self.context_url)
+                          context_url=self.context_url, dialer=self.dialer)
 
     def load_engines(self) -> None:
         """Load the recognizers the flows need (``start`` does it first). A flow whose recognizer cannot load
@@ -225,6 +229,7 @@ class IvrServer:
         self.sip.stop(grace_seconds)
         if self.acd is not None:
             self.acd.stop()
+        self.dialer.close()
         if self.purger is not None:
             self.purger.stop()
         if self.web is not None:

@@ -455,3 +455,35 @@ def test_bridged_queue_falls_back_to_refer_when_the_process_has_no_free_call_slo
         assert wait_for(lambda: tight.entries()[0]["agent"] == "alice")
     finally:
         tight.close()
+
+
+@pytest.mark.slow
+def test_a_caller_who_chose_a_callback_is_called_back_and_joined_to_the_reserved_agent(rig: Rig) -> None:
+    customer = rig.phones["carol"]  # the caller's Contact: the callback rings this phone
+    customer.set_mode("answer", after=0.3, hangup_after=3.0)
+    rig.acd.set_agent_state("bob", "break", "lunch")  # logged in, busy: the wait is long, a callback is offered
+    result = rig.call("callme", "wait 4; dtmf 1; wait 4; hangup", contact=customer.uri("amy")).result()
+    assert result.connected
+    assert wait_for(lambda: rig.entries()[0]["state"] == "callback")
+    [entry] = rig.entries()
+    assert entry["callback_number"] == customer.uri("amy")
+    assert not customer.seen("incoming")
+    assert wait_for(lambda: (rig.store.get_call(entry["call_id"]) or {}).get("outcome") == "callback_requested")
+
+    rig.login("bob")  # the entry's turn: bob is reserved, the customer called, then bob rung and joined
+    incoming = customer.wait_for("incoming")
+    assert incoming is not None and incoming["user"] == "amy"
+    assert customer.wait_for("answered") is not None
+    ringing = rig.phones["bob"].wait_for("incoming")
+    assert ringing is not None and ringing["headers"]["X-IVR-Call-Id"] == entry["call_id"]
+    assert ringing["headers"]["X-IVR-Intent"] == "billing" and ringing["headers"]["X-IVR-Queue"] == "callme"
+    assert rig.phones["bob"].wait_for("answered") is not None
+    assert wait_for(lambda: rig.agent("bob")["state"] == "on_call")
+    ended = rig.phones["bob"].wait_for("ended")  # the customer hangs up: the agent's leg ends with it
+    assert ended is not None and ended["answered"] and ended["by"] == "remote"
+    assert wait_for(lambda: rig.entries()[0]["outcome"] == "callback_completed")
+    call = rig.store.get_call(entry["call_id"])
+    assert call is not None
+    attempts = [e["data"] for e in call["events"] if e["kind"] == "callback_attempt"]
+    assert [a["result"] for a in attempts] == ["answered", "ended"] and attempts[0]["agent"] == "bob"
+    assert wait_for(lambda: rig.agent("bob")["state"] == "available")

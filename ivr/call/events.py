@@ -191,6 +191,15 @@ class AgentLeft(CallEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CallbackRequested(CallEvent):
+    """The caller pressed the key to keep their place in ``queue`` and be called back at ``number``."""
+
+    name: ClassVar[str] = "callback_requested"
+    queue: str
+    number: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class QueueOverflowed(CallEvent):
     """A queue's overflow rule moved the caller on (``kind``: queue, voicemail, node …)."""
 

@@ -20,7 +20,7 @@ from ivr.call.config import CallResult, SessionConfig
 from ivr.call.events import CallEvent
 from ivr.call.taping import CallTape
 from ivr.channel import Channel
-from ivr.events import AgentLeft, CallInterrupted, ControlEvent, Hangup
+from ivr.events import AgentLeft, CallInterrupted, ControlEvent, DtmfDigit, Hangup
 from ivr.services import SpeechServices
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,13 @@ class CallLine:
         for event in left:
             self._control.remove(event)
         return bool(left)
+
+    def take_digits(self) -> str:
+        """The keys pressed since last asked (the DTMF events are taken; a hangup stays)."""
+        digits = [e for e in self._control if isinstance(e, DtmfDigit)]
+        for event in digits:
+            self._control.remove(event)
+        return "".join(e.digit for e in digits)
 
     def check_hangup(self) -> None:
         """Ends the call if the caller hung up."""

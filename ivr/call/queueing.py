@@ -1,4 +1,5 @@
-"""Waiting in an agent queue: music on hold, announcements, an agent answering, overflow, being refused."""
+"""Waiting in an agent queue: music on hold, announcements, an agent answering, overflow, being refused, or
+hanging up to be called back."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from ivr.call import events as ev
 from ivr.call.line import CallEnded, CallLine
 from ivr.call.playback import Playback
 from ivr.call.records import CallRecords
-from ivr.flow.prompts import queue_announcement
-from ivr.queue.engine import Announce, Connected, Overflowed, QueueUpdate, Refused, Ticket
+from ivr.flow.prompts import callback_offer, queue_announcement
+from ivr.queue.engine import Announce, CallbackOffer, Connected, Overflowed, QueueUpdate, Refused, Ticket
 
 
 class QueueService(Protocol):
@@ -22,6 +23,7 @@ class QueueService(Protocol):
     def abandon(self, call_id: str) -> None: ...
     def call_finished(self, call_id: str) -> None: ...
     def has_queue(self, name: str) -> bool: ...
+    def request_callback(self, call_id: str, number: str) -> bool: ...
 
 
 class QueueWait:
@@ -51,8 +53,10 @@ class QueueWait:
         line = self.line
         channel = line.channel
         self.agent_left, self.agent = False, ""
+        number = callback_number(channel, context)
         try:
-            ticket = self.queues.enqueue(line.call_id, queue, None, context)
+            ticket = self.queues.enqueue(line.call_id, queue, None,
+                                         {**context, "callback_number": number} if number else context)
         except Exception as exc:
             return f"the queue refused the call: {exc}"
         self.records.event(ev.CallQueued(at=line.now, queue=queue, position=ticket.position))
@@ -61,9 +65,12 @@ class QueueWait:
             self.playback.say_text(record)  # announced as the caller joins; recorded from the agent's answer
         hold = line.services.load_prompt(ticket.music_on_hold, line.rate) if ticket.music_on_hold else None
         hold = hold or line.services.hold_music(line.rate)
+        callback_key = ""  # the key that asks for a callback, once offered
         while True:
             try:
                 line.next_frame(timeout=0.1)
+                if callback_key and callback_key in line.take_digits() and self._call_back(queue, context):
+                    return None  # before a hangup right after the key: the caller chose the callback
                 line.check_hangup()
             except CallEnded:
                 self.queues.abandon(line.call_id)
@@ -92,11 +99,35 @@ class QueueWait:
                     return None
                 elif isinstance(update, Overflowed):
                     return self._overflow(update, context)
+                elif isinstance(update, CallbackOffer):
+                    line.stop_playback()
+                    line.take_digits()  # keys pressed before the offer don't answer it
+                    callback_key = update.key
+                    self.playback.say_text(callback_offer(self.playback.prompts, update.key, update.wait))
                 elif isinstance(update, Refused):
                     line.stop_playback()
                     return f"queue {update.queue} gave the call back: {update.detail}"
             if channel.playback_pending() < 0.2:
                 line.play(hold)
+
+    def _call_back(self, queue: str, context: dict[str, Any]) -> bool:
+        """The caller pressed the callback key: keep their place as a callback entry, confirm, hang up."""
+        line = self.line
+        number = callback_number(line.channel, context)
+        if not self.queues.request_callback(line.call_id, number):
+            return False  # over the day's limit or already leaving the queue: the caller waits on
+        line.stop_playback()
+        requested = ev.CallbackRequested(at=line.now, queue=queue, number=number)
+        line.notify(requested)
+        self.records.event(requested)
+        try:
+            self.playback.say_text(self.playback.prompts["callback_confirmed"])
+            line.drain_playback()
+            line.channel.hangup()
+        except CallEnded:
+            pass  # the caller hung up without waiting for the confirmation: the callback stands
+        line.result.outcome = "callback_requested"
+        return True
 
     def _stay_until_agent_call_ends(self, mode: str) -> None:
         """A bridged agent call keeps this call's channel up until either side hangs up (``agent_left``: the
@@ -133,3 +164,13 @@ class QueueWait:
             self.resume_at(update.target)
             return None
         return f"no agent reachable in queue {update.target or 'the queue'} ({update.reason})"
+
+
+def callback_number(channel: object, context: dict[str, Any]) -> str:
+    """Whom to call back: the caller's SIP URI where the channel knows the caller's contact address
+    (``sip:user@host:port``), else the caller's number as the call presented it (the dialer routes it)."""
+    caller = str(getattr(channel, "caller", "") or context.get("caller") or "")
+    if caller.startswith(("sip:", "sips:", "tel:")):
+        return caller
+    contact = str(getattr(channel, "contact", "") or "")
+    return contact or caller

@@ -27,6 +27,8 @@ PROMPT_DEFAULTS: dict[str, dict[str, str]] = {
         "wait_under_a_minute": "less than a minute",
         "wait_one_minute": "about 1 minute",
         "wait_minutes": "about {minutes} minutes",
+        "callback_offer": "Your wait is {wait_text}. Press {key} to keep your place in the queue and be called back.",
+        "callback_confirmed": "Thank you. You keep your place, and we will call you back. Goodbye.",
     },
     "ko": {
         "no_input": "죄송합니다. 잘 들리지 않았습니다.",
@@ -43,6 +45,9 @@ PROMPT_DEFAULTS: dict[str, dict[str, str]] = {
         "wait_under_a_minute": "1분 미만",
         "wait_one_minute": "약 1분",
         "wait_minutes": "약 {minutes}분",
+        "callback_offer": ("예상 대기 시간은 {wait_text}입니다. "
+                           "대기 순서를 유지하고 전화를 다시 받으시려면 {key}번을 누르세요."),
+        "callback_confirmed": "감사합니다. 대기 순서는 유지되며, 저희가 다시 전화드리겠습니다. 안녕히 계세요.",
     },
     "zh": {
         "no_input": "抱歉，我没有听到您的声音。",
@@ -59,6 +64,8 @@ PROMPT_DEFAULTS: dict[str, dict[str, str]] = {
         "wait_under_a_minute": "不到一分钟",
         "wait_one_minute": "大约一分钟",
         "wait_minutes": "大约{minutes}分钟",
+        "callback_offer": "预计等待时间{wait_text}。按{key}保留您的排队位置，我们会给您回电。",
+        "callback_confirmed": "谢谢。您的排队位置已保留，我们会给您回电。再见。",
     },
 }
 
@@ -67,6 +74,7 @@ PROMPT_NAMES = tuple(PROMPT_DEFAULTS["en"])
 PROMPT_FIELDS: dict[str, frozenset[str]] = {
     "queue_announcement": frozenset({"position", "wait_text", "wait_minutes", "queue"}),
     "wait_minutes": frozenset({"minutes"}),
+    "callback_offer": frozenset({"key", "wait_text"}),
 }
 """The ``{placeholders}`` a prompt may use (prompts not listed take none)."""
 
@@ -103,6 +111,11 @@ def wait_text(prompts: Mapping[str, str], seconds: float) -> str:
     if minutes == 1:
         return prompts["wait_one_minute"]
     return prompts["wait_minutes"].format(minutes=minutes)
+
+
+def callback_offer(prompts: Mapping[str, str], key: str, wait_seconds: float) -> str:
+    """The offer to keep one's place and be called back, in the flow's language."""
+    return prompts["callback_offer"].format(key=key, wait_text=wait_text(prompts, wait_seconds))
 
 
 def queue_announcement(prompts: Mapping[str, str], template: str | None, position: int, wait_seconds: float,

@@ -32,6 +32,7 @@ from typing import Any
 
 import psycopg
 
+from ivr.queue.callbacks import CallbackDialer
 from ivr.queue.cluster_bus import (
     EVENTS_CHANNEL,
     LEADER_CHANNEL,
@@ -47,6 +48,7 @@ from ivr.queue.engine import (
     SETTABLE_STATES,
     Acd,
     Announce,
+    CallbackOffer,
     Connected,
     Overflowed,
     QueueError,
@@ -60,7 +62,8 @@ log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT = 5.0
 CLOSING_EVENTS = ("completed", "abandoned", "interrupted")
-_UPDATE_TYPES: dict[str, type[Any]] = {c.__name__: c for c in (Announce, Connected, Overflowed, Refused)}
+_UPDATE_TYPES: dict[str, type[Any]] = {c.__name__: c for c in (Announce, Connected, Overflowed, Refused,
+                                                                      CallbackOffer)}
 
 
 def _encode_update(update: QueueUpdate) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class ClusterAcd:
         context_url: Callable[[str], str] | None = None,
         heartbeat: float = 1.0,
         dead_after: float = 6.0,
+        dialer: CallbackDialer | None = None,
     ) -> None:
         self.config = config
         self.connector = connector
@@ -96,6 +100,8 @@ class ClusterAcd:
         self.clock = clock
         self.heartbeat = heartbeat
         self.dead_after = dead_after
+        self.dialer = dialer
+        """This node's callback dialer: the leader's places the cluster's callbacks."""
         self._context_url = context_url
         self.bus = ClusterBus(store, node)
         self.state = "up"
@@ -181,6 +187,18 @@ class ClusterAcd:
                 return []
             self._updates[call_id] = []
             return updates
+
+    def request_callback(self, call_id: str, number: str) -> bool:
+        """This node's waiting caller chose a callback (the leader's node will place it)."""
+        reply = self._ask("request_callback", {"call_id": call_id, "number": number})
+        if reply["accepted"]:
+            self._forget(call_id)
+        return bool(reply["accepted"])
+
+    def add_callback(self, call_id: str, queue: str, number: str, context: Mapping[str, Any] | None = None) -> None:
+        """A callback asked for from outside a call (the API)."""
+        self._ask("add_callback", {"call_id": call_id, "queue": queue, "number": number,
+                                   "context": dict(context or {})})
 
     def abandon(self, call_id: str) -> None:
         """The caller hung up."""
@@ -385,7 +403,8 @@ class _Leadership:
             if info["state"] != "down":  # offers of the previous leader are void
                 self.bus.message(node, "cancel_all", {}, self.clock())
         self.acd = Acd(cluster.config, _RoutingConnector(self), cluster.store, self.clock, resume_waiting=True,
-                       resume_connected=True, context_url=cluster._context_url, offer_tag=secrets.token_hex(3) + "-")
+                       resume_connected=True, context_url=cluster._context_url, offer_tag=secrets.token_hex(3) + "-",
+                       dialer=cluster.dialer)
         self._owners_lock = threading.Lock()
         self.owners = {row["call_id"]: row["node"] for row in cluster.store.open_queue_entries()}
         self._broadcasts: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
@@ -422,7 +441,14 @@ class _Leadership:
             self._set_owner(payload["call_id"], node)
             ticket = acd.enqueue(payload["call_id"], payload["queue"], payload["priority"], payload["context"])
             return {"ticket": dataclasses.asdict(ticket)}
-        if kind == "abandon":
+        if kind == "request_callback":
+            accepted = acd.request_callback(payload["call_id"], payload["number"])
+            if accepted:  # the caller hangs up; the entry no longer belongs to their node
+                self._set_owner(payload["call_id"], None)
+            return {"accepted": accepted}
+        if kind == "add_callback":
+            acd.add_callback(payload["call_id"], payload["queue"], payload["number"], payload["context"])
+        elif kind == "abandon":
             acd.abandon(payload["call_id"])
         elif kind == "call_finished":
             acd.call_finished(payload["call_id"])

@@ -78,6 +78,19 @@ class Announcement:
 
 
 @dataclass(frozen=True)
+class CallbackConfig:
+    """Virtual hold: once the estimated wait reaches ``offer_after`` seconds the caller may press ``key`` to
+    keep their place and be called back; an unanswered callback is tried again ``retries`` times,
+    ``retry_after`` seconds apart; a number gets at most ``max_per_number_per_day`` callbacks a day."""
+
+    offer_after: float = 120.0
+    key: str = "1"
+    retries: int = 2
+    retry_after: float = 120.0
+    max_per_number_per_day: int = 3
+
+
+@dataclass(frozen=True)
 class QueueConfig:
     """One queue: who may take its calls, how they are offered and what happens when the wait is long.
 
@@ -105,6 +118,8 @@ class QueueConfig:
     record: str | None = None
     """Record the agent part of its calls (``record: true`` or ``{announce: text}``): the announcement said
     when the caller joins the queue ('' none); None: not recorded."""
+    callback: CallbackConfig | None = None
+    """Offer waiting callers a callback (``callback:``); None: no callbacks."""
 
     def is_open(self, at: float) -> bool:
         """Whether the queue takes callers at Unix time ``at``."""
@@ -209,7 +224,7 @@ def _plain(node: Y, key: str, default: Any = None) -> Any:
 _AGENT_KEYS = {"uri", "skills", "ring_timeout"}
 _QUEUE_KEYS = {
     "strategy", "agents", "skills", "ring_timeout", "wrap_up", "max_wait", "no_agents_grace", "connection",
-    "priority", "announce", "music_on_hold", "overflow", "handle_time", "hours", "record",
+    "priority", "announce", "music_on_hold", "overflow", "handle_time", "hours", "record", "callback",
 }  # fmt: skip
 _TOP_KEYS = {"version", "agents", "queues", "max_missed_offers", "service_level_seconds", "calendars"}
 
@@ -355,6 +370,37 @@ def _queue(
         handle_time=c.number(node, "handle_time", 180.0, minimum=1) or 180.0,
         hours=_hours(c, node, name, calendars),
         record=_record(c, node, name),
+        callback=_callback(c, node, name) if "callback" in node.entries else None,
+    )
+
+
+_CALLBACK_KEYS = {"offer_after", "key", "retries", "retry_after", "max_per_number_per_day"}
+
+
+def _callback(c: _Checker, node: Y, name: str) -> CallbackConfig | None:
+    """A queue's ``callback:`` (virtual hold) settings."""
+    cb = c.mapping(node, "callback", f"queue {name!r} callback")
+    if cb is None:
+        return None
+    c.known_keys(cb, _CALLBACK_KEYS, f"queue {name!r} callback")
+    key = _plain(cb, "key", "1")
+    if not isinstance(key, str | int) or isinstance(key, bool) or str(key) not in "0123456789*#" or len(str(key)) != 1:
+        c.at(cb, "key", f"callback key must be one keypad key (0-9, * or #), not {key!r}", value=True)
+        key = "1"
+    counts: dict[str, int] = {}
+    for field_name, default, minimum in (("retries", 2, 0), ("max_per_number_per_day", 3, 1)):
+        value = _plain(cb, field_name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            c.at(cb, field_name, f"callback {field_name} must be a whole number >= {minimum}, not {value!r}",
+                 value=True)
+            value = default
+        counts[field_name] = value
+    return CallbackConfig(
+        offer_after=c.number(cb, "offer_after", 120.0) or 0.0,
+        key=str(key),
+        retries=counts["retries"],
+        retry_after=c.number(cb, "retry_after", 120.0, minimum=1) or 120.0,
+        max_per_number_per_day=counts["max_per_number_per_day"],
     )
 
 

@@ -26,15 +26,22 @@ from typing import Any
 
 from ivr.errors import IvrError
 from ivr.flow.prompts import PROMPT_DEFAULTS, queue_announcement
+from ivr.queue import callbacks as cb
+from ivr.queue.callbacks import CallbackAttempt, CallbackDialer
 from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig
 from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
 from ivr.store import Store
 
 log = logging.getLogger(__name__)
 
-AGENT_STATES = ("offline", "available", "break", "ringing", "on_call", "wrap_up")
+AGENT_STATES = ("offline", "available", "break", "ringing", "reserved", "on_call", "wrap_up")
 SETTABLE_STATES = ("offline", "available", "break")
 MAX_OVERFLOW_HOPS = 5
+CALLBACK_STATES = ("callback", "calling_back")
+"""Entries of callers who hung up to be called back: waiting their turn (or a retry), being called."""
+DAY = 86400.0
+CALLBACK_GRACE = 30.0
+"""Seconds beyond ringing the customer and the agent that a callback attempt may take before it is given up."""
 
 
 class QueueError(IvrError):
@@ -87,7 +94,16 @@ class Refused:
     detail: str
 
 
-QueueUpdate = Announce | Connected | Overflowed | Refused
+@dataclass(frozen=True)
+class CallbackOffer:
+    """The wait is long: offer the caller to press ``key`` to keep their place and be called back."""
+
+    key: str
+    wait: float = 0.0
+    queue: str = ""
+
+
+QueueUpdate = Announce | Connected | Overflowed | Refused | CallbackOffer
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,12 @@ class _Entry:
     updates: list[QueueUpdate] = field(default_factory=list)
     hops: int = 0
     unstaffed_since: float | None = None  # when the queue was last seen with no member logged in
+    callback_offered: bool = False
+    number: str = ""  # callback entries: whom to call back
+    attempts: int = 0  # callback attempts made
+    due: float = 0.0  # callback entries: not called before this time (retry_after)
+    attempt_id: str | None = None  # the callback attempt in progress (or connected)
+    attempt_deadline: float = 0.0  # a dialer silent past this gave the attempt up
 
 
 Listener = Callable[[dict[str, Any]], None]
@@ -156,11 +178,16 @@ class Acd:
         resume_connected: bool = False,
         context_url: Callable[[str], str] | None = None,
         offer_tag: str = "",
+        dialer: CallbackDialer | None = None,
     ) -> None:
         self.config = config
         self.connector = connector
         self.store = store
         self.clock = clock
+        self.dialer = dialer
+        """Places callbacks; None: no queue offers them."""
+        self._attempts: dict[str, _Entry] = {}  # callback attempts in progress or connected
+        self._callbacks_per_day: dict[tuple[str, int], int] = {}
         self._context_url = context_url
         self._offer_tag = offer_tag  # offer ids of this ACD differ from an earlier one's (cluster leader change)
         self._lock = threading.RLock()
@@ -218,8 +245,8 @@ class Acd:
         """The caller hung up while waiting or ringing (counted as abandoned), or during the agent call."""
         with self._changing():
             entry = self._entries.get(call_id)
-            if entry is None:
-                return
+            if entry is None or entry.attempt_id is not None or entry.state in CALLBACK_STATES:
+                return  # a callback entry outlives the call that asked for it
             if entry.state == "connected":
                 self._finish(entry)
                 return
@@ -237,7 +264,7 @@ class Acd:
             try:
                 for call_id in call_ids:
                     entry = self._entries.get(call_id)
-                    if entry is None:
+                    if entry is None or entry.attempt_id is not None or entry.state in CALLBACK_STATES:
                         continue
                     if entry.state == "connected":
                         self._finish(entry)
@@ -252,7 +279,7 @@ class Acd:
         """The connected agent call ended: the agent goes to wrap-up."""
         with self._changing():
             entry = self._entries.get(call_id)
-            if entry is not None and entry.state == "connected":
+            if entry is not None and entry.state == "connected" and entry.attempt_id is None:
                 self._finish(entry)
 
     def poll(self, call_id: str) -> list[QueueUpdate]:
@@ -289,6 +316,156 @@ class Acd:
                 self._check_overflow(entry, now)  # before it is offered again: max_wait may be up
         self._dispatch()
 
+    # ----------------------------------------------------------------- public API: callbacks
+    def request_callback(self, call_id: str, number: str) -> bool:
+        """The waiting caller chose a callback: their entry keeps its place as a callback entry for ``number``.
+        False (the caller waits on) when the queue offers no callbacks, the number has had its callbacks for
+        the day, or the call is no longer waiting."""
+        with self._changing():
+            entry = self._entries.get(call_id)
+            if entry is None or entry.state not in ("waiting", "offering") or not number:
+                return False
+            if not self._callback_allowed(entry, number):
+                return False
+            self._withdraw_offers(entry)
+            now = self.clock()
+            self._callbacks_per_day[(number, int(now // DAY))] = self._callbacks_today(number) + 1
+            entry.state, entry.number, entry.due, entry.agent = "callback", number, now, None
+            self._save_entry(entry, state="callback", agent=None, callback_number=number, callback_requested_at=now,
+                             callback_attempts=0, callback_due=now)
+            self._history(call_id, "callback_requested", "", "", number)
+            self._emit("callback_requested", call_id=call_id, queue=entry.queue, number=number)
+            log.info("call %s keeps its place in queue %s for a callback to %s", call_id, entry.queue, number)
+            self._dispatch()
+            return True
+
+    def add_callback(self, call_id: str, queue: str, number: str, context: Mapping[str, Any] | None = None) -> None:
+        """A callback asked for from outside a call (a CRM, the API): a new callback entry for ``number``,
+        behind the callers already waiting."""
+        if queue not in self.config.queues:
+            raise QueueError(f"unknown queue {queue!r}; queues: {', '.join(self.config.queues)}")
+        config = self.config.queues[queue].callback
+        if config is None:
+            raise QueueError(f"queue {queue!r} takes no callbacks; add callback: to it in the queue configuration")
+        if self.dialer is None:
+            raise QueueError("this server places no callbacks (it runs no SIP dialer)")
+        if not number:
+            raise QueueError("a callback needs the number to call")
+        with self._changing():
+            if call_id in self._entries:
+                raise QueueError(f"call {call_id!r} is already queued")
+            if self._callbacks_today(number) >= config.max_per_number_per_day:
+                raise QueueError(f"{number} has had its {config.max_per_number_per_day} callbacks for today; "
+                                 "try again tomorrow")
+            ctx = {"caller": number, **dict(context or {})}
+            q = self.config.queues[queue]
+            priority = q.priority.priority_for(ctx) if q.priority else 0
+            entry = self._add_entry(call_id, queue, priority, ctx, self.clock())
+            entry.next_announce, entry.callback_offered = None, True
+            self._emit("enqueued", call_id=call_id, queue=queue, priority=priority)
+            self.request_callback(call_id, number)  # re-entrant: the lock is held
+
+    def callback_result(self, attempt_id: str, result: str) -> None:
+        """The dialer's report on a callback attempt (any thread)."""
+        if result not in cb.RESULTS:
+            raise QueueError(f"unknown callback result {result!r}; one of {', '.join(cb.RESULTS)}")
+        with self._changing():
+            entry = self._attempts.get(attempt_id)
+            if entry is None or entry.attempt_id != attempt_id:
+                return
+            now = self.clock()
+            agent = self._agents.get(entry.agent or "")
+            self._history(entry.call_id, "callback_attempt", entry.agent or "", attempt_id, result)
+            if result == cb.ANSWERED and entry.state == "calling_back" and agent is not None:
+                entry.state, entry.answered_at = "connected", now
+                agent.missed = 0
+                self._set_state(agent, "on_call", "")
+                self._save_entry(entry, state="connected", agent=agent.config.name, answered_at=now)
+                self._emit("connected", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name)
+                log.info("callback %s: %s connected to %s", attempt_id, entry.number, agent.config.name)
+                return
+            self._attempts.pop(attempt_id, None)
+            entry.attempt_id = None
+            if result == cb.ENDED or entry.state == "connected":
+                self._finish(entry, "callback_completed")
+                return
+            if agent is not None and agent.call_id == entry.call_id:
+                if result == cb.AGENT_MISSED:
+                    self._missed(entry, agent, OfferResult.NO_ANSWER, now)
+                else:
+                    agent.call_id = None
+                    self._history(entry.call_id, "agent_freed", agent.config.name, attempt_id, result)
+                    self._free(agent)
+            self._callback_failed(entry, result, now)
+            self._dispatch()
+
+    def _callback_failed(self, entry: _Entry, result: str, now: float) -> None:
+        """Try again after ``retry_after``, or give up once the retries are spent."""
+        config = self.config.queues[entry.queue].callback
+        retries = config.retries if config is not None else 0
+        entry.agent = None
+        if entry.attempts > retries:
+            log.warning("callback of call %s to %s failed after %d attempts (last: %s)", entry.call_id, entry.number,
+                        entry.attempts, result)
+            self._close(entry, "failed", "callback_failed")
+            return
+        entry.state = "callback"
+        entry.due = now + (config.retry_after if config is not None else 0.0)
+        self._save_entry(entry, state="callback", agent=None, callback_due=entry.due)
+
+    def _callbacks_today(self, number: str) -> int:
+        return self._callbacks_per_day.get((number, int(self.clock() // DAY)), 0)
+
+    def _callback_allowed(self, entry: _Entry, number: str) -> bool:
+        config = self.config.queues[entry.queue].callback
+        if config is None or self.dialer is None:
+            return False
+        return bool(number) and self._callbacks_today(number) < config.max_per_number_per_day
+
+    def _maybe_offer_callback(self, entry: _Entry) -> None:
+        """Offer a callback once, when the estimated wait reaches the queue's ``offer_after``."""
+        config = self.config.queues[entry.queue].callback
+        if config is None or entry.callback_offered or entry.state != "waiting":
+            return
+        number = str(entry.context.get("callback_number") or entry.context.get("caller") or "")
+        if not self._callback_allowed(entry, number) or self._refusal_pending(entry):
+            return
+        wait = self._estimated_wait(entry)
+        if wait < config.offer_after:
+            return
+        entry.callback_offered = True
+        entry.updates.append(CallbackOffer(config.key, wait, entry.queue))
+        self._emit("callback_offered", call_id=entry.call_id, queue=entry.queue, wait=wait)
+
+    def _start_callback(self, entry: _Entry, agent: _Agent, now: float) -> None:
+        """Reserve ``agent`` for the callback entry and ask the dialer to call the customer."""
+        q = self.config.queues[entry.queue]
+        assert self.dialer is not None
+        dialer = self.dialer
+        entry.attempts += 1
+        attempt_id = f"{entry.call_id}#cb{self._offer_tag}{next(self._ids)}"
+        entry.state, entry.agent, entry.attempt_id = "calling_back", agent.config.name, attempt_id
+        self._attempts[attempt_id] = entry
+        ring = agent.config.ring_timeout or q.ring_timeout
+        entry.attempt_deadline = now + 2 * ring + CALLBACK_GRACE
+        agent.call_id = entry.call_id
+        self._set_state(agent, "reserved", "")
+        self._save_entry(entry, state="calling_back", agent=agent.config.name, callback_attempts=entry.attempts)
+        url = self._context_url(entry.call_id) if self._context_url else ""
+        headers = context_headers(entry.call_id, entry.queue, entry.priority, now - entry.enqueued_at,
+                                  {**entry.context, "callback": entry.number}, url)
+        attempt = CallbackAttempt(attempt_id, entry.call_id, entry.queue, entry.number, agent.config.name,
+                                  agent.config.uri, ring, entry.attempts, headers)
+        self._emit("callback_attempt", call_id=entry.call_id, queue=entry.queue, agent=agent.config.name,
+                   attempt=entry.attempts)
+        self._history(entry.call_id, "agent_reserved", agent.config.name, attempt_id, "callback")
+        self._later("callback", lambda: dialer.call_back(attempt, self.callback_result))
+
+    def _free(self, agent: _Agent) -> None:
+        """A reserved agent is free again (or goes where they asked to go meanwhile)."""
+        state, agent.after_call = agent.after_call or "available", None
+        self._set_state(agent, state, agent.after_reason if state == "break" else "")
+
     # ----------------------------------------------------------------- public API: agents
     def set_agent_state(self, name: str, state: str, reason: str = "") -> None:
         """Log an agent in ('available'), out ('offline') or on 'break' (with a reason)."""
@@ -296,7 +473,7 @@ class Acd:
             raise QueueError(f"an agent can be set {', '.join(SETTABLE_STATES)}, not {state!r}")
         with self._changing():
             agent = self._agent(name)
-            if agent.state == "on_call":  # applies when the call and its wrap-up end
+            if agent.state in ("on_call", "reserved"):  # applies when the call and its wrap-up end
                 agent.after_call = None if state == "available" else state
                 agent.after_reason = reason if state == "break" else ""
                 return
@@ -360,12 +537,19 @@ class Acd:
                     if now - entry.offer_started[offer_id] >= offer.ring_timeout:
                         self._later("cancel", functools.partial(self.connector.cancel, offer_id))
                         self._offer_result(offer_id, OfferResult.NO_ANSWER)
+            for attempt_id, entry in list(self._attempts.items()):
+                if entry.state == "calling_back" and now >= entry.attempt_deadline and self.dialer is not None:
+                    dialer = self.dialer
+                    log.warning("callback %s: no word from the dialer in time; giving the attempt up", attempt_id)
+                    self._later("cancel", functools.partial(dialer.cancel, attempt_id))
+                    self.callback_result(attempt_id, cb.FAILED)
             for agent in self._agents.values():
                 if agent.state == "wrap_up" and now >= agent.wrap_until:
                     self._end_wrap_up(agent)
             for entry in list(self._entries.values()):
                 if entry.state == "waiting":
                     self._check_overflow(entry, now)
+                    self._maybe_offer_callback(entry)
                 due = entry.next_announce is not None and now >= entry.next_announce
                 if due and entry.state in ("waiting", "offering"):
                     self._announce(entry)
@@ -475,6 +659,7 @@ class Acd:
         self._check_overflow(entry, now)
         if entry.state == "waiting":
             self._dispatch()
+        self._maybe_offer_callback(entry)
         if entry.state in ("waiting", "offering") and entry.next_announce is not None and now >= entry.next_announce:
             self._announce(entry)
 
@@ -482,7 +667,8 @@ class Acd:
         return (-entry.priority, entry.enqueued_at, entry.seq)
 
     def _position(self, entry: _Entry) -> int:
-        ahead = [e for e in self._entries.values() if e.queue == entry.queue and e.state in ("waiting", "offering")]
+        ahead = [e for e in self._entries.values()
+                 if e.queue == entry.queue and e.state in ("waiting", "offering", *CALLBACK_STATES)]
         return sum(1 for e in ahead if self._order(e) < self._order(entry)) + 1
 
     def _staffed(self, queue: str) -> list[_Agent]:
@@ -500,7 +686,8 @@ class Acd:
         free = sum(1 for a in self._staffed(entry.queue) if a.state == "available")
         # callers ahead whose agent's phone rings are as good as served: their agents are the busy ones
         ahead = sum(1 for e in self._entries.values()
-                    if e.queue == entry.queue and e.state == "waiting" and self._order(e) < self._order(entry))
+                    if e.queue == entry.queue and e.state in ("waiting", "callback")
+                    and self._order(e) < self._order(entry))
         if ahead < free:
             return 0.0
         left = max(0.0, q.max_wait - (self.clock() - entry.enqueued_at))
@@ -618,13 +805,20 @@ class Acd:
             self._dispatching = False
 
     def _dispatch_once(self) -> None:
-        waiting = sorted((e for e in self._entries.values() if e.state == "waiting"), key=self._order)
+        now = self.clock()
+        waiting = sorted((e for e in self._entries.values()
+                          if e.state == "waiting" or (e.state == "callback" and e.due <= now)), key=self._order)
         reserved: set[str] = set()
         for entry in waiting:
             agents = self._pick(entry, reserved)
             if not agents:
                 continue
-            now = self.clock()
+            if entry.state == "callback":
+                if self.dialer is None:
+                    continue
+                reserved.add(agents[0].config.name)
+                self._start_callback(entry, agents[0], now)
+                continue
             q = self.config.queues[entry.queue]
             entry.state = "offering"
             self._save_entry(entry, state="offering", agent=agents[0].config.name if len(agents) == 1 else None)
@@ -708,12 +902,12 @@ class Acd:
             self._set_state(agent, "available", "")
         self._emit("missed", call_id=entry.call_id, agent=agent.config.name, result=result.value)
 
-    def _finish(self, entry: _Entry) -> None:
+    def _finish(self, entry: _Entry, outcome: str = "completed") -> None:
         now = self.clock()
         q = self.config.queues[entry.queue]
         if entry.answered_at is not None:
             self._handle_times[entry.queue].append(now - entry.answered_at)
-        self._close(entry, "completed", "completed")
+        self._close(entry, "completed", outcome)
         agent = self._agents.get(entry.agent or "")
         if agent is not None and agent.call_id == entry.call_id:
             self._history(entry.call_id, "agent_freed", agent.config.name, "", "completed")
@@ -779,7 +973,7 @@ class Acd:
             state = row["state"]
             if name in talking:
                 state, agent.call_id = "on_call", talking[name]["call_id"]
-            elif state in ("ringing", "on_call", "wrap_up"):
+            elif state in ("ringing", "reserved", "on_call", "wrap_up"):
                 state = "available"  # the call it was on belonged to the previous process
             agent.state, agent.reason, agent.since = (
                 state,
@@ -788,7 +982,13 @@ class Acd:
             )
             agent.last_call_end, agent.missed = row["last_call_end"], row["missed_offers"]
             self._save_agent(agent)
+        since = now - now % DAY
+        self._callbacks_per_day = {(number, int(now // DAY)): count
+                                   for number, count in store.callback_counts_since(since).items()}
         for row in rows:
+            if row["state"] in CALLBACK_STATES and row["queue"] in self.config.queues and row["callback_number"]:
+                self._restore_callback(store, row, now)
+                continue
             connected = row["state"] == "connected"
             resume = resume_connected and row["agent"] in self._agents if connected else resume_waiting
             if row["queue"] in self.config.queues and resume:
@@ -803,3 +1003,14 @@ class Acd:
                 outcome = "completed" if row["state"] == "connected" else "interrupted"
                 store.update_queue_entry(row["id"], state=outcome, ended_at=now, outcome=outcome)
         log.info("ACD restored %d agents and %d waiting callers", len(self._agents), len(self._entries))
+
+    def _restore_callback(self, store: Store, row: Mapping[str, Any], now: float) -> None:
+        """A callback entry outlives the process: it keeps its place (an attempt in progress is tried again)."""
+        entry = _Entry(row["id"], row["call_id"], row["queue"], row["priority"], dict(row["context"] or {}),
+                       row["enqueued_at"], next(self._seq))  # fmt: skip
+        entry.state, entry.number, entry.callback_offered = "callback", row["callback_number"], True
+        entry.attempts = row["callback_attempts"] or 0
+        entry.due = row["callback_due"] if row["callback_due"] is not None else now
+        self._entries[entry.call_id] = entry
+        if row["state"] != "callback":
+            store.update_queue_entry(entry.entry_id, state="callback", agent=None)

@@ -23,7 +23,7 @@ NOT_SERVED_OUTCOMES = frozenset({
 """Outcomes that never count as contained, on top of :data:`TRANSFER_OUTCOMES`. Any other outcome is a flow's
 own ending (``completed``, or the ``reason`` of a ``hangup`` node)."""
 
-OPEN_ENTRY_STATES = ("waiting", "offering", "connected")
+OPEN_ENTRY_STATES = ("waiting", "offering", "connected", "callback", "calling_back")
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,21 @@ class _AgentCall(pj.Call):
         self.legs.guard(self.legs.on_media, self)
 
 
+class LegOwner(Protocol):
+    """The call a leg belongs to (a caller's ``SipChannel``, or a callback's stand-in)."""
+
+    call_id: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    def stop_playback(self) -> None: ...
+
+
 @dataclass(eq=False)
 class _Leg:
     request: str
-    channel: SipChannel
+    channel: LegOwner
     uri: str
     on_result: LegResult
     caller_audio: Callable[[], pj.AudioMedia | None]
@@ -91,6 +102,8 @@ class _Leg:
     joined_caller: pj.AudioMedia | None = None
     session_port: Callable[[], pj.AudioMedia | None] | None = None
     """The caller's session port: hears the agent too, so a recorded call holds both sides."""
+    report_hangup: bool = False
+    """Report ``agent_left`` when the answered far end hangs up, bridged or not (a callback's customer leg)."""
 
 
 class AgentLegs:
@@ -107,18 +120,20 @@ class AgentLegs:
     def __len__(self) -> int:
         return len(self._legs)
 
-    def dial(self, request: str, channel: SipChannel, caller_audio: Callable[[], pj.AudioMedia | None],
+    def dial(self, request: str, channel: LegOwner, caller_audio: Callable[[], pj.AudioMedia | None],
              uri: str, headers: dict[str, str], ring_timeout: float, on_result: LegResult,
-             session_port: Callable[[], pj.AudioMedia | None] | None = None) -> None:
+             session_port: Callable[[], pj.AudioMedia | None] | None = None, *, report_hangup: bool = False) -> None:
         """Ring ``uri`` with ``headers`` for the caller behind ``channel``; ``on_result`` once with how the
         offer went, and once more with ``agent_left`` if the agent answered and hangs up first (this thread).
-        ``session_port``: the caller's media port, which then also hears the agent (call recording)."""
+        ``session_port``: the caller's media port, which then also hears the agent (call recording);
+        ``report_hangup``: report ``agent_left`` when the answered far end hangs up even if not bridged."""
         if request in self._legs:
             return
         if self.free_slots() <= 0:
             on_result(request, NO_SLOT)
             return
-        leg = _Leg(request, channel, uri, on_result, caller_audio, session_port=session_port)
+        leg = _Leg(request, channel, uri, on_result, caller_audio, session_port=session_port,
+                   report_hangup=report_hangup)
         call = _AgentCall(self, self.account)
         prm = pj.CallOpParam(True)
         prm.opt.audioCount = 1
@@ -148,7 +163,12 @@ class AgentLegs:
             leg.reported = True
             self._hangup(leg, "cancel")
 
-    def caller_ended(self, channel: SipChannel) -> None:
+    def far_audio(self, request: str) -> pj.AudioMedia | None:
+        """The answered far end's audio of leg ``request`` (to join two outbound legs: a callback)."""
+        leg = self._legs.get(request)
+        return leg.agent_audio if leg is not None and leg.answered and not leg.ending else None
+
+    def caller_ended(self, channel: LegOwner) -> None:
         """The caller's call is over: hang up every agent leg of it."""
         for leg in list(self._legs.values()):
             if leg.channel is channel and not leg.ending:
@@ -262,7 +282,7 @@ class AgentLegs:
         self._legs.pop(leg.request, None)
         if leg.answered:
             log.info("agent call %s ended (%s)", leg.request, leg.ending or "agent hung up")
-            if leg.bridged and not leg.ending:  # the agent hung up: the caller's call is the session's to end
+            if (leg.bridged or leg.report_hangup) and not leg.ending:  # the agent hung up: the caller stays
                 leg.bridged = False
                 leg.on_result(leg.request, AGENT_LEFT)
             return

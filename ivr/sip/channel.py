@@ -83,6 +83,7 @@ class SipChannel:
         remote: str = "",
         headers: dict[str, str] | None = None,
         transfer_timeout: float = 5.0,
+        contact: str = "",
     ) -> None:
         self.sample_rate = sample_rate
         self.caller = caller
@@ -91,6 +92,8 @@ class SipChannel:
         self.codec = codec
         self.remote = remote
         self.headers = dict(headers or {})
+        self.contact = contact
+        """The caller's Contact URI (where the caller can be called back), if the INVITE had one."""
         self.transfer_timeout = transfer_timeout
         self.transferred_to = ""
         self._control = control

@@ -39,6 +39,7 @@ from ivr.sip.sipmsg import extension_headers, refer_target, request_uri, uri_use
 
 if TYPE_CHECKING:
     from ivr.sip.agents import AgentLegs
+    from ivr.sip.callbacks import CallbackCalls
 
 log = logging.getLogger("ivr.sip")
 pjsip_log = logging.getLogger("ivr.sip.pjsip")
@@ -81,6 +82,13 @@ class SipStats:
     """Time from receiving an INVITE to sending 200 OK, for recent answered calls."""
 
 
+def contact_uri(contact: str) -> str:
+    """The URI of a Contact header value (``"Amy" <sip:amy@10.0.0.9:5062;ob>`` → ``sip:amy@10.0.0.9:5062``;
+    the outbound flag dropped, other parameters such as ``transport`` kept)."""
+    inner = contact.split("<", 1)[1].split(">", 1)[0] if "<" in contact else contact
+    return ";".join(part for part in inner.strip().split(";") if part != "ob")
+
+
 class CallAdmission(Protocol):
     """Decides on new calls and counts them: ``ivr.sip.admission.Admission``, or a worker's remote one."""
 
@@ -102,6 +110,7 @@ class _CallEntry:
     remote: str
     headers: dict[str, str]
     received_at: float
+    contact: str = ""
     answered: bool = False
     confirmed: bool = False
     counted: bool = False
@@ -209,6 +218,7 @@ class SipServer:
         self._log_writer: _LogWriter | None = None
         self._loop_at = time.monotonic()
         self._agent_legs: AgentLegs | None = None
+        self._callbacks: CallbackCalls | None = None
         self._probe_guard: ProbeGuard | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -301,21 +311,50 @@ class SipServer:
         """Stop ringing, or hang up, the agent leg of ``request_agent_call(request)``."""
         self._commands.put(lambda: self._agent_legs.cancel(request) if self._agent_legs is not None else None)
 
-    # -- SIP thread --------------------------------------------------------------------------------------------
-
-    def _dial_agent(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
-                    ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
-        from ivr.sip.agents import AgentLegs
-
-        entry = self._by_channel.get(id(channel))
-        if entry is None or entry.counted or entry.call is None or self._account is None:
+    def request_callback(self, request: str, customer_uri: str, agent_uri: str, headers: dict[str, str],
+                         ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        """Call a customer back and join them to the agent (see ivr.sip.callbacks); results on the SIP thread."""
+        if self._thread is None:
             on_result(request, "failed")
             return
+        self._commands.put(lambda: self._dial_callback(request, customer_uri, agent_uri, headers, ring_timeout,
+                                                       on_result))
+
+    def cancel_callback(self, request: str) -> None:
+        """Hang up both legs of ``request_callback(request)``."""
+        self._commands.put(lambda: self._callbacks.cancel(request) if self._callbacks is not None else None)
+
+    # -- SIP thread --------------------------------------------------------------------------------------------
+
+    def _legs(self) -> AgentLegs:
+        from ivr.sip.agents import AgentLegs
+
+        assert self._account is not None
         if self._agent_legs is None:
             self._agent_legs = AgentLegs(
                 self._account, self._later, self._guard,
                 free_slots=lambda: PJSUA_MAX_CALLS - len(self._entries) - len(self._agent_legs or ()),
             )
+        return self._agent_legs
+
+    def _dial_callback(self, request: str, customer_uri: str, agent_uri: str, headers: dict[str, str],
+                       ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        from ivr.sip.callbacks import CallbackCalls
+
+        if self._account is None:
+            on_result(request, "failed")
+            return
+        if self._callbacks is None:
+            self._callbacks = CallbackCalls(self._legs())
+        self._callbacks.start(request, customer_uri, agent_uri, headers, ring_timeout, on_result)
+
+    def _dial_agent(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
+                    ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        entry = self._by_channel.get(id(channel))
+        if entry is None or entry.counted or entry.call is None or self._account is None:
+            on_result(request, "failed")
+            return
+        legs = self._legs()
 
         def caller_audio() -> pj.AudioMedia | None:
             if entry.counted or entry.call is None:
@@ -325,7 +364,7 @@ class SipServer:
             except pj.Error:
                 return None
 
-        self._agent_legs.dial(request, channel, caller_audio, uri, headers, ring_timeout, on_result,
+        legs.dial(request, channel, caller_audio, uri, headers, ring_timeout, on_result,
                               session_port=lambda: entry.port)
 
     def _run(self) -> None:
@@ -428,6 +467,7 @@ class SipServer:
         if self._agent_legs is not None:
             self._agent_legs.shutdown()
             self._agent_legs = None
+        self._callbacks = None
         if self._account is not None:
             with contextlib.suppress(pj.Error):
                 self._account.shutdown()
@@ -508,6 +548,7 @@ class SipServer:
             remote=claimed if self.config.edge and claimed else sender,
             headers=headers,
             received_at=started,
+            contact=contact_uri(info.remoteContact),
         )
         call.entry = entry
         self._entries[info.id] = entry
@@ -639,6 +680,7 @@ class SipServer:
                     remote=entry.remote,
                     headers=entry.headers,
                     transfer_timeout=self.config.transfer_timeout,
+                    contact=entry.contact,
                 )
                 self._by_channel[id(entry.channel)] = entry
                 spares = self._spare_ports.get(rate)

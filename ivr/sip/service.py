@@ -132,6 +132,25 @@ class SipService:
             self.edge.stop()
             self.edge = None
 
+    # -- callbacks ----------------------------------------------------------------------------------------------
+
+    def place_callback(self, request: str, customer_uri: str, agent_uri: str, headers: dict[str, str],
+                       ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        """Call a customer back and join them to an agent (in a worker, or this process's endpoint)."""
+        if self.pool is not None:
+            self.pool.place_callback(request, customer_uri, agent_uri, headers, ring_timeout, on_result)
+        elif self.endpoint is not None:
+            self.endpoint.request_callback(request, customer_uri, agent_uri, headers, ring_timeout, on_result)
+        else:
+            on_result(request, "failed")
+
+    def cancel_callback(self, request: str) -> None:
+        """Hang up a callback's legs."""
+        if self.pool is not None:
+            self.pool.cancel_callback(request)
+        elif self.endpoint is not None:
+            self.endpoint.cancel_callback(request)
+
     # -- what is up ---------------------------------------------------------------------------------------------
 
     @property

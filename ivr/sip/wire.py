@@ -85,6 +85,24 @@ class CancelAgent:
 
 
 @dataclass(frozen=True)
+class DialCallback:
+    """Call a customer back and join them to an agent in the worker; ``AgentResult`` messages answer."""
+
+    request: str
+    customer_uri: str
+    agent_uri: str
+    headers: dict[str, str]
+    ring_timeout: float
+
+
+@dataclass(frozen=True)
+class CancelCallback:
+    """Hang up both legs of ``DialCallback(request)``."""
+
+    request: str
+
+
+@dataclass(frozen=True)
 class AdmitReply:
     """Admission's verdict on the worker's ``AdmitRequest`` with the same ``request``."""
 
@@ -145,6 +163,7 @@ class CallStarted:
     remote: str
     headers: dict[str, str]
     setup_ms: float | None
+    contact: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,7 +218,8 @@ class TransferResult:
 
 @dataclass(frozen=True)
 class AgentResult:
-    """The outcome of ``DialAgent(request)``: an OfferResult value, or ``no_slot``."""
+    """The outcome of ``DialAgent(request)``: an OfferResult value, or ``no_slot``; or of
+    ``DialCallback(request)``: an ``ivr.queue.callbacks`` result."""
 
     request: str
     result: str
@@ -214,12 +234,13 @@ class Registration:
     registered: bool
 
 
-ToWorker = (Setup | Play | StopPlayback | HangUp | Transfer | DialAgent | CancelAgent | AdmitReply | Drain
-            | Quit)
+ToWorker = (Setup | Play | StopPlayback | HangUp | Transfer | DialAgent | CancelAgent | DialCallback
+            | CancelCallback | AdmitReply | Drain | Quit)
 FromWorker = (Ready | StartFailed | Heartbeat | AdmitRequest | CallStarted | Frames | Dtmf | CallEnded
               | CallFinished | TransferResult | AgentResult | Registration)
 
-_TO_WORKER = (Setup, Play, StopPlayback, HangUp, Transfer, DialAgent, CancelAgent, AdmitReply, Drain, Quit)
+_TO_WORKER = (Setup, Play, StopPlayback, HangUp, Transfer, DialAgent, CancelAgent, DialCallback, CancelCallback,
+              AdmitReply, Drain, Quit)
 _FROM_WORKER = (Ready, StartFailed, Heartbeat, AdmitRequest, CallStarted, Frames, Dtmf, CallEnded, CallFinished,
                 TransferResult, AgentResult, Registration)
 

@@ -131,7 +131,7 @@ def run_worker(conn: Connection) -> None:
         finished = calls.add(key, channel)
         pipe.send(wire.CallStarted(key, channel.call_id, channel.caller, channel.called, channel.sample_rate,
                                    channel.codec, channel.remote, channel.headers,
-                                   server.stats.setup_ms[-1] if server.stats.setup_ms else None))
+                                   server.stats.setup_ms[-1] if server.stats.setup_ms else None, channel.contact))
         # The sender thread forwards the call's audio and events and reports its end; returning hangs it up.
         while not finished.wait(0.5) and not quit_event.is_set():
             pass
@@ -187,6 +187,11 @@ def _read_commands(pipe: wire.WorkerPipe, server: SipServer, calls: _Calls, admi
                 server.drain()
             elif isinstance(command, wire.CancelAgent):
                 server.cancel_agent_call(command.request)
+            elif isinstance(command, wire.DialCallback):
+                server.request_callback(command.request, command.customer_uri, command.agent_uri, command.headers,
+                                        command.ring_timeout, agent_result)
+            elif isinstance(command, wire.CancelCallback):
+                server.cancel_callback(command.request)
             elif isinstance(command, wire.Play | wire.StopPlayback | wire.HangUp | wire.Transfer | wire.DialAgent):
                 channel = calls.get(command.key)
                 if channel is None:

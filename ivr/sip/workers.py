@@ -82,7 +82,7 @@ class RemoteSipChannel(SipChannel):
     def __init__(self, link: WorkerLink, started: wire.CallStarted, transfer_timeout: float) -> None:
         super().__init__(link, call_id=started.call_id, caller=started.caller, called=started.called,
                          sample_rate=started.sample_rate, codec=started.codec, remote=started.remote,
-                         headers=started.headers, transfer_timeout=transfer_timeout)
+                         headers=started.headers, transfer_timeout=transfer_timeout, contact=started.contact)
         self.key = started.key
         self._link = link
         self._seq = 0
@@ -197,6 +197,22 @@ class WorkerLink:
                 return
             self.agent_calls[request] = (_key(channel), on_result)
         self.pipe.send(wire.DialAgent(_key(channel), request, uri, dict(headers), ring_timeout))
+
+    def request_callback(self, request: str, customer_uri: str, agent_uri: str, headers: dict[str, str],
+                         ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        """Call a customer back from this worker and join them to the agent there."""
+        with self._lock:
+            if self.gone:
+                on_result(request, "failed")
+                return
+            self.agent_calls[request] = (0, on_result)  # key 0: no caller's call ends it
+        self.pipe.send(wire.DialCallback(request, customer_uri, agent_uri, dict(headers), ring_timeout))
+
+    def cancel_callback(self, request: str) -> None:
+        """Hang up a callback's legs."""
+        with self._lock:
+            self.agent_calls.pop(request, None)
+        self.pipe.send(wire.CancelCallback(request))
 
     def cancel_agent_call(self, request: str) -> None:
         """Stop ringing (or hang up) an agent leg."""
@@ -330,6 +346,7 @@ class WorkerPool:
         self.links: list[WorkerLink] = []
         self._lock = threading.Lock()
         self._call_threads: list[threading.Thread] = []
+        self._callback_links: dict[str, WorkerLink] = {}
         self._stop = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="ivr-sip-supervisor", daemon=True)
         self._noticed_at: dict[int, float] = {}
@@ -388,6 +405,32 @@ class WorkerPool:
         """Threads still running calls (for leak checks)."""
         with self._lock:
             return [t for t in self._call_threads if t.is_alive()]
+
+    def place_callback(self, request: str, customer_uri: str, agent_uri: str, headers: dict[str, str],
+                       ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
+        """Place a callback from the ready worker with the fewest calls."""
+        links = [link for link in list(self.links) if link.ready.is_set() and link.port and not link.gone]
+        if not links:
+            on_result(request, "failed")
+            return
+        link = min(links, key=lambda lk: len(lk.channels) + len(lk.agent_calls))
+        with self._lock:
+            self._callback_links[request] = link
+
+        def result(req: str, outcome: str) -> None:
+            if outcome != "answered":
+                with self._lock:
+                    self._callback_links.pop(req, None)
+            on_result(req, outcome)
+
+        link.request_callback(request, customer_uri, agent_uri, headers, ring_timeout, result)
+
+    def cancel_callback(self, request: str) -> None:
+        """Hang up a callback's legs, in the worker placing it."""
+        with self._lock:
+            link = self._callback_links.pop(request, None)
+        if link is not None:
+            link.cancel_callback(request)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers, by index."""

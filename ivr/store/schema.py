@@ -115,6 +115,10 @@ queue_entries = sa.Table(
     sa.Column("agent", sa.String(128)),
     sa.Column("outcome", sa.String(64)),
     sa.Column("context", sa.JSON, nullable=False),
+    sa.Column("callback_number", sa.String(256)),
+    sa.Column("callback_requested_at", sa.Float),
+    sa.Column("callback_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("callback_due", sa.Float),
 )
 
 nodes = sa.Table(

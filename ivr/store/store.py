@@ -29,7 +29,7 @@ from ivr.store.survey import CSAT_RANGE, NPS_RANGE, survey_scores
 log = logging.getLogger(__name__)
 
 SPEAKERS = ("caller", "bot", "agent")
-OPEN_ENTRY_STATES = ("waiting", "offering", "connected")
+OPEN_ENTRY_STATES = ("waiting", "offering", "connected", "callback", "calling_back")
 
 
 class StoreError(IvrError):
@@ -575,6 +575,15 @@ class Store:
                 ).scalar()
                 if call_id is not None and fields.get("state") == "connected":
                     conn.execute(t.calls.update().where(t.calls.c.id == call_id).values(agent=fields["agent"]))
+
+    def callback_counts_since(self, since: float) -> dict[str, int]:
+        """Callbacks asked for since ``since``, by number (the per-number daily limit)."""
+        qe = t.queue_entries.c
+        with self._read() as conn:
+            rows = conn.execute(sa.select(qe.callback_number, sa.func.count())
+                                .where(qe.callback_requested_at >= since, qe.callback_number.is_not(None))
+                                .group_by(qe.callback_number)).all()
+        return {str(number): int(count) for number, count in rows}
 
     def open_queue_entries(self) -> list[dict[str, Any]]:
         """Entries still waiting, being offered or connected, oldest first, with the ``node`` holding the call."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ivr.audio.frame import AudioFrame
 from ivr.events import Transcript
+from ivr.queue.callbacks import CallbackAttempt, CallbackReport
 from ivr.queue.connector import Offer, OfferResult, ReportOffer
 from ivr.speech.interfaces import RecognizerCapabilities
 
@@ -194,3 +195,26 @@ if TYPE_CHECKING:  # mypy checks that the fakes keep up with the protocols they 
     _recognizer: Recognizer = FakeRecognizer(FakeAsr())
     _engine: AsrEngine = FakeAsr()
     _synthesizer: Synthesizer = FakeTts()
+
+
+@dataclass
+class FakeDialer:
+    """A callback dialer that records attempts; the test reports how each went (``report``)."""
+
+    attempts: list[CallbackAttempt] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    _reports: dict[str, CallbackReport] = field(default_factory=dict)
+
+    def call_back(self, attempt: CallbackAttempt, report: CallbackReport) -> None:
+        """Record the attempt."""
+        self.attempts.append(attempt)
+        self._reports[attempt.attempt_id] = report
+
+    def cancel(self, attempt_id: str) -> None:
+        """Record the cancel."""
+        self.cancelled.append(attempt_id)
+
+    def report(self, result: str, attempt: CallbackAttempt | None = None) -> None:
+        """Report ``result`` for ``attempt`` (default: the latest)."""
+        attempt = attempt or self.attempts[-1]
+        self._reports[attempt.attempt_id](attempt.attempt_id, result)

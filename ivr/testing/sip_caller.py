@@ -92,8 +92,9 @@ def _wav_seconds(path: str) -> float:
 
 def run_call(uri: str, steps: list[Step], *, record: str = "", codecs: tuple[str, ...] = ("PCMU",),
              bind: str = "127.0.0.1", accept_transfer: bool = True, answer_timeout: float = 10.0,
-             linger: float = 0.0) -> CallerResult:
-    """Place one call in this process (which must not hold another pjsua2 Endpoint) and run ``steps``."""
+             linger: float = 0.0, contact: str = "") -> CallerResult:
+    """Place one call in this process (which must not hold another pjsua2 Endpoint) and run ``steps``;
+    ``contact`` forces the INVITE's Contact (where the far end would call back)."""
     import pjsua2 as pj
 
     result = CallerResult()
@@ -149,6 +150,8 @@ def run_call(uri: str, steps: list[Step], *, record: str = "", codecs: tuple[str
     acfg = pj.AccountConfig()
     acfg.idUri = f"sip:caller@{bind}"
     acfg.mediaConfig.transportConfig.boundAddress = bind
+    if contact:
+        acfg.sipConfig.contactForced = f"<{contact}>"
     account = pj.Account()
     account.create(acfg, True)
 
@@ -239,7 +242,7 @@ def run_call(uri: str, steps: list[Step], *, record: str = "", codecs: tuple[str
 
 def place_call(uri: str, script: str = "", *, record: str | Path = "", codecs: tuple[str, ...] = ("PCMU",),
                bind: str = "127.0.0.1", accept_transfer: bool = True, linger: float = 0.0,
-               timeout: float = 60.0) -> CallerResult:
+               timeout: float = 60.0, contact: str = "") -> CallerResult:
     """Run the caller in a child process (one pjsua2 Endpoint per process) and return what it saw."""
     cmd = [sys.executable, "-m", "ivr.testing.sip_caller", uri, "--script", script, "--codecs", ",".join(codecs),
            "--bind", bind, "--linger", str(linger), "--json"]
@@ -247,6 +250,8 @@ def place_call(uri: str, script: str = "", *, record: str | Path = "", codecs: t
         cmd += ["--record", str(record)]
     if not accept_transfer:
         cmd.append("--reject-transfer")
+    if contact:
+        cmd += ["--contact", contact]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
@@ -266,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linger", type=float, default=0.0, help="seconds to stay up after the call ends")
     parser.add_argument("--reject-transfer", action="store_true", help="answer a REFER with 603")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    parser.add_argument("--contact", default="", help="the Contact URI to send (where a callback would go)")
     args = parser.parse_args(argv)
     try:
         steps = parse_script(args.script)
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = run_call(args.uri, steps, record=args.record, codecs=tuple(args.codecs.split(",")), bind=args.bind,
-                      accept_transfer=not args.reject_transfer, linger=args.linger)
+                      accept_transfer=not args.reject_transfer, linger=args.linger, contact=args.contact)
     if args.json:
         print(json.dumps(asdict(result)), flush=True)
     else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import secrets
 import time
 from typing import Any
 
@@ -143,6 +146,36 @@ def agent_state(name: str) -> Any:
     except IvrError as exc:
         return _error(400, str(exc))
     return jsonify(next(a for a in queue_view(_store(), acd.config)["agents"] if a["name"] == name))
+
+
+_NUMBER = re.compile(r"^(sips?:[^\s<>\"]+@[^\s<>\"]+|tel:\+?[0-9*#]{2,32}|\+?[0-9*#]{2,32})$")
+
+
+@bp.post("/callbacks")
+@api_auth("supervisor")
+def add_callback() -> Any:
+    """Queue a callback for a number (a CRM's "call me back"): it waits its turn like a caller who chose one."""
+    acd = _acd()
+    if acd is None:
+        return _error(503, "callbacks can only be queued where the queues run (ivr serve)")
+    body = json_object()
+    number, queue, context = body.get("number"), body.get("queue"), body.get("context", {})
+    if not isinstance(number, str) or not _NUMBER.match(number.strip()):
+        return _error(400, "number must be a SIP URI (sip:user@host) or a phone number such as +15550100")
+    if not isinstance(queue, str) or not acd.has_queue(queue):
+        return _error(400, f"queue must be one of: {', '.join(acd.config.queues)}")
+    if not isinstance(context, dict) or len(json.dumps(context, default=str)) > 8000:
+        return _error(400, "context must be a JSON object of at most 8000 characters (it goes to the agent)")
+    if acd.config.queues[queue].callback is None:
+        return _error(400, f"queue {queue!r} takes no callbacks; add callback: to it in the queue configuration")
+    if getattr(acd, "dialer", None) is None:
+        return _error(503, "this server places no callbacks (it runs no SIP dialer)")
+    call_id = f"callback-{secrets.token_hex(8)}"
+    try:
+        acd.add_callback(call_id, queue, number.strip(), context)
+    except IvrError as exc:
+        return _error(400, str(exc))
+    return jsonify(call_id=call_id, queue=queue, number=number.strip(), state="callback"), 201
 
 
 @bp.get("/figures")

@@ -102,6 +102,14 @@ def openapi_document() -> dict[str, Any]:
                     body=True,
                 )
             },
+            "/api/callbacks": {
+                "post": _op(
+                    "Queue a callback {number: SIP URI or phone number, queue, context?}: 201 {call_id, queue, "
+                    "number, state}; 400 says what to fix",
+                    "supervisor",
+                    body=True,
+                )
+            },
             "/api/figures": {
                 "get": _op(
                     "Figures of a day and the trend of the days before it",
