@@ -123,9 +123,10 @@ def test_killed_node_loses_only_its_calls_and_rejoins_after_a_restart(cluster: S
     load = threading.Thread(target=lambda: first.append(sipp(cluster, tmp_path / "first", 9, 20, stagger=0.3)))
     load.start()
 
-    def open_on_every_node() -> bool:
+    def open_on_every_node() -> bool:  # and every caller waiting in the queue
         calls = calls_since(store, since)
-        return len(calls) == 9 and {c["node"] for c in calls if not c["ended_at"]} == {"a", "b", "c"}
+        return (len(calls) == 9 and {c["node"] for c in calls if not c["ended_at"]} == {"a", "b", "c"}
+                and all(store.get_call(c["id"])["queue_entries"] for c in calls))
 
     assert wait_for(open_on_every_node, 15)
     doomed = {c["id"] for c in calls_since(store, since) if c["node"] == "b"}
