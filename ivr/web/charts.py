@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 480, 200
-TOP, BOTTOM, LEFT, RIGHT = 22, 24, 44, 8
+TOP, BOTTOM, LEFT, RIGHT = 28, 24, 44, 8
 CHAR_WIDTH = 6.0  # of a 10 px label, generously
 LABEL_GAP = 8.0
 
@@ -83,7 +83,7 @@ def bar_chart(title: str, bars: Sequence[Bar], *, unit: str = "", axis: str = ""
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="y-tick" x="{LEFT - 4}" y="{y + 3:.1f}">{escape(fmt(tick, unit))}</text>')
     if axis:
-        parts.append(f'<text class="y-axis" x="2" y="{TOP - 2}">{escape(axis)}</text>')
+        parts.append(f'<text class="y-axis" x="2" y="10">{escape(axis)}</text>')
     for i, bar in enumerate(bars):
         if bar.value is None:
             continue
