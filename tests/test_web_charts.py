@@ -190,3 +190,9 @@ def test_long_range_page_stays_readable(env: Env) -> None:
                                       "chart-asa", "chart-service_level"]  # fmt: skip
     for _, svg in charts:
         assert len(assert_labels_apart(svg)) <= 24 and Y_TICK.findall(svg)
+
+
+def test_the_count_of_a_listing_stops_at_its_cap(env: Env) -> None:
+    fill(env)
+    assert env.store.count_listed_calls() == 7
+    assert env.store.count_listed_calls(cap=3) == 4  # "more than 3"

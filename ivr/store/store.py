@@ -342,12 +342,13 @@ class Store:
 
     def count_listed_calls(self, *, since: float | None = None, until: float | None = None,
                            search: str | None = None, agent: str | None = None, outcome: str | None = None,
-                           where: Sequence[Any] = ()) -> int:
-        """How many calls :meth:`list_calls` with the same filters would list, all pages together."""
-        query = self._calls_query(sa.select(sa.func.count()).select_from(t.calls), since=since, until=until,
-                                  search=search, agent=agent, outcome=outcome, where=where)
+                           where: Sequence[Any] = (), cap: int = 10_000) -> int:
+        """How many calls :meth:`list_calls` with the same filters would list, all pages together, counted up
+        to ``cap`` + 1 (a search of a large store stops there instead of reading every transcript)."""
+        ids = self._calls_query(sa.select(t.calls.c.id), since=since, until=until, search=search, agent=agent,
+                                outcome=outcome, where=where).limit(cap + 1).subquery()
         with self._read() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
 
     def erase_call(self, call_id: str, at: float, *, everything: bool = True) -> list[str] | None:
         """Erase what a call's caller said and gave: transcript, context, events (and with ``everything``

@@ -255,6 +255,10 @@ def supervisor_figures() -> str:
     return render_template("_figures.html", **_figures_args())
 
 
+COUNT_CAP = 10_000
+"""Call records count matches up to this many (a search of a million calls stops there)."""
+
+
 @bp.route("/calls")
 @login_required("agent")
 def calls() -> str:
@@ -271,9 +275,9 @@ def calls() -> str:
         where.append(drill.seen_by(user.name))
     store = _store()
     rows = store.list_calls(search=q or None, where=where, limit=50, offset=page * 50)
-    total = store.count_listed_calls(search=q or None, where=where)
+    total = store.count_listed_calls(search=q or None, where=where, cap=COUNT_CAP)
     return render_template("calls.html", calls=rows, q=q, page=page, total=total, filters=shown,
-                           figures=drill.FIGURES, mine=not user.at_least("supervisor"))
+                           figures=drill.FIGURES, mine=not user.at_least("supervisor"), cap=COUNT_CAP)
 
 
 @bp.route("/calls/<call_id:call_id>")
