@@ -145,6 +145,8 @@ def test_figures_and_listings_agree_with_the_report(env: Env) -> None:
     for figure, key in (("abandoned", "abandoned"), ("answered", "answered"), ("queued", "queued"),
                         ("contained", "contained"), ("transferred", "transferred")):  # fmt: skip
         assert len(listed(env, sue, f"{base}&figure={figure}")) == summary[key], figure
+    assert listed(env, sue, f"{base}&intent=%28none%29") == {"old"}
+    assert listed(env, sue, f"{base}&intent=faq&flow=support") == {"c1", "c2"}
     hour = dt.datetime.fromtimestamp(start).hour
     times = {c: start + i for i, c in enumerate(["c1", "c2", "q1", "q2", "q3", "q4"])}
     times["old"] = start - 86400 * 2  # over more than two days, an hour of the day is that hour of every day
