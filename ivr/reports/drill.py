@@ -96,7 +96,7 @@ def _queue_conditions(store: Any, f: CallFilter, options: ReportOptions) -> list
         ids = sa.select(per_call.c.call_id).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
         return [C.id.in_(ids.where(test))]
     e = t.queue_entries.alias("drill_entry")
-    conds = [e.c.call_id == C.id, e.c.enqueued_at >= f.since, e.c.enqueued_at < f.until,
+    conds = [e.c.enqueued_at >= f.since, e.c.enqueued_at < f.until,
              _entry_test(f.figure, e.c.enqueued_at, e.c.answered_at, e.c.state, options)]  # fmt: skip
     if f.queue:
         conds.append(e.c.queue == f.queue)
@@ -104,7 +104,8 @@ def _queue_conditions(store: Any, f: CallFilter, options: ReportOptions) -> list
         conds += [e.c.agent == f.agent, e.c.answered_at.is_not(None)]
     if f.hour is not None:
         conds.append(_hour_is(store, e.c.enqueued_at, f))
-    return [sa.select(e.c.id).where(*conds).exists()]
+    # not correlated: the range's entries are read once through the enqueued_at index
+    return [C.id.in_(sa.select(e.c.call_id).where(*conds))]
 
 
 def conditions(store: Any, f: CallFilter, options: ReportOptions | None = None) -> list[Any]:
@@ -125,4 +126,4 @@ def conditions(store: Any, f: CallFilter, options: ReportOptions | None = None) 
 def seen_by(agent: str) -> ColumnElement[bool]:
     """Calls offered to or taken by ``agent`` (what :func:`ivr.web.data.can_see_call` lets an agent see)."""
     e = t.queue_entries.alias("seen_entry")
-    return sa.or_(C.agent == agent, sa.select(e.c.id).where(e.c.call_id == C.id, e.c.agent == agent).exists())
+    return sa.or_(C.agent == agent, C.id.in_(sa.select(e.c.call_id).where(e.c.agent == agent)))
