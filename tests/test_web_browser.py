@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import shutil
 import time
 from collections.abc import Iterator
@@ -213,3 +214,41 @@ def test_a_supervisor_plays_a_voicemail_and_marks_it_called_back(console: dict[s
     row.find_element(By.XPATH, ".//button[text()='Mark called back']").click()
     wait_for(lambda: "by sue" in browser.find_element(By.ID, f"voicemail-{mail}").text)
     assert store.get_recording(mail)["called_back_by"] == "sue"
+
+
+def test_supervisor_reads_a_chart_and_clicks_through_to_its_calls(console: dict[str, Any], browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    from ivr.reports import day_bounds
+
+    store = console["store"]
+    store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    first = dt.date(2026, 1, 1)
+    for d in range(0, 92, 3):  # a call every third day, two on 2026-03-02
+        start = day_bounds(first + dt.timedelta(days=d))[0] + 3600 * 10
+        for n in range(2 if d == 60 else 1):
+            store.start_call(f"d{d}-{n}", "+1555", "100", "support", start + n)
+            store.end_call(f"d{d}-{n}", start + n + 60, "completed")
+    browser.get(console["url"] + "/login")
+    browser.find_element(By.ID, "name").send_keys("sue")
+    browser.find_element(By.ID, "password").send_keys("sue-password")
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: "/supervisor" in browser.current_url)
+    browser.get(console["url"] + "/supervisor?since=2026-01-01&until=2026-04-01")
+    chart = browser.find_element(By.ID, "chart-calls")
+    svg = chart.find_element(By.TAG_NAME, "svg")
+    assert svg.size["width"] > 200 and svg.size["height"] > 80  # laid out, not collapsed by the stylesheet
+    ticks = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.y-tick")]
+    assert ticks == ["0", "1", "2"]
+    boxes = browser.execute_script(
+        "return [...arguments[0].querySelectorAll('text.x-label')].map(t => t.getBoundingClientRect())"
+        ".map(r => [r.left, r.right, r.width])", svg)
+    assert 5 <= len(boxes) <= 14 and all(w > 0 for _, _, w in boxes)
+    assert all(right < next_left for (_, right, _), (next_left, _, _) in itertools.pairwise(boxes))
+    bars = chart.find_elements(By.CSS_SELECTOR, "rect.bar")
+    assert len(bars) == 91 and max(b.size["height"] for b in bars) > 50
+    tallest = max(bars, key=lambda b: b.size["height"])
+    tallest.click()  # the bar of 2026-03-02 is a link to that day's calls
+    wait_for(lambda: "/calls" in browser.current_url)
+    assert "since=2026-03-02" in browser.current_url and "until=2026-03-02" in browser.current_url
+    assert browser.find_element(By.ID, "calls-total").text.startswith("2 calls")

@@ -216,7 +216,7 @@ def agent_counts(store: Store, since: float, until: float, options: ReportOption
     return list(by_agent.values())
 
 
-def _per_call_entries(since: float, until: float) -> tuple[Any, Any]:
+def per_call_entries(since: float, until: float) -> tuple[Any, Any]:
     """Each queued call's first join time and its last entry (the one that says how the wait ended)."""
     per_call = (
         sa.select(Q.call_id, sa.func.min(Q.enqueued_at).label("first_at"), sa.func.max(Q.id).label("last_id"))
@@ -231,7 +231,7 @@ def _per_call_entries(since: float, until: float) -> tuple[Any, Any]:
 def call_queue_counts(store: Store, since: float, until: float, options: ReportOptions) -> Row:
     """Queue figures' counts per queued call (a call that overflowed from queue to queue counts once, its
     wait from its first queue to its answer)."""
-    per_call, last = _per_call_entries(since, until)
+    per_call, last = per_call_entries(since, until)
     cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
                          options)  # fmt: skip
     query = sa.select(*cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
@@ -241,7 +241,7 @@ def call_queue_counts(store: Store, since: float, until: float, options: ReportO
 def call_queue_counts_by(store: Store, since: float, until: float, options: ReportOptions,
                          bounds: Sequence[float]) -> list[Row]:  # fmt: skip
     """:func:`call_queue_counts` per range of ``bounds`` the call first joined a queue in (``key``: its index)."""
-    per_call, last = _per_call_entries(since, until)
+    per_call, last = per_call_entries(since, until)
     key = bucket(per_call.c.first_at, bounds)
     cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
                          options)  # fmt: skip
@@ -253,7 +253,7 @@ def wait_percentile(store: Store, since: float, until: float, fraction: float, a
     """The nearest-rank ``fraction`` percentile of answered calls' waits (``answered`` of them)."""
     if answered <= 0:
         return None
-    per_call, last = _per_call_entries(since, until)
+    per_call, last = per_call_entries(since, until)
     wait = (last.c.answered_at - per_call.c.first_at).label("wait")
     rank = max(1, math.ceil(fraction * answered))
     query = (

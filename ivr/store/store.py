@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -289,19 +289,8 @@ class Store:
             row["context"] = self.sealer.open_json(row["context"])
         return row
 
-    def list_calls(
-        self,
-        *,
-        since: float | None = None,
-        until: float | None = None,
-        search: str | None = None,
-        agent: str | None = None,
-        outcome: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        """Call summaries (no turns), newest first; ``search`` matches the id, numbers, intent or transcript."""
-        query = sa.select(t.calls)
+    def _calls_query(self, query: Any, *, since: float | None, until: float | None, search: str | None,
+                     agent: str | None, outcome: str | None, where: Sequence[Any]) -> Any:
         if since is not None:
             query = query.where(t.calls.c.started_at >= since)
         if until is not None:
@@ -328,9 +317,38 @@ class Store:
                     in_turns.exists(),
                 )
             )
-        query = query.order_by(t.calls.c.started_at.desc()).limit(max(1, min(limit, 1000))).offset(max(0, offset))
+        return query.where(*where) if where else query
+
+    def list_calls(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        search: str | None = None,
+        agent: str | None = None,
+        outcome: str | None = None,
+        where: Sequence[Any] = (),
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Call summaries (no turns), newest first; ``search`` matches the id, numbers, intent or transcript;
+        ``where`` adds SQL conditions on ``calls`` (:mod:`ivr.reports.drill` builds them for a figure)."""
+        query = self._calls_query(sa.select(t.calls), since=since, until=until, search=search, agent=agent,
+                                  outcome=outcome, where=where)
+        query = query.order_by(t.calls.c.started_at.desc(), t.calls.c.id.desc())
+        query = query.limit(max(1, min(limit, 1000))).offset(max(0, offset))
         with self._read() as conn:
             return [self._open_context(dict(r._mapping)) for r in conn.execute(query).all()]
+
+    def count_listed_calls(self, *, since: float | None = None, until: float | None = None,
+                           search: str | None = None, agent: str | None = None, outcome: str | None = None,
+                           where: Sequence[Any] = (), cap: int = 10_000) -> int:
+        """How many calls :meth:`list_calls` with the same filters would list, all pages together, counted up
+        to ``cap`` + 1 (a search of a large store stops there instead of reading every transcript)."""
+        ids = self._calls_query(sa.select(t.calls.c.id), since=since, until=until, search=search, agent=agent,
+                                outcome=outcome, where=where).limit(cap + 1).subquery()
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
 
     def erase_call(self, call_id: str, at: float, *, everything: bool = True) -> list[str] | None:
         """Erase what a call's caller said and gave: transcript, context, events (and with ``everything``

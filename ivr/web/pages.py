@@ -24,14 +24,13 @@ from werkzeug.wrappers import Response
 
 from ivr.errors import IvrError
 from ivr.queue import Acd
-from ivr.reports import ReportOptions, build_report, daily_trend
+from ivr.reports import ReportOptions, build_report, daily_trend, drill
 from ivr.reports.export import table_csv
 from ivr.reports.report import TABLES as REPORT_TABLES
 from ivr.store import Store
 from ivr.store.sealed_audio import SealedAudioError, is_sealed_audio, read_sealed_audio, wav_bytes
 from ivr.web import figures as fig
 from ivr.web.auth import ROLES, add_user, check_login, current_user, end_sessions, login_required, start_session
-from ivr.web.charts import bar_chart
 from ivr.web.data import (
     can_see_call,
     queue_view,
@@ -41,7 +40,8 @@ from ivr.web.data import (
     shown_voicemail,
     voicemail_queues,
 )
-from ivr.web.params import day_range_args, int_arg, safe_next
+from ivr.web.drilldown import cell_url, figure_charts, tile_url
+from ivr.web.params import call_filter_args, day_range_args, int_arg, safe_next
 from ivr.web.throttle import Throttle
 
 bp = Blueprint("console", __name__)
@@ -202,20 +202,12 @@ def _figures_args() -> dict[str, Any]:
     figures = report.summary
     trend_first = first if last > first else last - dt.timedelta(days=_settings().trend_days - 1)
     trend = daily_trend(store, trend_first, last, options)
-    days = "" if first == last else f" {first.isoformat()} to {last.isoformat()}"
-    hours = report.table("hours").rows
-    charts = [
-        bar_chart(f"Calls per hour{days}", [(r["hour"][:2], float(r["calls"])) for r in hours]),
-        bar_chart("Calls per day", [(d["day"][5:], float(d["calls"])) for d in trend]),
-        bar_chart("Containment per day", [(d["day"][5:], d["containment"]) for d in trend], unit="%"),
-        bar_chart("Abandonment per day", [(d["day"][5:], d["abandonment"]) for d in trend], unit="%"),
-        bar_chart("Average wait per day (s)", [(d["day"][5:], d["asa"]) for d in trend], unit="s"),
-        bar_chart("Service level per day", [(d["day"][5:], d["service_level"]) for d in trend], unit="%"),
-    ]
+    charts = figure_charts(report.table("hours").rows, trend, first, last)
     range_args = {"since": first.isoformat(), "until": last.isoformat()}
     return {"figures": figures, "charts": charts, "tables": [report.table(n) for n in PAGE_TABLES],
             "range": range_args, "single_day": first == last, "today": first == last == dt.date.today(),
-            "csv_tables": REPORT_TABLES}  # fmt: skip
+            "csv_tables": REPORT_TABLES, "tile_url": lambda tile: tile_url(range_args, tile),
+            "cell_url": lambda table, row, column: cell_url(range_args, table, row, column)}  # fmt: skip
 
 
 @bp.route("/supervisor/report.csv")
@@ -263,13 +255,29 @@ def supervisor_figures() -> str:
     return render_template("_figures.html", **_figures_args())
 
 
+COUNT_CAP = 10_000
+"""Call records count matches up to this many (a search of a million calls stops there)."""
+
+
 @bp.route("/calls")
-@login_required("supervisor")
+@login_required("agent")
 def calls() -> str:
+    """Call records, newest first: supervisors every call, agents the calls offered to or taken by them;
+    narrowed by words (``q``), days (``since``, ``until``) and the filters of a figure (see
+    :func:`ivr.web.drilldown.calls_url`), 50 a page, with how many match."""
+    user = current_user()
+    assert user is not None
     q = request.args.get("q", "").strip()[:200]
     page = int_arg("page", 0, 0, 10_000_000)
-    rows = _store().list_calls(search=q or None, limit=50, offset=page * 50)
-    return render_template("calls.html", calls=rows, q=q, page=page)
+    call_filter, shown = call_filter_args()
+    where = drill.conditions(_store(), call_filter, _report_options()) if call_filter else []
+    if not user.at_least("supervisor"):
+        where.append(drill.seen_by(user.name))
+    store = _store()
+    rows = store.list_calls(search=q or None, where=where, limit=50, offset=page * 50)
+    total = store.count_listed_calls(search=q or None, where=where, cap=COUNT_CAP)
+    return render_template("calls.html", calls=rows, q=q, page=page, total=total, filters=shown,
+                           figures=drill.FIGURES, mine=not user.at_least("supervisor"), cap=COUNT_CAP)
 
 
 @bp.route("/calls/<call_id:call_id>")

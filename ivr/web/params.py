@@ -11,6 +11,9 @@ from flask import request
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import PathConverter
 
+from ivr.reports.drill import FIGURES, CallFilter
+from ivr.reports.periods import day_bounds
+
 # Dates whose day bounds and 90-day trends stay inside what datetime and UNIX timestamps can represent.
 FIRST_DAY = dt.date(1971, 1, 1)
 LAST_DAY = dt.date(9998, 12, 31)
@@ -68,6 +71,44 @@ def day_range_args() -> tuple[dt.date, dt.date]:
     if (last - first).days >= MAX_RANGE_DAYS:
         raise BadRequest(f"a range can span at most {MAX_RANGE_DAYS} days")
     return first, last
+
+
+FILTER_TEXTS = ("queue", "agent", "intent", "flow")
+
+
+def call_filter_args() -> tuple[CallFilter | None, dict[str, str]]:
+    """The call records' figure filters (docs/console.md): days ``since`` to ``until`` (YYYY-MM-DD; either
+    alone is open-ended), ``figure`` (one of :data:`ivr.reports.drill.FIGURES`), ``queue``, ``agent``,
+    ``intent``, ``flow`` (exact names) and ``hour`` (0-23). Returns the filter (None when none is given) and
+    the values given, to keep in links."""
+    shown: dict[str, str] = {}
+    for name in ("since", "until"):
+        if request.args.get(name):
+            shown[name] = day_arg(name).isoformat()
+    figure = request.args.get("figure", "")
+    if figure:
+        if figure not in FIGURES:
+            raise BadRequest(f"figure must be one of {', '.join(FIGURES)}")
+        shown["figure"] = figure
+    for name in FILTER_TEXTS:
+        value = request.args.get(name, "")
+        if len(value) > 200:
+            raise BadRequest(f"{name} must be at most 200 characters")
+        if value:
+            shown[name] = value
+    hour = int_arg("hour", -1, 0, 23)
+    if hour >= 0:
+        shown["hour"] = str(hour)
+    if not shown:
+        return None, shown
+    first = dt.date.fromisoformat(shown.get("since", FIRST_DAY.isoformat()))
+    last = dt.date.fromisoformat(shown.get("until", LAST_DAY.isoformat()))
+    if last < first:
+        raise BadRequest("until must be the same day as since or later")
+    call_filter = CallFilter(day_bounds(first)[0], day_bounds(last)[1], figure=figure, queue=shown.get("queue", ""),
+                             agent=shown.get("agent", ""), intent=shown.get("intent", ""),
+                             flow=shown.get("flow", ""), hour=hour if hour >= 0 else None)
+    return call_filter, shown
 
 
 def json_object() -> dict[str, Any]:
