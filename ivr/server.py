@@ -72,6 +72,8 @@ class ServerConfig:
     """POST each queued caller's context (masked, with its context link) to this URL."""
     retention_days: float | None = None
     """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
+    daily_report: Any = None
+    """A :class:`ivr.reports.schedule.DailyReportPlan`: yesterday's report every day at its time."""
 
 
 class IvrServer:
@@ -126,6 +128,7 @@ class IvrServer:
         self._lock = threading.Lock()
         self.secret_key = config.secret_key or os.environ.get("IVR_SECRET_KEY") or secrets.token_hex(32)
         self.purger: Any = None
+        self.reporter: Any = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -141,6 +144,7 @@ class IvrServer:
 
         self.config.session.vault = AudioVault(self.config.session.recordings_dir, self.store.sealer)
         self.config.session.context_url = self.context_url
+        self._start_daily_report()
         if self.config.retention_days is not None:
             from ivr.store.retention import RetentionPurger
 
@@ -160,6 +164,19 @@ class IvrServer:
         self._reloader.start()
         log.info("ivr node %s serving %d flow(s) on %s, web http://%s:%d", self.config.node,
                  len(self.flow_status()[0]), self.sip.describe(), self.config.web_host, self.web_port)
+
+    def _start_daily_report(self) -> None:
+        plan = self.config.daily_report
+        if plan is None:
+            return
+        from ivr.reports.definitions import ReportOptions
+        from ivr.reports.schedule import DailyReportScheduler
+
+        plan.options = ReportOptions.from_queues(self.queue_config)
+        # On a cluster one node makes it: the ACD leader's (a SQLite database has one node).
+        self.reporter = DailyReportScheduler(
+            self.store, plan, lambda: self.store.is_sqlite or getattr(self.acd, "leader", None) is not None)
+        self.reporter.start()
 
     def _make_acd(self) -> Any:
         """The ACD: this process's own on SQLite; on PostgreSQL one for every node sharing the database."""
@@ -232,6 +249,8 @@ class IvrServer:
         self.dialer.close()
         if self.purger is not None:
             self.purger.stop()
+        if self.reporter is not None:
+            self.reporter.stop()
         if self.web is not None:
             self.web.shutdown()
         if self.demo_api is not None:

@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -211,3 +212,85 @@ def test_reports_bench_small_run(tmp_path: Path) -> None:
     assert result["stored_calls"] == 3000
     assert result["report_daily"]["day_calls"] > 500 and result["report_daily"]["files"] == 9
     assert result["supervisor"]["figures_median_ms"] > 0 and result["supervisor"]["page_median_ms"] > 0
+
+
+class _Inbox:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+
+        self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_relay() -> Iterator[tuple[str, _Inbox]]:
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield f"127.0.0.1:{port}", inbox
+    controller.stop()
+
+
+def test_daily_report_is_mailed_through_the_relay(database: Path, tmp_path: Path,
+                                                  smtp_relay: tuple[str, _Inbox]) -> None:
+    relay, inbox = smtp_relay
+    result = run("--date", DAY.isoformat(), "--database", str(database), "--out", str(tmp_path / "out"),
+                 "--mail-to", "boss@example.com", "--mail-to", "ops@example.com", "--smtp", relay)
+    assert result.exit_code == 0, result.output
+    assert "mailed to boss@example.com, ops@example.com" in result.output
+    [(recipients, message)] = inbox.messages
+    assert recipients == ["boss@example.com", "ops@example.com"]
+    assert message["Subject"] == f"ivr daily report {DAY.isoformat()}"
+    parts = {part.get_content_type(): part for part in message.walk()}
+    assert "<script>" not in parts["text/html"].get_payload(decode=True).decode()  # escaped, as in the file
+    attached = [p.get_filename() for p in message.walk() if p.get_filename()]
+    assert f"ivr-report-{DAY.isoformat()}-summary.csv" in attached and len(attached) == 8
+
+
+def test_a_mail_relay_that_is_down_is_a_clear_error(database: Path, tmp_path: Path) -> None:
+    result = run("--date", DAY.isoformat(), "--database", str(database), "--out", str(tmp_path / "out"),
+                 "--mail-to", "boss@example.com", "--smtp", "127.0.0.1:9")
+    assert result.exit_code != 0 and "cannot mail the report through 127.0.0.1:9" in result.output
+    bad = run("--date", DAY.isoformat(), "--database", str(database), "--mail-to", "not-an-address")
+    assert bad.exit_code != 0 and "not an e-mail address: not-an-address" in bad.output
+
+
+def test_the_daily_report_runs_on_schedule_once_a_day(database: Path, tmp_path: Path) -> None:
+    from ivr.reports.schedule import DailyReportPlan, DailyReportScheduler
+
+    plan = DailyReportPlan(DailyReportPlan.parse_time("06:00"), tmp_path / "daily")
+    six = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(6, 0)).timestamp()
+    started, base = time.monotonic(), six - 0.5  # half a second before 06:00 the next day
+
+    def clock() -> float:
+        return base + time.monotonic() - started
+
+    leading = [True]
+    scheduler = DailyReportScheduler(open_store(database), plan, lambda: leading[0], clock)
+    assert scheduler.next_run(six - 10) == six and scheduler.next_run(six + 1) == six + 86400
+    scheduler.start()
+    try:
+        report = tmp_path / "daily" / f"ivr-report-{DAY.isoformat()}.html"
+        deadline = time.monotonic() + 10
+        while not report.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert report.exists()
+    finally:
+        scheduler.stop()
+    assert scheduler.run_once(six + 5) is None  # made already: not again
+    leading[0] = False
+    assert scheduler.run_once(six + 86400) is None  # another node leads the cluster: it makes the report
+    with pytest.raises(Exception, match="HH:MM"):
+        DailyReportPlan.parse_time("6am")

@@ -63,6 +63,15 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 @click.option("--retention-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Erase transcripts, contexts and recordings of calls older than this many days "
               "(checked at start and once a day; default: keep).")
+@click.option("--daily-report-at", metavar="HH:MM", default=None,
+              help="Write yesterday's report (HTML + CSV, see `ivr report daily`) every day at this local time.")
+@click.option("--daily-report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var/reports"),
+              show_default=True, help="Folder for the daily reports.")
+@click.option("--daily-report-webhook", metavar="URL", default=None, help="Also POST each daily report here.")
+@click.option("--daily-report-mail-to", multiple=True, metavar="ADDRESS",
+              help="Also mail each daily report to this address (repeatable; relay: --smtp).")
+@click.option("--smtp", default="localhost:25", show_default=True, metavar="HOST[:PORT]",
+              help="The mail relay for --daily-report-mail-to.")
 @click.option("--grace", default=30.0, show_default=True, help="Seconds current calls may finish on shutdown.")
 @click.option("--demo-api/--no-demo-api", default=True, show_default=True,
               help=f"Answer the demo hotline's order look-ups on {DEMO_API_HOST}:{DEMO_API_PORT} (off when a "
@@ -73,8 +82,9 @@ def serve(node: str | None, flows_dir: Path, sip_host: str, sip_port: int, trans
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, default_flow: str | None,
           unrouted: str, fallback_queue: str, variables: tuple[str, ...], secure_cookies: bool,
-          crm_webhook: str | None, public_url: str | None, retention_days: float | None, grace: float,
-          demo_api: bool) -> None:
+          crm_webhook: str | None, public_url: str | None, retention_days: float | None,
+          daily_report_at: str | None, daily_report_dir: Path, daily_report_webhook: str | None,
+          daily_report_mail_to: tuple[str, ...], smtp: str, grace: float, demo_api: bool) -> None:
     """Answer SIP calls with the flows in FLOWS (routed by dialled number; the hotline is the default)."""
     from ivr.node import NodeNameError, check_node_name, default_node_name
     from ivr.server import IvrServer, ServerConfig
@@ -108,6 +118,13 @@ def serve(node: str | None, flows_dir: Path, sip_host: str, sip_port: int, trans
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
                           demo_api_port=DEMO_API_PORT if demo_api else None, secure_cookies=secure_cookies,
                           crm_webhook=crm_webhook, public_url=public_url, retention_days=retention_days)
+    if daily_report_at is not None:
+        from ivr.reports.mail import MailRelay
+        from ivr.reports.schedule import DailyReportPlan
+
+        mail = MailRelay.parse(daily_report_mail_to, smtp) if daily_report_mail_to else None
+        config.daily_report = DailyReportPlan(DailyReportPlan.parse_time(daily_report_at), daily_report_dir,
+                                              daily_report_webhook, mail)
     server = IvrServer(config)
     server.start()
     click.echo(serve_banner(server, web_host))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ivr.reports.definitions import ReportOptions
 from ivr.reports.export import post_webhook, webhook_payload, write_report
+from ivr.reports.mail import MailRelay, mail_report
 from ivr.reports.periods import day_bounds
 from ivr.reports.report import Report, build_report, daily_trend
 from ivr.store import Store
@@ -28,9 +29,9 @@ class DailyReport:
 
 
 def daily_report(store: Store, day: dt.date, out_dir: Path, options: ReportOptions | None = None,
-                 webhook: str | None = None) -> DailyReport:  # fmt: skip
-    """Write ``ivr-report-<day>.html`` and ``ivr-report-<day>-<table>.csv`` into ``out_dir`` and, with
-    ``webhook``, POST them there as JSON (see :func:`ivr.reports.export.webhook_payload`)."""
+                 webhook: str | None = None, mail: MailRelay | None = None) -> DailyReport:  # fmt: skip
+    """Write ``ivr-report-<day>.html`` and ``ivr-report-<day>-<table>.csv`` into ``out_dir``; with ``webhook``
+    POST them there as JSON (see :func:`ivr.reports.export.webhook_payload`), with ``mail`` mail them."""
     since, until = day_bounds(day)
     report = build_report(store, since, until, options, DAILY_TABLES)
     daily_trend(store, day, day, options)  # a closed day's figures are stored for the console's trend
@@ -39,4 +40,7 @@ def daily_report(store: Store, day: dt.date, out_dir: Path, options: ReportOptio
     if webhook:
         post_webhook(webhook, webhook_payload(report, "daily", title))
         log.info("daily report %s sent to the webhook", day)
+    if mail:
+        mail_report(mail, title, files)
+        log.info("daily report %s mailed to %s", day, ", ".join(mail.recipients))
     return DailyReport(day, report, files)
