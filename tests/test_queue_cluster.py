@@ -16,7 +16,7 @@ from ivr.queue import Announce, Connected, OfferResult, Overflowed, QueueError, 
 from ivr.queue.cluster import ClusterAcd
 from ivr.queue.connector import Offer, ReportOffer
 from ivr.store import Store, open_store
-from ivr.testing.fakes import FakeConnector
+from ivr.testing.fakes import FakeConnector, FakeDialer
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,9 @@ queues:
     agents: [cid, dan, eve]
     ring_timeout: 30
     wrap_up: 0
+  later:
+    agents: [dan]
+    callback: {offer_after: 0, retries: 1}
   brief:
     agents: [eve]
     announce: {every: 5, first_after: 0.2}
@@ -64,7 +67,9 @@ class Node:
         self.store: Store = open_store(url)
         self.store.node = name
         self.connector = connector or FakeConnector()
-        self.acd = ClusterAcd(parse_queues(CONFIG), self.connector, self.store, name, heartbeat=0.2, dead_after=1.5)
+        self.dialer = FakeDialer()
+        self.acd = ClusterAcd(parse_queues(CONFIG), self.connector, self.store, name, heartbeat=0.2, dead_after=1.5,
+                              dialer=self.dialer)
         self.acd.start()
 
     def call(self, call_id: str, queue: str = "support", **context: Any) -> None:
@@ -353,3 +358,19 @@ def test_announcements_and_overflow_reach_the_callers_node(cluster: Callable[...
              what="the overflow")
     assert isinstance(heard[0], Announce) and heard[0].position == 1
     assert heard[-1] == Overflowed("voicemail", "box1", "max_wait")
+
+
+def test_a_callback_outlives_the_node_its_caller_rang_and_a_change_of_leader(cluster: Callable[..., Node]) -> None:
+    a = cluster("a")
+    wait_for(a.leads, what="a leading")
+    b, c = cluster("b"), cluster("c")
+    a.acd.set_agent_state("dan", "break")  # logged in, busy: the caller waits and asks to be called back
+    c.call("c-1", "later")
+    assert c.acd.request_callback("c-1", "sip:+15550100@127.0.0.1")
+    a.crash()
+    wait_for(b.leads, what="b leading")  # rebuilt from the store: the callback is the cluster's, not c's
+    c.crash()
+    wait_for(lambda: b.acd.bus.nodes()["c"]["state"] == "down", what="c down")
+    b.acd.set_agent_state("dan", "available")
+    attempt = wait_for(lambda: b.dialer.attempts, what="the leader's node calling back")[0]
+    assert attempt.number == "sip:+15550100@127.0.0.1" and attempt.agent == "dan"

@@ -45,6 +45,7 @@ from ivr.queue.cluster_bus import (
 from ivr.queue.config import AcdConfig
 from ivr.queue.connector import AgentConnector, Offer, OfferResult
 from ivr.queue.engine import (
+    CALLBACK_STATES,
     SETTABLE_STATES,
     Acd,
     Announce,
@@ -406,7 +407,9 @@ class _Leadership:
                        resume_connected=True, context_url=cluster._context_url, offer_tag=secrets.token_hex(3) + "-",
                        dialer=cluster.dialer)
         self._owners_lock = threading.Lock()
-        self.owners = {row["call_id"]: row["node"] for row in cluster.store.open_queue_entries()}
+        # callers on a node's line (a callback's caller has hung up: their entry is the cluster's own)
+        self.owners = {row["call_id"]: row["node"] for row in cluster.store.open_queue_entries()
+                       if row["state"] not in CALLBACK_STATES}
         self._broadcasts: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._broadcaster = threading.Thread(target=self._broadcast, name="acd-events", daemon=True)
         self._broadcaster.start()
