@@ -140,11 +140,12 @@ def _prompts(wav: Path, pause: float = 0.6) -> list[np.ndarray]:
 
 
 def heard(whisper: Any, wav: Path) -> str:
-    # One prompt at a time, without conditioning on its own previous text: greedy decoding of long synthetic
-    # speech otherwise falls into loops ("five five five five…") that swallow the rest of the recording.
+    # One prompt at a time, without conditioning on its own previous text, and no 3 words twice: greedy decoding
+    # of long synthetic speech otherwise falls into loops ("five five five five…") that swallow the rest.
     texts = []
     for piece in _prompts(wav):
-        segments, _ = whisper.transcribe(piece, beam_size=1, language="en", condition_on_previous_text=False)
+        segments, _ = whisper.transcribe(piece, beam_size=1, language="en", condition_on_previous_text=False,
+                                         no_repeat_ngram_size=3)
         texts.extend(s.text for s in segments)
     text = " ".join(texts).lower()
     for digit, word in enumerate(NUMBER_WORDS):
