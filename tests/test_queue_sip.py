@@ -535,7 +535,7 @@ def run_outbound_survey(rig: Rig, heard: Path | None = None, *, rated: bool = Tr
     if rated:
         assert call["csat"] == 4.0, call["turns"]
     assert call["context"]["variables"]["outbound"] is True and call["context"]["variables"]["customer"] == "Amy"
-    assert [e for e in call["events"] if e["kind"] == "outbound"][0]["data"]["flow"] == "survey_call"
+    assert next(e for e in call["events"] if e["kind"] == "outbound")["data"]["flow"] == "survey_call"
     return call
 
 
