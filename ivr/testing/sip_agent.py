@@ -12,7 +12,8 @@ JSON lines on stdin and reports JSON lines on stdout:
 
 Modes: ``answer`` (after ``after`` seconds; optionally ``play`` a WAV to the caller, ``record`` what it
 hears, ``hangup_after`` seconds of talk, send ``dtmf`` digits ``dtmf_after`` seconds after answering),
-``ignore`` (ring until the caller gives up) and ``decline`` (answer ``code``, default 486 Busy Here). Commands: ``mode``, ``hangup`` (end the current call), ``quit``.
+``ignore`` (ring until the caller gives up) and ``decline`` (answer ``code``, default 486 Busy Here).
+Commands: ``mode``, ``hangup`` (end the current call), ``quit``.
 From Python, :class:`AgentPhone` runs the process and waits for its events.
 """
 
