@@ -20,6 +20,7 @@ from ivr.flow.schema import flow_fallback_queue
 from ivr.hours import OpenCheck
 from ivr.metrics import FanOut, Metrics
 from ivr.node import check_node_name, default_node_name
+from ivr.outbound import OutboundCalls
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.sip.agents import SipAgentConnector
@@ -27,6 +28,7 @@ from ivr.sip.callbacks import SipCallbackDialer
 from ivr.sip.channel import SipChannel
 from ivr.sip.config import SipConfig
 from ivr.sip.edge import EdgeOptions
+from ivr.sip.server import OUTBOUND_HEADER
 from ivr.sip.service import SipService
 from ivr.store.location import default_database
 
@@ -121,6 +123,8 @@ class IvrServer:
         self.connector = connector or SipAgentConnector(self.sip)
         self.dialer = SipCallbackDialer(self.sip, config.sip)
         """Calls customers back for the queues that offer callbacks."""
+        self.outbound = OutboundCalls(self.sip, config.sip, lambda: self.flow_status()[0], None)
+        """Places the CRMs' outbound calls (``POST /api/calls/outbound``); its store is set by ``start``."""
         self.sip.on_outcome = self._count_sip_outcome
         self.metrics.watch_sip(lambda: self.sip.admission.active_calls, self.sip.rejections)
         self._stop = threading.Event()
@@ -140,6 +144,7 @@ class IvrServer:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
         self.store.node = self.config.node
+        self.outbound.store = self.store
         from ivr.store.sealed_audio import AudioVault
 
         self.config.session.vault = AudioVault(self.config.session.recordings_dir, self.store.sealer)
@@ -282,11 +287,21 @@ class IvrServer:
 
     def handle_call(self, channel: SipChannel) -> None:
         """Run one answered call to its end (on the SIP server's worker thread for this call)."""
-        flow = self.flows.route(channel.called)
+        variables = self.config.variables
+        if OUTBOUND_HEADER in channel.headers:  # a call we placed: its flow was named by the request
+            outbound = self.outbound.take(channel.headers[OUTBOUND_HEADER])
+            if outbound is None:
+                log.warning("call %s: an outbound call nobody asked for (or asked for twice); hanging up",
+                            channel.call_id)
+                return
+            flow = self.flows.get(outbound.flow)
+            variables = {**variables, **outbound.variables, "outbound": True}
+        else:
+            flow = self.flows.route(channel.called)
         runtime = FlowRuntime(flow)
         key = runtime.speech_key()
         services = self.services.get(key) or self._load_services(key)
-        interpreter = runtime.new_interpreter(channel, self.config.variables, self.hours)
+        interpreter = runtime.new_interpreter(channel, variables, self.hours)
         self.connector.attach(channel.call_id, channel)
         try:
             session = CallSession(channel, interpreter, services, flow_name=flow.name, language=flow.language,
@@ -328,6 +343,7 @@ class IvrServer:
         app = create_app(self.store, self.acd, {"secret_key": self.secret_key, "public_url": self._public_url(),
                                                 "crm_webhook_url": self.config.crm_webhook,
                                                 "secure_cookies": self.config.secure_cookies})
+        app.extensions["ivr.outbound"] = self.outbound
         app.add_url_rule("/metrics", "metrics",
                          lambda: Response(self.metrics.render(), mimetype="text/plain; version=0.0.4"))
         self.web = WebServer(app, self.config.web_host, self.config.web_port, on_stop=app.extensions["ivr.live"].close)

@@ -69,7 +69,7 @@ SENSITIVITY = ("card", "secret", "none")
 
 BUILTIN_VARIABLES = frozenset({
     "caller", "called", "call_id", "flow", "last_intent", "last_confidence", "last_text", "turns", "slots",
-    "http_status", "http_error", "error", "open", "last_answer",
+    "http_status", "http_error", "error", "open", "last_answer", "outbound",
 })
 """Variables every call has (see docs/flows.md, "Variables")."""
 

@@ -133,6 +133,7 @@ class CallInterpreter:
             "call_id": call_vars.get("call_id", ""), "flow": flow.name, "last_intent": None,
             "last_confidence": 0.0, "last_text": "", "turns": 0, "slots": self._slots, "http_status": 0,
             "http_error": "", "error": "", "last_answer": None,
+            "outbound": bool(call_vars.get("outbound", False)),  # True on a call the server placed (a CRM's)
         })
         self._builtin = set(self._vars) - set(flow.variables) - (set(call_vars) - {"caller", "called", "call_id"})
         if hours is not None:

@@ -53,6 +53,26 @@ CODEC_PRIORITIES = {"G722/16000/1": 130, "PCMU/8000/1": 129, "PCMA/8000/1": 128}
 SOURCE_HEADER = "X-IVR-Source"
 """Header the edge (Kamailio) adds to INVITEs with the caller's address (trusted only from ``config.edge``)."""
 
+OUTBOUND_HEADER = "X-IVR-Outbound"
+"""Set (in the channel's headers, never sent) on calls the server placed itself (``request_outbound``): the
+request's id. Stripped from incoming INVITEs, so no caller can pose as one."""
+
+OUTBOUND_RESULTS = ("answered", "no_answer", "busy", "failed")
+"""How an outbound call (``request_outbound``) went; ``answered`` then runs ``on_call`` like any call."""
+
+_BUSY_CODES = frozenset({486, 600, 603})
+_NO_ANSWER_CODES = frozenset({408, 480, 487})
+
+
+def outbound_result(code: int) -> str:
+    """How an unanswered outbound INVITE's final status reads (busy/declined, no answer, failed)."""
+    if code in _BUSY_CODES:
+        return "busy"
+    if code in _NO_ANSWER_CODES:
+        return "no_answer"
+    return "failed"
+
+
 REJECT_DELAY = 0.1
 """Seconds a refused INVITE waits for its final response (see _on_incoming)."""
 
@@ -66,6 +86,7 @@ OUTCOMES = (
     "rejected_unrouted",
     "rejected_shutdown",
     "rejected_duplicate",
+    "outbound_unanswered",
 )
 """Every outcome counted in ``SipStats.outcomes``."""
 
@@ -124,6 +145,9 @@ class _CallEntry:
     ticket: int = 0
     interrupted: bool = False
     """Ended by the server stopping with the call up, not by either party."""
+    outbound: Callable[[str, str], None] | None = None
+    """A call we placed (``request_outbound``): told (request, result) once, answered or not."""
+    ring_timed_out: bool = False
 
 
 class _LogWriter(pj.LogWriter):
@@ -324,6 +348,16 @@ class SipServer:
         """Hang up both legs of ``request_callback(request)``."""
         self._commands.put(lambda: self._callbacks.cancel(request) if self._callbacks is not None else None)
 
+    def request_outbound(self, request: str, uri: str, caller: str, called: str, ring_timeout: float,
+                         on_result: Callable[[str, str], None]) -> None:
+        """Call ``uri``; once answered the call is run by ``on_call`` like an incoming one, its channel with
+        ``call_id`` ``request``, ``caller``/``called`` as given and the header ``X-IVR-Outbound: request``.
+        ``on_result(request, result)`` once, on the SIP thread: a value of OUTBOUND_RESULTS."""
+        if self._thread is None:
+            on_result(request, "failed")
+            return
+        self._commands.put(lambda: self._dial_outbound(request, uri, caller, called, ring_timeout, on_result))
+
     # -- SIP thread --------------------------------------------------------------------------------------------
 
     def _legs(self) -> AgentLegs:
@@ -347,6 +381,43 @@ class SipServer:
         if self._callbacks is None:
             self._callbacks = CallbackCalls(self._legs())
         self._callbacks.start(request, customer_uri, agent_uri, headers, ring_timeout, on_result)
+
+    def _dial_outbound(self, request: str, uri: str, caller: str, called: str, ring_timeout: float,
+                       on_result: Callable[[str, str], None]) -> None:
+        if self._account is None or self._stopping:
+            on_result(request, "failed")
+            return
+        if PJSUA_MAX_CALLS - len(self._entries) - len(self._agent_legs or ()) <= 0:
+            log.warning("outbound call %s to %s: no free call slot in this SIP process", request, uri)
+            on_result(request, "failed")
+            return
+        call = _ServerCall(self, self._account, pj.PJSUA_INVALID_ID)
+        entry = _CallEntry(call=call, sip_call_id=request, caller=caller, called=called, remote=uri,
+                           headers={OUTBOUND_HEADER: request}, received_at=time.monotonic(), contact=uri,
+                           outbound=on_result)
+        prm = pj.CallOpParam(True)
+        prm.opt.audioCount = 1
+        prm.opt.videoCount = 0
+        try:
+            call.makeCall(uri, prm)
+        except pj.Error as exc:
+            log.warning("outbound call %s to %s failed: %s", request, uri, exc.info())
+            on_result(request, "failed")
+            return
+        call.entry = entry
+        self._entries[call.getId()] = entry
+        self.stats.active_calls += 1
+        log.info("outbound call %s: ringing %s", request, uri)
+
+        def ring_timeout_passed() -> None:
+            if not entry.answered and not entry.counted and entry.call is not None:
+                entry.ring_timed_out = True
+                try:
+                    entry.call.hangup(pj.CallOpParam(True))  # CANCEL
+                except pj.Error as exc:
+                    log.warning("outbound call %s: cancel failed: %s", request, exc.info())
+
+        self._later(ring_timeout, ring_timeout_passed)
 
     def _dial_agent(self, channel: SipChannel, request: str, uri: str, headers: dict[str, str],
                     ring_timeout: float, on_result: Callable[[str, str], None]) -> None:
@@ -540,6 +611,7 @@ class SipServer:
         headers = extension_headers(message)
         sender = str(prm.rdata.srcAddress)
         claimed = headers.pop(SOURCE_HEADER, "")
+        headers.pop(OUTBOUND_HEADER, None)  # only calls we placed carry it
         entry = _CallEntry(
             call=call,
             sip_call_id=info.callIdString,
@@ -608,6 +680,11 @@ class SipServer:
             return
         info = call.getInfo()
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            if entry.outbound is not None and not entry.answered:
+                result = "no_answer" if entry.ring_timed_out else outbound_result(int(info.lastStatusCode))
+                entry.outcome = entry.outcome or "outbound_unanswered"
+                log.info("outbound call %s: %s (%d)", entry.sip_call_id, result, int(info.lastStatusCode))
+                self._guard(entry.outbound, entry.sip_call_id, result)
             if not entry.outcome:
                 if not entry.answered:
                     entry.outcome = "cancelled" if info.lastStatusCode in (487, 0) else "failed"
@@ -620,6 +697,10 @@ class SipServer:
             self._finish(entry, by_caller=not entry.local_hangup)
         elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and not entry.confirmed:
             entry.confirmed = True
+            if entry.outbound is not None and not entry.answered:
+                entry.answered = True
+                log.info("outbound call %s answered", entry.sip_call_id)
+                self._guard(entry.outbound, entry.sip_call_id, "answered")
             self._maybe_start_worker(entry)
 
     def _finish(self, entry: _CallEntry, by_caller: bool) -> None:

@@ -151,6 +151,22 @@ class SipService:
         elif self.endpoint is not None:
             self.endpoint.cancel_callback(request)
 
+    def place_outbound(self, request: str, uri: str, caller: str, called: str, ring_timeout: float,
+                       on_result: Callable[[str, str], None]) -> None:
+        """Call ``uri`` (from a worker, or this process's endpoint); answered, the call reaches ``on_call`` like
+        an incoming one (see ``SipServer.request_outbound``). ``on_result(request, result)`` once."""
+        if self.pool is not None:
+            self.pool.place_outbound(request, uri, caller, called, ring_timeout, on_result)
+        elif self.endpoint is not None:
+            self.endpoint.request_outbound(request, uri, caller, called, ring_timeout, on_result)
+        else:
+            on_result(request, "failed")
+
+    @property
+    def running(self) -> bool:
+        """Whether SIP is up (an endpoint or workers) and not stopping."""
+        return (self.endpoint is not None or self.pool is not None) and not self.admission.stopping
+
     # -- what is up ---------------------------------------------------------------------------------------------
 
     @property

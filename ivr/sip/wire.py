@@ -103,6 +103,18 @@ class CancelCallback:
 
 
 @dataclass(frozen=True)
+class DialOutbound:
+    """Place an outbound call from the worker (``SipServer.request_outbound``); one ``OutboundResult`` answers,
+    and once answered the call comes up as ``CallStarted`` like an incoming one."""
+
+    request: str
+    uri: str
+    caller: str
+    called: str
+    ring_timeout: float
+
+
+@dataclass(frozen=True)
 class AdmitReply:
     """Admission's verdict on the worker's ``AdmitRequest`` with the same ``request``."""
 
@@ -226,6 +238,14 @@ class AgentResult:
 
 
 @dataclass(frozen=True)
+class OutboundResult:
+    """How ``DialOutbound(request)`` went: a value of ``ivr.sip.server.OUTBOUND_RESULTS``."""
+
+    request: str
+    result: str
+
+
+@dataclass(frozen=True)
 class Registration:
     """The registrar's latest answer to the worker's REGISTER."""
 
@@ -235,14 +255,14 @@ class Registration:
 
 
 ToWorker = (Setup | Play | StopPlayback | HangUp | Transfer | DialAgent | CancelAgent | DialCallback
-            | CancelCallback | AdmitReply | Drain | Quit)
+            | CancelCallback | DialOutbound | AdmitReply | Drain | Quit)
 FromWorker = (Ready | StartFailed | Heartbeat | AdmitRequest | CallStarted | Frames | Dtmf | CallEnded
-              | CallFinished | TransferResult | AgentResult | Registration)
+              | CallFinished | TransferResult | AgentResult | OutboundResult | Registration)
 
 _TO_WORKER = (Setup, Play, StopPlayback, HangUp, Transfer, DialAgent, CancelAgent, DialCallback, CancelCallback,
-              AdmitReply, Drain, Quit)
+              DialOutbound, AdmitReply, Drain, Quit)
 _FROM_WORKER = (Ready, StartFailed, Heartbeat, AdmitRequest, CallStarted, Frames, Dtmf, CallEnded, CallFinished,
-                TransferResult, AgentResult, Registration)
+                TransferResult, AgentResult, OutboundResult, Registration)
 
 
 OutT = TypeVar("OutT")

@@ -173,6 +173,9 @@ def _read_commands(pipe: wire.WorkerPipe, server: SipServer, calls: _Calls, admi
     def agent_result(request: str, result: str) -> None:
         pipe.send(wire.AgentResult(request, result))
 
+    def outbound_result(request: str, result: str) -> None:
+        pipe.send(wire.OutboundResult(request, result))
+
     try:
         while True:
             try:
@@ -192,6 +195,9 @@ def _read_commands(pipe: wire.WorkerPipe, server: SipServer, calls: _Calls, admi
                                         command.ring_timeout, agent_result)
             elif isinstance(command, wire.CancelCallback):
                 server.cancel_callback(command.request)
+            elif isinstance(command, wire.DialOutbound):
+                server.request_outbound(command.request, command.uri, command.caller, command.called,
+                                        command.ring_timeout, outbound_result)
             elif isinstance(command, wire.Play | wire.StopPlayback | wire.HangUp | wire.Transfer | wire.DialAgent):
                 channel = calls.get(command.key)
                 if channel is None:

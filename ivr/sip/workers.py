@@ -157,6 +157,7 @@ class WorkerLink:
         self.channels: dict[int, RemoteSipChannel] = {}
         self.transfers: dict[int, Future[bool]] = {}
         self.agent_calls: dict[str, tuple[int, Callable[[str, str], None]]] = {}  # request → (call key, result)
+        self.outbound_calls: dict[str, Callable[[str, str], None]] = {}  # ringing outbound calls: request → result
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.pipe.send(wire.Setup(config))
@@ -213,6 +214,19 @@ class WorkerLink:
         with self._lock:
             self.agent_calls.pop(request, None)
         self.pipe.send(wire.CancelCallback(request))
+
+    def request_outbound(self, request: str, uri: str, caller: str, called: str, ring_timeout: float,
+                         on_result: Callable[[str, str], None]) -> None:
+        """Place an outbound call from this worker; answered, it comes back as a call like any other."""
+        with self._lock:
+            if self.gone:
+                on_result(request, "failed")
+                return
+            self.outbound_calls[request] = on_result
+        if not self.pipe.send(wire.DialOutbound(request, uri, caller, called, ring_timeout)):
+            with self._lock:
+                self.outbound_calls.pop(request, None)
+            on_result(request, "failed")
 
     def cancel_agent_call(self, request: str) -> None:
         """Stop ringing (or hang up) an agent leg."""
@@ -275,6 +289,11 @@ class WorkerLink:
                 leg = (self.agent_calls.get if answered else self.agent_calls.pop)(message.request, None)
             if leg is not None:
                 leg[1](message.request, message.result)
+        elif isinstance(message, wire.OutboundResult):
+            with self._lock:
+                outbound = self.outbound_calls.pop(message.request, None)
+            if outbound is not None:
+                outbound(message.request, message.result)
         elif isinstance(message, wire.TransferResult):
             with self._lock:
                 future = self.transfers.pop(message.request, None)
@@ -299,6 +318,7 @@ class WorkerLink:
             channels, self.channels = list(self.channels.values()), {}
             transfers, self.transfers = list(self.transfers.values()), {}
             agent_calls, self.agent_calls = list(self.agent_calls.items()), {}
+            outbound_calls, self.outbound_calls = list(self.outbound_calls.items()), {}
         for channel in channels:
             channel.mark_ended(by_caller=False, interrupted=True)
         for future in transfers:
@@ -306,6 +326,8 @@ class WorkerLink:
                 future.set_result(False)
         for request, (_, on_result) in agent_calls:
             on_result(request, "failed")
+        for request, outbound in outbound_calls:
+            outbound(request, "failed")
         self.ready.set()
         self.lost_calls = self.pool.admission.release_owner(self)
         self.pool.stats.active_calls = self.pool.admission.active_calls
@@ -424,6 +446,16 @@ class WorkerPool:
             on_result(req, outcome)
 
         link.request_callback(request, customer_uri, agent_uri, headers, ring_timeout, result)
+
+    def place_outbound(self, request: str, uri: str, caller: str, called: str, ring_timeout: float,
+                       on_result: Callable[[str, str], None]) -> None:
+        """Place an outbound call from the ready worker with the fewest calls."""
+        links = [link for link in list(self.links) if link.ready.is_set() and link.port and not link.gone]
+        if not links:
+            on_result(request, "failed")
+            return
+        link = min(links, key=lambda lk: len(lk.channels) + len(lk.agent_calls) + len(lk.outbound_calls))
+        link.request_outbound(request, uri, caller, called, ring_timeout, on_result)
 
     def cancel_callback(self, request: str) -> None:
         """Hang up a callback's legs, in the worker placing it."""

@@ -11,8 +11,9 @@ JSON lines on stdin and reports JSON lines on stdout:
     → {"event": "answered", ...}   → {"event": "ended", "answered": true, "by": "remote", "code": 200, ...}
 
 Modes: ``answer`` (after ``after`` seconds; optionally ``play`` a WAV to the caller, ``record`` what it
-hears, ``hangup_after`` seconds of talk), ``ignore`` (ring until the caller gives up) and ``decline``
-(answer ``code``, default 486 Busy Here). Commands: ``mode``, ``hangup`` (end the current call), ``quit``.
+hears, ``hangup_after`` seconds of talk, send ``dtmf`` digits ``dtmf_after`` seconds after answering),
+``ignore`` (ring until the caller gives up) and ``decline`` (answer ``code``, default 486 Busy Here).
+Commands: ``mode``, ``hangup`` (end the current call), ``quit``.
 From Python, :class:`AgentPhone` runs the process and waits for its events.
 """
 
@@ -170,6 +171,10 @@ def run_phone(bind: str, port: int) -> None:
                 talk = self.settings.get("hangup_after")
                 if talk is not None:
                     timers.append((time.monotonic() + float(talk), lambda: hang_up(self)))
+                digits = self.settings.get("dtmf")
+                if digits:
+                    timers.append((time.monotonic() + float(self.settings.get("dtmf_after", 1.0)),
+                                   lambda: send_dtmf(self, str(digits))))
             elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
                 emit("ended", user=self.user, sip_call_id=info.callIdString, answered=self.answered,
                      by="local" if self.local_hangup else "remote", code=int(info.lastStatusCode),
@@ -206,6 +211,12 @@ def run_phone(bind: str, port: int) -> None:
             if code:
                 prm.statusCode = code
             call.hangup(prm)
+
+    def send_dtmf(call: PhoneCall, digits: str) -> None:
+        with contextlib.suppress(pj.Error):
+            if call.getInfo().state == pj.PJSIP_INV_STATE_CONFIRMED:
+                call.dialDtmf(digits)  # RFC 4733
+                emit("dtmf_sent", user=call.user, digits=digits)
 
     def answer(call: PhoneCall) -> None:
         with contextlib.suppress(pj.Error):

@@ -178,6 +178,26 @@ def add_callback() -> Any:
     return jsonify(call_id=call_id, queue=queue, number=number.strip(), state="callback"), 201
 
 
+@bp.post("/calls/outbound")
+@api_auth("supervisor")
+def outbound_call() -> Any:
+    """Call a number and run a flow on the call (a CRM's survey or notification): 201 {call_id, ...}."""
+    from ivr.outbound import OutboundRefused
+
+    outbound = current_app.extensions.get("ivr.outbound")
+    if outbound is None:
+        return _error(503, "this server places no outbound calls (no SIP runs here: ivr serve does)")
+    body = json_object()
+    number = body.get("number")
+    if isinstance(number, str) and not _NUMBER.match(number.strip()):
+        return _error(400, "number must be a SIP URI (sip:user@host) or a phone number such as +15550100")
+    try:
+        placed = outbound.place(number, body.get("flow"), body.get("variables"))
+    except OutboundRefused as exc:
+        return _error(exc.status, str(exc))
+    return jsonify(call_id=placed.call_id, number=placed.number, flow=placed.flow, state="calling"), 201
+
+
 @bp.get("/figures")
 @api_auth("supervisor")
 def figures() -> Any:

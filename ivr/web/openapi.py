@@ -110,6 +110,17 @@ def openapi_document() -> dict[str, Any]:
                     body=True,
                 )
             },
+            "/api/calls/outbound": {
+                "post": _op(
+                    "Call a number and run a flow on the call (a survey, a notification) {number: SIP URI or "
+                    "phone number, flow, variables?}: 201 {call_id, number, flow, state}; the flow's variables "
+                    "get variables plus outbound: true; the call's record (GET /api/calls/{call_id}) ends "
+                    "no_answer, busy or failed when not answered; 400 says what to fix (unknown flow: names "
+                    "the flows), 503 when no SIP runs",
+                    "supervisor",
+                    body=True,
+                )
+            },
             "/api/figures": {
                 "get": _op(
                     "Figures of a day and the trend of the days before it",
