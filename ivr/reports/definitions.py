@@ -19,6 +19,9 @@ NOT_SERVED_OUTCOMES = frozenset({
     "fallback",  # the flow gave up and sent the caller to its fallback queue
     "no_match",  # a flow's own "not understood" ending
     "no_input",
+    "no_answer",  # an outbound call (POST /api/calls/outbound) nobody answered
+    "busy",
+    "failed",
 })  # fmt: skip
 """Outcomes that never count as contained, on top of :data:`TRANSFER_OUTCOMES`. Any other outcome is a flow's
 own ending (``completed``, or the ``reason`` of a ``hangup`` node)."""
