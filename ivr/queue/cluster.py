@@ -405,7 +405,7 @@ class _Leadership:
                 self.bus.message(node, "cancel_all", {}, self.clock())
         self.acd = Acd(cluster.config, _RoutingConnector(self), cluster.store, self.clock, resume_waiting=True,
                        resume_connected=True, context_url=cluster._context_url, offer_tag=secrets.token_hex(3) + "-",
-                       dialer=cluster.dialer)
+                       dialer=cluster.dialer, offers_first=True)
         self._owners_lock = threading.Lock()
         # callers on a node's line (a callback's caller has hung up: their entry is the cluster's own)
         self.owners = {row["call_id"]: row["node"] for row in cluster.store.open_queue_entries()

@@ -179,6 +179,7 @@ class Acd:
         context_url: Callable[[str], str] | None = None,
         offer_tag: str = "",
         dialer: CallbackDialer | None = None,
+        offers_first: bool = False,
     ) -> None:
         self.config = config
         self.connector = connector
@@ -190,6 +191,9 @@ class Acd:
         self._callbacks_per_day: dict[tuple[str, int], int] = {}
         self._context_url = context_url
         self._offer_tag = offer_tag  # offer ids of this ACD differ from an earlier one's (cluster leader change)
+        self._offers_first = offers_first
+        """Send an offer before store writes and listener calls queued ahead of it (never before a cancel or
+        another offer): a cluster leader's store writes are database round trips the agent should not wait for."""
         self._lock = threading.RLock()
         self._agents = {name: _Agent(a, since=clock()) for name, a in config.agents.items()}
         self._entries: dict[str, _Entry] = {}  # open entries by call id
@@ -610,7 +614,7 @@ class Acd:
                     if not self._outbox:
                         self._flushing = False
                         return
-                    what, effect = self._outbox.popleft()
+                    what, effect = self._next_effect()
                 try:
                     effect()
                 except Exception:  # one failed write or offer must not lose the ones after it
@@ -619,6 +623,19 @@ class Acd:
             with self._outbox_lock:
                 self._flushing = False
             raise
+
+    def _next_effect(self) -> tuple[str, Callable[[], None]]:
+        """The next queued effect (under the outbox lock): the oldest, or with ``offers_first`` the first
+        offer that only bookkeeping (store writes, listeners) stands before."""
+        if self._offers_first:
+            for index, (what, _) in enumerate(self._outbox):
+                if what == "offer":
+                    effect = self._outbox[index]
+                    del self._outbox[index]
+                    return effect
+                if what not in ("store write", "listener"):
+                    break
+        return self._outbox.popleft()
 
     def _agent(self, name: str) -> _Agent:
         if name not in self._agents:
