@@ -374,6 +374,27 @@ def test_the_acd_lock_is_never_held_across_store_writes_or_offers(tmp_path: Path
     assert slow.store.open_queue_entries()[0]["state"] == "offering"
 
 
+def test_a_cluster_leader_offers_before_its_bookkeeping_but_never_before_a_cancel(tmp_path: Path) -> None:
+    log: list[str] = []
+
+    class Logging(_LoggingConnector):
+        def cancel(self, offer_id: str) -> None:
+            log.append(f"cancel {offer_id.split('#')[0]}")
+            super().cancel(offer_id)
+
+    slow = _SlowStore(open_store(tmp_path / "ivr.db"))
+    slow.writes = log
+    acd = Acd(parse_queues(BASIC), Logging(log), slow, FakeClock(), offers_first=True)  # type: ignore[arg-type]
+    acd.set_agent_state("ann", "available")
+    log.clear()
+    acd.enqueue("c1", "support")
+    assert log[0] == "offer ann" and "add_queue_entry support" in log  # the writes follow the offer
+    acd.enqueue("c2", "support")  # waits: ann's phone rings for c1
+    log.clear()
+    acd.abandon("c1")  # one change: c1's offer cancelled, c2 offered to ann
+    assert log.index("cancel c1") < log.index("offer ann")  # ann's phone stops ringing before it rings again
+
+
 # ------------------------------------------------------------------ a caller is never held forever (issue 11)
 
 NEVER_FOREVER = """

@@ -633,7 +633,7 @@ class Acd:
                     effect = self._outbox[index]
                     del self._outbox[index]
                     return effect
-                if what not in ("store write", "listener"):
+                if what not in ("store write", "listener"):  # a cancel (or anything else) keeps its turn
                     break
         return self._outbox.popleft()
 
