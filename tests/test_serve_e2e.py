@@ -153,7 +153,7 @@ def heard(whisper: Any, wav: Path) -> str:
     return " ".join(re.sub(r"[^a-z ]", " ", text).split())
 
 
-GREETING = ("thanks for calling", "thank you for calling")  # whisper hears "Thanks for calling Acme" both ways
+GREETING = "for calling"  # "Thanks for calling Acme": whisper writes "thank you", or misses a first word cut short
 
 
 def assert_in_order(text: str, phrases: list[str | tuple[str, ...]]) -> None:
