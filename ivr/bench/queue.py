@@ -9,6 +9,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,42 +21,29 @@ from ivr.queue.connector import Offer, OfferResult, ReportOffer
 from ivr.queue.engine import Acd
 from ivr.store import Store, open_store
 from ivr.store import schema as t
+from ivr.testing.fakes import FakeConnector
 
 
-class _TimingConnector:
-    """Notes when each call's first offer reaches 'the phone' (perf_counter); ``arrived`` is set each time."""
+@dataclass
+class _TimingConnector(FakeConnector):
+    """A FakeConnector that also notes when each call's first offer reaches 'the phone' (perf_counter)."""
 
-    def __init__(self) -> None:
-        self.first_offer: dict[str, float] = {}
-        self.offers: dict[str, Offer] = {}
-        self._reports: dict[str, ReportOffer] = {}
-        self.arrived = threading.Condition()
-        self._lock = threading.Lock()
+    first_offer: dict[str, float] = field(default_factory=dict)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
 
     def offer(self, offer: Offer, report: ReportOffer) -> None:
         now = time.perf_counter()
-        with self._lock:
-            self.first_offer.setdefault(offer.call_id, now)
-            self.offers.setdefault(offer.call_id, offer)
-            self._reports[offer.offer_id] = report
+        super().offer(offer, report)
         with self.arrived:
+            self.first_offer.setdefault(offer.call_id, now)
             self.arrived.notify_all()
 
     def wait_offer(self, call_id: str, timeout: float = 10.0) -> Offer:
         """The first offer of ``call_id``, waiting for it."""
         with self.arrived:
-            if not self.arrived.wait_for(lambda: call_id in self.offers, timeout):
+            if not self.arrived.wait_for(lambda: call_id in self.first_offer, timeout):
                 raise TimeoutError(f"no offer for {call_id} within {timeout:g} s")
-        return self.offers[call_id]
-
-    def answer(self, offer: Offer) -> None:
-        """The agent picks up."""
-        with self._lock:
-            report = self._reports.pop(offer.offer_id)
-        report(offer.offer_id, OfferResult.ANSWERED)
-
-    def cancel(self, offer_id: str) -> None:
-        pass
+        return next(o for o in self.offers if o.call_id == call_id)
 
 
 def _config_text(queues: int, agents_per_queue: int) -> str:
@@ -183,7 +171,7 @@ def bench_cluster_transfer_to_offer(url: str, nodes: int = 3, waiting: int = 100
             offer = connector.wait_offer(call_id)
             latencies.append((connector.first_offer[call_id] - started) * 1000)
             local.append(acd.leader is not None)
-            connector.answer(offer)
+            connector.report(offer.offer_id, OfferResult.ANSWERED)
             acd.call_finished(call_id)
             time.sleep(0.05)  # a transfer every ~50 ms (20 a second): latency, not back-to-back throughput
         remote = [ms for ms, here in zip(latencies, local, strict=True) if not here]
