@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 SERVICE_LEVEL_WINDOW = 3600.0
 """Seconds back from the scrape that ``ivr_queue_service_level`` covers (a rolling hour)."""
+LINE_STATES = ("waiting", "offering")
+"""Queue entries of callers waiting on the line (callback entries are ``ivr.queue.engine.CALLBACK_STATES``)."""
 
 
 class Metrics:
@@ -89,7 +91,7 @@ class QueueCollector:
 
     def collect(self) -> Iterator[Metric]:
         """The queue families; none when the store cannot be read (the scrape keeps the other metrics)."""
-        from ivr.queue.engine import AGENT_STATES
+        from ivr.queue.engine import AGENT_STATES, CALLBACK_STATES
 
         now = self.clock()
         try:
@@ -100,16 +102,24 @@ class QueueCollector:
             log.exception("queue metrics: the store could not be read")
             return
         queues = sorted(self.config.queues)
-        waiting = GaugeMetricFamily("ivr_queue_waiting", "Callers waiting in the queue (an agent's phone may be "
-                                    "ringing for them)", labels=["queue"])
+        waiting = GaugeMetricFamily("ivr_queue_waiting", "Callers waiting on the line in the queue (an agent's "
+                                    "phone may be ringing for them)", labels=["queue"])
+        callbacks = GaugeMetricFamily("ivr_queue_callbacks_waiting", "Callers who hung up for a callback and keep "
+                                      "their place in the queue (being called back too)", labels=["queue"])
         longest = GaugeMetricFamily("ivr_queue_longest_wait_seconds", "How long the longest-waiting caller of "
-                                    "the queue has waited so far (0: nobody waits)", labels=["queue"])
+                                    "the queue, on the line or for a callback, has waited since joining (0: nobody "
+                                    "waits)", labels=["queue"])
+        longest_callback = GaugeMetricFamily("ivr_queue_callbacks_longest_wait_seconds", "How long the longest-"
+                                             "waiting callback of the queue has waited since its caller joined (0: "
+                                             "none)", labels=["queue"])
         for queue in queues:
-            rows = [r for r in live if r["queue"] == queue and r["state"] in ("waiting", "offering")]
-            waiting.add_metric([queue], len(rows))
-            longest.add_metric([queue], max((now - r["enqueued_at"] for r in rows), default=0.0))
-        yield waiting
-        yield longest
+            on_line = [now - r["enqueued_at"] for r in live if r["queue"] == queue and r["state"] in LINE_STATES]
+            held = [now - r["enqueued_at"] for r in live if r["queue"] == queue and r["state"] in CALLBACK_STATES]
+            waiting.add_metric([queue], len(on_line))
+            callbacks.add_metric([queue], len(held))
+            longest.add_metric([queue], max(on_line + held, default=0.0))
+            longest_callback.add_metric([queue], max(held, default=0.0))
+        yield from (waiting, callbacks, longest, longest_callback)
         state_of = {name: (stored[name]["state"] if name in stored else "offline") for name in self.config.agents}
         overall = GaugeMetricFamily("ivr_agents", "Agents by state", labels=["state"])
         totals = Tally(state_of.values())

@@ -76,3 +76,49 @@ def test_metrics_show_waiting_callers_agents_and_service_level(tmp_path: Path) -
     samples = scrape(metrics)
     assert ("ivr_queue_service_level", (("queue", "support"),)) not in samples
     assert samples[("ivr_queue_longest_wait_seconds", (("queue", "support"),))] == 3634
+
+
+CALLBACK_QUEUES = """
+agents:
+  ann: {uri: "sip:ann@127.0.0.1"}
+queues:
+  support:
+    wrap_up: 0
+    callback: {offer_after: 60, key: "1"}
+"""
+
+
+def test_callers_waiting_for_a_callback_are_counted_with_their_wait(tmp_path: Path) -> None:
+    from ivr.queue import OfferResult
+    from ivr.queue import callbacks as cb
+    from ivr.testing.fakes import FakeDialer
+
+    clock = FakeClock(1767690000.0)
+    connector, dialer = FakeConnector(), FakeDialer()
+    store = open_store(tmp_path / "ivr.db")
+    config = parse_queues(CALLBACK_QUEUES)
+    acd = Acd(config, connector, store, clock, dialer=dialer)
+    metrics = Metrics()
+    metrics.watch_queues(store, config, clock)
+    acd.set_agent_state("ann", "available")
+    acd.enqueue("c0", "support", context={"caller": "sip:zed@127.0.0.1"})
+    connector.report(connector.offers[-1].offer_id, OfferResult.ANSWERED)  # ann is busy with c0
+    acd.enqueue("c1", "support", context={"caller": "sip:amy@127.0.0.1"})
+    clock.advance(100)
+    acd.enqueue("c2", "support", context={"caller": "sip:bea@127.0.0.1"})
+    assert acd.request_callback("c1", "sip:amy@127.0.0.1")  # amy hangs up and keeps her place
+    clock.advance(30)
+
+    def gauges() -> tuple[float, float, float, float]:
+        samples = scrape(metrics)
+        return tuple(samples[(name, (("queue", "support"),))] for name in (  # type: ignore[return-value]
+            "ivr_queue_waiting", "ivr_queue_callbacks_waiting", "ivr_queue_longest_wait_seconds",
+            "ivr_queue_callbacks_longest_wait_seconds"))
+
+    assert gauges() == (1, 1, 130, 130)  # bea on the line 30 s; amy's place held 130 s since she joined
+    acd.call_finished("c0")  # ann is reserved and amy is being called back: still waiting for an agent
+    assert dialer.attempts[-1].call_id == "c1"
+    assert gauges() == (1, 1, 130, 130)
+    dialer.report(cb.ANSWERED)  # amy and ann are joined
+    assert gauges() == (1, 0, 30, 0)
+    acd.stop()
