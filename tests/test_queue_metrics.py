@@ -109,16 +109,17 @@ def test_callers_waiting_for_a_callback_are_counted_with_their_wait(tmp_path: Pa
     assert acd.request_callback("c1", "sip:amy@127.0.0.1")  # amy hangs up and keeps her place
     clock.advance(30)
 
-    def gauges() -> tuple[float, float, float, float]:
-        samples = scrape(metrics)
-        return tuple(samples[(name, (("queue", "support"),))] for name in (  # type: ignore[return-value]
-            "ivr_queue_waiting", "ivr_queue_callbacks_waiting", "ivr_queue_longest_wait_seconds",
-            "ivr_queue_callbacks_longest_wait_seconds"))
+    names = ("ivr_queue_waiting", "ivr_queue_callbacks_waiting", "ivr_queue_longest_wait_seconds",
+             "ivr_queue_callbacks_longest_wait_seconds")
 
-    assert gauges() == (1, 1, 130, 130)  # bea on the line 30 s; amy's place held 130 s since she joined
+    def gauges() -> list[float]:
+        samples = scrape(metrics)
+        return [samples[(name, (("queue", "support"),))] for name in names]
+
+    assert gauges() == [1, 1, 130, 130]  # bea on the line 30 s; amy's place held 130 s since she joined
     acd.call_finished("c0")  # ann is reserved and amy is being called back: still waiting for an agent
     assert dialer.attempts[-1].call_id == "c1"
-    assert gauges() == (1, 1, 130, 130)
+    assert gauges() == [1, 1, 130, 130]
     dialer.report(cb.ANSWERED)  # amy and ann are joined
-    assert gauges() == (1, 0, 30, 0)
+    assert gauges() == [1, 0, 30, 0]
     acd.stop()
