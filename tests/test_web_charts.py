@@ -198,3 +198,75 @@ def test_the_count_of_a_listing_stops_at_its_cap(env: Env) -> None:
     fill(env)
     assert env.store.count_listed_calls() == 7
     assert env.store.count_listed_calls(cap=3) == 4  # "more than 3"
+
+
+def surveys(env: Env) -> None:
+    """CSAT from c1 (4), q3 (ann, 5), q4 (ben, 2); NPS from c2 (3), q3 (10), q4 (7); a caller's words that
+    look like markup and a formula in q4's intent; an out-of-range CSAT the context holds is not an answer."""
+    for call_id, csat, nps in (("c1", 4, None), ("c2", None, 3), ("q3", 5, 10), ("q4", 2, 7)):
+        env.store.set_survey(call_id, csat=csat, nps=nps)
+    for call_id, agent in (("q3", "ann"), ("q4", "ben")):  # connected, as the ACD does: the call's agent
+        entry = env.store.get_call(call_id)["queue_entries"][-1]["id"]  # type: ignore[index]
+        env.store.update_queue_entry(entry, state="connected", agent=agent)
+        env.store.update_queue_entry(entry, state="completed")
+    env.store.set_context("q4", {"intent": "=HYPERLINK(\"x\")<script>"})
+    env.store.set_context("q1", {"intent": "billing", "csat": 9})
+
+
+def test_csat_and_nps_lead_to_the_answers_they_count(env: Env) -> None:
+    fill(env)
+    surveys(env)
+    sue = env.client("sue")
+    page = sue.get("/supervisor").get_data(as_text=True)
+    tiles = dict((name.strip(), href) for href, name in re.findall(r'<a class="tile" href="([^"]+)"><span>([^<(]+)',
+                                                                  page))  # fmt: skip
+    assert re.search(r"Satisfaction \(3\)", page) and re.search(r"NPS \(3\)", page)
+    assert listed(env, sue, tiles["Satisfaction"]) == {"c1", "q3", "q4"}
+    assert listed(env, sue, tiles["NPS"]) == {"c2", "q3", "q4"}
+    listing = sue.get(html.unescape(tiles["NPS"])).get_data(as_text=True)
+    row = r'<tr><td><a href="/calls/([^"]+)">.*?<td class="score">([^<]*)</td><td class="nps-\w+">(\w+)</td>'
+    rows = re.findall(row, listing, re.S)
+    assert sorted(rows) == [("c2", "3", "detractor"), ("q3", "10", "promoter"), ("q4", "7", "passive")]
+    assert "<script>" not in listing and "&lt;script&gt;" in listing
+    csat = sue.get(html.unescape(tiles["Satisfaction"])).get_data(as_text=True)
+    assert "<th>CSAT (1-5)</th>" in csat
+    assert sorted(re.findall(r'<td class="score">([^<]*)</td>', csat)) == ["2", "4", "5"]
+    # the per-agent table's CSAT of ann: the answers of the calls she took
+    ann = re.search(r'<tr><td><a href="[^"]+">ann</a></td>(.*?)</tr>', page)
+    assert ann
+    csat_cells = [h for h in re.findall(r'<a href="([^"]+)">', ann.group(1)) if "figure=csat" in h]
+    assert csat_cells and all(listed(env, sue, h) == {"q3"} for h in csat_cells)
+    flows = re.search(r'<tr><td><a href="[^"]+">support</a></td>(.*?)</tr>', page.split('id="table-flows"')[1])
+    assert flows
+    nps_cells = re.findall(r'<a href="([^"]+figure=nps[^"]*)">', flows.group(1))
+    assert nps_cells and all(listed(env, sue, h) == {"c2", "q3", "q4"} for h in nps_cells)
+
+
+def test_a_listing_exports_as_csv_with_numbers_masked_and_formulas_quoted(env: Env) -> None:
+    import csv
+    import io
+
+    fill(env)
+    surveys(env)
+    today = dt.date.today().isoformat()
+    sue = env.client("sue")
+    listing = sue.get(f"/calls?since={today}&until={today}&figure=nps").get_data(as_text=True)
+    href = re.search(r'<a class="csv" id="calls-csv" href="([^"]+)"', listing)
+    assert href and "figure=nps" in href.group(1)
+    resp = sue.get(html.unescape(href.group(1)))
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    assert resp.headers["Cache-Control"] == "no-store" and "attachment" in resp.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
+    assert {(r["call_id"], r["nps"], r["nps_group"]) for r in rows} == {
+        ("c2", "3", "detractor"), ("q3", "10", "promoter"), ("q4", "7", "passive")}
+    by_id = {r["call_id"]: r for r in rows}
+    assert by_id["q3"]["caller"] == "'+****0004" and by_id["q3"]["agent"] == "ann"  # +15550004, masked
+    assert by_id["q4"]["intent"].startswith("'=HYPERLINK")
+    everything = list(csv.DictReader(io.StringIO(sue.get(f"/calls.csv?since={today}").get_data(as_text=True))))
+    assert len(everything) == 6 and {r["csat"] for r in everything} == {"", "4", "5", "2"}
+    # the same access as the listing: an agent gets only the calls offered to or taken by them; nobody else any
+    mine = list(csv.DictReader(io.StringIO(env.client("ann").get("/calls.csv?figure=csat").get_data(as_text=True))))
+    assert [r["call_id"] for r in mine] == ["q3"]
+    anonymous = env.client().get("/calls.csv?figure=csat")
+    assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+    assert env.client("sue").get("/calls.csv?figure=everything").status_code == 400

@@ -21,6 +21,8 @@ CALL_FIGURES = {
     "contained": "contained in the bot",
     "transferred": "transferred (or tried)",
     "repeated": "called again on the same intent (not first-contact resolved)",
+    "csat": "with a CSAT answer",
+    "nps": "with an NPS answer",
 }
 QUEUE_FIGURES = {
     "queued": "queued",
@@ -80,6 +82,10 @@ def _call_conditions(store: Any, f: CallFilter, options: ReportOptions) -> list[
         conds.append(q.transferred())
     elif f.figure == "repeated":
         conds += [q.fcr_eligible(), q.repeated(options)]
+    elif f.figure == "csat":
+        conds.append(C.csat.is_not(None))  # the store keeps only answers in range: what the figures count
+    elif f.figure == "nps":
+        conds.append(C.nps.is_not(None))
     if f.queue:
         conds.append(C.queue == f.queue)
     if f.agent:
@@ -121,6 +127,13 @@ def conditions(store: Any, f: CallFilter, options: ReportOptions | None = None) 
     if f.flow:
         conds.append(C.flow == f.flow)
     return conds
+
+
+def nps_group(score: float | None) -> str:
+    """How NPS counts an answer: 'promoter' (9-10), 'passive' (7-8), 'detractor' (0-6), '' for none."""
+    if score is None:
+        return ""
+    return "promoter" if score >= 9 else "detractor" if score <= 6 else "passive"
 
 
 def seen_by(agent: str) -> ColumnElement[bool]:

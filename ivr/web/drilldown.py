@@ -3,14 +3,19 @@ filters of :mod:`ivr.reports.drill`)."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flask import url_for
 from markupsafe import Markup
 
+from ivr.reports.drill import nps_group
+from ivr.reports.export import safe_cell
 from ivr.web.charts import Bar, bar_chart
+from ivr.web.data import mask_number
 
 Row = Mapping[str, Any]
 
@@ -24,14 +29,20 @@ TILE_FIGURES = {
     "wait_p90": "answered",
     "service_level": "answered_within",
     "aht": "answered",
+    "csat": "csat",
+    "nps": "nps",
 }
 """Which calls each headline tile links to (the figure's calls; FCR: the repeated ones)."""
+
+SURVEY_LINKS = {"csat_average": "csat", "csat_responses": "csat", "nps": "nps"}
+"""A table's survey columns: to the calls whose answers they count."""
 
 TABLE_LINKS: dict[str, tuple[str, dict[str, str]]] = {
     # table: (the row key that names the group, {column: figure})
     "queues": ("queue", {"queue": "queued", "offered": "queued", "answered": "answered", "abandoned": "abandoned"}),
-    "agents": ("agent", {"agent": "answered", "answered": "answered"}),
-    "flows": ("flow", {"flow": "", "calls": "", "contained": "contained", "transferred": "transferred"}),
+    "agents": ("agent", {"agent": "answered", "answered": "answered", **SURVEY_LINKS}),
+    "flows": ("flow", {"flow": "", "calls": "", "contained": "contained", "transferred": "transferred",
+                       **SURVEY_LINKS}),
     "intents": ("intent", {"intent": "", "calls": "", "transferred": "transferred"}),
 }
 
@@ -79,3 +90,26 @@ def figure_charts(hours: Sequence[Row], trend: Sequence[Row], first: dt.date, la
         charts.append(bar_chart(title, bars, unit=unit, axis=axis, chart_id=f"chart-{key}",
                                 empty="No calls in these days" if key == "calls" else "Nothing to measure"))
     return charts
+
+
+CALL_CSV_COLUMNS = ("started", "call_id", "caller", "flow", "intent", "queue", "agent", "outcome", "csat", "nps",
+                    "nps_group")  # fmt: skip
+"""The columns of a listing's CSV export (``/calls.csv``)."""
+
+
+def calls_csv(pages: Iterable[Sequence[Row]]) -> Iterator[str]:
+    """A call listing as CSV text, a header then one piece per page of calls: local start time, caller
+    numbers masked but their last 4 digits (the file may leave the building, as a report's), the survey
+    answers, and cells a spreadsheet would take for a formula quoted."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CALL_CSV_COLUMNS)
+    for rows in pages:
+        for c in rows:
+            started = dt.datetime.fromtimestamp(c["started_at"]).isoformat(sep=" ", timespec="seconds")
+            writer.writerow([safe_cell(v) for v in (
+                started, c["id"], mask_number(c["caller"] or ""), c["flow"], c["intent"], c["queue"], c["agent"],
+                c["outcome"], c["csat"], c["nps"], nps_group(c["nps"]))])  # fmt: skip
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()

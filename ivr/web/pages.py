@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from flask import (
     render_template,
     request,
     send_file,
+    stream_with_context,
     url_for,
 )
 from werkzeug.wrappers import Response
@@ -40,7 +42,7 @@ from ivr.web.data import (
     shown_voicemail,
     voicemail_queues,
 )
-from ivr.web.drilldown import cell_url, figure_charts, tile_url
+from ivr.web.drilldown import calls_csv, cell_url, figure_charts, tile_url
 from ivr.web.params import call_filter_args, day_range_args, int_arg, safe_next
 from ivr.web.throttle import Throttle
 
@@ -267,17 +269,54 @@ def calls() -> str:
     :func:`ivr.web.drilldown.calls_url`), 50 a page, with how many match."""
     user = current_user()
     assert user is not None
-    q = request.args.get("q", "").strip()[:200]
+    q, where, shown = _listing_args()
     page = int_arg("page", 0, 0, 10_000_000)
-    call_filter, shown = call_filter_args()
-    where = drill.conditions(_store(), call_filter, _report_options()) if call_filter else []
-    if not user.at_least("supervisor"):
-        where.append(drill.seen_by(user.name))
     store = _store()
     rows = store.list_calls(search=q or None, where=where, limit=50, offset=page * 50)
     total = store.count_listed_calls(search=q or None, where=where, cap=COUNT_CAP)
     return render_template("calls.html", calls=rows, q=q, page=page, total=total, filters=shown,
-                           figures=drill.FIGURES, mine=not user.at_least("supervisor"), cap=COUNT_CAP)
+                           figures=drill.FIGURES, mine=not user.at_least("supervisor"), cap=COUNT_CAP,
+                           nps_group=drill.nps_group)  # fmt: skip
+
+
+def _listing_args() -> tuple[str, list[Any], dict[str, str]]:
+    """The call records' search words, SQL conditions (an agent's: only calls offered to or taken by them)
+    and the filters given (to keep in links)."""
+    user = current_user()
+    assert user is not None
+    q = request.args.get("q", "").strip()[:200]
+    call_filter, shown = call_filter_args()
+    where = drill.conditions(_store(), call_filter, _report_options()) if call_filter else []
+    if not user.at_least("supervisor"):
+        where.append(drill.seen_by(user.name))
+    return q, where, shown
+
+
+EXPORT_CAP = 50_000
+"""A listing's CSV export holds at most this many calls (the newest)."""
+
+
+@bp.route("/calls.csv")
+@login_required("agent")
+def calls_export() -> Response:
+    """The calls a listing holds (same filters, same access as ``/calls``; every page) as CSV, newest first,
+    streamed a thousand calls at a time; caller numbers masked but their last 4 digits."""
+    q, where, shown = _listing_args()
+    store = _store()
+
+    def pages() -> Iterator[list[dict[str, Any]]]:
+        for offset in range(0, EXPORT_CAP, 1000):
+            rows = store.list_calls(search=q or None, where=where, limit=min(1000, EXPORT_CAP - offset),
+                                    offset=offset)  # fmt: skip
+            if rows:
+                yield rows
+            if len(rows) < 1000:
+                return
+
+    name = "ivr-calls" + "".join(f"-{shown[k]}" for k in ("figure", "since", "until") if k in shown)
+    return Response(stream_with_context(calls_csv(pages())), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
+                             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})  # fmt: skip
 
 
 @bp.route("/calls/<call_id:call_id>")
