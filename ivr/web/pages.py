@@ -18,7 +18,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     stream_with_context,
     url_for,
 )
@@ -30,8 +29,8 @@ from ivr.reports import ReportOptions, build_report, daily_trend, drill
 from ivr.reports.export import table_csv
 from ivr.reports.report import TABLES as REPORT_TABLES
 from ivr.store import Store
-from ivr.store.sealed_audio import SealedAudioError, is_sealed_audio, read_sealed_audio, wav_bytes
 from ivr.web import figures as fig
+from ivr.web.audio import audio_response
 from ivr.web.auth import ROLES, add_user, check_login, current_user, end_sessions, login_required, start_session
 from ivr.web.data import (
     can_see_call,
@@ -343,24 +342,7 @@ def call_recording(call_id: str, number: int) -> Response:
     paths = recording_paths(call)
     if not 0 <= number < len(paths):
         abort(404)
-    return _audio(Path(paths[number]))
-
-
-def _audio(path: Path) -> Response:
-    """A recording as WAV: a sealed file decrypted in memory, or an older plain WAV file; never cached."""
-    if is_sealed_audio(path):
-        try:
-            pcm, rate = read_sealed_audio(path, _store().sealer)
-        except (SealedAudioError, IvrError) as exc:
-            log.error("recording %s cannot be played: %s", path, exc)
-            abort(500, f"the recording cannot be decrypted ({exc})")
-        resp = Response(wav_bytes(pcm, rate), mimetype="audio/wav")
-    elif path.suffix.lower() == ".wav" and path.is_file():
-        resp = send_file(path.resolve(), mimetype="audio/wav", conditional=True, max_age=0)
-    else:
-        abort(404)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+    return audio_response(Path(paths[number]), _store().sealer)
 
 
 def _voicemail_for(user: Any, recording_id: int) -> dict[str, Any]:
@@ -390,7 +372,7 @@ def voicemail() -> str:
 @login_required("agent")
 def voicemail_audio(recording_id: int) -> Response:
     user = current_user()
-    return _audio(Path(_voicemail_for(user, recording_id)["path"]))
+    return audio_response(Path(_voicemail_for(user, recording_id)["path"]), _store().sealer)
 
 
 @bp.route("/voicemail/<int:recording_id>", methods=["POST"])
