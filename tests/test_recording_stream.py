@@ -119,6 +119,8 @@ def test_ranges_are_served_as_a_browser_seeks(env: Env, tmp_path: Path, old: boo
         assert part.data == wav[start:stop], asked
         assert part.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{len(wav)}", asked
         assert int(part.headers["Content-Length"]) == stop - start
+    head = sue.head(URL)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(wav) and not head.data
     beyond = sue.get(URL, headers={"Range": f"bytes={len(wav)}-"})
     assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(wav)}"
     for headers in ({"Range": "bytes=0-10,20-30"}, {"Range": "lines=1-2"}, {"Range": "bytes=0-10", "If-Range": "x"}):

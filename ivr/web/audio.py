@@ -42,7 +42,7 @@ def _wav_stream(audio: SealedAudio, header: bytes, start: int, stop: int) -> Ite
         pcm_start, pcm_stop = max(start - len(header), 0), stop - len(header)
         if pcm_stop > pcm_start:
             yield from audio.pcm(pcm_start, pcm_stop)
-    except SealedAudioError as exc:
+    except IvrError as exc:
         # headers are gone already: the connection is dropped, so the player sees the answer cut short
         log.error("recording %s stopped while playing: %s", audio.path, exc)
         raise
