@@ -270,3 +270,20 @@ def test_a_listing_exports_as_csv_with_numbers_masked_and_formulas_quoted(env: E
     anonymous = env.client().get("/calls.csv?figure=csat")
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
     assert env.client("sue").get("/calls.csv?figure=everything").status_code == 400
+
+
+def test_an_export_streams_every_page_of_its_listing_once(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+    import io
+
+    from ivr.web import pages
+
+    fill(env)
+    monkeypatch.setattr(pages, "EXPORT_PAGE", 4)
+    resp = env.client("sue").get("/calls.csv", buffered=False)
+    pieces = list(resp.response)
+    rows = list(csv.DictReader(io.StringIO(b"".join(pieces).decode())))
+    assert [r["call_id"] for r in rows] == ["q4", "q3", "q2", "q1", "c2", "c1", "old"]  # newest first, each once
+    assert len(pieces) == 2  # the header with the first page of 4, then the last page
+    monkeypatch.setattr(pages, "EXPORT_CAP", 5)
+    assert len(list(csv.DictReader(io.StringIO(env.client("sue").get("/calls.csv").get_data(as_text=True))))) == 5
