@@ -207,3 +207,23 @@ def test_the_full_window_second_pass_is_taken_only_on_a_quiet_server(whisper: As
     finally:
         whisper._in_flight -= 1
     assert len(windows) == 1 and windows[0] < WINDOW_SECONDS  # busy: the first pass stands
+
+
+@pytest.mark.parametrize(("prompt", "ending"), [("demo-echotest", "pressing the pound key"),
+                                                ("screen-callee-options", "a polite don't call menu")])
+def test_a_long_prompt_keeps_its_last_words(whisper: AsrEngine, prompts: dict[str, corpus.Utterance],
+                                            prompt: str, ending: str) -> None:
+    # 18–22 s of speech: CTranslate2 decodes only half of the max_length it is given, which cut these off.
+    heard = normalize(hear(whisper, prompts[prompt]).text)
+    assert heard.endswith(normalize(ending)), heard
+
+
+def test_the_decoding_budget_survives_ctranslate2s_halving() -> None:
+    from ivr.speech.asr.whisper_engine import MAX_NEW_TOKENS, TEXT_CONTEXT, TOKENS_PER_SECOND, generation_length
+
+    for prompt in (1, 4, 60, 205):
+        for seconds in (0.5, 3.0, 12.0, 25.0):
+            budget = min(MAX_NEW_TOKENS, int(seconds * TOKENS_PER_SECOND) + 16)
+            total = generation_length(prompt, seconds)
+            # What CTranslate2 lets Whisper decode after the prompt (whisper.cc):
+            assert min(total // 2, total - prompt) >= budget and total <= TEXT_CONTEXT

@@ -20,6 +20,7 @@ import numpy as np
 from ivr.audio.wavfile import resample
 from ivr.bench import corpus
 from ivr.errors import IvrError
+from ivr.nlu.garbled import looks_garbled
 
 Transcribe = Callable[[np.ndarray], str]
 
@@ -161,8 +162,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
                        limit: int = 0, thresholds: tuple[float, ...] = REDECODE_THRESHOLDS) -> dict[str, Any]:
     """How the fast path's second pass should be triggered: each utterance (under 25 s) is decoded once with
     the short window, once with the full window and once by stock ``transcribe()``; every rule "decode again
-    when the mean word probability is under T" is then scored from those results (WER, share decoded twice,
-    median and mean time against stock's)."""
+    when the mean word probability is under T (or the text loops)" is then scored from those results (WER,
+    share decoded twice, median and mean time against stock's)."""
     from ivr.speech.asr.whisper_engine import PAD_SECONDS, SHORT_UTTERANCE_SECONDS, WINDOW_SECONDS, WhisperEngine
     from ivr.speech.models import whisper_model_dir
 
@@ -179,7 +180,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         for name, window in (("short", seconds + PAD_SECONDS), ("full", WINDOW_SECONDS)):
             started = time.perf_counter()
             heard = engine._decode(audio, None, window)
-            run[name] = (normalize(heard.text), heard.confidence, time.perf_counter() - started)
+            confidence = 0.0 if looks_garbled(heard.text) else heard.confidence  # a loop is always unsure
+            run[name] = (normalize(heard.text), confidence, time.perf_counter() - started)
         started = time.perf_counter()
         segments, _ = engine.whisper.transcribe(audio, language=language, beam_size=1)
         run["stock"] = (normalize(" ".join(s.text.strip() for s in segments)), 1.0, time.perf_counter() - started)

@@ -5,9 +5,9 @@ Whisper is not a streaming model: the recognizer buffers the utterance and trans
 encoder pass dominates the time of a short answer. The fast path encodes the utterance plus 5 seconds of
 silence instead, decodes greedily with timestamps (text the model places after the end of the audio is a
 continuation it made up, and is dropped), and aligns the result to get each word's time and probability.
-When the result comes out unsure (mean word probability under ``REDECODE_BELOW``) the utterance is decoded
-again with the full window, which hears short, clipped words better (a 10 or 15 s window does not help),
-when no other utterance is being recognised (on a busy server speed wins).
+When the result comes out unsure (mean word probability under ``REDECODE_BELOW``, or text that loops) the
+utterance is decoded again with the full window, which hears short, clipped words better (a 10 or 15 s
+window does not help), when no other utterance is being recognised (on a busy server speed wins).
 Measured on real telephone speech (``ivr bench wer``, docs/benchmarks.md). Why 5 s: with less padding the
 model does not find the end of a one-word answer and repeats it
 ("zero zero zero …", "the leader has left the conference. The leader has left the"); more costs time
@@ -33,6 +33,7 @@ from ivr.audio.frame import AudioFrame, check_rate
 from ivr.audio.wavfile import resample
 from ivr.errors import ModelError
 from ivr.events import Transcript, Word
+from ivr.nlu.garbled import looks_garbled
 from ivr.speech.asr.grammar import DEFAULT_SNAP_THRESHOLD, clean_phrases, normalize, snap
 from ivr.speech.interfaces import RecognizerCapabilities
 
@@ -52,6 +53,12 @@ SILENCE_RMS = 1e-4
 NO_SPEECH_PROB = 0.6
 NO_SPEECH_LOGPROB = -1.0
 MAX_PROMPT_TOKENS = 200
+TOKENS_PER_SECOND = 6
+"""Fast speech is ~4 words (~6 tokens) a second, timestamps included: the decoding budget per second of audio
+(a cap that stops a runaway decode, not a limit on what a caller can say)."""
+MAX_NEW_TOKENS = 220
+TEXT_CONTEXT = 448
+"""Whisper's decoder positions: prompt and decoded tokens together."""
 # faster-whisper's transcribe() defaults: punctuation joins the word it belongs to.
 PREPENDED_PUNCTUATION = "\"'“¿([{-"
 APPENDED_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
@@ -147,7 +154,8 @@ class WhisperEngine:
             heard = self._decode(audio, hint, seconds + PAD_SECONDS)
             # The second pass costs a full 30 s encoder pass: taken when no other caller is being heard,
             # so that under load every caller's turn stays quick (speed wins, accuracy when there is room).
-            if heard.words and heard.confidence < REDECODE_BELOW and self._in_flight == 1:
+            unsure = heard.confidence < REDECODE_BELOW or looks_garbled(heard.text)
+            if heard.words and unsure and self._in_flight == 1:
                 again = self._decode(audio, hint, WINDOW_SECONDS)
                 if again.text:
                     return again
@@ -176,10 +184,8 @@ class WhisperEngine:
         features = np.ascontiguousarray(features[None, :, :frames], dtype=np.float32)
         encoded = self._whisper.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=False)
         prompt = self._prompt(hint)
-        # Fast speech is ~4 words (~6 tokens) a second, plus timestamps; the cap stops a runaway decode.
-        budget = min(220, int(seconds * 6) + 16)
         result: Any = self._whisper.model.generate(
-            encoded, [prompt], beam_size=self.beam_size, max_length=len(prompt) + budget,
+            encoded, [prompt], beam_size=self.beam_size, max_length=generation_length(len(prompt), seconds),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
         )[0]
         avg_logprob = float(result.scores[0]) if result.scores else -10.0
@@ -281,6 +287,18 @@ class WhisperRecognizer:
     def reset(self) -> None:
         """Drop the buffered audio."""
         self._chunks = []
+
+
+def generation_length(prompt_tokens: int, seconds: float) -> int:
+    """The ``max_length`` to give CTranslate2's Whisper ``generate`` so that it may decode
+    ``TOKENS_PER_SECOND`` tokens per second of audio (plus a few) after a prompt of ``prompt_tokens``.
+
+    CTranslate2 decodes at most ``min(max_length / 2, max_length - prompt)`` new tokens (whisper.cc, the
+    original 224-token sampling limit), so asking for prompt + budget gave half the budget: the ends of
+    long sentences were cut off ("… you may end the test by hanging").
+    """
+    budget = min(MAX_NEW_TOKENS, int(seconds * TOKENS_PER_SECOND) + 16)
+    return min(TEXT_CONTEXT, max(2 * budget, prompt_tokens + budget))
 
 
 _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
