@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ivr.errors import IvrError
-from ivr.redial import DailyCounts, RetryPolicy
+from ivr.redial import OUTBOUND_CALLS_PER_DAY, DailyCounts, RetryPolicy
 from ivr.sip.admission import RETRY_AFTER_SECONDS, Verdict
 from ivr.sip.callbacks import callback_uri
 from ivr.sip.config import SipConfig
@@ -49,8 +49,6 @@ RETRY_AFTER = 60.0
 """Seconds between tries when the request gives ``retries`` but no ``retry_after``."""
 MIN_RETRY_AFTER = 2.0
 MAX_RETRY_AFTER = 3600.0
-MAX_PER_NUMBER_PER_DAY = 5
-"""Outbound calls (requests, not tries) a number gets a day unless the server is configured otherwise."""
 
 
 class OutboundRefused(IvrError):
@@ -119,7 +117,7 @@ class OutboundCalls:
 
     def __init__(self, sip: OutboundPlacer, config: SipConfig | None, flows: Callable[[], list[str]], store: Any,
                  ring_timeout: float = RING_TIMEOUT, clock: Callable[[], float] = time.time,
-                 max_per_number_per_day: int = MAX_PER_NUMBER_PER_DAY) -> None:
+                 max_per_number_per_day: int = OUTBOUND_CALLS_PER_DAY) -> None:
         self.sip = sip
         self.config = config
         self.flows = flows

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 DAY = 86400.0
 """Days are counted in UTC, from the epoch."""
+OUTBOUND_CALLS_PER_DAY = 5
+"""Outbound calls (``POST /api/calls/outbound`` requests, not tries) a number gets a day unless the server is
+configured otherwise (``ivr serve --outbound-per-day``)."""
 
 
 @dataclass(frozen=True)

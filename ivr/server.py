@@ -20,7 +20,8 @@ from ivr.flow.schema import flow_fallback_queue
 from ivr.hours import OpenCheck
 from ivr.metrics import FanOut, Metrics
 from ivr.node import check_node_name, default_node_name
-from ivr.outbound import MAX_PER_NUMBER_PER_DAY, OutboundCalls
+from ivr.outbound import OutboundCalls
+from ivr.redial import OUTBOUND_CALLS_PER_DAY
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.sip.agents import SipAgentConnector
@@ -75,7 +76,7 @@ class ServerConfig:
     retention_days: float | None = None
     """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
     daily_report: Any = None
-    outbound_per_number_per_day: int = MAX_PER_NUMBER_PER_DAY
+    outbound_per_number_per_day: int = OUTBOUND_CALLS_PER_DAY
     """Outbound calls (``POST /api/calls/outbound``) a number gets a day (429 beyond)."""
     """A :class:`ivr.reports.schedule.DailyReportPlan`: yesterday's report every day at its time."""
 
