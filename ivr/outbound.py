@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ivr.errors import IvrError
-from ivr.redial import OUTBOUND_CALLS_PER_DAY, DailyCounts, RetryPolicy
+from ivr.redial import DAY, OUTBOUND_CALLS_PER_DAY, DailyCounts, RetryPolicy
 from ivr.sip.admission import RETRY_AFTER_SECONDS, Verdict
 from ivr.sip.callbacks import callback_uri
 from ivr.sip.config import SipConfig
@@ -189,6 +189,15 @@ class OutboundCalls:
             raise
         self._dial(request)
         return request
+
+    def attach_store(self, store: Any) -> None:
+        """Record the calls in ``store`` from now on, and count today's outbound calls already in it against
+        the numbers' daily limit (so a restart does not start the count again)."""
+        self.store = store
+        now = self.clock()
+        counts = store.outbound_counts_since(now - now % DAY)
+        with self._lock:
+            self._per_day.load(counts)
 
     def take(self, call_id: str) -> OutboundRequest | None:
         """The answered call ``call_id``'s request (once): its flow and variables; None if unknown."""

@@ -148,7 +148,7 @@ class IvrServer:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
         self.store.node = self.config.node
-        self.outbound.store = self.store
+        self.outbound.attach_store(self.store)
         from ivr.store.sealed_audio import AudioVault
 
         self.config.session.vault = AudioVault(self.config.session.recordings_dir, self.store.sealer)

@@ -288,3 +288,16 @@ def test_a_number_gets_its_daily_outbound_calls_and_then_a_429(store: Store) -> 
                        headers=sue).status_code == 201
     now[0] += 86400
     assert client.post("/api/calls/outbound", json=body, headers=sue).status_code == 201
+
+
+def test_the_daily_count_survives_a_restart_through_the_call_records(store: Store) -> None:
+    first = OutboundCalls(FakeSip(), SipConfig(), lambda: ["survey"], store, max_per_number_per_day=2)
+    for _ in range(2):
+        first.place("sip:amy@127.0.0.1:5090", "survey")
+    store.start_call("in-1", "sip:amy@127.0.0.1:5090", "100", "survey", time.time())  # incoming: not counted
+    restarted = OutboundCalls(FakeSip(), SipConfig(), lambda: ["survey"], None, max_per_number_per_day=2)
+    restarted.attach_store(store)
+    with pytest.raises(OutboundRefused, match="has had its 2 outbound calls for today") as refused:
+        restarted.place("sip:amy@127.0.0.1:5090", "survey")
+    assert refused.value.status == 429
+    assert restarted.place("sip:bob@127.0.0.1:5090", "survey").call_id
