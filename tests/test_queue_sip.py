@@ -612,3 +612,28 @@ def test_an_outbound_call_found_busy_is_tried_again_and_its_flow_runs_on_the_ans
         assert wait_for(lambda: single.server.sip.admission.active_calls == 0)
     finally:
         single.close()
+
+
+@pytest.mark.slow
+def test_an_outbound_call_takes_a_place_of_the_node_capacity_until_it_is_over(
+        tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any) -> None:
+    full = Rig(tmp_path, phones, speech_engines, max_calls=1)  # behind the edge: a worker with 4 slots, 1 ticket
+    try:
+        customer = phones["carol"]
+        customer.set_mode("answer", after=0.3)
+        status, made = post_outbound(full, {"number": customer.uri("amy"), "flow": "survey_call"})
+        assert status == 201, made
+        assert customer.wait_for("answered") is not None
+        status, refused = post_outbound(full, {"number": phones["bob"].uri("bob"), "flow": "survey_call"})
+        assert status == 503 and "at its call capacity (max_calls): try again in a moment" in refused["error"]
+        assert full.call("100", "wait 1").result().status == 503  # an incoming call finds the node full too
+        assert not phones["bob"].seen("incoming")
+        customer.hangup()
+        assert wait_for(lambda: full.server.sip.admission.active_calls == 0)
+        phones["bob"].set_mode("decline", code=486)
+        status, made = post_outbound(full, {"number": phones["bob"].uri("bob"), "flow": "survey_call"})
+        assert status == 201, made
+        assert wait_for(lambda: (full.store.get_call(made["call_id"]) or {}).get("outcome") == "busy")
+        assert full.server.sip.admission.active_calls == 0
+    finally:
+        full.close()
