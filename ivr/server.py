@@ -21,6 +21,7 @@ from ivr.hours import OpenCheck
 from ivr.metrics import FanOut, Metrics
 from ivr.node import check_node_name, default_node_name
 from ivr.outbound import OutboundCalls
+from ivr.redial import OUTBOUND_CALLS_PER_DAY
 from ivr.runtime import FlowRuntime, parse_speech_key
 from ivr.services import SpeechServices
 from ivr.sip.agents import SipAgentConnector
@@ -75,6 +76,8 @@ class ServerConfig:
     retention_days: float | None = None
     """Erase transcripts, contexts and recordings of calls older than this (daily, and at start)."""
     daily_report: Any = None
+    outbound_per_number_per_day: int = OUTBOUND_CALLS_PER_DAY
+    """Outbound calls (``POST /api/calls/outbound``) a number gets a day (429 beyond)."""
     """A :class:`ivr.reports.schedule.DailyReportPlan`: yesterday's report every day at its time."""
 
 
@@ -123,7 +126,8 @@ class IvrServer:
         self.connector = connector or SipAgentConnector(self.sip)
         self.dialer = SipCallbackDialer(self.sip, config.sip)
         """Calls customers back for the queues that offer callbacks."""
-        self.outbound = OutboundCalls(self.sip, config.sip, lambda: self.flow_status()[0], None)
+        self.outbound = OutboundCalls(self.sip, config.sip, lambda: self.flow_status()[0], None,
+                                      max_per_number_per_day=config.outbound_per_number_per_day)
         """Places the CRMs' outbound calls (``POST /api/calls/outbound``); its store is set by ``start``."""
         self.sip.on_outcome = self._count_sip_outcome
         self.metrics.watch_sip(lambda: self.sip.admission.active_calls, self.sip.rejections)
@@ -144,7 +148,7 @@ class IvrServer:
             Path(self.config.database).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_store(self.config.database)
         self.store.node = self.config.node
-        self.outbound.store = self.store
+        self.outbound.attach_store(self.store)
         from ivr.store.sealed_audio import AudioVault
 
         self.config.session.vault = AudioVault(self.config.session.recordings_dir, self.store.sealer)
@@ -249,6 +253,7 @@ class IvrServer:
         if hasattr(self.acd, "drain"):
             self.acd.drain()
         self.sip.stop(grace_seconds)
+        self.outbound.close()
         if self.acd is not None:
             self.acd.stop()
         self.dialer.close()

@@ -491,6 +491,18 @@ def test_a_caller_who_chose_a_callback_is_called_back_and_joined_to_the_reserved
 
 def post_outbound(rig: Rig, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """POST /api/calls/outbound to the rig's running web server with a supervisor's token."""
+    return crm_request(rig, "/api/calls/outbound", body)
+
+
+def outbound_status(rig: Rig, call_id: str) -> dict[str, Any]:
+    """GET /api/calls/outbound/<call_id>, as the CRM."""
+    status, shown = crm_request(rig, f"/api/calls/outbound/{call_id}")
+    assert status == 200, shown
+    return shown
+
+
+def crm_request(rig: Rig, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """A request to the rig's running web server with a supervisor's token (POST when there is a body)."""
     import json
     import urllib.error
     import urllib.request
@@ -502,7 +514,7 @@ def post_outbound(rig: Rig, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if rig.store.get_user("crm") is None:
         rig.store.add_user("crm", generate_password_hash("crm-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
     request = urllib.request.Request(
-        f"http://127.0.0.1:{rig.server.web_port}/api/calls/outbound", data=json.dumps(body).encode(),
+        f"http://127.0.0.1:{rig.server.web_port}{path}", data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {new_token(rig.store, 'crm')}", "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -511,9 +523,9 @@ def post_outbound(rig: Rig, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
-def run_outbound_survey(rig: Rig, heard: Path | None = None, *, rated: bool = True) -> dict[str, Any]:
-    """A CRM asks for a notification + rating call to carol's phone, which answers and presses 4 (``rated``:
-    the rating must have arrived)."""
+def run_outbound_survey(rig: Rig, heard: Path | None = None) -> dict[str, Any]:
+    """A CRM asks for a notification + rating call to carol's phone, which answers and presses 4: the flow
+    gets the key (CSAT 4)."""
     customer = rig.phones["carol"]
     customer.set_mode("answer", after=0.3, dtmf="4", dtmf_after=7.0, **({"record": str(heard)} if heard else {}))
     status, made = post_outbound(rig, {"number": customer.uri("amy"), "flow": "survey_call",
@@ -532,10 +544,11 @@ def run_outbound_survey(rig: Rig, heard: Path | None = None, *, rated: bool = Tr
     said = [t["text"] for t in call["turns"] if t["speaker"] == "bot"]
     assert said[:2] == ["Hello Amy. Your order has shipped.", "How satisfied are you with your order, from 1 to 5?"]
     assert said[-1] == "Thank you. Goodbye."
-    if rated:
-        assert call["csat"] == 4.0, call["turns"]
+    assert call["csat"] == 4.0, call["turns"]
     assert call["context"]["variables"]["outbound"] is True and call["context"]["variables"]["customer"] == "Amy"
     assert next(e for e in call["events"] if e["kind"] == "outbound")["data"]["flow"] == "survey_call"
+    # its admission ticket (taken while it rang) is given back once the call is over
+    assert wait_for(lambda: rig.server.sip.admission.active_calls == 0)
     return call
 
 
@@ -561,9 +574,8 @@ def test_an_outbound_call_without_an_edge_runs_its_flow_and_an_unanswered_one_is
     single = Rig(tmp_path, phones, speech_engines, max_calls=4, edge="none")
     try:
         assert single.server.sip.endpoint is not None
-        # TODO: RFC 4733 digits from the answered phone do not reach this in-process endpoint's outbound
-        # call (they do in a worker); the flow runs, the rating times out.
-        run_outbound_survey(single, rated=False)
+        run_outbound_survey(single)  # the keypad rating reaches the in-process endpoint's flow too
+        assert outbound_status(single, single.store.list_calls()[0]["id"])["result"] == "completed"
         phones["bob"].set_mode("ignore")
         single.server.outbound.ring_timeout = 1.5
         status, made = post_outbound(single, {"number": phones["bob"].uri("bob"), "flow": "survey_call"})
@@ -572,3 +584,56 @@ def test_an_outbound_call_without_an_edge_runs_its_flow_and_an_unanswered_one_is
         assert phones["bob"].wait_for("incoming") is not None
     finally:
         single.close()
+
+
+@pytest.mark.slow
+def test_an_outbound_call_found_busy_is_tried_again_and_its_flow_runs_on_the_answered_try(
+        tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any) -> None:
+    single = Rig(tmp_path, phones, speech_engines, max_calls=4, edge="none")
+    try:
+        customer = phones["carol"]
+        customer.set_mode("decline", code=486)
+        status, made = post_outbound(single, {"number": customer.uri("amy"), "flow": "survey_call",
+                                              "variables": {"customer": "Amy"}, "retries": 2, "retry_after": 2})
+        assert status == 201 and made["retries"] == 2, made
+        assert customer.wait_for("incoming") is not None  # busy: the next try comes 2 s later
+        customer.set_mode("answer", after=0.3, dtmf="4", dtmf_after=7.0)
+        assert customer.wait_for("incoming", count=2) is not None
+        assert customer.wait_for("dtmf_sent", timeout=15) is not None
+        ended = customer.wait_for("ended", timeout=30, predicate=lambda e: e["answered"])
+        assert ended is not None and ended["by"] == "remote"  # the flow said goodbye and hung up
+        assert wait_for(lambda: (single.store.get_call(made["call_id"]) or {}).get("outcome") == "completed")
+        call = single.store.get_call(made["call_id"])
+        assert call is not None and call["csat"] == 4.0, call["turns"]
+        shown = outbound_status(single, made["call_id"])
+        assert [a["result"] for a in shown["attempts"]] == ["busy", "answered"]
+        assert shown["result"] == "completed" and shown["state"] == "over"
+        assert len(customer.seen("incoming")) == 2  # no try after the answered one
+        assert wait_for(lambda: single.server.sip.admission.active_calls == 0)
+    finally:
+        single.close()
+
+
+@pytest.mark.slow
+def test_an_outbound_call_takes_a_place_of_the_node_capacity_until_it_is_over(
+        tmp_path: Path, phones: dict[str, AgentPhone], speech_engines: Any) -> None:
+    full = Rig(tmp_path, phones, speech_engines, max_calls=1)  # behind the edge: a worker with 4 slots, 1 ticket
+    try:
+        customer = phones["carol"]
+        customer.set_mode("answer", after=0.3)
+        status, made = post_outbound(full, {"number": customer.uri("amy"), "flow": "survey_call"})
+        assert status == 201, made
+        assert customer.wait_for("answered") is not None
+        status, refused = post_outbound(full, {"number": phones["bob"].uri("bob"), "flow": "survey_call"})
+        assert status == 503 and "at its call capacity (max_calls): try again in a moment" in refused["error"]
+        assert full.call("100", "wait 1").result().status == 503  # an incoming call finds the node full too
+        assert not phones["bob"].seen("incoming")
+        customer.hangup()
+        assert wait_for(lambda: full.server.sip.admission.active_calls == 0)
+        phones["bob"].set_mode("decline", code=486)
+        status, made = post_outbound(full, {"number": phones["bob"].uri("bob"), "flow": "survey_call"})
+        assert status == 201, made
+        assert wait_for(lambda: (full.store.get_call(made["call_id"]) or {}).get("outcome") == "busy")
+        assert full.server.sip.admission.active_calls == 0
+    finally:
+        full.close()

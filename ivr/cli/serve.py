@@ -12,6 +12,7 @@ import click
 
 from ivr.call import SessionConfig
 from ivr.demo import DEMO_API_HOST, DEMO_API_PORT
+from ivr.redial import OUTBOUND_CALLS_PER_DAY
 from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 
 
@@ -26,7 +27,10 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
 @click.option("--transport", default="udp,tcp", show_default=True, help="SIP transports: udp, tcp or both.")
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Address of the web console.")
 @click.option("--web-port", default=8080, show_default=True, help="Port of the web console, API and /metrics.")
-@click.option("--max-calls", default=30, show_default=True, help="Concurrent calls; more get 503.")
+@click.option("--max-calls", default=30, show_default=True,
+              help="Concurrent calls, incoming and outbound; more get 503.")
+@click.option("--outbound-per-day", type=click.IntRange(min=1), default=OUTBOUND_CALLS_PER_DAY, show_default=True,
+              help="Outbound calls (POST /api/calls/outbound) one number gets a day; more get 429.")
 @click.option("--allow-from", multiple=True, help="Source address or network allowed to call (repeatable).")
 @click.option("--edge", "edge_mode", type=click.Choice(["auto", "kamailio", "external", "none"]), default="auto",
               show_default=True, help="SIP edge: Kamailio as a child (auto when installed), your own Kamailio "
@@ -77,7 +81,8 @@ from ivr.store.location import DATABASE_ENV, DEFAULT_DATABASE
               help=f"Answer the demo hotline's order look-ups on {DEMO_API_HOST}:{DEMO_API_PORT} (off when a "
                    "--var api_base is given, or the port is taken).")
 def serve(node: str | None, flows_dir: Path, sip_host: str, sip_port: int, transport: str, web_host: str, web_port: int,
-          max_calls: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int, tls_cert: Path | None,
+          max_calls: int, outbound_per_day: int, allow_from: tuple[str, ...], edge_mode: str, tls_port: int,
+          tls_cert: Path | None,
           tls_key: Path | None, invite_rate: int, edge_address: tuple[str, ...], worker_host: str, worker_ports: int,
           registrar: str | None, sip_user: str | None,
           sip_password: str | None, database: str, queues_file: Path | None, default_flow: str | None,
@@ -117,7 +122,8 @@ def serve(node: str | None, flows_dir: Path, sip_host: str, sip_port: int, trans
                           database=database, queues_file=queues_file, default_flow=default_flow, unrouted=unrouted,
                           session=SessionConfig(fallback_queue=fallback_queue), variables=extra,
                           demo_api_port=DEMO_API_PORT if demo_api else None, secure_cookies=secure_cookies,
-                          crm_webhook=crm_webhook, public_url=public_url, retention_days=retention_days)
+                          crm_webhook=crm_webhook, public_url=public_url, retention_days=retention_days,
+                          outbound_per_number_per_day=outbound_per_day)
     if daily_report_at is not None:
         from ivr.reports.mail import MailRelay
         from ivr.reports.schedule import DailyReportPlan

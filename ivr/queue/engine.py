@@ -30,6 +30,7 @@ from ivr.queue import callbacks as cb
 from ivr.queue.callbacks import CallbackAttempt, CallbackDialer
 from ivr.queue.config import AcdConfig, AgentConfig, QueueConfig
 from ivr.queue.connector import AgentConnector, Offer, OfferResult, context_headers
+from ivr.redial import DAY, DailyCounts, RetryPolicy
 from ivr.store import Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ SETTABLE_STATES = ("offline", "available", "break")
 MAX_OVERFLOW_HOPS = 5
 CALLBACK_STATES = ("callback", "calling_back")
 """Entries of callers who hung up to be called back: waiting their turn (or a retry), being called."""
-DAY = 86400.0
 CALLBACK_GRACE = 30.0
 """Seconds beyond ringing the customer and the agent that a callback attempt may take before it is given up."""
 
@@ -188,7 +188,7 @@ class Acd:
         self.dialer = dialer
         """Places callbacks; None: no queue offers them."""
         self._attempts: dict[str, _Entry] = {}  # callback attempts in progress or connected
-        self._callbacks_per_day: dict[tuple[str, int], int] = {}
+        self._callbacks_per_day = DailyCounts(clock)
         self._context_url = context_url
         self._offer_tag = offer_tag  # offer ids of this ACD differ from an earlier one's (cluster leader change)
         self._offers_first = offers_first
@@ -333,7 +333,7 @@ class Acd:
                 return False
             self._withdraw_offers(entry)
             now = self.clock()
-            self._callbacks_per_day[(number, int(now // DAY))] = self._callbacks_today(number) + 1
+            self._callbacks_per_day.add(number)
             entry.state, entry.number, entry.due, entry.agent = "callback", number, now, None
             self._save_entry(entry, state="callback", agent=None, callback_number=number, callback_requested_at=now,
                              callback_attempts=0, callback_due=now)
@@ -358,7 +358,7 @@ class Acd:
         with self._changing():
             if call_id in self._entries:
                 raise QueueError(f"call {call_id!r} is already queued")
-            if self._callbacks_today(number) >= config.max_per_number_per_day:
+            if not self._callbacks_per_day.allows(number, config.max_per_number_per_day):
                 raise QueueError(f"{number} has had its {config.max_per_number_per_day} callbacks for today; "
                                  "try again tomorrow")
             ctx = {"caller": number, **dict(context or {})}
@@ -406,25 +406,23 @@ class Acd:
     def _callback_failed(self, entry: _Entry, result: str, now: float) -> None:
         """Try again after ``retry_after``, or give up once the retries are spent."""
         config = self.config.queues[entry.queue].callback
-        retries = config.retries if config is not None else 0
+        policy = RetryPolicy(config.retries, config.retry_after) if config is not None else RetryPolicy()
         entry.agent = None
-        if entry.attempts > retries:
+        due = policy.next_attempt_at(entry.attempts, now)
+        if due is None:
             log.warning("callback of call %s to %s failed after %d attempts (last: %s)", entry.call_id, entry.number,
                         entry.attempts, result)
             self._close(entry, "failed", "callback_failed")
             return
         entry.state = "callback"
-        entry.due = now + (config.retry_after if config is not None else 0.0)
+        entry.due = due
         self._save_entry(entry, state="callback", agent=None, callback_due=entry.due)
-
-    def _callbacks_today(self, number: str) -> int:
-        return self._callbacks_per_day.get((number, int(self.clock() // DAY)), 0)
 
     def _callback_allowed(self, entry: _Entry, number: str) -> bool:
         config = self.config.queues[entry.queue].callback
         if config is None or self.dialer is None:
             return False
-        return bool(number) and self._callbacks_today(number) < config.max_per_number_per_day
+        return bool(number) and self._callbacks_per_day.allows(number, config.max_per_number_per_day)
 
     def _maybe_offer_callback(self, entry: _Entry) -> None:
         """Offer a callback once, when the estimated wait reaches the queue's ``offer_after``."""
@@ -1000,8 +998,7 @@ class Acd:
             agent.last_call_end, agent.missed = row["last_call_end"], row["missed_offers"]
             self._save_agent(agent)
         since = now - now % DAY
-        self._callbacks_per_day = {(number, int(now // DAY)): count
-                                   for number, count in store.callback_counts_since(since).items()}
+        self._callbacks_per_day.load(store.callback_counts_since(since))
         for row in rows:
             if row["state"] in CALLBACK_STATES and row["queue"] in self.config.queues and row["callback_number"]:
                 self._restore_callback(store, row, now)

@@ -1,5 +1,8 @@
 """Call admission: the one place that decides whether a new call may start, and counts the calls up.
 
+Calls the node places itself (``POST /api/calls/outbound``) take their ticket here too (``admit_outbound``),
+so they count against the same capacity.
+
 Every INVITE that reaches a pjsua2 endpoint (in this process, or in any worker process of the node) is
 asked about here before it is answered. A decision takes a *ticket* for an admitted call; the ticket is
 given back exactly once when that call ends, or for all of a worker's calls when the worker dies. Calls are
@@ -85,6 +88,18 @@ class Admission:
                 return Verdict(code=503, outcome="rejected_capacity")
             ticket = next(self._numbers)
             self._tickets[ticket] = (call.call_id, owner)
+        return Verdict(ticket=ticket)
+
+    def admit_outbound(self, call_id: str) -> Verdict:
+        """A ticket for a call the node places itself (``ivr.outbound``), counted against the same
+        ``max_calls`` as incoming calls: 503 while stopping or when the node is full."""
+        if self.stopping:
+            return Verdict(code=503, outcome="rejected_shutdown")
+        with self._lock:
+            if len(self._tickets) >= self.config.max_calls:
+                return Verdict(code=503, outcome="rejected_capacity")
+            ticket = next(self._numbers)
+            self._tickets[ticket] = (call_id, None)
         return Verdict(ticket=ticket)
 
     def release(self, ticket: int) -> bool:

@@ -57,8 +57,9 @@ OUTBOUND_HEADER = "X-IVR-Outbound"
 """Set (in the channel's headers, never sent) on calls the server placed itself (``request_outbound``): the
 request's id. Stripped from incoming INVITEs, so no caller can pose as one."""
 
-OUTBOUND_RESULTS = ("answered", "no_answer", "busy", "failed")
-"""How an outbound call (``request_outbound``) went; ``answered`` then runs ``on_call`` like any call."""
+OUTBOUND_RESULTS = ("answered", "no_answer", "busy", "failed", "ended")
+"""How an outbound call (``request_outbound``) went; ``answered`` then runs ``on_call`` like any call, and is
+followed by ``ended`` when that call is over."""
 
 _BUSY_CODES = frozenset({486, 600, 603})
 _NO_ANSWER_CODES = frozenset({408, 480, 487})
@@ -146,7 +147,10 @@ class _CallEntry:
     interrupted: bool = False
     """Ended by the server stopping with the call up, not by either party."""
     outbound: Callable[[str, str], None] | None = None
-    """A call we placed (``request_outbound``): told (request, result) once, answered or not."""
+    """A call we placed (``request_outbound``): told (request, result) once, answered or not, and ``ended``
+    after ``answered``."""
+    outbound_result: str = ""
+    """How a call we placed and nobody answered went (reported when it is finished)."""
     ring_timed_out: bool = False
 
 
@@ -352,7 +356,8 @@ class SipServer:
                          on_result: Callable[[str, str], None]) -> None:
         """Call ``uri``; once answered the call is run by ``on_call`` like an incoming one, its channel with
         ``call_id`` ``request``, ``caller``/``called`` as given and the header ``X-IVR-Outbound: request``.
-        ``on_result(request, result)`` once, on the SIP thread: a value of OUTBOUND_RESULTS."""
+        ``on_result(request, result)`` on the SIP thread: a value of OUTBOUND_RESULTS, once, then ``ended`` once
+        more after ``answered`` when the call is over (so every placed call is reported as over exactly once)."""
         if self._thread is None:
             on_result(request, "failed")
             return
@@ -683,8 +688,8 @@ class SipServer:
             if entry.outbound is not None and not entry.answered:
                 result = "no_answer" if entry.ring_timed_out else outbound_result(int(info.lastStatusCode))
                 entry.outcome = entry.outcome or "outbound_unanswered"
+                entry.outbound_result = result
                 log.info("outbound call %s: %s (%d)", entry.sip_call_id, result, int(info.lastStatusCode))
-                self._guard(entry.outbound, entry.sip_call_id, result)
             if not entry.outcome:
                 if not entry.answered:
                     entry.outcome = "cancelled" if info.lastStatusCode in (487, 0) else "failed"
@@ -722,6 +727,9 @@ class SipServer:
             entry.transfer_future.set_result(False)
         outcome = entry.outcome or "failed"
         self.admission.release(entry.ticket)
+        if entry.outbound is not None:  # the one report that a placed call is over, however it ended
+            self._guard(entry.outbound, entry.sip_call_id,
+                        "ended" if entry.answered else entry.outbound_result or "failed")
         self.stats.active_calls -= 1
         self.stats.outcomes[outcome] += 1
         log.info("call %s ended: %s", entry.sip_call_id, outcome)

@@ -154,7 +154,8 @@ class SipService:
     def place_outbound(self, request: str, uri: str, caller: str, called: str, ring_timeout: float,
                        on_result: Callable[[str, str], None]) -> None:
         """Call ``uri`` (from a worker, or this process's endpoint); answered, the call reaches ``on_call`` like
-        an incoming one (see ``SipServer.request_outbound``). ``on_result(request, result)`` once."""
+        an incoming one (see ``SipServer.request_outbound``). ``on_result(request, result)`` once, and once more
+        (``ended``, or ``failed`` for a lost worker) after ``answered`` when the call is over."""
         if self.pool is not None:
             self.pool.place_outbound(request, uri, caller, called, ring_timeout, on_result)
         elif self.endpoint is not None:

@@ -239,7 +239,8 @@ class AgentResult:
 
 @dataclass(frozen=True)
 class OutboundResult:
-    """How ``DialOutbound(request)`` went: a value of ``ivr.sip.server.OUTBOUND_RESULTS``."""
+    """How ``DialOutbound(request)`` went: a value of ``ivr.sip.server.OUTBOUND_RESULTS`` (``ended`` follows
+    ``answered`` when the call is over)."""
 
     request: str
     result: str

@@ -157,7 +157,7 @@ class WorkerLink:
         self.channels: dict[int, RemoteSipChannel] = {}
         self.transfers: dict[int, Future[bool]] = {}
         self.agent_calls: dict[str, tuple[int, Callable[[str, str], None]]] = {}  # request → (call key, result)
-        self.outbound_calls: dict[str, Callable[[str, str], None]] = {}  # ringing outbound calls: request → result
+        self.outbound_calls: dict[str, Callable[[str, str], None]] = {}  # outbound calls not over: request → result
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.pipe.send(wire.Setup(config))
@@ -290,8 +290,9 @@ class WorkerLink:
             if leg is not None:
                 leg[1](message.request, message.result)
         elif isinstance(message, wire.OutboundResult):
-            with self._lock:
-                outbound = self.outbound_calls.pop(message.request, None)
+            with self._lock:  # an answered call reports once more (ended) when it is over
+                answered = message.result == "answered"
+                outbound = (self.outbound_calls.get if answered else self.outbound_calls.pop)(message.request, None)
             if outbound is not None:
                 outbound(message.request, message.result)
         elif isinstance(message, wire.TransferResult):

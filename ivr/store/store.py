@@ -603,6 +603,16 @@ class Store:
                                 .group_by(qe.callback_number)).all()
         return {str(number): int(count) for number, count in rows}
 
+    def outbound_counts_since(self, since: float) -> dict[str, int]:
+        """Outbound calls (``POST /api/calls/outbound``) placed since ``since``, by number called (the
+        per-number daily limit)."""
+        c = t.calls.c
+        with self._read() as conn:
+            rows = conn.execute(sa.select(c.called, sa.func.count())
+                                .where(c.started_at >= since, c.id.like("outbound-%"), c.called.is_not(None))
+                                .group_by(c.called)).all()
+        return {str(number): int(count) for number, count in rows}
+
     def open_queue_entries(self) -> list[dict[str, Any]]:
         """Entries still waiting, being offered or connected, oldest first, with the ``node`` holding the call."""
         with self._read() as conn:

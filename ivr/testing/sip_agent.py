@@ -162,6 +162,7 @@ def run_phone(bind: str, port: int) -> None:
             self.local_hangup = False
             self.recorder: Any = None
             self.player: Any = None
+            self.on_device = False
 
         def onCallState(self, prm: pj.OnCallStateParam) -> None:
             info = self.getInfo()
@@ -191,6 +192,14 @@ def run_phone(bind: str, port: int) -> None:
                 if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
                     continue
                 audio = self.getAudioMedia(index)
+                if not self.on_device:
+                    # Like a real phone, the call always has a speaker and a microphone. Without any
+                    # connection pjsua closes the (null) sound device after sndAutoCloseTime (1 s), the
+                    # conference clock stops, and the stream never sends the RFC 4733 digits dialDtmf queued.
+                    self.on_device = True
+                    devices = pj.Endpoint.instance().audDevManager()
+                    audio.startTransmit(devices.getPlaybackDevMedia())
+                    devices.getCaptureDevMedia().startTransmit(audio)
                 if self.settings.get("record") and self.recorder is None:
                     self.recorder = pj.AudioMediaRecorder()
                     self.recorder.createRecorder(str(self.settings["record"]))

@@ -181,7 +181,8 @@ def add_callback() -> Any:
 @bp.post("/calls/outbound")
 @api_auth("supervisor")
 def outbound_call() -> Any:
-    """Call a number and run a flow on the call (a CRM's survey or notification): 201 {call_id, ...}."""
+    """Call a number and run a flow on the call (a CRM's survey or notification): 201 {call_id, ...}.
+    Optional ``retries`` (0-5) and ``retry_after`` (seconds) try an unanswered call again."""
     from ivr.outbound import OutboundRefused
 
     outbound = current_app.extensions.get("ivr.outbound")
@@ -192,10 +193,26 @@ def outbound_call() -> Any:
     if isinstance(number, str) and not _NUMBER.match(number.strip()):
         return _error(400, "number must be a SIP URI (sip:user@host) or a phone number such as +15550100")
     try:
-        placed = outbound.place(number, body.get("flow"), body.get("variables"))
+        placed = outbound.place(number, body.get("flow"), body.get("variables"), body.get("retries"),
+                                body.get("retry_after"))
     except OutboundRefused as exc:
-        return _error(exc.status, str(exc))
-    return jsonify(call_id=placed.call_id, number=placed.number, flow=placed.flow, state="calling"), 201
+        resp, status = _error(exc.status, str(exc))
+        if exc.retry_after is not None:
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp, status
+    return jsonify(call_id=placed.call_id, number=placed.number, flow=placed.flow, state="calling",
+                   retries=placed.retry.retries, retry_after=placed.retry.retry_after), 201
+
+
+@bp.get("/calls/outbound/<call_id:call_id>")
+@api_auth("supervisor")
+def outbound_status(call_id: str) -> Any:
+    """An outbound call's state (ringing, waiting_retry, answered, over), its tries and final result."""
+    outbound = current_app.extensions.get("ivr.outbound")
+    status = outbound.status(call_id) if outbound is not None else None
+    if status is None:
+        return _error(404, f"no outbound call {call_id!r}")
+    return jsonify(status)
 
 
 @bp.get("/figures")

@@ -113,12 +113,24 @@ def openapi_document() -> dict[str, Any]:
             "/api/calls/outbound": {
                 "post": _op(
                     "Call a number and run a flow on the call (a survey, a notification) {number: SIP URI or "
-                    "phone number, flow, variables?}: 201 {call_id, number, flow, state}; the flow's variables "
-                    "get variables plus outbound: true; the call's record (GET /api/calls/{call_id}) ends "
-                    "no_answer, busy or failed when not answered; 400 says what to fix (unknown flow: names "
-                    "the flows), 503 when no SIP runs",
+                    "phone number, flow, variables?, retries? (0-5, default 0), retry_after? (seconds, 2-3600, "
+                    "default 60)}: 201 {call_id, number, flow, state, retries, retry_after}; the flow's "
+                    "variables get variables plus outbound: true; an unanswered try is tried again retries "
+                    "times; the call's record (GET /api/calls/{call_id}) ends no_answer, busy or failed when "
+                    "no try was answered; 400 says what to fix (unknown flow: names the flows), 429 when the "
+                    "number had its outbound calls for today, 503 (with Retry-After) when the node is at its "
+                    "call capacity or no SIP runs",
                     "supervisor",
                     body=True,
+                )
+            },
+            "/api/calls/outbound/{call_id}": {
+                "get": _op(
+                    "An outbound call's state (ringing, waiting_retry, answered, over), its tries "
+                    "[{attempt, at, result}], next_attempt_at while waiting to try again, and result (the "
+                    "call's outcome once over); 404 for no such outbound call",
+                    "supervisor",
+                    params=[_p("call_id")],
                 )
             },
             "/api/figures": {
