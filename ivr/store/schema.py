@@ -130,15 +130,26 @@ nodes = sa.Table(
     sa.Column("seen_at", sa.Float, nullable=False),
 )
 
-report_days = sa.Table(
-    "report_days",
+report_marks = sa.Table(
+    "report_marks",
     metadata,
-    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("slot", sa.BigInteger, primary_key=True, autoincrement=False),  # floor(time / 900)
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+"""A change counter per 15 minutes of call start / queue join time, bumped by triggers (migration 0010) in the
+transaction of every write a report figure depends on: a roll-up that read a lower sum is stale."""
+
+report_rollups = sa.Table(
+    "report_rollups",
+    metadata,
+    sa.Column("period", sa.String(24), primary_key=True),  # "YYYY-MM-DD" or "h<UNIX start>" for an hour
     sa.Column("options", sa.String(64), primary_key=True),  # ReportOptions.key()
-    sa.Column("data", sa.Text, nullable=False),  # the day's figures (JSON)
+    sa.Column("version", sa.BigInteger, nullable=False),  # the sum of the period's report_marks it was made from
+    sa.Column("data", sa.Text, nullable=False),  # the period's sums (JSON, ivr.reports.rollups.Sums)
+    sa.Column("waits", sa.LargeBinary, nullable=False),  # its answered calls' waits, sorted (float64)
     sa.Column("computed_at", sa.Float, nullable=False),
 )
-"""The figures of days long over (ivr.reports.report.daily_trend reads them instead of recomputing)."""
+"""The report's sums per hour and per day (ivr.reports.rollups), read instead of scanning the calls."""
 
 
 recordings = sa.Table(

@@ -1,0 +1,272 @@
+"""Roll-ups: the report's additive sums per hour and per day, kept in ``report_rollups`` so a range of days is
+read as a few hundred rows instead of a scan of its calls (docs/reports.md, Speed).
+
+An hour's sums come from the SQL of :mod:`ivr.reports.queries` (the only definition of each figure); a day's
+are its hours added up; a range's, its days added up. Triggers (migration 0010) bump a counter per 15 minutes
+of call start / queue join time in the same transaction as every write a figure depends on (a call ending, a
+survey arriving, a later call making an earlier one a repeat); a roll-up remembers the sum of the counters it
+was made from and is made again when that sum has grown.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import sys
+import threading
+import time
+import weakref
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ivr.reports import queries as q
+from ivr.reports.definitions import ReportOptions
+from ivr.reports.periods import day_bounds, days_between
+from ivr.store import Store
+from ivr.store import schema as t
+
+Row = dict[str, Any]
+SLOT = 900.0
+"""Seconds per report_marks slot (as in migration 0010)."""
+CALL_DIMENSIONS = ("all", "intent", "flow", "hour")
+ENTRY_DIMENSIONS = ("queue", "hour")
+
+
+def add_counts(into: Row, row: Row) -> None:
+    """Add the counts of ``row`` to ``into`` (a missing count is 0)."""
+    for name, value in row.items():
+        into[name] = into.get(name, 0) + value
+
+
+@dataclass
+class Sums:
+    """The additive counts of a period: call counts per dimension (``all``, ``intent``, ``flow``, local
+    ``hour``), queue entry counts per ``queue`` and ``hour``, per agent, per queued call, and the waits of
+    answered queued calls (for percentiles)."""
+
+    calls: dict[str, dict[Any, Row]] = field(default_factory=lambda: {d: {} for d in CALL_DIMENSIONS})
+    entries: dict[str, dict[Any, Row]] = field(default_factory=lambda: {d: {} for d in ENTRY_DIMENSIONS})
+    agents: dict[Any, Row] = field(default_factory=dict)
+    queued: Row = field(default_factory=dict)
+    waits: list[float] = field(default_factory=list)
+
+    def add(self, other: Sums) -> Sums:
+        """Add ``other``'s counts to these (returns self)."""
+        for mine, theirs in ((self.calls, other.calls), (self.entries, other.entries)):
+            for dimension, groups in theirs.items():
+                for key, row in groups.items():
+                    add_counts(mine[dimension].setdefault(key, {}), row)
+        for key, row in other.agents.items():
+            add_counts(self.agents.setdefault(key, {}), row)
+        add_counts(self.queued, other.queued)
+        self.waits.extend(other.waits)
+        return self
+
+    def to_json(self) -> str:
+        """The counts as JSON (groups as [key, counts] pairs: keys may be None or numbers)."""
+        return json.dumps({"calls": {d: list(g.items()) for d, g in self.calls.items()},
+                           "entries": {d: list(g.items()) for d, g in self.entries.items()},
+                           "agents": list(self.agents.items()), "queued": self.queued})  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str, waits: bytes) -> Sums:
+        """Sums from :meth:`to_json` and :func:`pack_waits`."""
+        data = json.loads(text)
+        return cls({d: {k: r for k, r in g} for d, g in data["calls"].items()},
+                   {d: {k: r for k, r in g} for d, g in data["entries"].items()},
+                   {k: r for k, r in data["agents"]}, data["queued"], unpack_waits(waits))  # fmt: skip
+
+
+def pack_waits(waits: Sequence[float]) -> bytes:
+    """Waits as little-endian float64."""
+    packed = array("d", waits)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def unpack_waits(data: bytes) -> list[float]:
+    """The waits :func:`pack_waits` packed."""
+    packed = array("d")
+    packed.frombytes(data)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tolist()
+
+
+def nearest_rank(values: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank ``fraction`` (0..1) percentile of ``values``; None when empty."""
+    if not values:
+        return None
+    return sorted(values)[max(1, math.ceil(fraction * len(values))) - 1]
+
+
+def compute_hours(store: Store, since: float, until: float, options: ReportOptions) -> dict[int, Sums]:
+    """The sums of [since, until) per hour index from ``since`` (over more than two days, per hour of the day:
+    :func:`ivr.reports.queries.hour_key`), straight from the calls and queue entries."""
+    out: dict[int, Sums] = {}
+    names: dict[int, int] = {}
+
+    def at(index: int) -> tuple[Sums, int]:
+        if index not in out:
+            out[index], names[index] = Sums(), q.local_hour(since, until, index)
+        return out[index], names[index]
+
+    for row in q.call_cube(store, since, until, options):
+        sums, hour = at(row.pop("hour_index"))
+        intent, flow = row.pop("intent"), row.pop("flow")
+        for dimension, key in (("all", None), ("intent", intent), ("flow", flow), ("hour", hour)):
+            add_counts(sums.calls[dimension].setdefault(key, {}), row)
+    for row in q.entry_cube(store, since, until, options):
+        sums, hour = at(row.pop("hour_index"))
+        queue = row.pop("queue")
+        add_counts(sums.entries["queue"].setdefault(queue, {}), row)
+        add_counts(sums.entries["hour"].setdefault(hour, {}), row)
+    for row in q.agent_cube(store, since, until, options):
+        sums, _ = at(row.pop("hour_index"))
+        add_counts(sums.agents.setdefault(row.pop("key"), {}), row)
+    for row in q.queued_call_cube(store, since, until, options):
+        add_counts(at(row.pop("hour_index"))[0].queued, row)
+    for row in q.answered_waits(store, since, until):
+        at(row["hour_index"])[0].waits.append(float(row["wait"]))
+    return out
+
+
+def compute(store: Store, since: float, until: float, options: ReportOptions) -> Sums:
+    """The sums of [since, until) straight from the calls and queue entries (what the roll-ups add up to)."""
+    total = Sums()
+    for sums in compute_hours(store, since, until, options).values():
+        total.add(sums)
+    return total
+
+
+def whole_days(since: float, until: float) -> list[dt.date] | None:
+    """The local days [since, until) spans exactly, or None when it does not start and end at midnight."""
+    first, last = dt.date.fromtimestamp(since), dt.date.fromtimestamp(until - 1)
+    if first > last or day_bounds(first)[0] != since or day_bounds(last)[1] != until:
+        return None
+    return days_between(first, last)
+
+
+def range_sums(store: Store, since: float, until: float, options: ReportOptions) -> Sums:
+    """The sums of [since, until): added up from day roll-ups when the range is whole days, else computed."""
+    days = whole_days(since, until)
+    if days is None:
+        return compute(store, since, until, options)
+    total = Sums()
+    for sums in day_sums(store, days, options):
+        total.add(sums)
+    return total
+
+
+_kept: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], tuple[int, Sums]]] = weakref.WeakKeyDictionary()
+_kept_lock = threading.Lock()
+KEPT_MAX = 20_000
+"""Roll-ups remembered per database in a process (a day's is a few kB)."""
+
+
+def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> list[Sums]:
+    """Each day's sums (a fresh copy), from its roll-up when no write has touched the day since it was made,
+    else added up from its hours (themselves made again only where written to) and stored."""
+    if not days:
+        return []
+    key = options.key()
+    bounds = {d: day_bounds(d) for d in days}
+    marks = _marks(store, bounds[days[0]][0], bounds[days[-1]][1])
+    versions = {d.isoformat(): _version(marks, *bounds[d]) for d in days}
+    with _kept_lock:
+        kept = _kept.setdefault(store.engine, {})
+        hits = {p: kept.get((p, key)) for p in versions}
+    found = {p: hit[1] for p, hit in hits.items() if hit is not None and hit[0] == versions[p]}
+    missing = [p for p in versions if p not in found]
+    if missing:
+        found.update(_stored(store, key, {p: versions[p] for p in missing}))
+    fresh: dict[str, tuple[int, Sums]] = {}
+    for day in days:
+        period = day.isoformat()
+        if period not in found:
+            found[period] = _day_from_hours(store, day, bounds[day], marks, options)
+            fresh[period] = (versions[period], found[period])
+    _store(store, key, fresh)
+    with _kept_lock:
+        if len(kept) > KEPT_MAX:
+            kept.clear()
+        kept.update({(p, key): (versions[p], found[p]) for p in versions})
+    return [Sums().add(found[d.isoformat()]) for d in days]
+
+
+def _marks(store: Store, since: float, until: float) -> dict[int, int]:
+    m = t.report_marks.c
+    query = sa.select(m.slot, m.version).where(m.slot >= math.floor(since / SLOT), m.slot < math.ceil(until / SLOT))
+    with store.engine.connect() as conn:
+        return {int(slot): int(version) for slot, version in conn.execute(query)}
+
+
+def _version(marks: dict[int, int], since: float, until: float) -> int:
+    """The sum of the change counters of [since, until) (grows with every write to it)."""
+    first, end = math.floor(since / SLOT), math.ceil(until / SLOT)
+    if end - first < len(marks):
+        return sum(marks.get(slot, 0) for slot in range(first, end))
+    return sum(v for slot, v in marks.items() if first <= slot < end)
+
+
+def _stored(store: Store, key: str, versions: dict[str, int]) -> dict[str, Sums]:
+    """The stored roll-ups of ``versions``' periods that were made at those versions."""
+    r = t.report_rollups.c
+    query = sa.select(r.period, r.version, r.data, r.waits).where(r.options == key, r.period.in_(list(versions)))
+    with store.engine.connect() as conn:
+        return {period: Sums.from_json(data, waits) for period, version, data, waits in conn.execute(query)
+                if versions[period] == version}  # fmt: skip
+
+
+def _store(store: Store, key: str, rows: dict[str, tuple[int, Sums]]) -> None:
+    if not rows:
+        return
+    table = t.report_rollups
+    insert = (sqlite.insert if store.is_sqlite else postgresql.insert)(table)
+    upsert = insert.on_conflict_do_update(index_elements=[table.c.period, table.c.options],
+                                          set_={n: insert.excluded[n] for n in ("version", "data", "waits",
+                                                                                "computed_at")})  # fmt: skip
+    now = time.time()
+    values = [{"period": p, "options": key, "version": v, "data": s.to_json(), "waits": pack_waits(s.waits),
+               "computed_at": now} for p, (v, s) in rows.items()]  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(upsert, values)
+
+
+def _day_from_hours(store: Store, day: dt.date, bounds: tuple[float, float], marks: dict[int, int],
+                    options: ReportOptions) -> Sums:  # fmt: skip
+    since, until = bounds
+    starts = [since + 3600.0 * i for i in range(round((until - since) / 3600))]
+    versions = {f"h{int(s)}": _version(marks, s, min(s + 3600.0, until)) for s in starts}
+    hours = _stored(store, options.key(), versions)
+    stale = [i for i, s in enumerate(starts) if f"h{int(s)}" not in hours]
+    fresh: dict[str, tuple[int, Sums]] = {}
+    if stale:
+        span_since = starts[stale[0]]
+        computed = compute_hours(store, span_since, min(starts[stale[-1]] + 3600.0, until), options)
+        for i in stale:
+            period = f"h{int(starts[i])}"
+            hours[period] = computed.get(i - stale[0], Sums())
+            fresh[period] = (versions[period], hours[period])
+        _store(store, options.key(), fresh)
+    total = Sums()
+    for sums in hours.values():
+        total.add(sums)
+    return total
+
+
+def build_rollups(store: Store, first: dt.date, last: dt.date, options: ReportOptions) -> int:
+    """Make the roll-ups of the days ``first`` to ``last`` that are missing or stale (a database that was
+    never summarised, at start); returns how many days were looked at."""
+    days = days_between(first, last)
+    for start in range(0, len(days), 7):
+        day_sums(store, days[start:start + 7], options)
+    return len(days)
+

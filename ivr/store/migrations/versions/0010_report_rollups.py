@@ -1,0 +1,114 @@
+"""Report roll-ups: the report's sums per hour and per day (``report_rollups``), and a change counter per
+15-minute slot of call start / queue join time (``report_marks``) that triggers bump in the same transaction as
+every write a figure depends on, so a roll-up knows when it is stale (docs/reports.md, Speed). Replaces
+``report_days``, whose kept days missed later repeat calls and surveys.
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+SLOT = 900
+"""Seconds per marked slot: every local midnight and hour falls on one (time zones are 15-minute multiples)."""
+CALL_COLUMNS = "started_at, caller, flow, ended_at, outcome, intent, queue, agent, csat, nps, repeat_at"
+ENTRY_COLUMNS = "call_id, queue, state, enqueued_at, answered_at, ended_at, agent"
+FIRST_JOIN = "(SELECT MIN(enqueued_at) FROM queue_entries WHERE call_id = {row}.call_id)"
+
+
+def _sqlite_mark(at: str) -> str:
+    slot = f"CAST(({at}) / {SLOT} AS INTEGER)"
+    return (f"INSERT OR IGNORE INTO report_marks (slot, version) VALUES ({slot}, 0); "
+            f"UPDATE report_marks SET version = version + 1 WHERE slot = {slot};")  # fmt: skip
+
+
+def _sqlite_triggers() -> list[str]:
+    out = []
+    for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+        calls = f"UPDATE OF {CALL_COLUMNS}" if event == "UPDATE" else event
+        entries = f"UPDATE OF {ENTRY_COLUMNS}" if event == "UPDATE" else event
+        out.append(f"CREATE TRIGGER report_mark_calls_{event.lower()} AFTER {calls} ON calls BEGIN "
+                   f"{_sqlite_mark(f'{row}.started_at')} END")  # fmt: skip
+        out.append(f"CREATE TRIGGER report_mark_entries_{event.lower()} AFTER {entries} ON queue_entries BEGIN "
+                   f"{_sqlite_mark(f'{row}.enqueued_at')}{_sqlite_mark(FIRST_JOIN.format(row=row))} END")  # fmt: skip
+    return out
+
+
+POSTGRES = [
+    f"""CREATE FUNCTION ivr_report_mark(at double precision) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF at IS NOT NULL THEN
+            INSERT INTO report_marks (slot, version) VALUES (floor(at / {SLOT})::bigint, 1)
+            ON CONFLICT (slot) DO UPDATE SET version = report_marks.version + 1;
+        END IF;
+    END $$""",
+    """CREATE FUNCTION ivr_report_mark_call() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'DELETE' THEN PERFORM ivr_report_mark(OLD.started_at); RETURN OLD; END IF;
+        PERFORM ivr_report_mark(NEW.started_at);
+        RETURN NEW;
+    END $$""",
+    """CREATE FUNCTION ivr_report_mark_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE entry queue_entries%ROWTYPE;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN entry := OLD; ELSE entry := NEW; END IF;
+        PERFORM ivr_report_mark(entry.enqueued_at);
+        PERFORM ivr_report_mark((SELECT MIN(enqueued_at) FROM queue_entries WHERE call_id = entry.call_id));
+        RETURN entry;
+    END $$""",
+    f"CREATE TRIGGER report_mark_calls AFTER INSERT OR DELETE OR UPDATE OF {CALL_COLUMNS} ON calls "
+    "FOR EACH ROW EXECUTE PROCEDURE ivr_report_mark_call()",
+    f"CREATE TRIGGER report_mark_entries AFTER INSERT OR DELETE OR UPDATE OF {ENTRY_COLUMNS} ON queue_entries "
+    "FOR EACH ROW EXECUTE PROCEDURE ivr_report_mark_entry()",
+]
+
+
+def upgrade() -> None:
+    """Create report_marks, report_rollups and the triggers; drop report_days (roll-ups are built on use)."""
+    op.create_table(
+        "report_marks",
+        sa.Column("slot", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "report_rollups",
+        sa.Column("period", sa.String(24), primary_key=True),
+        sa.Column("options", sa.String(64), primary_key=True),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("waits", sa.LargeBinary, nullable=False),
+        sa.Column("computed_at", sa.Float, nullable=False),
+    )
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for statement in _sqlite_triggers() if sqlite else POSTGRES:
+        op.execute(statement)
+    op.drop_table("report_days")
+
+
+def downgrade() -> None:
+    """Drop them (report_days comes back empty)."""
+    if op.get_bind().dialect.name == "sqlite":
+        for statement in _sqlite_triggers():
+            op.execute("DROP TRIGGER " + statement.split()[2])
+    else:
+        op.execute("DROP TRIGGER report_mark_entries ON queue_entries")
+        op.execute("DROP TRIGGER report_mark_calls ON calls")
+        for function in ("ivr_report_mark_entry()", "ivr_report_mark_call()", "ivr_report_mark(double precision)"):
+            op.execute(f"DROP FUNCTION {function}")
+    op.drop_table("report_rollups")
+    op.drop_table("report_marks")
+    op.create_table(
+        "report_days",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("options", sa.String(64), primary_key=True),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Column("computed_at", sa.Float, nullable=False),
+    )
