@@ -1,5 +1,5 @@
-"""Reports benchmark: ``ivr report daily`` and the supervisor's figures for one day of a store holding
-1,000,000 calls over 30 days (a third of them queued for an agent).
+"""Reports benchmark: ``ivr report daily`` and the supervisor's figures for one day and for the whole range
+of a store holding 1,000,000 calls over 30 days (a third of them queued for an agent).
 
 Run: ``ivr bench reports`` (``--calls`` and ``--days`` for a smaller store).
 """
@@ -22,6 +22,7 @@ from werkzeug.security import generate_password_hash
 
 from ivr.reports import ReportOptions, day_bounds
 from ivr.reports.daily import daily_report
+from ivr.reports.rollups import build_rollups
 from ivr.store import Store, open_store
 from ivr.store import schema as t
 
@@ -112,11 +113,13 @@ def _median_ms(fn: Any, repeats: int) -> tuple[float, float]:
     return times[0], statistics.median(times[1:]) if repeats else times[0]
 
 
-def bench_supervisor(store: Store, day: dt.date, repeats: int = 5) -> dict[str, float]:
-    """ms for the supervisor's figures fragment and whole page for ``day`` (first request, then median)."""
+def bench_supervisor(store: Store, day: dt.date, last: dt.date | None = None, repeats: int = 5) -> dict[str, float]:
+    """ms for the supervisor's figures fragment and whole page for ``day`` (to ``last``, both included; first
+    request, then median)."""
     from ivr.web import create_app
 
-    store.add_user("sup", generate_password_hash("sup-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    if "sup" not in {u["name"] for u in store.list_users()}:
+        store.add_user("sup", generate_password_hash("sup-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
     app = create_app(store, None, {"secret_key": "bench"})
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
@@ -127,10 +130,10 @@ def bench_supervisor(store: Store, day: dt.date, repeats: int = 5) -> dict[str, 
         resp = client.get(url)
         assert resp.status_code == 200, resp.status_code
 
-    fragment = f"/supervisor/figures?since={day.isoformat()}"
-    first_fragment, fragment_ms = _median_ms(lambda: get(fragment), repeats)
-    first_page, page_ms = _median_ms(lambda: get(f"/supervisor?since={day.isoformat()}"), repeats)
-    _, csv_ms = _median_ms(lambda: get(f"/supervisor/report.csv?since={day.isoformat()}&table=agents"), 1)
+    period = f"since={day.isoformat()}&until={(last or day).isoformat()}"
+    first_fragment, fragment_ms = _median_ms(lambda: get(f"/supervisor/figures?{period}"), repeats)
+    first_page, page_ms = _median_ms(lambda: get(f"/supervisor?{period}"), repeats)
+    _, csv_ms = _median_ms(lambda: get(f"/supervisor/report.csv?{period}&table=agents"), 1)
     return {"figures_first_ms": round(first_fragment, 1), "figures_median_ms": round(fragment_ms, 1),
             "page_first_ms": round(first_page, 1), "page_median_ms": round(page_ms, 1),
             "csv_agents_ms": round(csv_ms, 1)}  # fmt: skip
@@ -153,8 +156,9 @@ def bench_daily(store: Store, database: Path, day: dt.date, out_dir: Path) -> di
 
 
 def run_reports_bench(calls: int = 1_000_000, days: int = 30, folder: Path | None = None) -> dict[str, Any]:
-    """Fill a SQLite store with ``calls`` calls over ``days`` days, then time the daily report and the
-    supervisor's figures for the middle day."""
+    """Fill a SQLite store with ``calls`` calls over ``days`` days, then time the daily report of the middle
+    day on the never-summarised store, the start-up build of every day's roll-ups, and the supervisor's figures
+    for the middle day and for all ``days`` days."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         database = Path(tmp) / "reports.db"
         store = open_store(database)
@@ -167,6 +171,10 @@ def run_reports_bench(calls: int = 1_000_000, days: int = 30, folder: Path | Non
         result: dict[str, Any] = {"stored_calls": store.count_calls(), "days": days, "fill_s": round(fill_s, 1),
                                   "database_mb": round(database.stat().st_size / 1e6, 1), "day": day.isoformat()}
         result["report_daily"] = bench_daily(store, database, day, Path(tmp) / "out")
+        started = time.perf_counter()
+        build_rollups(store, today - dt.timedelta(days=days), today, ReportOptions())
+        result["rollups_build_s"] = round(time.perf_counter() - started, 1)
         result["supervisor"] = bench_supervisor(store, day)
+        result["supervisor_range"] = bench_supervisor(store, today - dt.timedelta(days=days), today - dt.timedelta(1))
         store.close()
         return result

@@ -8,6 +8,7 @@ afterwards in :mod:`ivr.reports.report`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,11 +101,13 @@ def entry_columns(enqueued: Any, answered: Any, ended: Any, state: Any, queue: A
     ]
 
 
+@functools.lru_cache(maxsize=64)
 def zero_calls(options: ReportOptions) -> Row:
     """Every count of :func:`call_counts` at zero (for a group with no calls)."""
     return {c.name: 0 for c in call_columns(options, True)}
 
 
+@functools.lru_cache(maxsize=64)
 def zero_entries(options: ReportOptions) -> Row:
     """Every count of :func:`entry_columns` at zero (for a group with no queue entries)."""
     return {c.name: 0 for c in entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)}

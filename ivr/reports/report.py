@@ -89,7 +89,7 @@ def summary(store: Store, since: float, until: float, options: ReportOptions | N
     out: Row = {"since": since, "until": until, **calls, **queue}
     out.update(
         wait_average=queue["asa"],
-        wait_p90=nearest_rank(cube.sums.waits, 0.9),
+        wait_p90=nearest_rank(cube.sums.all_waits(), 0.9),
         service_level_seconds=options.service_level_seconds,
         short_abandon_seconds=options.short_abandon_seconds,
         fcr_days=options.fcr_days,

@@ -13,15 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import sys
 import threading
 import time
 import weakref
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -40,8 +39,12 @@ ENTRY_DIMENSIONS = ("queue", "hour")
 
 def add_counts(into: Row, row: Row) -> None:
     """Add the counts of ``row`` to ``into`` (a missing count is 0)."""
+    if not into:
+        into.update(row)
+        return
+    get = into.get
     for name, value in row.items():
-        into[name] = into.get(name, 0) + value
+        into[name] = get(name, 0) + value
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Sums:
     entries: dict[str, dict[Any, Row]] = field(default_factory=lambda: {d: {} for d in ENTRY_DIMENSIONS})
     agents: dict[Any, Row] = field(default_factory=dict)
     queued: Row = field(default_factory=dict)
-    waits: list[float] = field(default_factory=list)
+    waits: list[np.ndarray[Any, Any]] = field(default_factory=list)  # float64 chunks, in no order
 
     def add(self, other: Sums) -> Sums:
         """Add ``other``'s counts to these (returns self)."""
@@ -80,31 +83,23 @@ class Sums:
         data = json.loads(text)
         return cls({d: {k: r for k, r in g} for d, g in data["calls"].items()},
                    {d: {k: r for k, r in g} for d, g in data["entries"].items()},
-                   {k: r for k, r in data["agents"]}, data["queued"], unpack_waits(waits))  # fmt: skip
+                   {k: r for k, r in data["agents"]}, data["queued"], [np.frombuffer(waits, "<f8")])  # fmt: skip
+
+    def packed_waits(self) -> bytes:
+        """The waits as little-endian float64."""
+        return self.all_waits().astype("<f8").tobytes()
+
+    def all_waits(self) -> np.ndarray[Any, Any]:
+        """The waits in one array."""
+        return np.concatenate(self.waits) if self.waits else np.zeros(0)
 
 
-def pack_waits(waits: Sequence[float]) -> bytes:
-    """Waits as little-endian float64."""
-    packed = array("d", waits)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def unpack_waits(data: bytes) -> list[float]:
-    """The waits :func:`pack_waits` packed."""
-    packed = array("d")
-    packed.frombytes(data)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tolist()
-
-
-def nearest_rank(values: Sequence[float], fraction: float) -> float | None:
+def nearest_rank(values: np.ndarray[Any, Any], fraction: float) -> float | None:
     """The nearest-rank ``fraction`` (0..1) percentile of ``values``; None when empty."""
-    if not values:
+    if not len(values):
         return None
-    return sorted(values)[max(1, math.ceil(fraction * len(values))) - 1]
+    rank = max(1, math.ceil(fraction * len(values))) - 1
+    return float(np.partition(values, rank)[rank])
 
 
 def compute_hours(store: Store, since: float, until: float, options: ReportOptions) -> dict[int, Sums]:
@@ -133,8 +128,12 @@ def compute_hours(store: Store, since: float, until: float, options: ReportOptio
         add_counts(sums.agents.setdefault(row.pop("key"), {}), row)
     for row in q.queued_call_cube(store, since, until, options):
         add_counts(at(row.pop("hour_index"))[0].queued, row)
+    waits: dict[int, list[float]] = {}
     for row in q.answered_waits(store, since, until):
-        at(row["hour_index"])[0].waits.append(float(row["wait"]))
+        at(row["hour_index"])
+        waits.setdefault(row["hour_index"], []).append(float(row["wait"]))
+    for index, values in waits.items():
+        out[index].waits.append(np.array(values, dtype=np.float64))
     return out
 
 
@@ -172,8 +171,8 @@ KEPT_MAX = 20_000
 
 
 def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> list[Sums]:
-    """Each day's sums (a fresh copy), from its roll-up when no write has touched the day since it was made,
-    else added up from its hours (themselves made again only where written to) and stored."""
+    """Each day's sums (shared: add them up, never change them): its roll-up when no write has touched the
+    day since it was made, else added up from its hours (made again only where written to) and stored."""
     if not days:
         return []
     key = options.key()
@@ -198,14 +197,14 @@ def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> l
         if len(kept) > KEPT_MAX:
             kept.clear()
         kept.update({(p, key): (versions[p], found[p]) for p in versions})
-    return [Sums().add(found[d.isoformat()]) for d in days]
+    return [found[d.isoformat()] for d in days]
 
 
 def _marks(store: Store, since: float, until: float) -> dict[int, int]:
     m = t.report_marks.c
     query = sa.select(m.slot, m.version).where(m.slot >= math.floor(since / SLOT), m.slot < math.ceil(until / SLOT))
     with store.engine.connect() as conn:
-        return {int(slot): int(version) for slot, version in conn.execute(query)}
+        return dict(conn.execute(query).tuples().all())
 
 
 def _version(marks: dict[int, int], since: float, until: float) -> int:
@@ -234,7 +233,7 @@ def _store(store: Store, key: str, rows: dict[str, tuple[int, Sums]]) -> None:
                                           set_={n: insert.excluded[n] for n in ("version", "data", "waits",
                                                                                 "computed_at")})  # fmt: skip
     now = time.time()
-    values = [{"period": p, "options": key, "version": v, "data": s.to_json(), "waits": pack_waits(s.waits),
+    values = [{"period": p, "options": key, "version": v, "data": s.to_json(), "waits": s.packed_waits(),
                "computed_at": now} for p, (v, s) in rows.items()]  # fmt: skip
     with store.engine.begin() as conn:
         conn.execute(upsert, values)
@@ -270,3 +269,28 @@ def build_rollups(store: Store, first: dt.date, last: dt.date, options: ReportOp
         day_sums(store, days[start:start + 7], options)
     return len(days)
 
+
+
+BUILD_DAYS = 92
+"""Days back a start-up build covers (the longest range the supervisor page shows)."""
+
+
+def build_in_background(store: Store, options: ReportOptions, days: int = BUILD_DAYS) -> threading.Thread:
+    """Make the roll-ups of the last ``days`` days in a daemon thread (``ivr serve`` at start: a database
+    that was never summarised, or summarised with other options, is ready before a supervisor asks)."""
+    import logging
+
+    def run() -> None:
+        today = dt.date.today()
+        started = time.perf_counter()
+        try:
+            build_rollups(store, today - dt.timedelta(days=days - 1), today, options)
+        except Exception:  # a report is never worth a node: log and carry on (pages build on use)
+            logging.getLogger(__name__).exception("building report roll-ups failed")
+            return
+        logging.getLogger(__name__).info("report roll-ups of %d days ready in %.1f s", days,
+                                         time.perf_counter() - started)  # fmt: skip
+
+    thread = threading.Thread(target=run, name="report-rollups", daemon=True)
+    thread.start()
+    return thread
