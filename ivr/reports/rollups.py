@@ -204,7 +204,7 @@ def _marks(store: Store, since: float, until: float) -> dict[int, int]:
     m = t.report_marks.c
     query = sa.select(m.slot, m.version).where(m.slot >= math.floor(since / SLOT), m.slot < math.ceil(until / SLOT))
     with store.engine.connect() as conn:
-        return dict(conn.execute(query).tuples().all())
+        return dict(conn.execute(query).all())
 
 
 def _version(marks: dict[int, int], since: float, until: float) -> int:

@@ -39,6 +39,12 @@ def _sqlite_triggers() -> list[str]:
                    f"{_sqlite_mark(f'{row}.started_at')} END")  # fmt: skip
         out.append(f"CREATE TRIGGER report_mark_entries_{event.lower()} AFTER {entries} ON queue_entries BEGIN "
                    f"{_sqlite_mark(f'{row}.enqueued_at')}{_sqlite_mark(FIRST_JOIN.format(row=row))} END")  # fmt: skip
+    # a row moved in time (a call started before its start was recorded) leaves its old slot changed too
+    out.append("CREATE TRIGGER report_mark_calls_moved AFTER UPDATE OF started_at ON calls "
+               f"WHEN OLD.started_at IS NOT NEW.started_at BEGIN {_sqlite_mark('OLD.started_at')} END")
+    out.append("CREATE TRIGGER report_mark_entries_moved AFTER UPDATE OF enqueued_at, call_id ON queue_entries "
+               "WHEN OLD.enqueued_at IS NOT NEW.enqueued_at OR OLD.call_id IS NOT NEW.call_id BEGIN "
+               f"{_sqlite_mark('OLD.enqueued_at')}{_sqlite_mark(FIRST_JOIN.format(row='OLD'))} END")
     return out
 
 
@@ -52,17 +58,25 @@ POSTGRES = [
     END $$""",
     """CREATE FUNCTION ivr_report_mark_call() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP = 'DELETE' THEN PERFORM ivr_report_mark(OLD.started_at); RETURN OLD; END IF;
-        PERFORM ivr_report_mark(NEW.started_at);
+        IF TG_OP <> 'INSERT' THEN PERFORM ivr_report_mark(OLD.started_at); END IF;
+        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+        IF TG_OP = 'INSERT' OR OLD.started_at IS DISTINCT FROM NEW.started_at THEN
+            PERFORM ivr_report_mark(NEW.started_at);
+        END IF;
         RETURN NEW;
     END $$""",
     """CREATE FUNCTION ivr_report_mark_entry() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE entry queue_entries%ROWTYPE;
     BEGIN
-        IF TG_OP = 'DELETE' THEN entry := OLD; ELSE entry := NEW; END IF;
-        PERFORM ivr_report_mark(entry.enqueued_at);
-        PERFORM ivr_report_mark((SELECT MIN(enqueued_at) FROM queue_entries WHERE call_id = entry.call_id));
-        RETURN entry;
+        IF TG_OP <> 'INSERT' THEN
+            PERFORM ivr_report_mark(OLD.enqueued_at);
+            PERFORM ivr_report_mark((SELECT MIN(enqueued_at) FROM queue_entries WHERE call_id = OLD.call_id));
+        END IF;
+        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+        IF TG_OP = 'INSERT' OR OLD.enqueued_at IS DISTINCT FROM NEW.enqueued_at OR OLD.call_id <> NEW.call_id THEN
+            PERFORM ivr_report_mark(NEW.enqueued_at);
+            PERFORM ivr_report_mark((SELECT MIN(enqueued_at) FROM queue_entries WHERE call_id = NEW.call_id));
+        END IF;
+        RETURN NEW;
     END $$""",
     f"CREATE TRIGGER report_mark_calls AFTER INSERT OR DELETE OR UPDATE OF {CALL_COLUMNS} ON calls "
     "FOR EACH ROW EXECUTE PROCEDURE ivr_report_mark_call()",
