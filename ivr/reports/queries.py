@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -133,6 +134,22 @@ def hour_key(store: Store, column: Any, since: float, until: float) -> ColumnEle
     return index if until - since <= LONG_RANGE else index % 24
 
 
+Ranges = Sequence[tuple[float, float]] | None
+"""Parts of a period to read alone (the hours whose roll-ups are stale), or None for all of it."""
+
+
+def within(column: Any, since: float, until: float, ranges: Ranges = None) -> ColumnElement[bool]:
+    """``column`` in [since, until), or with ``ranges`` in one of them."""
+    if ranges is None:
+        return sa.and_(column >= since, column < until)
+    return sa.or_(*(sa.and_(column >= low, column < high) for low, high in ranges))
+
+
+def group_key(store: Store, column: Any, since: float, until: float, ranges: Ranges = None) -> ColumnElement[Any]:
+    """:func:`hour_key`, or with ``ranges`` the hour index from ``since`` however long the period."""
+    return hour_index(store, column, since) if ranges is not None else hour_key(store, column, since, until)
+
+
 def local_hour(since: float, until: float, key: int) -> int:
     """The local clock hour (0-23) of an :func:`hour_key` group (exact across DST changes up to two days)."""
     if until - since > LONG_RANGE:
@@ -159,82 +176,84 @@ def survey_columns(calls: Any = C) -> list[ColumnElement[Any]]:
     ]
 
 
-def call_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
-    """The call counts of calls started in [since, until) per (intent, flow, hour index): one scan of the
-    covering index; every per-dimension figure is a sum over these few groups."""
-    hour = hour_key(store, C.started_at, since, until)
+def call_cube(store: Store, since: float, until: float, options: ReportOptions, ranges: Ranges = None) -> list[Row]:
+    """The call counts of calls started in [since, until) (or ``ranges``) per (intent, flow, hour index): one
+    scan of the covering index; every per-dimension figure is a sum over these few groups."""
+    hour = group_key(store, C.started_at, since, until, ranges)
     query = (
         sa.select(C.intent.label("intent"), C.flow.label("flow"), hour.label("hour_index"), *call_columns(options))
-        .where(C.started_at >= since, C.started_at < until)
+        .where(within(C.started_at, since, until, ranges))
         .group_by(C.intent, C.flow, hour)
     )
     return _rows(store, query)
 
 
-def entry_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
-    """The queue counts of entries that joined in [since, until) per (queue, hour index)."""
-    hour = hour_key(store, Q.enqueued_at, since, until)
+def entry_cube(store: Store, since: float, until: float, options: ReportOptions, ranges: Ranges = None) -> list[Row]:
+    """The queue counts of entries that joined in [since, until) (or ``ranges``) per (queue, hour index)."""
+    hour = group_key(store, Q.enqueued_at, since, until, ranges)
     query = (
         sa.select(Q.queue.label("queue"), hour.label("hour_index"),
                   *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
-        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        .where(within(Q.enqueued_at, since, until, ranges))
         .group_by(Q.queue, hour)
     )
     return _rows(store, query)
 
 
-def agent_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
-    """Queue counts per (agent, hour index) of the entries they answered that joined in [since, until), and
-    the surveys of calls started then that an agent took (``calls.agent``: the last agent connected)."""
-    hour = hour_key(store, Q.enqueued_at, since, until)
+def agent_cube(store: Store, since: float, until: float, options: ReportOptions, ranges: Ranges = None) -> list[Row]:
+    """Queue counts per (agent, hour index) of the entries they answered that joined in [since, until) (or
+    ``ranges``), and the surveys of calls started then that an agent took (``calls.agent``: the last agent
+    connected)."""
+    hour = group_key(store, Q.enqueued_at, since, until, ranges)
     entries = (
         sa.select(Q.agent.label("key"), hour.label("hour_index"),
                   *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
-        .where(Q.enqueued_at >= since, Q.enqueued_at < until, Q.agent.is_not(None), Q.answered_at.is_not(None))
+        .where(within(Q.enqueued_at, since, until, ranges), Q.agent.is_not(None), Q.answered_at.is_not(None))
         .group_by(Q.agent, hour)
     )
-    call_hour = hour_key(store, C.started_at, since, until)
+    call_hour = group_key(store, C.started_at, since, until, ranges)
     surveys = (
         sa.select(C.agent.label("key"), call_hour.label("hour_index"), *survey_columns())
-        .where(C.started_at >= since, C.started_at < until, C.agent.is_not(None))
+        .where(within(C.started_at, since, until, ranges), C.agent.is_not(None))
         .group_by(C.agent, call_hour)
     )
     return _rows(store, entries) + _rows(store, surveys)
 
 
-def per_call_entries(since: float, until: float) -> tuple[Any, Any]:
-    """Each queued call that first joined a queue in [since, until): its first join time and its last entry
-    (the one that says how the wait ended, whenever it joined), so a call moved from queue to queue counts
-    once, in the period it started waiting."""
-    joined = sa.select(Q.call_id).where(Q.enqueued_at >= since, Q.enqueued_at < until)
+def per_call_entries(since: float, until: float, ranges: Ranges = None) -> tuple[Any, Any]:
+    """Each queued call that first joined a queue in [since, until) (or ``ranges``): its first join time and
+    its last entry (the one that says how the wait ended, whenever it joined), so a call moved from queue to
+    queue counts once, in the period it started waiting."""
+    joined = sa.select(Q.call_id).where(within(Q.enqueued_at, since, until, ranges))
     first_at = sa.func.min(Q.enqueued_at)
     per_call = (
         sa.select(Q.call_id, first_at.label("first_at"), sa.func.max(Q.id).label("last_id"))
         .where(Q.call_id.in_(joined))
         .group_by(Q.call_id)
-        .having(first_at >= since)
+        .having(within(first_at, since, until, ranges))
         .subquery()
     )
     last = t.queue_entries.alias("last")
     return per_call, last
 
 
-def queued_call_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
+def queued_call_cube(store: Store, since: float, until: float, options: ReportOptions,
+                     ranges: Ranges = None) -> list[Row]:  # fmt: skip
     """Queue figures' counts per queued call (a call that overflowed from queue to queue counts once, its
     wait from its first queue to its answer), per hour index of its first join."""
-    per_call, last = per_call_entries(since, until)
-    hour = hour_key(store, per_call.c.first_at, since, until)
+    per_call, last = per_call_entries(since, until, ranges)
+    hour = group_key(store, per_call.c.first_at, since, until, ranges)
     cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
                          options)  # fmt: skip
     query = sa.select(hour.label("hour_index"), *cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
     return _rows(store, query.group_by(hour))
 
 
-def answered_waits(store: Store, since: float, until: float) -> list[Row]:
+def answered_waits(store: Store, since: float, until: float, ranges: Ranges = None) -> list[Row]:
     """The wait of each answered queued call (``wait``, from its first join to its answer), with the hour
     index of its first join."""
-    per_call, last = per_call_entries(since, until)
-    hour = hour_key(store, per_call.c.first_at, since, until)
+    per_call, last = per_call_entries(since, until, ranges)
+    hour = group_key(store, per_call.c.first_at, since, until, ranges)
     query = (
         sa.select(hour.label("hour_index"), (last.c.answered_at - per_call.c.first_at).label("wait"))
         .select_from(per_call.join(last, last.c.id == per_call.c.last_id))

@@ -102,34 +102,38 @@ def nearest_rank(values: np.ndarray[Any, Any], fraction: float) -> float | None:
     return float(np.partition(values, rank)[rank])
 
 
-def compute_hours(store: Store, since: float, until: float, options: ReportOptions) -> dict[int, Sums]:
+def compute_hours(store: Store, since: float, until: float, options: ReportOptions,
+                  ranges: q.Ranges = None) -> dict[int, Sums]:  # fmt: skip
     """The sums of [since, until) per hour index from ``since`` (over more than two days, per hour of the day:
-    :func:`ivr.reports.queries.hour_key`), straight from the calls and queue entries."""
+    :func:`ivr.reports.queries.hour_key`), straight from the calls and queue entries. With ``ranges`` (whole
+    hours from ``since``), only those, per hour index however long the period."""
     out: dict[int, Sums] = {}
     names: dict[int, int] = {}
 
     def at(index: int) -> tuple[Sums, int]:
         if index not in out:
-            out[index], names[index] = Sums(), q.local_hour(since, until, index)
+            exact = ranges is not None or until - since <= q.LONG_RANGE
+            out[index] = Sums()
+            names[index] = dt.datetime.fromtimestamp(since + index * 3600 + 1).hour if exact else index
         return out[index], names[index]
 
-    for row in q.call_cube(store, since, until, options):
+    for row in q.call_cube(store, since, until, options, ranges):
         sums, hour = at(row.pop("hour_index"))
         intent, flow = row.pop("intent"), row.pop("flow")
         for dimension, key in (("all", None), ("intent", intent), ("flow", flow), ("hour", hour)):
             add_counts(sums.calls[dimension].setdefault(key, {}), row)
-    for row in q.entry_cube(store, since, until, options):
+    for row in q.entry_cube(store, since, until, options, ranges):
         sums, hour = at(row.pop("hour_index"))
         queue = row.pop("queue")
         add_counts(sums.entries["queue"].setdefault(queue, {}), row)
         add_counts(sums.entries["hour"].setdefault(hour, {}), row)
-    for row in q.agent_cube(store, since, until, options):
+    for row in q.agent_cube(store, since, until, options, ranges):
         sums, _ = at(row.pop("hour_index"))
         add_counts(sums.agents.setdefault(row.pop("key"), {}), row)
-    for row in q.queued_call_cube(store, since, until, options):
+    for row in q.queued_call_cube(store, since, until, options, ranges):
         add_counts(at(row.pop("hour_index"))[0].queued, row)
     waits: dict[int, list[float]] = {}
-    for row in q.answered_waits(store, since, until):
+    for row in q.answered_waits(store, since, until, ranges):
         at(row["hour_index"])
         waits.setdefault(row["hour_index"], []).append(float(row["wait"]))
     for index, values in waits.items():
@@ -166,38 +170,90 @@ def range_sums(store: Store, since: float, until: float, options: ReportOptions)
 
 _kept: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], tuple[int, Sums]]] = weakref.WeakKeyDictionary()
 _kept_lock = threading.Lock()
-KEPT_MAX = 20_000
-"""Roll-ups remembered per database in a process (a day's is a few kB)."""
+KEPT_MAX = 50_000
+"""Roll-ups remembered per database in a process (an hour's or a day's is a few kB)."""
 
 
 def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> list[Sums]:
     """Each day's sums (shared: add them up, never change them): its roll-up when no write has touched the
-    day since it was made, else added up from its hours (made again only where written to) and stored."""
+    day since it was made, else added up from its hours, of which those written to are made again (all at
+    once, with one query per kind of count), and stored."""
     if not days:
         return []
     key = options.key()
-    bounds = {d: day_bounds(d) for d in days}
-    marks = _marks(store, bounds[days[0]][0], bounds[days[-1]][1])
-    versions = {d.isoformat(): _version(marks, *bounds[d]) for d in days}
+    bounds = {d.isoformat(): day_bounds(d) for d in days}
+    marks = _marks(store, bounds[days[0].isoformat()][0], bounds[days[-1].isoformat()][1])
+    versions = {p: _version(marks, *b) for p, b in bounds.items()}
+    found = _kept_sums(store, key, versions)
+    stale = [p for p in versions if p not in found]
+    if stale:
+        hours = {p: _hours(*bounds[p]) for p in stale}
+        hour_versions = {h: _version(marks, s, e) for spans in hours.values() for h, (s, e) in spans.items()}
+        kept_hours = _kept_sums(store, key, hour_versions)
+        missing = [h for h in hour_versions if h not in kept_hours]
+        fresh = _compute_periods(store, bounds[days[0].isoformat()][0], options,
+                                 {h: spans[h] for spans in hours.values() for h in spans if h in missing})
+        kept_hours.update(fresh)
+        for period in stale:
+            total = Sums()
+            for hour in hours[period]:
+                total.add(kept_hours[hour])
+            found[period] = total
+        rows = {h: (hour_versions[h], kept_hours[h]) for h in missing}
+        rows.update({p: (versions[p], found[p]) for p in stale})
+        _store(store, key, rows)
+        with _kept_lock:
+            kept = _kept.setdefault(store.engine, {})
+            if len(kept) > KEPT_MAX:
+                kept.clear()
+            kept.update({(p, key): row for p, row in rows.items()})
+            kept.update({(h, key): (hour_versions[h], kept_hours[h]) for h in hour_versions})
+    return [found[d.isoformat()] for d in days]
+
+
+def _hours(since: float, until: float) -> dict[str, tuple[float, float]]:
+    """The hours of a day: period name -> [start, end)."""
+    starts = [since + 3600.0 * i for i in range(round((until - since) / 3600))]
+    return {f"h{int(s)}": (s, min(s + 3600.0, until)) for s in starts}
+
+
+def _compute_periods(store: Store, origin: float, options: ReportOptions,
+                     spans: dict[str, tuple[float, float]]) -> dict[str, Sums]:  # fmt: skip
+    """The sums of each of ``spans`` (hours), read together: one query per kind of count."""
+    if not spans:
+        return {}
+    by_index = {round((s - origin) / 3600): name for name, (s, _) in spans.items()}
+    if any(abs(s - origin - 3600 * round((s - origin) / 3600)) > 1e-6 for s, _ in spans.values()):
+        # hours not whole hours apart (a DST change of half an hour): each on its own
+        return {name: compute(store, s, e, options) for name, (s, e) in spans.items()}
+    ranges = _merged(sorted(spans.values()))
+    computed = compute_hours(store, origin, max(e for _, e in spans.values()), options, ranges)
+    return {name: computed.get(index, Sums()) for index, name in by_index.items()}
+
+
+def _merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for low, high in spans:
+        if out and low <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], high))
+        else:
+            out.append((low, high))
+    return out
+
+
+def _kept_sums(store: Store, key: str, versions: dict[str, int]) -> dict[str, Sums]:
+    """The sums of ``versions``' periods made at those versions: remembered in the process, else stored."""
     with _kept_lock:
         kept = _kept.setdefault(store.engine, {})
         hits = {p: kept.get((p, key)) for p in versions}
     found = {p: hit[1] for p, hit in hits.items() if hit is not None and hit[0] == versions[p]}
-    missing = [p for p in versions if p not in found]
+    missing = {p: v for p, v in versions.items() if p not in found}
     if missing:
-        found.update(_stored(store, key, {p: versions[p] for p in missing}))
-    fresh: dict[str, tuple[int, Sums]] = {}
-    for day in days:
-        period = day.isoformat()
-        if period not in found:
-            found[period] = _day_from_hours(store, day, bounds[day], marks, options)
-            fresh[period] = (versions[period], found[period])
-    _store(store, key, fresh)
-    with _kept_lock:
-        if len(kept) > KEPT_MAX:
-            kept.clear()
-        kept.update({(p, key): (versions[p], found[p]) for p in versions})
-    return [found[d.isoformat()] for d in days]
+        stored = _stored(store, key, missing)
+        found.update(stored)
+        with _kept_lock:
+            _kept.setdefault(store.engine, {}).update({(p, key): (missing[p], s) for p, s in stored.items()})
+    return found
 
 
 def _marks(store: Store, since: float, until: float) -> dict[int, int]:
@@ -239,36 +295,13 @@ def _store(store: Store, key: str, rows: dict[str, tuple[int, Sums]]) -> None:
         conn.execute(upsert, values)
 
 
-def _day_from_hours(store: Store, day: dt.date, bounds: tuple[float, float], marks: dict[int, int],
-                    options: ReportOptions) -> Sums:  # fmt: skip
-    since, until = bounds
-    starts = [since + 3600.0 * i for i in range(round((until - since) / 3600))]
-    versions = {f"h{int(s)}": _version(marks, s, min(s + 3600.0, until)) for s in starts}
-    hours = _stored(store, options.key(), versions)
-    stale = [i for i, s in enumerate(starts) if f"h{int(s)}" not in hours]
-    fresh: dict[str, tuple[int, Sums]] = {}
-    if stale:
-        span_since = starts[stale[0]]
-        computed = compute_hours(store, span_since, min(starts[stale[-1]] + 3600.0, until), options)
-        for i in stale:
-            period = f"h{int(starts[i])}"
-            hours[period] = computed.get(i - stale[0], Sums())
-            fresh[period] = (versions[period], hours[period])
-        _store(store, options.key(), fresh)
-    total = Sums()
-    for sums in hours.values():
-        total.add(sums)
-    return total
-
-
 def build_rollups(store: Store, first: dt.date, last: dt.date, options: ReportOptions) -> int:
     """Make the roll-ups of the days ``first`` to ``last`` that are missing or stale (a database that was
     never summarised, at start); returns how many days were looked at."""
     days = days_between(first, last)
-    for start in range(0, len(days), 7):
-        day_sums(store, days[start:start + 7], options)
+    for day in days:
+        day_sums(store, [day], options)
     return len(days)
-
 
 
 BUILD_DAYS = 92
