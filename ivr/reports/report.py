@@ -11,7 +11,16 @@ from typing import Any
 from ivr.reports import queries as q
 from ivr.reports.definitions import ReportOptions
 from ivr.reports.periods import day_bounds, days_between
-from ivr.reports.rollups import Sums, day_sums, nearest_rank, range_sums
+from ivr.reports.rollups import (
+    AGENT_FIELDS,
+    CALL_FIELDS,
+    ENTRY_FIELDS,
+    Sums,
+    counts,
+    day_sums,
+    nearest_rank,
+    range_sums,
+)
 from ivr.store import Store, mask_sensitive
 
 Row = dict[str, Any]
@@ -66,16 +75,17 @@ class Cube:
         """Call figures per ``key`` (intent, flow or hour; None: the total)."""
         groups = self.sums.calls["all" if key is None else key]
         if key is None and not groups:
-            groups = {None: {}}
-        return {k: call_figures({**self.zero_calls, **v}) for k, v in groups.items()}
+            return {None: call_figures(dict(self.zero_calls))}
+        return {k: call_figures({**self.zero_calls, **counts(v, CALL_FIELDS)}) for k, v in groups.items()}
 
     def entries_by(self, key: str) -> dict[Any, Row]:
         """Queue figures per ``key`` (queue or hour), per entry."""
-        return {k: queue_figures({**self.zero_entries, **v}) for k, v in self.sums.entries[key].items()}
+        return {k: queue_figures({**self.zero_entries, **counts(v, ENTRY_FIELDS)})
+                for k, v in self.sums.entries[key].items()}  # fmt: skip
 
     def queued_calls(self) -> Row:
         """Queue figures per queued call (each counted once, by its last entry, waiting from its first)."""
-        return queue_figures({**self.zero_entries, **self.sums.queued})
+        return queue_figures({**self.zero_entries, **counts(self.sums.queued, ENTRY_FIELDS)})
 
 
 def summary(store: Store, since: float, until: float, options: ReportOptions | None = None, *,
@@ -113,8 +123,8 @@ def daily_trend(store: Store, first: dt.date, last: dt.date, options: ReportOpti
     out = []
     for day, sums in zip(days, day_sums(store, days, options), strict=True):
         since, until = day_bounds(day)
-        row = queue_figures({**zero_entries, **sums.queued})
-        row.update(call_figures({**zero_calls, **sums.calls["all"].get(None, {})}))
+        row = queue_figures({**zero_entries, **counts(sums.queued, ENTRY_FIELDS)})
+        row.update(call_figures({**zero_calls, **counts(sums.calls["all"].get(None), CALL_FIELDS)}))
         row.update(day=day.isoformat(), since=since, until=until, wait_average=row["asa"])
         out.append(row)
     return out
@@ -272,9 +282,10 @@ def _queues(cube: Cube) -> Table:
 
 def _agents(cube: Cube) -> Table:
     rows = []
-    for agent, counts in cube.sums.agents.items():
-        row = queue_figures({**cube.zero_entries, **counts})
-        row.update(call_figures({**cube.zero_calls, **counts}), agent=agent)
+    for agent, values in cube.sums.agents.items():
+        agent_counts = counts(values, AGENT_FIELDS)
+        row = queue_figures({**cube.zero_entries, **agent_counts})
+        row.update(call_figures({**cube.zero_calls, **agent_counts}), agent=agent)
         rows.append(row)
     rows.sort(key=lambda r: r["agent"])
     columns = [Column("agent", "Agent", "text"), Column("answered", "Answered"), Column("handled", "Handled"),

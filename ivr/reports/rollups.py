@@ -37,59 +37,87 @@ CALL_DIMENSIONS = ("all", "intent", "flow", "hour")
 ENTRY_DIMENSIONS = ("queue", "hour")
 
 
-def add_counts(into: Row, row: Row) -> None:
-    """Add the counts of ``row`` to ``into`` (a missing count is 0)."""
-    if not into:
-        into.update(row)
-        return
-    get = into.get
-    for name, value in row.items():
-        into[name] = get(name, 0) + value
+Vector = np.ndarray[Any, Any]
+CALL_FIELDS = tuple(q.zero_calls(ReportOptions()))
+ENTRY_FIELDS = tuple(q.zero_entries(ReportOptions()))
+AGENT_FIELDS = ENTRY_FIELDS + tuple(c.name for c in q.survey_columns())
+
+
+def vector(row: Row, fields: tuple[str, ...]) -> Vector:
+    """The counts of ``row`` in ``fields`` order (float64: whole counts stay exact; a missing one is 0)."""
+    return np.array([row.get(name, 0) for name in fields], dtype=np.float64)
+
+
+def counts(values: Vector | None, fields: tuple[str, ...]) -> Row:
+    """The counts of a :func:`vector` by name: sums of seconds and scores (``*_sum``) as floats, counts as
+    ints (as SQL gives them)."""
+    if values is None:
+        return {}
+    listed = values.tolist()
+    return {name: float(v) if name.endswith("_sum") else int(v) for name, v in zip(fields, listed, strict=True)}
+
+
+def _add_groups(into: dict[Any, Vector], groups: dict[Any, Vector]) -> None:
+    for key, values in groups.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = values.copy()
+        else:
+            mine += values
 
 
 @dataclass
 class Sums:
-    """The additive counts of a period: call counts per dimension (``all``, ``intent``, ``flow``, local
-    ``hour``), queue entry counts per ``queue`` and ``hour``, per agent, per queued call, and the waits of
-    answered queued calls (for percentiles)."""
+    """The additive counts of a period as vectors (fields: :data:`CALL_FIELDS`, :data:`ENTRY_FIELDS`,
+    :data:`AGENT_FIELDS`): calls per dimension (``all``, ``intent``, ``flow``, local ``hour``), queue entries
+    per ``queue`` and ``hour``, per agent, per queued call, and the waits of answered queued calls (for
+    percentiles)."""
 
-    calls: dict[str, dict[Any, Row]] = field(default_factory=lambda: {d: {} for d in CALL_DIMENSIONS})
-    entries: dict[str, dict[Any, Row]] = field(default_factory=lambda: {d: {} for d in ENTRY_DIMENSIONS})
-    agents: dict[Any, Row] = field(default_factory=dict)
-    queued: Row = field(default_factory=dict)
-    waits: list[np.ndarray[Any, Any]] = field(default_factory=list)  # float64 chunks, in no order
+    calls: dict[str, dict[Any, Vector]] = field(default_factory=lambda: {d: {} for d in CALL_DIMENSIONS})
+    entries: dict[str, dict[Any, Vector]] = field(default_factory=lambda: {d: {} for d in ENTRY_DIMENSIONS})
+    agents: dict[Any, Vector] = field(default_factory=dict)
+    queued: Vector | None = None
+    waits: list[Vector] = field(default_factory=list)  # float64 chunks, in no order
 
     def add(self, other: Sums) -> Sums:
         """Add ``other``'s counts to these (returns self)."""
         for mine, theirs in ((self.calls, other.calls), (self.entries, other.entries)):
             for dimension, groups in theirs.items():
-                for key, row in groups.items():
-                    add_counts(mine[dimension].setdefault(key, {}), row)
-        for key, row in other.agents.items():
-            add_counts(self.agents.setdefault(key, {}), row)
-        add_counts(self.queued, other.queued)
+                _add_groups(mine[dimension], groups)
+        _add_groups(self.agents, other.agents)
+        if other.queued is not None:
+            self.queued = other.queued.copy() if self.queued is None else self.queued + other.queued
         self.waits.extend(other.waits)
         return self
 
     def to_json(self) -> str:
         """The counts as JSON (groups as [key, counts] pairs: keys may be None or numbers)."""
-        return json.dumps({"calls": {d: list(g.items()) for d, g in self.calls.items()},
-                           "entries": {d: list(g.items()) for d, g in self.entries.items()},
-                           "agents": list(self.agents.items()), "queued": self.queued})  # fmt: skip
+        def pairs(groups: dict[Any, Vector]) -> list[Any]:
+            return [[k, v.tolist()] for k, v in groups.items()]
+
+        return json.dumps({"calls": {d: pairs(g) for d, g in self.calls.items()},
+                           "entries": {d: pairs(g) for d, g in self.entries.items()}, "agents": pairs(self.agents),
+                           "queued": None if self.queued is None else self.queued.tolist()})  # fmt: skip
 
     @classmethod
     def from_json(cls, text: str, waits: bytes) -> Sums:
-        """Sums from :meth:`to_json` and :func:`pack_waits`."""
+        """Sums from :meth:`to_json` and :meth:`packed_waits`."""
         data = json.loads(text)
-        return cls({d: {k: r for k, r in g} for d, g in data["calls"].items()},
-                   {d: {k: r for k, r in g} for d, g in data["entries"].items()},
-                   {k: r for k, r in data["agents"]}, data["queued"], [np.frombuffer(waits, "<f8")])  # fmt: skip
+
+        def groups(pairs: list[Any]) -> dict[Any, Vector]:
+            return {k: np.array(v, dtype=np.float64) for k, v in pairs}
+
+        queued = data["queued"]
+        return cls({d: groups(g) for d, g in data["calls"].items()},
+                   {d: groups(g) for d, g in data["entries"].items()}, groups(data["agents"]),
+                   None if queued is None else np.array(queued, dtype=np.float64),
+                   [np.frombuffer(waits, "<f8")])  # fmt: skip
 
     def packed_waits(self) -> bytes:
         """The waits as little-endian float64."""
         return self.all_waits().astype("<f8").tobytes()
 
-    def all_waits(self) -> np.ndarray[Any, Any]:
+    def all_waits(self) -> Vector:
         """The waits in one array."""
         return np.concatenate(self.waits) if self.waits else np.zeros(0)
 
@@ -118,26 +146,26 @@ def compute_hours(store: Store, since: float, until: float, options: ReportOptio
         return out[index], names[index]
 
     for row in q.call_cube(store, since, until, options, ranges):
-        sums, hour = at(row.pop("hour_index"))
-        intent, flow = row.pop("intent"), row.pop("flow")
-        for dimension, key in (("all", None), ("intent", intent), ("flow", flow), ("hour", hour)):
-            add_counts(sums.calls[dimension].setdefault(key, {}), row)
+        sums, hour = at(row["hour_index"])
+        values = vector(row, CALL_FIELDS)
+        for dimension, key in (("all", None), ("intent", row["intent"]), ("flow", row["flow"]), ("hour", hour)):
+            _add_groups(sums.calls[dimension], {key: values})
     for row in q.entry_cube(store, since, until, options, ranges):
-        sums, hour = at(row.pop("hour_index"))
-        queue = row.pop("queue")
-        add_counts(sums.entries["queue"].setdefault(queue, {}), row)
-        add_counts(sums.entries["hour"].setdefault(hour, {}), row)
+        sums, hour = at(row["hour_index"])
+        values = vector(row, ENTRY_FIELDS)
+        _add_groups(sums.entries["queue"], {row["queue"]: values})
+        _add_groups(sums.entries["hour"], {hour: values})
     for row in q.agent_cube(store, since, until, options, ranges):
-        sums, _ = at(row.pop("hour_index"))
-        add_counts(sums.agents.setdefault(row.pop("key"), {}), row)
+        _add_groups(at(row["hour_index"])[0].agents, {row["key"]: vector(row, AGENT_FIELDS)})
     for row in q.queued_call_cube(store, since, until, options, ranges):
-        add_counts(at(row.pop("hour_index"))[0].queued, row)
+        sums, _ = at(row["hour_index"])
+        sums.queued = vector(row, ENTRY_FIELDS)
     waits: dict[int, list[float]] = {}
     for row in q.answered_waits(store, since, until, ranges):
         at(row["hour_index"])
         waits.setdefault(row["hour_index"], []).append(float(row["wait"]))
-    for index, values in waits.items():
-        out[index].waits.append(np.array(values, dtype=np.float64))
+    for index, chunk in waits.items():
+        out[index].waits.append(np.array(chunk, dtype=np.float64))
     return out
 
 
