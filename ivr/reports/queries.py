@@ -209,7 +209,7 @@ def agent_cube(store: Store, since: float, until: float, options: ReportOptions,
         sa.select(Q.agent.label("key"), hour.label("hour_index"),
                   *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
         .where(within(Q.enqueued_at, since, until, ranges), Q.agent.is_not(None), Q.answered_at.is_not(None))
-        .group_by(Q.agent, hour)
+        .group_by(hour, Q.agent)
     )
     call_hour = group_key(store, C.started_at, since, until, ranges)
     surveys = (

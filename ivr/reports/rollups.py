@@ -218,7 +218,7 @@ def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> l
         hours = {p: _hours(*bounds[p]) for p in stale}
         hour_versions = {h: _version(marks, s, e) for spans in hours.values() for h, (s, e) in spans.items()}
         kept_hours = _kept_sums(store, key, hour_versions)
-        missing = [h for h in hour_versions if h not in kept_hours]
+        missing = {h for h in hour_versions if h not in kept_hours}
         fresh = _compute_periods(store, bounds[days[0].isoformat()][0], options,
                                  {h: spans[h] for spans in hours.values() for h in spans if h in missing})
         kept_hours.update(fresh)
