@@ -210,11 +210,11 @@ def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> l
         return []
     key = options.key()
     bounds = {d.isoformat(): day_bounds(d) for d in days}
-    marks = _marks(store, bounds[days[0].isoformat()][0], bounds[days[-1].isoformat()][1])
-    versions = {p: _version(marks, *b) for p, b in bounds.items()}
+    versions = _versions(store, bounds)
     found = _kept_sums(store, key, versions)
     stale = [p for p in versions if p not in found]
     if stale:
+        marks = _marks(store, bounds[stale[0]][0], bounds[stale[-1]][1])
         hours = {p: _hours(*bounds[p]) for p in stale}
         hour_versions = {h: _version(marks, s, e) for spans in hours.values() for h, (s, e) in spans.items()}
         kept_hours = _kept_sums(store, key, hour_versions)
@@ -282,6 +282,20 @@ def _kept_sums(store: Store, key: str, versions: dict[str, int]) -> dict[str, Su
         with _kept_lock:
             _kept.setdefault(store.engine, {}).update({(p, key): (missing[p], s) for p, s in stored.items()})
     return found
+
+
+def _versions(store: Store, bounds: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """Each period's sum of change counters, added up by the database (one row per period)."""
+    m = t.report_marks.c
+    names = list(bounds)
+    slots = [math.floor(bounds[p][0] / SLOT) for p in names]
+    end = math.ceil(bounds[names[-1]][1] / SLOT)
+    period = sa.case(*((m.slot < limit, i) for i, limit in enumerate([*slots[1:], end])), else_=None)
+    query = (sa.select(period.label("period"), sa.func.sum(m.version))
+             .where(m.slot >= slots[0], m.slot < end).group_by(period))  # fmt: skip
+    with store.engine.connect() as conn:
+        sums = {int(i): int(total) for i, total in conn.execute(query).all()}
+    return {p: sums.get(i, 0) for i, p in enumerate(names)}
 
 
 def _marks(store: Store, since: float, until: float) -> dict[int, int]:
