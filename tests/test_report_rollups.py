@@ -155,6 +155,35 @@ def test_a_migrated_database_gets_triggers_and_its_days_rolled_up(tmp_path: Path
         command.upgrade(cfg, "head")
 
 
+def test_ivr_serve_keeps_the_rollups_up_to_date_in_the_background(mixed: Store) -> None:
+    import threading
+    import time
+
+    stop = threading.Event()
+    thread = r.keep_up_to_date(mixed, OPTIONS, stop, days=(dt.date.today() - DAYS[0]).days + 1, every=0.05)
+
+    def stored(period: str) -> tuple[int, str] | None:
+        with mixed.engine.connect() as conn:
+            row = conn.exec_driver_sql("SELECT version, data FROM report_rollups WHERE period = ? AND options = ?",
+                                       (period, OPTIONS.key())).first()  # fmt: skip
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    try:
+        deadline = time.monotonic() + 60
+        while stored(DAYS[0].isoformat()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = stored(DAYS[0].isoformat())
+        assert before is not None
+        mixed.set_survey("first", csat=2)  # a write to DAYS[0]: the refresh remakes its roll-up
+        while stored(DAYS[0].isoformat()) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stored(DAYS[0].isoformat()) != before
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
 def test_rollups_on_postgresql_equal_the_direct_figures(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     store = open_store(postgres_url)
     fill_store(store, 1500, 4, day_bounds(DAYS[-1])[1], seed=5)

@@ -347,24 +347,35 @@ def build_rollups(store: Store, first: dt.date, last: dt.date, options: ReportOp
 
 
 BUILD_DAYS = 92
-"""Days back a start-up build covers (the longest range the supervisor page shows)."""
+"""Days back ``ivr serve`` keeps rolled up (the longest range the supervisor page shows)."""
+REFRESH_SECONDS = 15.0
+"""How often ``ivr serve`` brings those roll-ups up to date (a page view then pays for the last seconds)."""
 
 
-def build_in_background(store: Store, options: ReportOptions, days: int = BUILD_DAYS) -> threading.Thread:
-    """Make the roll-ups of the last ``days`` days in a daemon thread (``ivr serve`` at start: a database
-    that was never summarised, or summarised with other options, is ready before a supervisor asks)."""
+def keep_up_to_date(store: Store, options: ReportOptions, stop: threading.Event, days: int = BUILD_DAYS,
+                    every: float = REFRESH_SECONDS) -> threading.Thread:  # fmt: skip
+    """In a daemon thread until ``stop`` is set: make the roll-ups of the last ``days`` days (a database that
+    was never summarised, or with other options, is ready before a supervisor asks), then every ``every``
+    seconds remake those that calls have changed since."""
     import logging
 
+    log = logging.getLogger(__name__)
+
     def run() -> None:
-        today = dt.date.today()
         started = time.perf_counter()
         try:
-            build_rollups(store, today - dt.timedelta(days=days - 1), today, options)
-        except Exception:  # a report is never worth a node: log and carry on (pages build on use)
-            logging.getLogger(__name__).exception("building report roll-ups failed")
-            return
-        logging.getLogger(__name__).info("report roll-ups of %d days ready in %.1f s", days,
-                                         time.perf_counter() - started)  # fmt: skip
+            today = dt.date.today()
+            for day in days_between(today - dt.timedelta(days=days - 1), today):
+                if stop.is_set():
+                    return
+                day_sums(store, [day], options)
+            log.info("report roll-ups of %d days ready in %.1f s", days, time.perf_counter() - started)
+            while not stop.wait(every):
+                today = dt.date.today()
+                day_sums(store, days_between(today - dt.timedelta(days=days - 1), today), options)
+        except Exception:  # a report is never worth a node: log and stop (pages make roll-ups on use)
+            if not stop.is_set():
+                log.exception("keeping report roll-ups up to date failed")
 
     thread = threading.Thread(target=run, name="report-rollups", daemon=True)
     thread.start()
