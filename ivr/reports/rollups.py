@@ -198,8 +198,8 @@ def range_sums(store: Store, since: float, until: float, options: ReportOptions)
 
 _kept: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], tuple[int, Sums]]] = weakref.WeakKeyDictionary()
 _kept_lock = threading.Lock()
-KEPT_MAX = 50_000
-"""Roll-ups remembered per database in a process (an hour's or a day's is a few kB)."""
+KEPT_MAX = 5_000
+"""Roll-ups remembered per database in a process (an hour's or a day's is ~20 kB: 92 days ~50 MB)."""
 
 
 def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> list[Sums]:
