@@ -191,3 +191,29 @@ def test_rollups_on_postgresql_equal_the_direct_figures(postgres_url: str, monke
     check(store, monkeypatch)
     later_writes(store)
     check(store, monkeypatch)
+
+
+@pytest.fixture
+def paris(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import time
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("change", [dt.date(2026, 3, 29), dt.date(2026, 10, 25)])  # 23 and 25 hours
+def test_rollups_equal_the_direct_figures_across_a_dst_change(paris: Any, change: dt.date, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    store = open_store(tmp_path / "ivr.db")
+    fill_store(store, 1500, 3, day_bounds(change + dt.timedelta(days=1))[1], seed=9)
+    since, until = day_bounds(change)
+    assert until - since != 86400
+    same(rolled(store, since, until), direct(store, since, until, monkeypatch), "the day")
+    hours = {row["hour"]: row["calls"] for row in rolled(store, since, until)["hours"]}
+    assert sum(hours.values()) == rolled(store, since, until)["head"]["calls"]
+    first, last = day_bounds(change - dt.timedelta(days=1))[0], day_bounds(change + dt.timedelta(days=1))[1]
+    head = rolled(store, first, last)["head"]
+    same(head, direct(store, first, last, monkeypatch)["head"], "three days")
