@@ -155,6 +155,24 @@ def test_a_migrated_database_gets_triggers_and_its_days_rolled_up(tmp_path: Path
         command.upgrade(cfg, "head")
 
 
+def test_writes_log_changes_that_fold_into_counters_without_changing_any_sum(mixed: Store) -> None:
+    bounds = {d.isoformat(): day_bounds(d) for d in DAYS}
+    before = r._versions(mixed, bounds)
+    with mixed.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM report_changes").scalar()
+    r.fold_changes(mixed)
+    with mixed.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM report_changes").scalar() == 0
+    assert r._versions(mixed, bounds) == before
+    mixed.set_survey("first", csat=4)  # DAYS[0] only
+    after = r._versions(mixed, bounds)
+    assert after[DAYS[0].isoformat()] > before[DAYS[0].isoformat()]
+    assert {d: v for d, v in after.items() if d != DAYS[0].isoformat()} == {
+        d: v for d, v in before.items() if d != DAYS[0].isoformat()}
+    r.fold_changes(mixed)
+    assert r._versions(mixed, bounds) == after
+
+
 def test_ivr_serve_keeps_the_rollups_up_to_date_in_the_background(mixed: Store) -> None:
     import threading
     import time

@@ -214,6 +214,7 @@ def day_sums(store: Store, days: Sequence[dt.date], options: ReportOptions) -> l
     found = _kept_sums(store, key, versions)
     stale = [p for p in versions if p not in found]
     if stale:
+        fold_changes(store)
         marks = _marks(store, bounds[stale[0]][0], bounds[stale[-1]][1])
         hours = {p: _hours(*bounds[p]) for p in stale}
         hour_versions = {h: _version(marks, s, e) for spans in hours.values() for h, (s, e) in spans.items()}
@@ -284,25 +285,54 @@ def _kept_sums(store: Store, key: str, versions: dict[str, int]) -> dict[str, Su
     return found
 
 
+def _slot_counts(first: int, end: int) -> Any:
+    """Per slot in [first, end): its folded counter and each unfolded change (a subquery: slot, n)."""
+    m, c = t.report_marks.c, t.report_changes.c
+    folded = sa.select(m.slot.label("slot"), m.version.label("n")).where(m.slot >= first, m.slot < end)
+    pending = sa.select(c.slot.label("slot"), sa.literal(1).label("n")).where(c.slot >= first, c.slot < end)
+    return sa.union_all(folded, pending).subquery()
+
+
 def _versions(store: Store, bounds: dict[str, tuple[float, float]]) -> dict[str, int]:
-    """Each period's sum of change counters, added up by the database (one row per period)."""
-    m = t.report_marks.c
+    """Each period's change count, added up by the database in one snapshot (one row per period)."""
     names = list(bounds)
     slots = [math.floor(bounds[p][0] / SLOT) for p in names]
     end = math.ceil(bounds[names[-1]][1] / SLOT)
-    period = sa.case(*((m.slot < limit, i) for i, limit in enumerate([*slots[1:], end])), else_=None)
-    query = (sa.select(period.label("period"), sa.func.sum(m.version))
-             .where(m.slot >= slots[0], m.slot < end).group_by(period))  # fmt: skip
+    counts = _slot_counts(slots[0], end)
+    period = sa.case(*((counts.c.slot < limit, i) for i, limit in enumerate([*slots[1:], end])), else_=None)
+    query = sa.select(period.label("period"), sa.func.sum(counts.c.n)).group_by(period)
     with store.engine.connect() as conn:
-        sums = {int(i): int(total) for i, total in conn.execute(query).all()}
+        sums = {int(i): int(total) for i, total in conn.execute(query).all() if i is not None}
     return {p: sums.get(i, 0) for i, p in enumerate(names)}
 
 
 def _marks(store: Store, since: float, until: float) -> dict[int, int]:
-    m = t.report_marks.c
-    query = sa.select(m.slot, m.version).where(m.slot >= math.floor(since / SLOT), m.slot < math.ceil(until / SLOT))
+    counts = _slot_counts(math.floor(since / SLOT), math.ceil(until / SLOT))
+    query = sa.select(counts.c.slot, sa.func.sum(counts.c.n)).group_by(counts.c.slot)
     with store.engine.connect() as conn:
-        return dict(conn.execute(query).all())
+        return {int(slot): int(n) for slot, n in conn.execute(query).all()}
+
+
+def fold_changes(store: Store) -> None:
+    """Move the changes the triggers logged into the per-slot counters (one transaction: every sum a reader
+    can see stays the same; readers add up counters and unfolded changes alike). On PostgreSQL in one snapshot
+    (REPEATABLE READ), so changes committed meanwhile stay for the next fold; a fold racing another gives way."""
+    c, m = t.report_changes.c, t.report_marks
+    options = {} if store.is_sqlite else {"isolation_level": "REPEATABLE READ"}
+    try:
+        with store.engine.connect().execution_options(**options) as conn, conn.begin():
+            last = conn.execute(sa.select(sa.func.max(c.id))).scalar()
+            if last is None:
+                return
+            counts = conn.execute(sa.select(c.slot, sa.func.count()).where(c.id <= last).group_by(c.slot)
+                                  .order_by(c.slot)).all()  # fmt: skip
+            insert = (sqlite.insert if store.is_sqlite else postgresql.insert)(m)
+            upsert = insert.on_conflict_do_update(index_elements=[m.c.slot],
+                                                  set_={"version": m.c.version + insert.excluded.version})
+            conn.execute(upsert, [{"slot": slot, "version": n} for slot, n in counts])
+            conn.execute(t.report_changes.delete().where(c.id <= last))
+    except sa.exc.OperationalError:
+        pass  # another fold took these changes first, or the database is busy: they wait for the next fold
 
 
 def _version(marks: dict[int, int], since: float, until: float) -> int:
@@ -371,6 +401,7 @@ def keep_up_to_date(store: Store, options: ReportOptions, stop: threading.Event,
                 day_sums(store, [day], options)
             log.info("report roll-ups of %d days ready in %.1f s", days, time.perf_counter() - started)
             while not stop.wait(every):
+                fold_changes(store)
                 today = dt.date.today()
                 day_sums(store, days_between(today - dt.timedelta(days=days - 1), today), options)
         except Exception:  # a report is never worth a node: log and stop (pages make roll-ups on use)

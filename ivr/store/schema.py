@@ -136,8 +136,17 @@ report_marks = sa.Table(
     sa.Column("slot", sa.BigInteger, primary_key=True, autoincrement=False),  # floor(time / 900)
     sa.Column("version", sa.BigInteger, nullable=False),
 )
-"""A change counter per 15 minutes of call start / queue join time, bumped by triggers (migration 0010) in the
-transaction of every write a report figure depends on: a roll-up that read a lower sum is stale."""
+"""Changes per 15 minutes of call start / queue join time, folded from ``report_changes``: a period's counters
+plus its unfolded changes only ever grow, and a roll-up made at a lower sum is stale."""
+
+report_changes = sa.Table(
+    "report_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("slot", sa.BigInteger, nullable=False),
+)
+"""One row per write a report figure depends on, added by triggers (migration 0010) in the writer's transaction
+(insert only: no writer waits on another); ``ivr.reports.rollups`` folds them into ``report_marks``."""
 
 report_rollups = sa.Table(
     "report_rollups",
@@ -208,4 +217,5 @@ INDEXES = [
     sa.Index("ix_queue_entries_agent", queue_entries.c.agent, queue_entries.c.answered_at),
     sa.Index("ix_recordings_call_id", recordings.c.call_id),
     sa.Index("ix_recordings_kind_at", recordings.c.kind, recordings.c.at),
+    sa.Index("ix_report_changes_slot", report_changes.c.slot),
 ]

@@ -1,7 +1,8 @@
-"""Report roll-ups: the report's sums per hour and per day (``report_rollups``), and a change counter per
-15-minute slot of call start / queue join time (``report_marks``) that triggers bump in the same transaction as
-every write a figure depends on, so a roll-up knows when it is stale (docs/reports.md, Speed). Replaces
-``report_days``, whose kept days missed later repeat calls and surveys.
+"""Report roll-ups: the report's sums per hour and per day (``report_rollups``), and the changes per 15-minute
+slot of call start / queue join time: triggers add a row to ``report_changes`` in the same transaction as every
+write a figure depends on (insert only: writers never wait on each other), and readers fold them into counters
+(``report_marks``), so a roll-up knows when it is stale (docs/reports.md, Speed). Replaces ``report_days``,
+whose kept days missed later repeat calls and surveys.
 
 Revision ID: 0010
 Revises: 0009
@@ -25,9 +26,7 @@ FIRST_JOIN = "(SELECT MIN(enqueued_at) FROM queue_entries WHERE call_id = {row}.
 
 
 def _sqlite_mark(at: str) -> str:
-    slot = f"CAST(({at}) / {SLOT} AS INTEGER)"
-    return (f"INSERT OR IGNORE INTO report_marks (slot, version) VALUES ({slot}, 0); "
-            f"UPDATE report_marks SET version = version + 1 WHERE slot = {slot};")  # fmt: skip
+    return f"INSERT INTO report_changes (slot) SELECT CAST(({at}) / {SLOT} AS INTEGER) WHERE ({at}) IS NOT NULL;"
 
 
 def _sqlite_triggers() -> list[str]:
@@ -52,8 +51,7 @@ POSTGRES = [
     f"""CREATE FUNCTION ivr_report_mark(at double precision) RETURNS void LANGUAGE plpgsql AS $$
     BEGIN
         IF at IS NOT NULL THEN
-            INSERT INTO report_marks (slot, version) VALUES (floor(at / {SLOT})::bigint, 1)
-            ON CONFLICT (slot) DO UPDATE SET version = report_marks.version + 1;
+            INSERT INTO report_changes (slot) VALUES (floor(at / {SLOT})::bigint);
         END IF;
     END $$""",
     """CREATE FUNCTION ivr_report_mark_call() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -86,12 +84,19 @@ POSTGRES = [
 
 
 def upgrade() -> None:
-    """Create report_marks, report_rollups and the triggers; drop report_days (roll-ups are built on use)."""
+    """Create report_marks, report_changes, report_rollups and the triggers; drop report_days (roll-ups are
+    built on use)."""
     op.create_table(
         "report_marks",
         sa.Column("slot", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("version", sa.BigInteger, nullable=False),
     )
+    op.create_table(
+        "report_changes",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("slot", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_report_changes_slot", "report_changes", ["slot"])
     op.create_table(
         "report_rollups",
         sa.Column("period", sa.String(24), primary_key=True),
@@ -118,6 +123,8 @@ def downgrade() -> None:
         for function in ("ivr_report_mark_entry()", "ivr_report_mark_call()", "ivr_report_mark(double precision)"):
             op.execute(f"DROP FUNCTION {function}")
     op.drop_table("report_rollups")
+    op.drop_index("ix_report_changes_slot", "report_changes")
+    op.drop_table("report_changes")
     op.drop_table("report_marks")
     op.create_table(
         "report_days",
