@@ -153,7 +153,7 @@ report_rollups = sa.Table(
     metadata,
     sa.Column("period", sa.String(24), primary_key=True),  # "YYYY-MM-DD" or "h<UNIX start>" for an hour
     sa.Column("options", sa.String(64), primary_key=True),  # ReportOptions.key()
-    sa.Column("version", sa.BigInteger, nullable=False),  # the sum of the period's report_marks it was made from
+    sa.Column("version", sa.BigInteger, nullable=False),  # the period's change count it was made at
     sa.Column("data", sa.Text, nullable=False),  # the period's sums (JSON, ivr.reports.rollups.Sums)
     sa.Column("waits", sa.LargeBinary, nullable=False),  # its answered calls' waits, sorted (float64)
     sa.Column("computed_at", sa.Float, nullable=False),
