@@ -355,6 +355,9 @@ class IvrServer:
         self.web_port = self.web.port
         app.extensions["ivr.config"].public_url = self._public_url()  # the real port, when it was 0
         self.web.start()
+        from ivr.reports.rollups import keep_up_to_date
+
+        keep_up_to_date(self.store, app.extensions["ivr.report_options"], self._stop)
 
     def _public_url(self) -> str:
         return self.config.public_url or f"http://{self.config.web_host}:{self.web_port}"

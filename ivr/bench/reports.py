@@ -1,5 +1,5 @@
-"""Reports benchmark: ``ivr report daily`` and the supervisor's figures for one day of a store holding
-1,000,000 calls over 30 days (a third of them queued for an agent).
+"""Reports benchmark: ``ivr report daily`` and the supervisor's figures for one day and for the whole range
+of a store holding 1,000,000 calls over 30 days (a third of them queued for an agent).
 
 Run: ``ivr bench reports`` (``--calls`` and ``--days`` for a smaller store).
 """
@@ -22,6 +22,7 @@ from werkzeug.security import generate_password_hash
 
 from ivr.reports import ReportOptions, day_bounds
 from ivr.reports.daily import daily_report
+from ivr.reports.rollups import build_rollups
 from ivr.store import Store, open_store
 from ivr.store import schema as t
 
@@ -112,11 +113,12 @@ def _median_ms(fn: Any, repeats: int) -> tuple[float, float]:
     return times[0], statistics.median(times[1:]) if repeats else times[0]
 
 
-def bench_supervisor(store: Store, day: dt.date, repeats: int = 5) -> dict[str, float]:
-    """ms for the supervisor's figures fragment and whole page for ``day`` (first request, then median)."""
+def supervisor_client(store: Store) -> Any:
+    """A function that GETs a console URL as a logged-in supervisor (asserting a 200)."""
     from ivr.web import create_app
 
-    store.add_user("sup", generate_password_hash("sup-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
+    if "sup" not in {u["name"] for u in store.list_users()}:
+        store.add_user("sup", generate_password_hash("sup-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
     app = create_app(store, None, {"secret_key": "bench"})
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
@@ -127,13 +129,57 @@ def bench_supervisor(store: Store, day: dt.date, repeats: int = 5) -> dict[str, 
         resp = client.get(url)
         assert resp.status_code == 200, resp.status_code
 
-    fragment = f"/supervisor/figures?since={day.isoformat()}"
-    first_fragment, fragment_ms = _median_ms(lambda: get(fragment), repeats)
-    first_page, page_ms = _median_ms(lambda: get(f"/supervisor?since={day.isoformat()}"), repeats)
-    _, csv_ms = _median_ms(lambda: get(f"/supervisor/report.csv?since={day.isoformat()}&table=agents"), 1)
+    return get
+
+
+def _period(day: dt.date, last: dt.date | None) -> str:
+    return f"since={day.isoformat()}&until={(last or day).isoformat()}"
+
+
+def bench_supervisor(store: Store, day: dt.date, last: dt.date | None = None, repeats: int = 5) -> dict[str, float]:
+    """ms for the supervisor's figures fragment and whole page for ``day`` (to ``last``, both included; first
+    request, then median)."""
+    get = supervisor_client(store)
+    period = _period(day, last)
+    first_fragment, fragment_ms = _median_ms(lambda: get(f"/supervisor/figures?{period}"), repeats)
+    first_page, page_ms = _median_ms(lambda: get(f"/supervisor?{period}"), repeats)
+    _, csv_ms = _median_ms(lambda: get(f"/supervisor/report.csv?{period}&table=agents"), 1)
     return {"figures_first_ms": round(first_fragment, 1), "figures_median_ms": round(fragment_ms, 1),
             "page_first_ms": round(first_page, 1), "page_median_ms": round(page_ms, 1),
             "csv_agents_ms": round(csv_ms, 1)}  # fmt: skip
+
+
+def add_traffic(store: Store, at: float, count: int, rng: random.Random, stored: int) -> None:
+    """``count`` calls ending just before ``at`` from callers of the stored ones (so earlier calls become
+    repeats: their days change), 30 % with a survey answered after the call."""
+    callers = max(1, stored // 3)
+    for _ in range(count):
+        call_id = f"live-{rng.randrange(10**12)}"
+        store.start_call(call_id, f"+1555{rng.randrange(callers):07d}", "100", "hotline", at - 300)
+        store.set_context(call_id, {"intent": rng.choice(INTENTS[:5])})
+        store.end_call(call_id, at - 200, "completed")
+        if rng.random() < 0.3:
+            store.set_survey(call_id, csat=rng.randint(1, 5))
+
+
+def bench_after_traffic(store: Store, first: dt.date, last: dt.date, calls: int = 30,
+                        rounds: int = 3) -> dict[str, float]:  # fmt: skip
+    """Median ms of the first figures request after ``calls`` calls ended on ``last`` (repeats of earlier calls,
+    late surveys: every day they touch is made again), for ``last`` and for ``first`` to ``last``."""
+    get = supervisor_client(store)
+    rng = random.Random(11)
+    stored = store.count_calls()
+    at = day_bounds(last)[1]
+    one: list[float] = []
+    whole: list[float] = []
+    for _ in range(rounds):
+        for period, times in ((_period(last, None), one), (_period(first, last), whole)):
+            add_traffic(store, at, calls, rng, stored)
+            started = time.perf_counter()
+            get(f"/supervisor/figures?{period}")
+            times.append((time.perf_counter() - started) * 1000)
+    return {"calls_between_views": calls, "figures_last_day_ms": round(statistics.median(one), 1),
+            "figures_range_ms": round(statistics.median(whole), 1)}  # fmt: skip
 
 
 def bench_daily(store: Store, database: Path, day: dt.date, out_dir: Path) -> dict[str, Any]:
@@ -153,8 +199,9 @@ def bench_daily(store: Store, database: Path, day: dt.date, out_dir: Path) -> di
 
 
 def run_reports_bench(calls: int = 1_000_000, days: int = 30, folder: Path | None = None) -> dict[str, Any]:
-    """Fill a SQLite store with ``calls`` calls over ``days`` days, then time the daily report and the
-    supervisor's figures for the middle day."""
+    """Fill a SQLite store with ``calls`` calls over ``days`` days, then time the daily report of the middle
+    day on the never-summarised store, the start-up build of every day's roll-ups, the supervisor's figures
+    for the middle day and for all ``days`` days, and the figures again right after new calls ended."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         database = Path(tmp) / "reports.db"
         store = open_store(database)
@@ -167,6 +214,13 @@ def run_reports_bench(calls: int = 1_000_000, days: int = 30, folder: Path | Non
         result: dict[str, Any] = {"stored_calls": store.count_calls(), "days": days, "fill_s": round(fill_s, 1),
                                   "database_mb": round(database.stat().st_size / 1e6, 1), "day": day.isoformat()}
         result["report_daily"] = bench_daily(store, database, day, Path(tmp) / "out")
+        started = time.perf_counter()
+        build_rollups(store, today - dt.timedelta(days=days), today, ReportOptions())
+        result["rollups_build_s"] = round(time.perf_counter() - started, 1)
         result["supervisor"] = bench_supervisor(store, day)
+        first, last = today - dt.timedelta(days=days), today - dt.timedelta(days=1)
+        result["supervisor_range"] = bench_supervisor(store, first, last)
+        # what ivr serve's 15 s refresh leaves at this store's rate (1M calls / 30 days: ~6 calls), and 5 times that
+        result["after_traffic"] = [bench_after_traffic(store, first, last, n) for n in (6, 30)]
         store.close()
         return result

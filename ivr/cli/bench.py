@@ -187,7 +187,7 @@ def cluster(parts: tuple[str, ...], repeats: int, record: Path | None) -> None:
 @click.option("--days", default=30, show_default=True, help="Days the calls are spread over.")
 @_record_option
 def reports(n_calls: int, days: int, record: Path | None) -> None:
-    """`ivr report daily` and the supervisor's figures for one day of a store with a million calls (SQLite)."""
+    """`ivr report daily` and the supervisor's figures (one day, all days) of a store with a million calls (SQLite)."""
     from ivr.bench.reports import run_reports_bench
 
     _run("reports", lambda: run_reports_bench(n_calls, days), record)

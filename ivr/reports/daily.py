@@ -11,7 +11,7 @@ from ivr.reports.definitions import ReportOptions
 from ivr.reports.export import post_webhook, webhook_payload, write_report
 from ivr.reports.mail import MailRelay, mail_report
 from ivr.reports.periods import day_bounds
-from ivr.reports.report import Report, build_report, daily_trend
+from ivr.reports.report import Report, build_report
 from ivr.store import Store
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ def daily_report(store: Store, day: dt.date, out_dir: Path, options: ReportOptio
     POST them there as JSON (see :func:`ivr.reports.export.webhook_payload`), with ``mail`` mail them."""
     since, until = day_bounds(day)
     report = build_report(store, since, until, options, DAILY_TABLES)
-    daily_trend(store, day, day, options)  # a closed day's figures are stored for the console's trend
     title = f"ivr daily report {day.isoformat()}"
     files = write_report(report, out_dir, f"ivr-report-{day.isoformat()}", title)
     if webhook:

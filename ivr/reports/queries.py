@@ -1,13 +1,14 @@
-"""The report's SQL: aggregates over the calls and queue entries of a time range, optionally grouped.
+"""The report's SQL: aggregates over the calls and queue entries of a time range, grouped per hour.
 
-Every figure is a COUNT/SUM over an indexed range (migration 0005 adds covering indexes), so a day of a
-million-call store costs what that day's rows cost; ratios are taken afterwards in :mod:`ivr.reports.report`.
+Every figure is a COUNT/SUM over an indexed range (migration 0005 adds covering indexes), so an hour or a day
+costs what its rows cost; :mod:`ivr.reports.rollups` keeps the sums per hour and day, and ratios are taken
+afterwards in :mod:`ivr.reports.report`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,11 +102,13 @@ def entry_columns(enqueued: Any, answered: Any, ended: Any, state: Any, queue: A
     ]
 
 
+@functools.lru_cache(maxsize=64)
 def zero_calls(options: ReportOptions) -> Row:
     """Every count of :func:`call_counts` at zero (for a group with no calls)."""
     return {c.name: 0 for c in call_columns(options, True)}
 
 
+@functools.lru_cache(maxsize=64)
 def zero_entries(options: ReportOptions) -> Row:
     """Every count of :func:`entry_columns` at zero (for a group with no queue entries)."""
     return {c.name: 0 for c in entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options)}
@@ -131,6 +134,22 @@ def hour_key(store: Store, column: Any, since: float, until: float) -> ColumnEle
     return index if until - since <= LONG_RANGE else index % 24
 
 
+Ranges = Sequence[tuple[float, float]] | None
+"""Parts of a period to read alone (the hours whose roll-ups are stale), or None for all of it."""
+
+
+def within(column: Any, since: float, until: float, ranges: Ranges = None) -> ColumnElement[bool]:
+    """``column`` in [since, until), or with ``ranges`` in one of them."""
+    if ranges is None:
+        return sa.and_(column >= since, column < until)
+    return sa.or_(*(sa.and_(column >= low, column < high) for low, high in ranges))
+
+
+def group_key(store: Store, column: Any, since: float, until: float, ranges: Ranges = None) -> ColumnElement[Any]:
+    """:func:`hour_key`, or with ``ranges`` the hour index from ``since`` however long the period."""
+    return hour_index(store, column, since) if ranges is not None else hour_key(store, column, since, until)
+
+
 def local_hour(since: float, until: float, key: int) -> int:
     """The local clock hour (0-23) of an :func:`hour_key` group (exact across DST changes up to two days)."""
     if until - since > LONG_RANGE:
@@ -138,26 +157,11 @@ def local_hour(since: float, until: float, key: int) -> int:
     return dt.datetime.fromtimestamp(since + key * 3600 + 1).hour
 
 
-def bucket(column: Any, bounds: Sequence[float]) -> ColumnElement[Any]:
-    """The index i of the range [bounds[i], bounds[i+1]) ``column`` falls in (rows outside give NULL)."""
-    whens = [(column < end, i) for i, end in enumerate(bounds[1:])]
-    return sa.case(*whens, else_=None)
-
-
 def _rows(store: Store, query: sa.Select[Any]) -> list[Row]:
     with store.engine.connect() as conn:
         result = conn.execute(query)
         keys = list(result.keys())
         return [dict(zip(keys, row, strict=True)) for row in result]
-
-
-def call_counts(store: Store, since: float, until: float, options: ReportOptions, *, by: Any = None) -> list[Row]:
-    """Call figures' counts for calls started in [since, until): one row, or one per ``by`` value (``key``)."""
-    query = sa.select(*([by.label("key")] if by is not None else []), *call_columns(options))
-    query = query.where(C.started_at >= since, C.started_at < until)
-    if by is not None:
-        query = query.group_by(by)
-    return _rows(store, query)
 
 
 def survey_columns(calls: Any = C) -> list[ColumnElement[Any]]:
@@ -172,100 +176,90 @@ def survey_columns(calls: Any = C) -> list[ColumnElement[Any]]:
     ]
 
 
-def call_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
-    """The call counts of calls started in [since, until) per (intent, flow, hour index): one scan of the
-    covering index; every per-dimension figure is a sum over these few groups."""
-    hour = hour_key(store, C.started_at, since, until)
+def call_cube(store: Store, since: float, until: float, options: ReportOptions, ranges: Ranges = None) -> list[Row]:
+    """The call counts of calls started in [since, until) (or ``ranges``) per (intent, flow, hour index): one
+    scan of the covering index; every per-dimension figure is a sum over these few groups."""
+    hour = group_key(store, C.started_at, since, until, ranges)
     query = (
         sa.select(C.intent.label("intent"), C.flow.label("flow"), hour.label("hour_index"), *call_columns(options))
-        .where(C.started_at >= since, C.started_at < until)
+        .where(within(C.started_at, since, until, ranges))
         .group_by(C.intent, C.flow, hour)
     )
     return _rows(store, query)
 
 
-def entry_cube(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
-    """The queue counts of entries that joined in [since, until) per (queue, hour index)."""
-    hour = hour_key(store, Q.enqueued_at, since, until)
+def entry_cube(store: Store, since: float, until: float, options: ReportOptions, ranges: Ranges = None) -> list[Row]:
+    """The queue counts of entries that joined in [since, until) (or ``ranges``) per (queue, hour index)."""
+    hour = group_key(store, Q.enqueued_at, since, until, ranges)
     query = (
         sa.select(Q.queue.label("queue"), hour.label("hour_index"),
                   *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
-        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        .where(within(Q.enqueued_at, since, until, ranges))
         .group_by(Q.queue, hour)
     )
     return _rows(store, query)
 
 
-def agent_counts(store: Store, since: float, until: float, options: ReportOptions) -> list[Row]:
-    """Queue counts per agent of the entries they answered that joined in [since, until), and the surveys of
-    calls started then that an agent took (``calls.agent``: the last agent connected)."""
+def agent_cube(store: Store, since: float, until: float, options: ReportOptions, ranges: Ranges = None) -> list[Row]:
+    """Queue counts per (agent, hour index) of the entries they answered that joined in [since, until) (or
+    ``ranges``), and the surveys of calls started then that an agent took (``calls.agent``: the last agent
+    connected)."""
+    hour = group_key(store, Q.enqueued_at, since, until, ranges)
     entries = (
-        sa.select(Q.agent.label("key"), *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue,
-                                                        options))
-        .where(Q.enqueued_at >= since, Q.enqueued_at < until, Q.agent.is_not(None), Q.answered_at.is_not(None))
-        .group_by(Q.agent)
+        sa.select(Q.agent.label("key"), hour.label("hour_index"),
+                  *entry_columns(Q.enqueued_at, Q.answered_at, Q.ended_at, Q.state, Q.queue, options))
+        .where(within(Q.enqueued_at, since, until, ranges), Q.agent.is_not(None), Q.answered_at.is_not(None))
+        .group_by(hour, Q.agent)
     )
+    call_hour = group_key(store, C.started_at, since, until, ranges)
     surveys = (
-        sa.select(C.agent.label("key"), *survey_columns())
-        .where(C.started_at >= since, C.started_at < until, C.agent.is_not(None))
-        .group_by(C.agent)
+        sa.select(C.agent.label("key"), call_hour.label("hour_index"), *survey_columns())
+        .where(within(C.started_at, since, until, ranges), C.agent.is_not(None))
+        .group_by(C.agent, call_hour)
     )
-    by_agent = {r["key"]: r for r in _rows(store, entries)}
-    for row in _rows(store, surveys):
-        by_agent.setdefault(row["key"], {}).update(row)
-    return list(by_agent.values())
+    return _rows(store, entries) + _rows(store, surveys)
 
 
-def per_call_entries(since: float, until: float) -> tuple[Any, Any]:
-    """Each queued call's first join time and its last entry (the one that says how the wait ended)."""
+def per_call_entries(since: float, until: float, ranges: Ranges = None) -> tuple[Any, Any]:
+    """Each queued call that first joined a queue in [since, until) (or ``ranges``): its first join time and
+    its last entry (the one that says how the wait ended, whenever it joined), so a call moved from queue to
+    queue counts once, in the period it started waiting."""
+    joined = sa.select(Q.call_id).where(within(Q.enqueued_at, since, until, ranges))
+    first_at = sa.func.min(Q.enqueued_at)
     per_call = (
-        sa.select(Q.call_id, sa.func.min(Q.enqueued_at).label("first_at"), sa.func.max(Q.id).label("last_id"))
-        .where(Q.enqueued_at >= since, Q.enqueued_at < until)
+        sa.select(Q.call_id, first_at.label("first_at"), sa.func.max(Q.id).label("last_id"))
+        .where(Q.call_id.in_(joined))
         .group_by(Q.call_id)
+        .having(within(first_at, since, until, ranges))
         .subquery()
     )
     last = t.queue_entries.alias("last")
     return per_call, last
 
 
-def call_queue_counts(store: Store, since: float, until: float, options: ReportOptions) -> Row:
+def queued_call_cube(store: Store, since: float, until: float, options: ReportOptions,
+                     ranges: Ranges = None) -> list[Row]:  # fmt: skip
     """Queue figures' counts per queued call (a call that overflowed from queue to queue counts once, its
-    wait from its first queue to its answer)."""
-    per_call, last = per_call_entries(since, until)
+    wait from its first queue to its answer), per hour index of its first join."""
+    per_call, last = per_call_entries(since, until, ranges)
+    hour = group_key(store, per_call.c.first_at, since, until, ranges)
     cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
                          options)  # fmt: skip
-    query = sa.select(*cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
-    return _rows(store, query)[0]
+    query = sa.select(hour.label("hour_index"), *cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
+    return _rows(store, query.group_by(hour))
 
 
-def call_queue_counts_by(store: Store, since: float, until: float, options: ReportOptions,
-                         bounds: Sequence[float]) -> list[Row]:  # fmt: skip
-    """:func:`call_queue_counts` per range of ``bounds`` the call first joined a queue in (``key``: its index)."""
-    per_call, last = per_call_entries(since, until)
-    key = bucket(per_call.c.first_at, bounds)
-    cols = entry_columns(per_call.c.first_at, last.c.answered_at, last.c.ended_at, last.c.state, last.c.queue,
-                         options)  # fmt: skip
-    query = sa.select(key.label("key"), *cols).select_from(per_call.join(last, last.c.id == per_call.c.last_id))
-    return _rows(store, query.group_by(key))
-
-
-def wait_percentile(store: Store, since: float, until: float, fraction: float, answered: int) -> float | None:
-    """The nearest-rank ``fraction`` percentile of answered calls' waits (``answered`` of them)."""
-    if answered <= 0:
-        return None
-    per_call, last = per_call_entries(since, until)
-    wait = (last.c.answered_at - per_call.c.first_at).label("wait")
-    rank = max(1, math.ceil(fraction * answered))
+def answered_waits(store: Store, since: float, until: float, ranges: Ranges = None) -> list[Row]:
+    """The wait of each answered queued call (``wait``, from its first join to its answer), with the hour
+    index of its first join."""
+    per_call, last = per_call_entries(since, until, ranges)
+    hour = group_key(store, per_call.c.first_at, since, until, ranges)
     query = (
-        sa.select(wait)
+        sa.select(hour.label("hour_index"), (last.c.answered_at - per_call.c.first_at).label("wait"))
         .select_from(per_call.join(last, last.c.id == per_call.c.last_id))
         .where(last.c.answered_at.is_not(None))
-        .order_by(wait)
-        .limit(1)
-        .offset(rank - 1)
     )
-    rows = _rows(store, query)
-    return float(rows[0]["wait"]) if rows else None
+    return _rows(store, query)
 
 
 def intent_examples(store: Store, since: float, until: float, intent: str, limit: int) -> list[str]:

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
-import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
-
-import sqlalchemy as sa
 
 from ivr.reports import queries as q
 from ivr.reports.definitions import ReportOptions
 from ivr.reports.periods import day_bounds, days_between
-from ivr.store import Store, mask_sensitive, schema
+from ivr.reports.rollups import (
+    AGENT_FIELDS,
+    CALL_FIELDS,
+    ENTRY_FIELDS,
+    Sums,
+    counts,
+    day_sums,
+    nearest_rank,
+    range_sums,
+)
+from ivr.store import Store, mask_sensitive
 
 Row = dict[str, Any]
 
@@ -27,7 +32,7 @@ def ratio(part: float, whole: float) -> float | None:
 
 
 def call_figures(r: Row) -> Row:
-    """The call ratios from :func:`ivr.reports.queries.call_counts` counts (kept alongside them)."""
+    """The call ratios from :func:`ivr.reports.queries.call_columns` counts (kept alongside them)."""
     out = dict(r)
     out["containment"] = ratio(r["contained"], r["ended"])
     out["transfer_rate"] = ratio(r["transferred"], r["calls"])
@@ -41,7 +46,7 @@ def call_figures(r: Row) -> Row:
 
 
 def queue_figures(r: Row) -> Row:
-    """The queue ratios from :func:`ivr.reports.queries.entry_counts` counts (kept alongside them)."""
+    """The queue ratios from :func:`ivr.reports.queries.entry_columns` counts (kept alongside them)."""
     out = dict(r)
     counted = r["offered"] - r["short_abandoned"]
     out["service_level"] = ratio(r["answered_within"], counted)
@@ -52,28 +57,9 @@ def queue_figures(r: Row) -> Row:
     return out
 
 
-KEYS = frozenset({"key", "intent", "flow", "hour", "hour_index", "queue", "agent"})
-
-
-def add_up(rows: list[Row], key: str | None = None) -> dict[Any, Row]:
-    """Sum the counts of cube ``rows`` per value of ``key`` (all rows under None when ``key`` is None)."""
-    if not rows:
-        return {}
-    fields = [name for name in rows[0] if name not in KEYS]
-    out: dict[Any, Row] = {}
-    for row in rows:
-        group = None if key is None else row[key]
-        acc = out.get(group)
-        if acc is None:
-            out[group] = acc = dict.fromkeys(fields, 0)
-        for name in fields:
-            acc[name] += row[name]
-    return out
-
-
 class Cube:
-    """The grouped counts of one range, read once and only when a table needs them: calls per (intent, flow,
-    hour) and queue entries per (queue, hour). Every table is a sum over these groups."""
+    """The sums of a range (:class:`ivr.reports.rollups.Sums`, from roll-ups for whole days) as figures per
+    intent, flow, hour, queue and agent."""
 
     def __init__(self, store: Store, since: float, until: float, options: ReportOptions) -> None:
         self.store, self.since, self.until, self.options = store, since, until, options
@@ -81,34 +67,25 @@ class Cube:
         self.zero_entries = q.zero_entries(options)
 
     @functools.cached_property
-    def calls(self) -> list[Row]:
-        """Call counts per (intent, flow, hour)."""
-        return self._named(q.call_cube(self.store, self.since, self.until, self.options))
-
-    @functools.cached_property
-    def entries(self) -> list[Row]:
-        """Queue entry counts per (queue, hour)."""
-        return self._named(q.entry_cube(self.store, self.since, self.until, self.options))
-
-    def _named(self, rows: list[Row]) -> list[Row]:
-        names: dict[Any, int | None] = {}
-        for row in rows:
-            key = row.pop("hour_index")
-            if key not in names:
-                names[key] = q.local_hour(self.since, self.until, key) if key is not None else None
-            row["hour"] = names[key]
-        return rows
+    def sums(self) -> Sums:
+        """The range's counts."""
+        return range_sums(self.store, self.since, self.until, self.options)
 
     def calls_by(self, key: str | None) -> dict[Any, Row]:
         """Call figures per ``key`` (intent, flow or hour; None: the total)."""
-        groups = add_up(self.calls, key)
+        groups = self.sums.calls["all" if key is None else key]
         if key is None and not groups:
-            groups = {None: {}}
-        return {k: call_figures({**self.zero_calls, **v}) for k, v in groups.items()}
+            return {None: call_figures(dict(self.zero_calls))}
+        return {k: call_figures({**self.zero_calls, **counts(v, CALL_FIELDS)}) for k, v in groups.items()}
 
-    def entries_by(self, key: str | None) -> dict[Any, Row]:
-        """Queue figures per ``key`` (queue or hour; None: the total, per entry)."""
-        return {k: queue_figures({**self.zero_entries, **v}) for k, v in add_up(self.entries, key).items()}
+    def entries_by(self, key: str) -> dict[Any, Row]:
+        """Queue figures per ``key`` (queue or hour), per entry."""
+        return {k: queue_figures({**self.zero_entries, **counts(v, ENTRY_FIELDS)})
+                for k, v in self.sums.entries[key].items()}  # fmt: skip
+
+    def queued_calls(self) -> Row:
+        """Queue figures per queued call (each counted once, by its last entry, waiting from its first)."""
+        return queue_figures({**self.zero_entries, **counts(self.sums.queued, ENTRY_FIELDS)})
 
 
 def summary(store: Store, since: float, until: float, options: ReportOptions | None = None, *,
@@ -118,11 +95,11 @@ def summary(store: Store, since: float, until: float, options: ReportOptions | N
     options = options or ReportOptions()
     cube = cube or Cube(store, since, until, options)
     calls = cube.calls_by(None)[None]
-    queue = queue_figures(q.call_queue_counts(store, since, until, options))
+    queue = cube.queued_calls()
     out: Row = {"since": since, "until": until, **calls, **queue}
     out.update(
         wait_average=queue["asa"],
-        wait_p90=q.wait_percentile(store, since, until, 0.9, queue["answered"]),
+        wait_p90=nearest_rank(cube.sums.all_waits(), 0.9),
         service_level_seconds=options.service_level_seconds,
         short_abandon_seconds=options.short_abandon_seconds,
         fcr_days=options.fcr_days,
@@ -137,66 +114,19 @@ def summary(store: Store, since: float, until: float, options: ReportOptions | N
     return out
 
 
-CLOSED_AFTER = 6 * 3600.0
-"""A day's figures are kept once the day has been over this long (no call of it can still be going on)."""
-_closed_days: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str, str], Row]] = weakref.WeakKeyDictionary()
-
-
 def daily_trend(store: Store, first: dt.date, last: dt.date, options: ReportOptions | None = None) -> list[Row]:
-    """Per-day figures from ``first`` to ``last`` (both included, oldest first, a ``day`` key each). Days long
-    over are read from ``report_days`` (and remembered in the process); the others are computed with two
-    grouped queries, and stored once closed."""
+    """Per-day figures from ``first`` to ``last`` (both included, oldest first, a ``day`` key each), from the
+    day roll-ups."""
     options = options or ReportOptions()
-    key = options.key()
-    kept = _closed_days.setdefault(store.engine, {})
-    days = [d.isoformat() for d in days_between(first, last)]
-    missing = [d for d in days if (d, key) not in kept]
-    if missing:
-        for day, row in _stored_days(store, missing, key).items():
-            kept[(day, key)] = row
-        missing = [d for d in missing if (d, key) not in kept]
-    fresh: dict[str, Row] = {}
-    if missing:
-        fresh = _trend_rows(store, dt.date.fromisoformat(missing[0]), dt.date.fromisoformat(missing[-1]), options)
-        closed = {d: row for d, row in fresh.items() if row["until"] + CLOSED_AFTER < time.time()}
-        _store_days(store, closed, key)
-        if len(kept) < 100_000:
-            kept.update({(d, key): row for d, row in closed.items()})
-    return [dict(fresh.get(d) or kept[(d, key)]) for d in days]
-
-
-def _stored_days(store: Store, days: list[str], key: str) -> dict[str, Row]:
-    rd = schema.report_days.c
-    query = sa.select(rd.day, rd.data).where(rd.options == key, rd.day >= days[0], rd.day <= days[-1])
-    with store.engine.connect() as conn:
-        return {day: json.loads(data) for day, data in conn.execute(query) if day in days}
-
-
-def _store_days(store: Store, rows: dict[str, Row], key: str) -> None:
-    if not rows:
-        return
-    rd = schema.report_days
-    now = time.time()
-    with store.engine.begin() as conn:
-        conn.execute(rd.delete().where(rd.c.options == key, rd.c.day.in_(list(rows))))
-        conn.execute(rd.insert(), [{"day": d, "options": key, "data": json.dumps(row), "computed_at": now}
-                                   for d, row in rows.items()])  # fmt: skip
-
-
-def _trend_rows(store: Store, first: dt.date, last: dt.date, options: ReportOptions) -> dict[str, Row]:
-    days = days_between(first, last)
-    bounds = [day_bounds(d)[0] for d in days] + [day_bounds(last)[1]]
-    since, until = bounds[0], bounds[-1]
-    calls = {r["key"]: r for r in q.call_counts(store, since, until, options, by=q.bucket(q.C.started_at, bounds))}
-    queues = {r["key"]: r for r in q.call_queue_counts_by(store, since, until, options, bounds)}
     zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
-    out = {}
-    for i, day in enumerate(days):
-        row = queue_figures({**zero_entries, **queues.get(i, {})})
-        row.update(call_figures({**zero_calls, **calls.get(i, {})}))
-        row.pop("key", None)
-        row.update(day=day.isoformat(), since=bounds[i], until=bounds[i + 1], wait_average=row["asa"])
-        out[day.isoformat()] = row
+    days = days_between(first, last)
+    out = []
+    for day, sums in zip(days, day_sums(store, days, options), strict=True):
+        since, until = day_bounds(day)
+        row = queue_figures({**zero_entries, **counts(sums.queued, ENTRY_FIELDS)})
+        row.update(call_figures({**zero_calls, **counts(sums.calls["all"].get(None), CALL_FIELDS)}))
+        row.update(day=day.isoformat(), since=since, until=until, wait_average=row["asa"])
+        out.append(row)
     return out
 
 
@@ -350,12 +280,12 @@ def _queues(cube: Cube) -> Table:
     return Table("queues", "Per queue", [Column("queue", "Queue", "text"), *_QUEUE_COLUMNS], rows)
 
 
-def _agents(store: Store, since: float, until: float, options: ReportOptions) -> Table:
-    zero_calls, zero_entries = q.zero_calls(options), q.zero_entries(options)
+def _agents(cube: Cube) -> Table:
     rows = []
-    for counts in q.agent_counts(store, since, until, options):
-        row = queue_figures({**zero_entries, **counts})
-        row.update(call_figures({**zero_calls, **counts}), agent=counts["key"])
+    for agent, values in cube.sums.agents.items():
+        agent_counts = counts(values, AGENT_FIELDS)
+        row = queue_figures({**cube.zero_entries, **agent_counts})
+        row.update(call_figures({**cube.zero_calls, **agent_counts}), agent=agent)
         rows.append(row)
     rows.sort(key=lambda r: r["agent"])
     columns = [Column("agent", "Agent", "text"), Column("answered", "Answered"), Column("handled", "Handled"),
@@ -392,7 +322,7 @@ def build_report(store: Store, since: float, until: float, options: ReportOption
         elif name == "queues":
             built.append(_queues(cube))
         elif name == "agents":
-            built.append(_agents(store, since, until, options))
+            built.append(_agents(cube))
         elif name == "flows":
             built.append(_flows(cube))
         elif name == "intents":

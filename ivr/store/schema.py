@@ -130,15 +130,35 @@ nodes = sa.Table(
     sa.Column("seen_at", sa.Float, nullable=False),
 )
 
-report_days = sa.Table(
-    "report_days",
+report_marks = sa.Table(
+    "report_marks",
     metadata,
-    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("slot", sa.BigInteger, primary_key=True, autoincrement=False),  # floor(time / 900)
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+"""Changes per 15 minutes of call start / queue join time, folded from ``report_changes``: a period's counters
+plus its unfolded changes only ever grow, and a roll-up made at a lower sum is stale."""
+
+report_changes = sa.Table(
+    "report_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("slot", sa.BigInteger, nullable=False),
+)
+"""One row per write a report figure depends on, added by triggers (migration 0010) in the writer's transaction
+(insert only: no writer waits on another); ``ivr.reports.rollups`` folds them into ``report_marks``."""
+
+report_rollups = sa.Table(
+    "report_rollups",
+    metadata,
+    sa.Column("period", sa.String(24), primary_key=True),  # "YYYY-MM-DD" or "h<UNIX start>" for an hour
     sa.Column("options", sa.String(64), primary_key=True),  # ReportOptions.key()
-    sa.Column("data", sa.Text, nullable=False),  # the day's figures (JSON)
+    sa.Column("version", sa.BigInteger, nullable=False),  # the period's change count it was made at
+    sa.Column("data", sa.Text, nullable=False),  # the period's sums (JSON, ivr.reports.rollups.Sums)
+    sa.Column("waits", sa.LargeBinary, nullable=False),  # its answered calls' waits, sorted (float64)
     sa.Column("computed_at", sa.Float, nullable=False),
 )
-"""The figures of days long over (ivr.reports.report.daily_trend reads them instead of recomputing)."""
+"""The report's sums per hour and per day (ivr.reports.rollups), read instead of scanning the calls."""
 
 
 recordings = sa.Table(
@@ -197,4 +217,5 @@ INDEXES = [
     sa.Index("ix_queue_entries_agent", queue_entries.c.agent, queue_entries.c.answered_at),
     sa.Index("ix_recordings_call_id", recordings.c.call_id),
     sa.Index("ix_recordings_kind_at", recordings.c.kind, recordings.c.at),
+    sa.Index("ix_report_changes_slot", report_changes.c.slot),
 ]
