@@ -209,8 +209,7 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         def pick(r: dict[str, Any], t: float = threshold) -> tuple[str, float]:
             text, confidence, elapsed = r["short"]
             if text and confidence < t:
-                full, full_confidence, full_elapsed = r["full"]
-                return (full if full and full_confidence >= confidence else text), elapsed + full_elapsed
+                return (r["full"][0] or text), elapsed + r["full"][2]
             return text, elapsed
         rule = score(f"mean < {threshold}", pick)
         rule["decoded_twice_percent"] = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold
