@@ -44,9 +44,10 @@ PAD_SECONDS = 5.0
 """Silence encoded after a short utterance (see the module docstring)."""
 REDECODE_BELOW = 0.6
 """A mean word probability under which the short-window result is decoded again with the full window. Chosen
-on the dev part of the evaluation set (184 utterances under 25 s, tiny.en): short window only 12.29 % WER,
-full window only 10.95 % (at 4x the time); re-decoding when any word is under 0.4: 11.58 % with 28 % of
-utterances decoded twice; when the mean is under 0.6: 11.31 % with 23 % decoded twice, median 289 ms."""
+on the dev part of the evaluation set (184 utterances under 25 s, tiny.en; ``ivr bench wer --split dev
+--redecode-sweep``): short window only 12.29 % WER, full window only 10.95 % (at 4x the time); again when
+the mean is under 0.6 (or the text loops): 11.22 % with 23 % decoded twice, median 0.29x stock's time; the
+highest threshold whose mean time stays under half of stock's."""
 SHORT_UTTERANCE_SECONDS = 25.0
 MIN_SPEECH_SECONDS = 0.1
 SILENCE_RMS = 1e-4
