@@ -119,8 +119,9 @@ def test_agent_signs_in_gets_a_screen_pop_and_changes_state(console: dict[str, A
 
     browser.find_element(By.NAME, "reason").send_keys("lunch")
     browser.find_element(By.ID, "go-break").click()
-    wait_for(lambda: browser.find_element(By.ID, "agent-state").text == "break")
-    assert browser.find_element(By.ID, "agent-reason").text == "lunch"
+    # The panel is redrawn as the state changes: read state and reason together, from the same drawing.
+    wait_for(lambda: (browser.find_element(By.ID, "agent-state").text,
+                      browser.find_element(By.ID, "agent-reason").text) == ("break", "lunch"))
     assert acd.snapshot()["agents"]["ann"]["reason"] == "lunch"
     assert browser.execute_script("return window.__same_page") is True
 
