@@ -163,6 +163,7 @@ def test_ivr_bench_wer_scores_real_speech(tmp_path: Path) -> None:
     assert report["utterances"] == 8 and fast["utterances"] == stock["utterances"] == 8
     assert 0 <= fast["wer_percent"] < 50 and fast["repeats"] == 0
     assert fast["median_ms"] < stock["median_ms"]
+    assert fast["wer_by_source_percent"] == {"asterisk": fast["wer_percent"]}
 
 
 def test_redecode_sweep_scores_each_threshold_from_the_same_decodes() -> None:

@@ -65,15 +65,16 @@ class SettingResult:
     refs: list[str] = field(default_factory=list)
     hyps: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     audio_seconds: list[float] = field(default_factory=list)
 
-    def wer(self, kind: str | None = None) -> float:
-        """Word error rate (0..1) over the whole split, or over one kind of utterance."""
+    def wer(self, kind: str | None = None, source: str | None = None) -> float:
+        """Word error rate (0..1) over the whole split, or over one kind of utterance or one source."""
         import jiwer
 
-        pairs = [(r, h) for r, h, k in zip(self.refs, self.hyps, self.kinds, strict=True)
-                 if (kind is None or k == kind) and r]
+        pairs = [(r, h) for r, h, k, s in zip(self.refs, self.hyps, self.kinds, self.sources, strict=True)
+                 if (kind is None or k == kind) and (source is None or s == source) and r]
         if not pairs:
             return float("nan")
         refs, hyps = zip(*pairs, strict=True)
@@ -88,6 +89,8 @@ class SettingResult:
             "wer_sentences_percent": round(100 * self.wer("sentence"), 2),
             "wer_short_percent": round(100 * self.wer("short"), 2),
             "short_exact_percent": round(100 * sum(exact_short) / max(1, len(exact_short)), 1),
+            "wer_by_source_percent": {source: round(100 * self.wer(source=source), 2)
+                                      for source in sorted(set(self.sources))},
             "repeats": sum(repeats(h) and not repeats(r) for r, h in zip(self.refs, self.hyps, strict=True)),
             "utterances": len(self.refs),
             "median_ms": round(1000 * statistics.median(self.seconds), 1),
@@ -130,6 +133,7 @@ def run(settings: dict[str, Transcribe], utterances: list[corpus.Utterance]) -> 
             result.refs.append(reference)
             result.hyps.append(normalize(text))
             result.kinds.append(utterance.kind)
+            result.sources.append(utterance.source)
             result.seconds.append(elapsed)
             result.audio_seconds.append(len(audio) / 16000)
     return results
@@ -176,7 +180,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         seconds = len(audio) / 16000
         if seconds > SHORT_UTTERANCE_SECONDS:
             continue
-        run = {"ref": normalize(utterance.text), "kind": utterance.kind, "audio_s": seconds}
+        run = {"ref": normalize(utterance.text), "kind": utterance.kind, "source": utterance.source,
+               "audio_s": seconds}
         for name, window in (("short", seconds + PAD_SECONDS), ("full", WINDOW_SECONDS)):
             started = time.perf_counter()
             heard = engine._decode(audio, None, window)
@@ -196,6 +201,7 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
             result.refs.append(run["ref"])
             result.hyps.append(text)
             result.kinds.append(run["kind"])
+            result.sources.append(run["source"])
             result.seconds.append(elapsed)
             result.audio_seconds.append(run["audio_s"])
         summary = result.summary()
