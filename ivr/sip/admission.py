@@ -81,25 +81,24 @@ class Admission:
             return Verdict(code=403, outcome="rejected_forbidden")
         if self.route is not None and not self.route(call.called):
             return Verdict(code=404, outcome="rejected_unrouted")
-        with self._lock:
-            if any(call_id == call.call_id for call_id, _ in self._tickets.values()):
-                return Verdict(code=482, outcome="rejected_duplicate")
-            if len(self._tickets) >= self.config.max_calls:
-                return Verdict(code=503, outcome="rejected_capacity")
-            ticket = next(self._numbers)
-            self._tickets[ticket] = (call.call_id, owner)
-        return Verdict(ticket=ticket)
+        return self._take_ticket(call.call_id, owner)
 
     def admit_outbound(self, call_id: str) -> Verdict:
         """A ticket for a call the node places itself (``ivr.outbound``), counted against the same
         ``max_calls`` as incoming calls: 503 while stopping or when the node is full."""
         if self.stopping:
             return Verdict(code=503, outcome="rejected_shutdown")
+        return self._take_ticket(call_id, None)
+
+    def _take_ticket(self, call_id: str, owner: object) -> Verdict:
+        """A ticket for ``call_id``, unless a call with that id holds one (482) or the node is full (503)."""
         with self._lock:
+            if any(held == call_id for held, _ in self._tickets.values()):
+                return Verdict(code=482, outcome="rejected_duplicate")
             if len(self._tickets) >= self.config.max_calls:
                 return Verdict(code=503, outcome="rejected_capacity")
             ticket = next(self._numbers)
-            self._tickets[ticket] = (call_id, None)
+            self._tickets[ticket] = (call_id, owner)
         return Verdict(ticket=ticket)
 
     def release(self, ticket: int) -> bool:
