@@ -78,15 +78,22 @@ def wait_for(condition: Any, timeout: float = 10.0) -> float:
         time.sleep(0.05)
 
 
+def sign_in(browser: Any, name: str) -> None:
+    """Fill in the sign-in form the browser is on for user ``name`` (password ``<name>-password``)."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "name").send_keys(name)
+    browser.find_element(By.ID, "password").send_keys(f"{name}-password")
+    browser.find_element(By.ID, "sign-in").click()
+
+
 def test_agent_signs_in_gets_a_screen_pop_and_changes_state(console: dict[str, Any], browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
     store, acd, connector = console["store"], console["acd"], console["connector"]
     browser.get(console["url"] + "/agent")
     assert "/login" in browser.current_url  # no caller data without signing in
-    browser.find_element(By.ID, "name").send_keys("ann")
-    browser.find_element(By.ID, "password").send_keys("ann-password")
-    browser.find_element(By.ID, "sign-in").click()
+    sign_in(browser, "ann")
     wait_for(lambda: browser.find_element(By.ID, "agent-state").text == "offline")
 
     browser.execute_script("window.__same_page = true;")  # gone if anything reloads the page
@@ -133,9 +140,7 @@ def test_supervisor_puts_an_agent_on_break_from_the_live_view(console: dict[str,
     store.add_user("sue", generate_password_hash("sue-password", "pbkdf2:sha256:1000"), "supervisor", 0.0)
     acd.set_agent_state("ann", "available")
     browser.get(console["url"] + "/supervisor")
-    browser.find_element(By.ID, "name").send_keys("sue")
-    browser.find_element(By.ID, "password").send_keys("sue-password")
-    browser.find_element(By.ID, "sign-in").click()
+    sign_in(browser, "sue")
     state = '#live tr[data-agent="ann"] td.state'
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, state).text == "available")
     browser.execute_script("window.__same_page = true;")
@@ -166,9 +171,7 @@ def test_supervisor_picks_a_date_range_and_exports_a_table(console: dict[str, An
         store.set_context(f"r{i}", {"intent": "=cmd|' /C calc'!A0" if i == 3 else "faq"})
         store.end_call(f"r{i}", start + 3600 * (9 + i) + 60, outcome)
     browser.get(console["url"] + "/supervisor")
-    browser.find_element(By.ID, "name").send_keys("sue")
-    browser.find_element(By.ID, "password").send_keys("sue-password")
-    browser.find_element(By.ID, "sign-in").click()
+    sign_in(browser, "sue")
     wait_for(lambda: browser.find_element(By.ID, "figures-title").text == "Today")
     for field, value in (("since", "2026-03-09"), ("until", "2026-03-10")):
         browser.execute_script("arguments[0].value = arguments[1]", browser.find_element(By.ID, field), value)
@@ -199,9 +202,7 @@ def test_a_supervisor_plays_a_voicemail_and_marks_it_called_back(console: dict[s
     writer.close()
     mail = store.add_recording("call-9", time.time() - 30, "voicemail", str(writer.path), writer.duration, "support")
     browser.get(console["url"] + "/login")
-    browser.find_element(By.ID, "name").send_keys("sue")
-    browser.find_element(By.ID, "password").send_keys("sue-password")
-    browser.find_element(By.ID, "sign-in").click()
+    sign_in(browser, "sue")
     wait_for(lambda: "/supervisor" in browser.current_url)
     browser.get(console["url"] + "/voicemail")
     row = browser.find_element(By.ID, f"voicemail-{mail}")
@@ -231,9 +232,7 @@ def test_supervisor_reads_a_chart_and_clicks_through_to_its_calls(console: dict[
             store.start_call(f"d{d}-{n}", "+1555", "100", "support", start + n)
             store.end_call(f"d{d}-{n}", start + n + 60, "completed")
     browser.get(console["url"] + "/login")
-    browser.find_element(By.ID, "name").send_keys("sue")
-    browser.find_element(By.ID, "password").send_keys("sue-password")
-    browser.find_element(By.ID, "sign-in").click()
+    sign_in(browser, "sue")
     wait_for(lambda: "/supervisor" in browser.current_url)
     browser.get(console["url"] + "/supervisor?since=2026-01-01&until=2026-04-01")
     chart = browser.find_element(By.ID, "chart-calls")
@@ -271,9 +270,7 @@ def test_a_supervisor_seeks_far_into_a_long_recording(console: dict[str, Any], b
     writer.close()
     store.add_recording("long-1", time.time() - 60, "call", str(writer.path), writer.duration, "support")
     browser.get(console["url"] + "/login")
-    browser.find_element(By.ID, "name").send_keys("sue")
-    browser.find_element(By.ID, "password").send_keys("sue-password")
-    browser.find_element(By.ID, "sign-in").click()
+    sign_in(browser, "sue")
     wait_for(lambda: "/supervisor" in browser.current_url)
     browser.get(console["url"] + "/calls/long-1")
     audio = browser.find_element(By.CSS_SELECTOR, "ol.recordings audio")
