@@ -272,13 +272,14 @@ def test_the_daily_report_runs_on_schedule_once_a_day(database: Path, tmp_path: 
 
     plan = DailyReportPlan(DailyReportPlan.parse_time("06:00"), tmp_path / "daily")
     six = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(6, 0)).timestamp()
-    started, base = time.monotonic(), six - 0.5  # half a second before 06:00 the next day
+    store = open_store(database)  # before the clock starts: opening may take longer than the lead below
+    started, base = time.monotonic(), six - 1.0  # a second before 06:00 the next day
 
     def clock() -> float:
         return base + time.monotonic() - started
 
     leading = [True]
-    scheduler = DailyReportScheduler(open_store(database), plan, lambda: leading[0], clock)
+    scheduler = DailyReportScheduler(store, plan, lambda: leading[0], clock)
     assert scheduler.next_run(six - 10) == six and scheduler.next_run(six + 1) == six + 86400
     scheduler.start()
     try:
