@@ -215,8 +215,36 @@ def test_the_full_window_second_pass_is_taken_only_on_a_quiet_server(whisper: As
 def test_a_long_prompt_keeps_its_last_words(whisper: AsrEngine, prompts: dict[str, corpus.Utterance],
                                             prompt: str, ending: str) -> None:
     # 18–22 s of speech: CTranslate2 decodes only half of the max_length it is given, which cut these off.
-    heard = normalize(hear(whisper, prompts[prompt]).text)
-    assert heard.endswith(normalize(ending)), heard
+    heard = hear(whisper, prompts[prompt])
+    assert normalize(heard.text).endswith(normalize(ending)), heard.text
+    # Word times reach the end of the audio (they stopped at half the window when align was given half
+    # the frames: every word after 11.5 s was placed at 11.5 s).
+    seconds = len(corpus.line_audio(prompts[prompt])) / corpus.LINE_RATE
+    ends = [w.end for w in heard.words]
+    assert ends == sorted(ends) and ends[-1] > seconds - 2.0, (seconds, heard.words[-4:])
+
+
+def test_words_after_where_the_model_stopped_are_heard(whisper: AsrEngine,
+                                                       prompts: dict[str, corpus.Utterance]) -> None:
+    # conf-usermenu, 14 s: in the short window the model ends its transcript at 12 s ("… your volume"),
+    # before "or 8 to exit". The rest is decoded on its own, as stock transcribe() seeks on, and appended once.
+    audio = resample(corpus.line_audio(prompts["conf-usermenu"]), corpus.LINE_RATE, 16000)
+    heard = whisper.transcribe_audio(audio, hint=None)  # type: ignore[attr-defined]
+    said = normalize(heard.text)
+    assert said.endswith("your volume or eight to exit") and said.count("eight to exit") == 1, heard.text
+    assert heard.words[-1].text == "exit." and 13.0 < heard.words[-1].end <= 14.1, heard.words[-3:]
+
+
+def test_only_sound_after_the_transcript_is_decoded_again() -> None:
+    from ivr.speech.asr.whisper_engine import WHISPER_RATE, has_sound_after
+
+    rng = np.random.default_rng(7)
+    speech = 0.3 * np.sin(np.arange(2 * WHISPER_RATE) * 2 * np.pi * 220 / WHISPER_RATE).astype(np.float32)
+    line_noise = (0.003 * rng.standard_normal(2 * WHISPER_RATE)).astype(np.float32)  # -40 dB
+    assert not has_sound_after(np.concatenate([speech, line_noise]), line_noise)
+    later_words = np.concatenate([line_noise[: WHISPER_RATE // 2], 0.5 * speech[: WHISPER_RATE]])
+    assert has_sound_after(np.concatenate([speech, later_words]), later_words)
+    assert not has_sound_after(np.concatenate([speech, later_words[-8000:]]), later_words[-8000:])  # < 1 s
 
 
 def test_the_decoding_budget_survives_ctranslate2s_halving() -> None:

@@ -57,6 +57,12 @@ MAX_PROMPT_TOKENS = 200
 TOKENS_PER_SECOND = 6
 """Fast speech is ~4 words (~6 tokens) a second, timestamps included: the decoding budget per second of audio
 (a cap that stops a runaway decode, not a limit on what a caller can say)."""
+MAX_CONTINUATIONS = 2
+"""How many times the rest of an utterance is decoded after the model stopped early (see ``_decode``)."""
+CONTINUE_AFTER_SECONDS = 1.0
+SOUND_BELOW_PEAK = 0.1
+"""The rest of an utterance counts as sound (worth decoding) when a 100 ms stretch of it is at least this
+fraction of the utterance's loudest 100 ms in RMS (-20 dB): speech after a pause, not line noise."""
 MAX_NEW_TOKENS = 220
 TEXT_CONTEXT = 448
 """Whisper's decoder positions: prompt and decoded tokens together."""
@@ -173,7 +179,30 @@ class WhisperEngine:
         return [*prompt, *tok.sot_sequence]
 
     def _decode(self, audio: np.ndarray, hint: str | None, window: float) -> Heard:
-        """Encode the audio padded with silence to ``window`` seconds, decode greedily, align the words."""
+        """Decode the audio padded with silence to ``window`` seconds. When the model ends before the audio
+        does (its last timestamp well before the end, with sound after it: "… your volume" and not "or 8 to
+        exit"), the rest is decoded the same way and appended, as stock ``transcribe()`` seeks on."""
+        padding = max(0.0, window - len(audio) / WHISPER_RATE)
+        heard, heard_until = self._decode_window(audio, hint, window)
+        offset = 0.0
+        for _ in range(MAX_CONTINUATIONS):
+            offset += heard_until
+            rest = audio[int(offset * WHISPER_RATE):]
+            if not heard.text or looks_garbled(heard.text) or not has_sound_after(audio, rest):
+                break
+            more, heard_until = self._decode_window(rest, hint, len(rest) / WHISPER_RATE + padding)
+            joined = f"{heard.text} {more.text}".strip()
+            if not more.text or drop_repeated_sentences(joined) != joined:
+                break
+            words = (*heard.words, *(Word(w.text, w.confidence, round(w.start + offset, 2),
+                                          round(w.end + offset, 2)) for w in more.words))
+            confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
+            heard = Heard(joined, round(confidence, 4), words)
+        return heard
+
+    def _decode_window(self, audio: np.ndarray, hint: str | None, window: float) -> tuple[Heard, float]:
+        """Encode the audio padded with silence to ``window`` seconds, decode greedily, align the words.
+        Returns what was heard and the time (s) up to which the model transcribed the audio."""
         import ctranslate2  # type: ignore[import-untyped]
         from faster_whisper.transcribe import merge_punctuations
 
@@ -191,40 +220,51 @@ class WhisperEngine:
         )[0]
         avg_logprob = float(result.scores[0]) if result.scores else -10.0
         if result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < NO_SPEECH_LOGPROB:
-            return NOTHING
-        tokens = self._tokens_within(list(result.sequences_ids[0]), seconds)
+            return NOTHING, seconds
+        tokens, heard_until = self._tokens_within(list(result.sequences_ids[0]), seconds)
         if not tokens:
-            return NOTHING
+            return NOTHING, seconds
         text = drop_repeated_sentences(self._tokenizer.decode(tokens).strip())
         if text != self._tokenizer.decode(tokens).strip():  # a repeat was cut: align what is left
-            tokens = self._tokenizer.encode(" " + text)
-        aligned = self._whisper.find_alignment(self._tokenizer, [tokens], encoded, frames // 2)[0]
+            tokens, heard_until = self._tokenizer.encode(" " + text), seconds
+        # CTranslate2's align takes the number of mel frames holding audio (not padding, not encoder positions).
+        audio_frames = min(frames, int(np.ceil(seconds * self._whisper.feature_extractor.sampling_rate
+                                                / self._whisper.feature_extractor.hop_length)))
+        aligned = self._whisper.find_alignment(self._tokenizer, [tokens], encoded, audio_frames)[0]
         merge_punctuations(aligned, PREPENDED_PUNCTUATION, APPENDED_PUNCTUATION)  # "car" + "." → "car."
         words = tuple(Word(w["word"].strip(), round(float(w["probability"]), 4), round(float(w["start"]), 2),
                            round(float(w["end"]), 2)) for w in aligned if w["word"].strip())
         confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
-        return Heard(text, round(confidence, 4), words)
+        if words:  # the aligned end of the last word is surer than a timestamp token the model chose
+            heard_until = max(heard_until, min(words[-1].end, seconds))
+        return Heard(text, round(confidence, 4), words), heard_until
 
-    def _tokens_within(self, ids: list[int], seconds: float) -> list[int]:
-        """Text tokens of the segments that start inside the audio (not in the padding)."""
+    def _tokens_within(self, ids: list[int], seconds: float) -> tuple[list[int], float]:
+        """Text tokens of the segments that start inside the audio (not in the padding), and the last
+        timestamp inside the audio: how far the model got (the whole audio when it gave no timestamp)."""
         tok = self._tokenizer
         kept: list[int] = []
         segment: list[int] = []
         start: float | None = None
+        last_stamp: float | None = None
         for t in ids:
             if t >= tok.timestamp_begin:
                 stamp = (t - tok.timestamp_begin) * 0.02
                 if start is None:
                     start = stamp
+                    if stamp < seconds:  # a segment starts inside the audio: the model got this far
+                        last_stamp = stamp
                     continue
                 if start < seconds - 0.1:
                     kept.extend(segment)
+                    last_stamp = min(stamp, seconds)
                 segment, start = [], None
             elif t < tok.eot:
                 segment.append(t)
         if segment and (start is None or start < seconds - 0.1):
             kept.extend(segment)
-        return kept
+            last_stamp = seconds  # a segment cut off by the budget or the end: no seeking on
+        return kept, seconds if last_stamp is None else last_stamp
 
     def _transcribe_long(self, audio: np.ndarray, hint: str | None) -> Heard:
         # Stock decoding (temperature fallback, conditioning on the previous window) plus word timings.
@@ -300,6 +340,20 @@ def generation_length(prompt_tokens: int, seconds: float) -> int:
     """
     budget = min(MAX_NEW_TOKENS, int(seconds * TOKENS_PER_SECOND) + 16)
     return min(TEXT_CONTEXT, max(2 * budget, prompt_tokens + budget))
+
+
+def has_sound_after(audio: np.ndarray, rest: np.ndarray) -> bool:
+    """Whether ``rest`` (the end of ``audio``) is long enough and loud enough to hold words the model
+    left out: ``CONTINUE_AFTER_SECONDS`` or more, with a 100 ms stretch within 20 dB of the loudest."""
+    if len(rest) < CONTINUE_AFTER_SECONDS * WHISPER_RATE:
+        return False
+
+    def loudest(samples: np.ndarray) -> float:
+        step = WHISPER_RATE // 10
+        usable = samples[: len(samples) - len(samples) % step].reshape(-1, step)
+        return float(np.sqrt(np.mean(usable**2, axis=1)).max()) if len(usable) else 0.0
+
+    return loudest(rest) >= SOUND_BELOW_PEAK * loudest(audio)
 
 
 _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
