@@ -164,6 +164,24 @@ def test_ivr_bench_wer_scores_real_speech(tmp_path: Path) -> None:
     assert 0 <= fast["wer_percent"] < 50 and fast["repeats"] == 0
     assert fast["median_ms"] < stock["median_ms"]
     assert fast["wer_by_source_percent"] == {"asterisk": fast["wer_percent"]}
+    low, high = report["tiny.en fast_minus_stock_95_percent_interval"]
+    assert low <= report["tiny.en fast_minus_stock_wer_points"] <= high
+
+
+def test_the_difference_interval_shows_what_is_noise() -> None:
+    from ivr.bench.wer import SettingResult, paired_difference_interval
+
+    def setting(hyps: list[str]) -> SettingResult:
+        result = SettingResult("s")
+        result.refs, result.hyps = ["press one to continue"] * len(hyps), hyps
+        return result
+
+    same = setting(["press one to continue", "press one to continue"] * 50)
+    assert paired_difference_interval(same, same) == (0.0, 0.0)
+    # One utterance in ten loses a word: about 2.5 points worse, and the interval excludes no difference.
+    worse = setting(["press one to continue" if i % 10 else "press one continue" for i in range(100)])
+    low, high = paired_difference_interval(worse, setting(["press one to continue"] * 100))
+    assert 0 < low < 2.5 < high
 
 
 def test_redecode_sweep_scores_each_threshold_from_the_same_decodes() -> None:

@@ -80,6 +80,19 @@ class SettingResult:
         refs, hyps = zip(*pairs, strict=True)
         return float(jiwer.wer(list(refs), list(hyps)))
 
+    def errors(self) -> list[tuple[int, int]]:
+        """Per utterance: (word errors, reference words)."""
+        import jiwer
+
+        counts = []
+        for ref, hyp in zip(self.refs, self.hyps, strict=True):
+            if not ref:
+                counts.append((0, 0))
+                continue
+            out = jiwer.process_words(ref, hyp)
+            counts.append((out.substitutions + out.deletions + out.insertions, len(ref.split())))
+        return counts
+
     def summary(self) -> dict[str, Any]:
         """The figures, rounded for the report."""
         near_three = [s for s, a in zip(self.seconds, self.audio_seconds, strict=True) if 2.0 <= a <= 4.0]
@@ -97,6 +110,19 @@ class SettingResult:
             "median_ms_2_to_4_s": round(1000 * statistics.median(near_three), 1) if near_three else None,
             "total_s": round(sum(self.seconds), 1),
         }
+
+
+def paired_difference_interval(a: SettingResult, b: SettingResult, rounds: int = 2000,
+                               seed: int = 0) -> tuple[float, float]:
+    """95 % interval of WER(a) − WER(b) in points, by a paired bootstrap over utterances: how far apart the
+    two settings could be on another draw of utterances like these (a difference inside it is noise)."""
+    pairs = [(ea, eb, n) for (ea, n), (eb, _) in zip(a.errors(), b.errors(), strict=True)]
+    rng = np.random.default_rng(seed)
+    table = np.array(pairs, dtype=float)
+    draws = table[rng.integers(0, len(table), size=(rounds, len(table)))]
+    points = 100 * (draws[:, :, 0].sum(axis=1) - draws[:, :, 1].sum(axis=1)) / np.maximum(draws[:, :, 2].sum(axis=1), 1)
+    low, high = np.percentile(points, [2.5, 97.5])
+    return round(float(low), 2), round(float(high), 2)
 
 
 def whisper_settings(model: str = "tiny.en") -> dict[str, Transcribe]:
@@ -155,6 +181,8 @@ def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
     for model in models:
         fast, stock = report["settings"][f"{model} fast"], report["settings"][f"{model} stock"]
         report[f"{model} fast_minus_stock_wer_points"] = round(fast["wer_percent"] - stock["wer_percent"], 2)
+        report[f"{model} fast_minus_stock_95_percent_interval"] = paired_difference_interval(
+            results[f"{model} fast"], results[f"{model} stock"])
         report[f"{model} fast_over_stock_time"] = round(fast["median_ms"] / max(stock["median_ms"], 1e-6), 2)
     return report
 
