@@ -228,6 +228,33 @@ def test_the_full_window_second_pass_is_taken_only_on_a_quiet_server(whisper: As
     assert len(windows) == 1 and windows[0] < WINDOW_SECONDS  # busy: the first pass stands
 
 
+def test_a_long_utterance_on_a_quiet_server_takes_the_full_window_at_once(
+        whisper: AsrEngine, prompts: dict[str, corpus.Utterance], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivr.speech.asr.whisper_engine import FULL_WINDOW_FROM_SECONDS, WINDOW_SECONDS, Heard, WhisperEngine
+
+    assert isinstance(whisper, WhisperEngine)
+    windows: list[float] = []
+    decode = whisper._decode
+
+    def recorded(audio: np.ndarray, hint: str | None, window: float) -> Heard:
+        windows.append(window)
+        return decode(audio, hint, window)
+
+    monkeypatch.setattr(whisper, "_decode", recorded)
+    audio = resample(corpus.line_audio(prompts["screen-callee-options"]), corpus.LINE_RATE, 16000)
+    assert len(audio) / 16000 > FULL_WINDOW_FROM_SECONDS
+    heard = whisper.transcribe_audio(audio, hint=None)
+    assert windows == [WINDOW_SECONDS] and normalize(heard.text).endswith("a polite don't call menu")
+    windows.clear()
+    whisper._in_flight += 1  # busy: the cheaper short window, with the whole decoding budget
+    try:
+        heard = whisper.transcribe_audio(audio, hint=None)
+    finally:
+        whisper._in_flight -= 1
+    assert len(windows) == 1 and windows[0] < WINDOW_SECONDS
+    assert normalize(heard.text).endswith("a polite don't call menu"), heard.text
+
+
 @pytest.mark.parametrize(("prompt", "ending"), [("demo-echotest", "pressing the pound key"),
                                                 ("screen-callee-options", "a polite don't call menu")])
 def test_a_long_prompt_keeps_its_last_words(whisper: AsrEngine, prompts: dict[str, corpus.Utterance],

@@ -11,7 +11,10 @@ window does not help), when no other utterance is being recognised (on a busy se
 Measured on real telephone speech (``ivr bench wer``, docs/benchmarks.md). Why 5 s: with less padding the
 model does not find the end of a one-word answer and repeats it
 ("zero zero zero …", "the leader has left the conference. The leader has left the"); more costs time
-without helping. Long utterances (over ~25 s) go through faster-whisper's stock ``transcribe``.
+without helping. When the model ends its transcript a second or more before the audio ends and sound follows,
+the rest is decoded the same way and appended (stock ``transcribe`` seeks on likewise). On a quiet server,
+utterances of 15 s or more take the full window at once (the short one would cost nearly as much). Long
+utterances (over ~25 s) go through faster-whisper's stock ``transcribe``.
 
 Grammar-like prompts pass their phrases as a decoding hint, and the result is snapped to the closest
 phrase (or rejected when nothing is close enough; see ``ivr.speech.asr.grammar``).
@@ -42,6 +45,9 @@ WHISPER_RATE = 16000
 WINDOW_SECONDS = 30.0
 PAD_SECONDS = 5.0
 """Silence encoded after a short utterance (see the module docstring)."""
+FULL_WINDOW_FROM_SECONDS = 15.0
+"""From this length on the short window (utterance + 5 s) costs two thirds of the full one or more: on a quiet
+server such utterances are decoded once with the full window, which hears better, instead of risking both."""
 REDECODE_BELOW = 0.6
 """A mean word probability under which the short-window result is decoded again with the full window. Chosen
 on the dev part of the evaluation set (184 utterances under 25 s, tiny.en; ``ivr bench wer --split dev
@@ -158,11 +164,14 @@ class WhisperEngine:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
+            quiet = self._in_flight == 1
+            if quiet and seconds >= FULL_WINDOW_FROM_SECONDS:  # the short window would cost nearly as much
+                return self._decode(audio, hint, WINDOW_SECONDS)
             heard = self._decode(audio, hint, seconds + PAD_SECONDS)
             # The second pass costs a full 30 s encoder pass: taken when no other caller is being heard,
             # so that under load every caller's turn stays quick (speed wins, accuracy when there is room).
             unsure = heard.confidence < REDECODE_BELOW or looks_garbled(heard.text)
-            if heard.words and unsure and self._in_flight == 1:
+            if heard.words and unsure and quiet:
                 again = self._decode(audio, hint, WINDOW_SECONDS)
                 if again.text:
                     return again
