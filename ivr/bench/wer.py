@@ -195,7 +195,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
     """How the fast path's second pass should be triggered: each utterance (under 25 s) is decoded once with
     the short window, once with the full window and once by stock ``transcribe()``; every rule "decode again
     when the mean word probability is under T (or the text loops)" is then scored from those results (WER,
-    share decoded twice, median and mean time against stock's)."""
+    share decoded twice, median and mean time against stock's), with the full window as the second pass and
+    with stock's own decoding (temperature fallback) as the second pass."""
     from ivr.speech.asr.whisper_engine import PAD_SECONDS, SHORT_UTTERANCE_SECONDS, WINDOW_SECONDS, WhisperEngine
     from ivr.speech.models import whisper_model_dir
 
@@ -240,15 +241,16 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
     rules = {"short window only": score("short", lambda r: (r["short"][0], r["short"][2])),
              "full window only": score("full", lambda r: (r["full"][0], r["full"][2]))}
     for threshold in thresholds:
-        def pick(r: dict[str, Any], t: float = threshold) -> tuple[str, float]:
-            text, confidence, elapsed = r["short"]
-            if text and confidence < t:
-                return (r["full"][0] or text), elapsed + r["full"][2]
-            return text, elapsed
-        rule = score(f"mean < {threshold}", pick)
-        rule["decoded_twice_percent"] = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold
-                                                        for r in runs) / len(runs), 1)
-        rules[f"again when mean word probability < {threshold}"] = rule
+        for second, label in (("full", ""), ("stock", " (second pass: stock transcribe)")):
+            def pick(r: dict[str, Any], t: float = threshold, again: str = second) -> tuple[str, float]:
+                text, confidence, elapsed = r["short"]
+                if text and confidence < t:
+                    return (r[again][0] or text), elapsed + r[again][2]
+                return text, elapsed
+            rule = score(f"mean < {threshold}{label}", pick)
+            rule["decoded_twice_percent"] = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold
+                                                            for r in runs) / len(runs), 1)
+            rules[f"again when mean word probability < {threshold}{label}"] = rule
     for rule in rules.values():
         rule["wer_minus_stock_points"] = round(rule["wer_percent"] - stock["wer_percent"], 2)
         rule["median_over_stock"] = round(rule["median_ms"] / stock["median_ms"], 2)
