@@ -101,3 +101,11 @@ def test_sipp_callers_speak_and_press_keys_to_a_real_sip_server(tmp_path: Path) 
         assert call.voiced_frames > 25  # 'yes' is about a second of speech
         assert call.digits == "42#"
         assert call.hung_up_by_caller
+
+
+def test_the_calls_bench_copies_each_demo_flow_with_its_knowledge_files(tmp_path: Path) -> None:
+    from ivr.bench.calls import FLOWS, copy_demo_flow
+    from ivr.flow.loader import load_flow
+
+    for name in FLOWS:  # the hotline answers FAQs from flows/knowledge/: missing, the bench's server refused it
+        load_flow(copy_demo_flow(name, tmp_path / "flows"), classifier_factory=None)

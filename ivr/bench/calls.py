@@ -133,6 +133,15 @@ def _worker_cpu_seconds(server: Any) -> float:
     return total
 
 
+def copy_demo_flow(name: str, flows_dir: Path, source: Path = Path("flows")) -> Path:
+    """Copy demo flow ``name`` and the knowledge files it refers to (relative paths) into ``flows_dir``."""
+    flows_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / f"{name}.yaml", flows_dir)
+    if (source / "knowledge").is_dir():
+        shutil.copytree(source / "knowledge", flows_dir / "knowledge", dirs_exist_ok=True)
+    return flows_dir / f"{name}.yaml"
+
+
 def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5,
                     callers: str = "sipp", model: str | None = None) -> dict[str, Any]:
     """Run ``calls`` concurrent calls through ``flow`` (hotline or korean) and return the figures.
@@ -154,8 +163,7 @@ def run_calls_bench(calls: int = 20, flow: str = "hotline", stagger: float = 0.5
         raise IvrError(f"unknown callers {callers!r}; use sipp or pjsua2")
     spec = FLOWS[flow]
     work = Path(tempfile.mkdtemp(prefix="ivr-bench-calls-"))
-    (work / "flows").mkdir()
-    shutil.copy(Path("flows") / f"{spec.name}.yaml", work / "flows")
+    copy_demo_flow(spec.name, work / "flows")
     orders = MockWebServer(ORDER_ROUTES).start()
     config = ServerConfig(
         flows_dir=work / "flows",
