@@ -241,6 +241,7 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
     rules = {"short window only": score("short", lambda r: (r["short"][0], r["short"][2])),
              "full window only": score("full", lambda r: (r["full"][0], r["full"][2]))}
     for threshold in thresholds:
+        twice = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold for r in runs) / len(runs), 1)
         for second, label in (("full", ""), ("stock", " (second pass: stock transcribe)")):
             def pick(r: dict[str, Any], t: float = threshold, again: str = second) -> tuple[str, float]:
                 text, confidence, elapsed = r["short"]
@@ -248,8 +249,7 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
                     return (r[again][0] or text), elapsed + r[again][2]
                 return text, elapsed
             rule = score(f"mean < {threshold}{label}", pick)
-            rule["decoded_twice_percent"] = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold
-                                                            for r in runs) / len(runs), 1)
+            rule["decoded_twice_percent"] = twice
             rules[f"again when mean word probability < {threshold}{label}"] = rule
     for rule in rules.values():
         rule["wer_minus_stock_points"] = round(rule["wer_percent"] - stock["wer_percent"], 2)

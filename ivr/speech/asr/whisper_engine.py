@@ -85,6 +85,12 @@ class Heard:
     confidence: float
     words: tuple[Word, ...] = ()
 
+    @classmethod
+    def of(cls, text: str, words: Sequence[Word]) -> Heard:
+        """``text`` heard as ``words``, its confidence their mean probability (0 without words)."""
+        confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
+        return cls(text, round(confidence, 4), tuple(words))
+
 
 NOTHING = Heard("", 0.0)
 
@@ -205,8 +211,7 @@ class WhisperEngine:
                 break
             words = (*heard.words, *(Word(w.text, w.confidence, round(w.start + offset, 2),
                                           round(w.end + offset, 2)) for w in more.words))
-            confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
-            heard = Heard(joined, round(confidence, 4), words)
+            heard = Heard.of(joined, words)
         return heard
 
     def _decode_window(self, audio: np.ndarray, hint: str | None, window: float) -> tuple[Heard, float]:
@@ -243,10 +248,9 @@ class WhisperEngine:
         merge_punctuations(aligned, PREPENDED_PUNCTUATION, APPENDED_PUNCTUATION)  # "car" + "." → "car."
         words = tuple(Word(w["word"].strip(), round(float(w["probability"]), 4), round(float(w["start"]), 2),
                            round(float(w["end"]), 2)) for w in aligned if w["word"].strip())
-        confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
         if words:  # the aligned end of the last word is surer than a timestamp token the model chose
             heard_until = max(heard_until, min(words[-1].end, seconds))
-        return Heard(text, round(confidence, 4), words), heard_until
+        return Heard.of(text, words), heard_until
 
     def _tokens_within(self, ids: list[int], seconds: float) -> tuple[list[int], float]:
         """Text tokens of the segments that start inside the audio (not in the padding), and the last
@@ -291,8 +295,7 @@ class WhisperEngine:
                               round(float(w.end), 2)) for w in seg.words or () if w.word.strip())
         if not texts:
             return NOTHING
-        confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
-        return Heard(" ".join(texts), round(confidence, 4), tuple(words))
+        return Heard.of(" ".join(texts), words)
 
 
 class WhisperRecognizer:
