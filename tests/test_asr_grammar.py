@@ -52,6 +52,10 @@ def test_repeated_whisper_sentence_is_dropped() -> None:
     assert drop_repeated_sentences("The leader has left the conference. The leader has left the") == (
         "The leader has left the conference.")
     assert drop_repeated_sentences("I need help. Is that right?") == "I need help. Is that right?"
+    # a one-word answer said twice is what the caller said (a digit string, "no, no"), and a number is one word
+    assert drop_repeated_sentences("5. 5.") == "5. 5." and drop_repeated_sentences("No. No.") == "No. No."
+    assert drop_repeated_sentences("7.98") == "7.98" and drop_repeated_sentences("It is 3.50. Thanks.") == (
+        "It is 3.50. Thanks.")
 
 
 def test_word_errors_counts_substitutions_insertions_deletions() -> None:

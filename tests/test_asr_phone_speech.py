@@ -106,6 +106,34 @@ def test_the_phone_line_keeps_the_voice_band_only() -> None:
     assert kept[1000] > 0.9 and kept[100] < 0.05 and kept[3800] < 0.05, kept
 
 
+def test_the_mobile_line_adds_noise_at_the_stated_level_and_codes_with_amr(
+        prompts: dict[str, corpus.Utterance]) -> None:
+    utterance = prompts["vm-dialout"]
+    fixed, mobile = corpus.line_audio(utterance, "g711"), corpus.line_audio(utterance, "mobile")
+    assert len(mobile) == len(fixed) and mobile.dtype == np.float32
+    assert np.array_equal(mobile, corpus.line_audio(utterance, "mobile"))  # the same noise every run
+    # the codec delays the speech by a few ms; aligned, what differs is the noise and the codec's distortion
+    lag = int(np.argmax(np.correlate(mobile[:8000], fixed[:8000], "full"))) - 7999
+    assert 0 <= lag < 80, lag
+    difference = mobile[lag:] - fixed[: len(fixed) - lag]
+    distortion_db = 20 * np.log10(corpus.speech_level(difference) / corpus.speech_level(fixed))
+    assert -25 < distortion_db < -6, distortion_db  # noise at -20 dB plus AMR's quantisation, not a lost voice
+    with pytest.raises(corpus.CorpusError, match="g711, mobile"):
+        corpus.line_audio(utterance, "satellite")
+
+
+def test_pink_noise_and_the_speech_level() -> None:
+    noise = corpus._pink_noise(80000, seed=3)
+    spectrum = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(len(noise), 1 / 8000)
+    octave_low, octave_high = spectrum[(freqs >= 250) & (freqs < 500)], spectrum[(freqs >= 2000) & (freqs < 4000)]
+    ratio_db = 10 * np.log10(octave_low.mean() / octave_high.mean())
+    assert 7 < ratio_db < 11, ratio_db  # three octaves apart: 3 dB each
+    assert float(np.sqrt(np.mean(noise**2))) == pytest.approx(1.0)
+    voice = np.concatenate([0.1 * np.ones(8000, np.float32), np.zeros(8000, np.float32)])
+    assert corpus.speech_level(voice) == pytest.approx(0.1, rel=1e-3)  # the pause does not lower it
+
+
 def test_the_evaluation_set_is_real_speech_split_for_good(prompts: dict[str, corpus.Utterance]) -> None:
     utterances = list(prompts.values())
     assert len(utterances) > 400
@@ -193,6 +221,41 @@ def test_redecode_sweep_scores_each_threshold_from_the_same_decodes() -> None:
     assert report["utterances"] == 4 and never["decoded_twice_percent"] == 0 and always["decoded_twice_percent"] == 100
     assert never["wer_percent"] == rules["short window only"]["wer_percent"]
     assert always["median_ms"] > never["median_ms"]
+
+
+def test_digit_strings_are_real_digits_spliced_and_split_for_good() -> None:
+    import soundfile
+
+    strings = corpus.digit_strings()
+    assert len(strings) == corpus.DIGIT_STRINGS and strings == corpus.digit_strings()  # the same every run
+    assert all(u.text.isdigit() and 1 <= len(u.text) <= 6 and u.kind == "digits" for u in strings)
+    assert {len(u.text) for u in strings} == {1, 2, 3, 4, 5, 6} and {u.split for u in strings} == {"dev", "test"}
+    for u in strings[:12]:
+        info = soundfile.info(str(u.path))  # each digit a real clip of 0.3-0.8 s plus a pause of 0.15-0.4 s
+        assert info.samplerate == 8000 and 0.45 + 0.45 * len(u.text) < info.duration < 0.45 + 1.2 * len(u.text)
+
+
+def test_digit_strings_are_scored_as_the_digits_slot_reads_them() -> None:
+    from ivr.bench.wer import digit_string_results, doubles_a_digit
+
+    strings = list(corpus.choose(corpus.digit_strings(), "dev"))[:3]
+    answers = {"right": iter([", ".join(u.text) + "." for u in strings]),
+               "doubling": iter([u.text + u.text[-1] for u in strings]), "deaf": iter(["Bye."] * 3)}
+    settings = {name: (lambda audio, said=said: next(said)) for name, said in answers.items()}
+    report = digit_string_results(settings, strings)
+    assert report["strings"] == 3 and report["right"]["exact_percent"] == 100.0
+    assert report["doubling"]["exact_percent"] == 0.0 and report["doubling"]["a_digit_doubled"] == 3
+    assert report["deaf"]["misses"][0] == {"said": strings[0].text, "heard": "Bye."}
+    assert doubles_a_digit("7433", "743") and doubles_a_digit("7443", "743")
+    assert not doubles_a_digit("7434", "743") and not doubles_a_digit("743", "743")
+
+
+def test_ivr_bench_wer_reads_real_digit_strings_back() -> None:
+    from ivr.bench.wer import run_wer_bench
+
+    report = run_wer_bench("dev", ("tiny.en",), ("digits",), limit=6, line="mobile")
+    assert "settings" not in report and report["digit_strings"]["strings"] == 6
+    assert report["digit_strings"]["tiny.en fast"]["exact_percent"] >= 80, report["digit_strings"]
 
 
 def test_resampled_line_audio_matches_a_calls_rate(prompts: dict[str, corpus.Utterance]) -> None:

