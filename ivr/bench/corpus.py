@@ -189,6 +189,8 @@ def digit_strings(count: int = DIGIT_STRINGS, seed: int = 11) -> list[Utterance]
         if not path.is_file():
             raise CorpusError("the Asterisk prompts are missing: apt-get install asterisk-core-sounds-en-wav")
         samples, rate = soundfile.read(str(path), dtype="float32")
+        if rate != LINE_RATE:
+            raise CorpusError(f"{path}: expected the {LINE_RATE} Hz Asterisk prompts, found {rate} Hz")
         voiced = np.nonzero(np.abs(samples) > 0.01)[0]
         clips[digit] = samples[max(0, voiced[0] - rate // 40): voiced[-1] + rate // 40]
     folder = cache_dir() / "corpus" / "digit_strings"
