@@ -13,7 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from ivr.audio.wavfile import resample
 from ivr.bench import corpus
 from ivr.errors import IvrError
 from ivr.nlu.garbled import looks_garbled
+
+if TYPE_CHECKING:
+    from ivr.speech.asr.whisper_engine import WhisperEngine
 
 Transcribe = Callable[[np.ndarray], str]
 
@@ -125,20 +128,24 @@ def paired_difference_interval(a: SettingResult, b: SettingResult, rounds: int =
     return round(float(low), 2), round(float(high), 2)
 
 
+def stock_transcribe(engine: WhisperEngine, audio: np.ndarray) -> str:
+    """Stock faster-whisper ``transcribe()``, greedy, told the language the fast path is told (English)."""
+    segments, _ = engine.whisper.transcribe(audio, language=engine.language, beam_size=1)
+    return " ".join(s.text.strip() for s in segments)
+
+
 def whisper_settings(model: str = "tiny.en") -> dict[str, Transcribe]:
     """The shipped fast path and stock faster-whisper ``transcribe()`` (greedy), on the same weights."""
     from ivr.speech.asr.whisper_engine import WhisperEngine
     from ivr.speech.models import whisper_model_dir
 
     engine = WhisperEngine(whisper_model_dir(model), cpu_threads=1, num_workers=1)
-    language = "en" if model.endswith(".en") else None
 
     def fast(audio: np.ndarray) -> str:
         return engine.transcribe_audio(audio, hint=None).text
 
     def stock(audio: np.ndarray) -> str:
-        segments, _ = engine.whisper.transcribe(audio, language=language, beam_size=1)
-        return " ".join(s.text.strip() for s in segments)
+        return stock_transcribe(engine, audio)
 
     return {f"{model} fast": fast, f"{model} stock": stock}
 
@@ -234,34 +241,34 @@ REDECODE_THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 
 
 def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tuple[str, ...] = corpus.SOURCES,
-                       limit: int = 0, thresholds: tuple[float, ...] = REDECODE_THRESHOLDS) -> dict[str, Any]:
+                       limit: int = 0, thresholds: tuple[float, ...] = REDECODE_THRESHOLDS,
+                       line: str = "g711") -> dict[str, Any]:
     """How the fast path's second pass should be triggered: each utterance (under 25 s) is decoded once with
     the short window, once with the full window and once by stock ``transcribe()``; every rule "decode again
     when the mean word probability is under T (or the text loops)" is then scored from those results (WER,
     share decoded twice, median and mean time against stock's), with the full window as the second pass and
-    with stock's own decoding (temperature fallback) as the second pass."""
+    with stock's own decoding (temperature fallback) as the second pass. The report keeps each utterance's
+    three decodes (``decodes``), to see where the rules win and lose."""
     from ivr.speech.asr.whisper_engine import PAD_SECONDS, SHORT_UTTERANCE_SECONDS, WINDOW_SECONDS, WhisperEngine
     from ivr.speech.models import whisper_model_dir
 
     engine = WhisperEngine(whisper_model_dir(model), cpu_threads=1, num_workers=1)
-    language = "en" if model.endswith(".en") else None
     utterances = [u for u in corpus.choose(corpus.load(sources), split)][: limit or None]
     runs: list[dict[str, Any]] = []
     for utterance in utterances:
-        audio = resample(corpus.line_audio(utterance), corpus.LINE_RATE, 16000)
+        audio = resample(corpus.line_audio(utterance, line), corpus.LINE_RATE, 16000)
         seconds = len(audio) / 16000
         if seconds > SHORT_UTTERANCE_SECONDS:
             continue
-        run = {"ref": normalize(utterance.text), "kind": utterance.kind, "source": utterance.source,
-               "audio_s": seconds}
+        run = {"id": utterance.id, "ref": normalize(utterance.text), "kind": utterance.kind,
+               "source": utterance.source, "audio_s": round(seconds, 2)}
         for name, window in (("short", seconds + PAD_SECONDS), ("full", WINDOW_SECONDS)):
             started = time.perf_counter()
             heard = engine._decode(audio, None, window)
             confidence = 0.0 if looks_garbled(heard.text) else heard.confidence  # a loop is always unsure
             run[name] = (normalize(heard.text), confidence, time.perf_counter() - started)
         started = time.perf_counter()
-        segments, _ = engine.whisper.transcribe(audio, language=language, beam_size=1)
-        run["stock"] = (normalize(" ".join(s.text.strip() for s in segments)), 1.0, time.perf_counter() - started)
+        run["stock"] = (normalize(stock_transcribe(engine, audio)), 1.0, time.perf_counter() - started)
         runs.append(run)
     if not runs:
         raise IvrError("no utterances to score (is the corpus installed? see `ivr bench wer --help`)")
@@ -298,7 +305,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         rule["wer_minus_stock_points"] = round(rule["wer_percent"] - stock["wer_percent"], 2)
         rule["median_over_stock"] = round(rule["median_ms"] / stock["median_ms"], 2)
         rule["mean_over_stock"] = round(rule["mean_ms"] / stock["mean_ms"], 2)
-    return {"split": split, "model": model, "utterances": len(runs), "stock": stock, "rules": rules}
+    return {"split": split, "model": model, "line": corpus.LINES[line], "utterances": len(runs), "stock": stock,
+            "rules": rules, "decodes": runs}
 
 
 MULTILINGUAL_PROBE = {

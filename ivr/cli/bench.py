@@ -105,10 +105,10 @@ def wer(split: str, models: tuple[str, ...], sources: tuple[str, ...], limit: in
     from ivr.bench.wer import BENCH_SOURCES, DIGITS_SOURCE, run_redecode_sweep, run_wer_bench
 
     if redecode_sweep:
-        if line != "g711" or DIGITS_SOURCE in sources:
-            raise click.UsageError("--redecode-sweep tunes on the g711 line and the speech sources only "
-                                   "(leave --line and --source digits out)")
-        _run(f"wer_redecode_{split}", lambda: run_redecode_sweep(split, models[0], sources or SOURCES, limit), record)
+        if DIGITS_SOURCE in sources:
+            raise click.UsageError("--redecode-sweep tunes on the speech sources only (leave --source digits out)")
+        _run(f"wer_redecode_{split}_{line}",
+             lambda: run_redecode_sweep(split, models[0], sources or SOURCES, limit, line=line), record)
         return
     name = f"wer_{split}" if line == "g711" else f"wer_{split}_{line}"
     _run(name, lambda: run_wer_bench(split, models, sources or BENCH_SOURCES, limit, line), record)
