@@ -266,7 +266,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
             started = time.perf_counter()
             heard = engine._decode(audio, None, window)
             confidence = 0.0 if looks_garbled(heard.text) else heard.confidence  # a loop is always unsure
-            run[name] = (normalize(heard.text), confidence, time.perf_counter() - started)
+            run[name] = (normalize(heard.text), confidence, time.perf_counter() - started,
+                         [w.confidence for w in heard.words])
         started = time.perf_counter()
         run["stock"] = (normalize(stock_transcribe(engine, audio)), 1.0, time.perf_counter() - started)
         runs.append(run)
