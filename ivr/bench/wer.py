@@ -295,7 +295,7 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         twice = round(100 * sum(bool(r["short"][0]) and r["short"][1] < threshold for r in runs) / len(runs), 1)
         for second, label in (("full", ""), ("stock", " (second pass: stock transcribe)")):
             def pick(r: dict[str, Any], t: float = threshold, again: str = second) -> tuple[str, float]:
-                text, confidence, elapsed = r["short"]
+                text, confidence, elapsed = r["short"][:3]
                 if text and confidence < t:
                     return (r[again][0] or text), elapsed + r[again][2]
                 return text, elapsed
