@@ -221,6 +221,9 @@ def test_redecode_sweep_scores_each_threshold_from_the_same_decodes() -> None:
     assert report["utterances"] == 4 and never["decoded_twice_percent"] == 0 and always["decoded_twice_percent"] == 100
     assert never["wer_percent"] == rules["short window only"]["wer_percent"]
     assert always["median_ms"] > never["median_ms"]
+    decodes = report["decodes"]  # kept to score other rules from the same run
+    assert len(decodes) == 4 and all(
+        d["short"][3] and all(0 <= p <= 1 for p in d["short"][3]) for d in decodes if d["short"][0])
 
 
 def test_digit_strings_are_real_digits_spliced_and_split_for_good() -> None:
