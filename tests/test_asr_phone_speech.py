@@ -212,6 +212,19 @@ def test_the_difference_interval_shows_what_is_noise() -> None:
     assert 0 < low < 2.5 < high
 
 
+def test_largest_differences_name_the_utterances_one_setting_loses() -> None:
+    from ivr.bench.wer import SettingResult, largest_differences
+
+    said = ["press one", "press two to continue", "goodbye"]
+    fast, stock = SettingResult("fast"), SettingResult("stock")
+    for result, hyps in ((fast, ["press one", "dress two to continue", "good bye"]), (stock, said)):
+        result.ids, result.refs, result.hyps = ["a", "b", "c"], said, hyps
+    worse = largest_differences(fast, stock)
+    assert [(row["id"], row["more_errors"]) for row in worse] == [("c", 2), ("b", 1)]
+    assert worse[0] == {"id": "c", "more_errors": 2, "said": "goodbye", "fast": "good bye", "stock": "goodbye"}
+    assert largest_differences(stock, fast) == []
+
+
 def test_redecode_sweep_scores_each_threshold_from_the_same_decodes() -> None:
     from ivr.bench.wer import run_redecode_sweep
 

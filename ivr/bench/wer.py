@@ -65,6 +65,7 @@ class SettingResult:
     """What one recognizer setting made of the split."""
 
     name: str
+    ids: list[str] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
     hyps: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
@@ -134,6 +135,14 @@ def stock_transcribe(engine: WhisperEngine, audio: np.ndarray) -> str:
     return " ".join(s.text.strip() for s in segments)
 
 
+def largest_differences(a: SettingResult, b: SettingResult, count: int = 8) -> list[dict[str, Any]]:
+    """The utterances where ``a`` makes the most more word errors than ``b``, worst first (to see where and
+    how one setting loses to the other)."""
+    rows = [(ea - eb, i) for i, ((ea, _), (eb, _)) in enumerate(zip(a.errors(), b.errors(), strict=True)) if ea > eb]
+    return [{"id": a.ids[i], "more_errors": more, "said": a.refs[i], a.name: a.hyps[i], b.name: b.hyps[i]}
+            for more, i in sorted(rows, key=lambda row: (-row[0], row[1]))[:count]]
+
+
 def whisper_settings(model: str = "tiny.en") -> dict[str, Transcribe]:
     """The shipped fast path and stock faster-whisper ``transcribe()`` (greedy), on the same weights."""
     from ivr.speech.asr.whisper_engine import WhisperEngine
@@ -164,6 +173,7 @@ def run(settings: dict[str, Transcribe], utterances: list[corpus.Utterance],
             text = transcribe(audio)
             elapsed = time.perf_counter() - started
             result = results[name]
+            result.ids.append(utterance.id)
             result.refs.append(reference)
             result.hyps.append(normalize(text))
             result.kinds.append(utterance.kind)
@@ -234,6 +244,10 @@ def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
         report[f"{model} fast_minus_stock_95_percent_interval"] = paired_difference_interval(
             results[f"{model} fast"], results[f"{model} stock"])
         report[f"{model} fast_over_stock_time"] = round(fast["median_ms"] / max(stock["median_ms"], 1e-6), 2)
+        report[f"{model} fast_worse_than_stock"] = largest_differences(
+            results[f"{model} fast"], results[f"{model} stock"])
+        report[f"{model} stock_worse_than_fast"] = largest_differences(
+            results[f"{model} stock"], results[f"{model} fast"])
     return report
 
 
