@@ -380,3 +380,23 @@ def test_the_decoding_budget_survives_ctranslate2s_halving() -> None:
             total = generation_length(prompt, seconds)
             # What CTranslate2 lets Whisper decode after the prompt (whisper.cc):
             assert min(total // 2, total - prompt) >= budget and total <= TEXT_CONTEXT
+
+
+def test_a_bench_run_samples_the_same_way_each_time() -> None:
+    """Stock transcribe()'s temperature fallback samples: seeded, two runs of the bench give the same text."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from ivr.bench import corpus\n"
+        "from ivr.audio.wavfile import resample\n"
+        "from ivr.bench.wer import bench_engine\n"
+        "utterance = next(u for u in corpus.load(('asterisk',)) if u.kind == 'sentence')\n"
+        "audio = resample(corpus.line_audio(utterance, 'mobile'), corpus.LINE_RATE, 16000)\n"
+        "segments, _ = bench_engine('tiny.en').whisper.transcribe(audio, language='en', temperature=1.0)\n"
+        "print(' '.join(s.text for s in segments))\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300)
+            for _ in range(2)]
+    assert runs[0].stdout.strip() and runs[0].stdout == runs[1].stdout
