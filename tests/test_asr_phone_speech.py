@@ -16,7 +16,7 @@ from ivr.audio.frame import AudioFrame, samples_per_frame
 from ivr.audio.wavfile import float_to_pcm16, resample
 from ivr.bench import corpus
 from ivr.bench.wer import normalize, repeats
-from ivr.events import Transcript
+from ivr.events import Transcript, Word
 from ivr.nlu.slots import parse_slot
 from ivr.speech.asr import load_engine
 from ivr.speech.interfaces import AsrEngine
@@ -305,6 +305,34 @@ def test_the_full_window_second_pass_is_taken_only_on_a_quiet_server(whisper: As
     finally:
         whisper._in_flight -= 1
     assert len(windows) == 1 and windows[0] < WINDOW_SECONDS  # busy: the first pass stands
+
+
+def test_a_second_pass_that_loops_where_the_first_did_not_is_not_taken(
+        whisper: AsrEngine, prompts: dict[str, corpus.Utterance], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ivr.speech.asr.whisper_engine import WINDOW_SECONDS, Heard, WhisperEngine
+
+    assert isinstance(whisper, WhisperEngine)
+    passes: dict[str, tuple[str, str]] = {"loop": ("Date heave.", "8-8-8-8-8-8-8-8"),
+                                          "both loop": ("Uh, uh, uh, uh.", "Uh uh uh uh, forced aligner.")}
+    audio = resample(corpus.line_audio(prompts["digits/h-18"]), corpus.LINE_RATE, 16000)
+    for case, (first, second) in passes.items():
+        def decode(audio: np.ndarray, hint: str | None, window: float, first: str = first,
+                   second: str = second) -> Heard:
+            text = second if window == WINDOW_SECONDS else first
+            return Heard.of(text, [Word(w, 0.2) for w in text.split()])  # unsure: a second pass is wanted
+
+        monkeypatch.setattr(whisper, "_decode", decode)
+        expected = first if case == "loop" else second
+        assert whisper.transcribe_audio(audio, hint=None).text == expected, case
+
+
+def test_base_does_not_loop_on_a_short_answer_over_a_mobile_line(prompts: dict[str, corpus.Utterance]) -> None:
+    from ivr.nlu.garbled import looks_garbled
+
+    base = load_engine("whisper", "base")  # its full window heard "8-8-8-8-8-8-8-8-8-8-8"
+    heard = base.transcribe_audio(resample(corpus.line_audio(prompts["digits/h-18"], "mobile"),  # type: ignore[attr-defined]
+                                           corpus.LINE_RATE, 16000), hint=None)
+    assert heard.text and not looks_garbled(heard.text), heard.text
 
 
 def test_a_long_utterance_on_a_quiet_server_takes_the_full_window_at_once(

@@ -323,8 +323,9 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         for second, label in (("full", ""), ("stock", " (second pass: stock transcribe)")):
             def pick(r: dict[str, Any], t: float = threshold, again: str = second) -> tuple[str, float]:
                 text, confidence, elapsed = r["short"][:3]
-                if text and confidence < t:
-                    return (r[again][0] or text), elapsed + r[again][2]
+                if text and confidence < t:  # the second pass, unless it loops where the first did not
+                    better = r[again][0] and (looks_garbled(text) or not looks_garbled(r[again][0]))
+                    return (r[again][0] if better else text), elapsed + r[again][2]
                 return text, elapsed
             rule = score(f"mean < {threshold}{label}", pick)
             rule["decoded_twice_percent"] = twice

@@ -7,7 +7,8 @@ silence instead, decodes greedily with timestamps (text the model places after t
 continuation it made up, and is dropped), and aligns the result to get each word's time and probability.
 When the result comes out unsure (mean word probability under ``REDECODE_BELOW``, or text that loops) the
 utterance is decoded again with the full window, which hears short, clipped words better (a 10 or 15 s
-window does not help), when no other utterance is being recognised (on a busy server speed wins).
+window does not help), when no other utterance is being recognised (on a busy server speed wins); its result
+is taken unless it loops where the first did not.
 Measured on real telephone speech (``ivr bench wer``, docs/benchmarks.md). Why 5 s: with less padding the
 model does not find the end of a one-word answer and repeats it
 ("zero zero zero …", "the leader has left the conference. The leader has left the"); more costs time
@@ -176,10 +177,12 @@ class WhisperEngine:
             heard = self._decode(audio, hint, seconds + PAD_SECONDS)
             # The second pass costs a full 30 s encoder pass: taken when no other caller is being heard,
             # so that under load every caller's turn stays quick (speed wins, accuracy when there is room).
-            unsure = heard.confidence < REDECODE_BELOW or looks_garbled(heard.text)
-            if heard.words and unsure and quiet:
+            loops = looks_garbled(heard.text)
+            if heard.words and quiet and (loops or heard.confidence < REDECODE_BELOW):
                 again = self._decode(audio, hint, WINDOW_SECONDS)
-                if again.text:
+                # A second pass that loops where the first did not ("8-8-8-8-8…" for "eighteenth" on a noisy
+                # line) is worse than the first, however unsure that was.
+                if again.text and (loops or not looks_garbled(again.text)):
                     return again
             return heard
         finally:
