@@ -277,7 +277,7 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
     share decoded twice, median and mean time against stock's), with the full window as the second pass and
     with stock's own decoding (temperature fallback) as the second pass. The report keeps each utterance's
     three decodes (``decodes``), to see where the rules win and lose."""
-    from ivr.speech.asr.whisper_engine import PAD_SECONDS, SHORT_UTTERANCE_SECONDS, WINDOW_SECONDS
+    from ivr.speech.asr.whisper_engine import PAD_SECONDS, SHORT_UTTERANCE_SECONDS, WINDOW_SECONDS, takes_second_pass
 
     engine = bench_engine(model)
     utterances = [u for u in corpus.choose(corpus.load(sources), split)][: limit or None]
@@ -323,9 +323,8 @@ def run_redecode_sweep(split: str = "dev", model: str = "tiny.en", sources: tupl
         for second, label in (("full", ""), ("stock", " (second pass: stock transcribe)")):
             def pick(r: dict[str, Any], t: float = threshold, again: str = second) -> tuple[str, float]:
                 text, confidence, elapsed = r["short"][:3]
-                if text and confidence < t:  # the second pass, unless it loops where the first did not
-                    better = r[again][0] and (looks_garbled(text) or not looks_garbled(r[again][0]))
-                    return (r[again][0] if better else text), elapsed + r[again][2]
+                if text and confidence < t:
+                    return (r[again][0] if takes_second_pass(text, r[again][0]) else text), elapsed + r[again][2]
                 return text, elapsed
             rule = score(f"mean < {threshold}{label}", pick)
             rule["decoded_twice_percent"] = twice

@@ -179,12 +179,9 @@ class WhisperEngine:
             heard = self._decode(audio, hint, seconds + PAD_SECONDS)
             # The second pass costs a full 30 s encoder pass: taken when no other caller is being heard,
             # so that under load every caller's turn stays quick (speed wins, accuracy when there is room).
-            loops = looks_garbled(heard.text)
-            if heard.words and quiet and (loops or heard.confidence < REDECODE_BELOW):
+            if heard.words and quiet and (heard.confidence < REDECODE_BELOW or looks_garbled(heard.text)):
                 again = self._decode(audio, hint, WINDOW_SECONDS)
-                # A second pass that loops where the first did not ("8-8-8-8-8…" for "eighteenth" on a noisy
-                # line) is worse than the first, however unsure that was.
-                if again.text and (loops or not looks_garbled(again.text)):
+                if takes_second_pass(heard.text, again.text):
                     return again
             return heard
         finally:
@@ -357,6 +354,12 @@ def generation_length(prompt_tokens: int, seconds: float) -> int:
     """
     budget = min(MAX_NEW_TOKENS, int(seconds * TOKENS_PER_SECOND) + 16)
     return min(TEXT_CONTEXT, max(2 * budget, prompt_tokens + budget))
+
+
+def takes_second_pass(first: str, second: str) -> bool:
+    """Whether the second pass's text replaces the first's: when it has text and does not loop where the first
+    did not ("8-8-8-8-8…" for "eighteenth" on a noisy line is worse than the first, however unsure that was)."""
+    return bool(second) and (looks_garbled(first) or not looks_garbled(second))
 
 
 def has_sound_after(audio: np.ndarray, rest: np.ndarray) -> bool:
