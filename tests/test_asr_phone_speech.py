@@ -194,6 +194,9 @@ def test_ivr_bench_wer_scores_real_speech(tmp_path: Path) -> None:
     assert fast["wer_by_source_percent"] == {"asterisk": fast["wer_percent"]}
     low, high = report["tiny.en fast_minus_stock_95_percent_interval"]
     assert low <= report["tiny.en fast_minus_stock_wer_points"] <= high
+    low, high = report["tiny.en fast_minus_stock_without_hesitations_95_percent_interval"]
+    assert low <= report["tiny.en fast_minus_stock_without_hesitations_wer_points"] <= high
+    assert fast["wer_without_hesitations_percent"] <= fast["wer_percent"] + 1e-9  # the prompts have no "uh"
 
 
 def test_the_difference_interval_shows_what_is_noise() -> None:
@@ -210,6 +213,19 @@ def test_the_difference_interval_shows_what_is_noise() -> None:
     worse = setting(["press one to continue" if i % 10 else "press one continue" for i in range(100)])
     low, high = paired_difference_interval(worse, setting(["press one to continue"] * 100))
     assert 0 < low < 2.5 < high
+
+
+def test_the_second_wer_leaves_hesitations_out_as_whispers_normalizer_does() -> None:
+    from ivr.bench.wer import SettingResult
+
+    result = SettingResult("fast")
+    result.refs, result.hyps = ["uh um uh hm hm um", "um yes please"], ["uh uh uh uh uh uh uh uh", "yes police"]
+    result.kinds, result.sources = ["sentence"] * 2, ["mfa"] * 2
+    assert round(result.wer(), 4) == round(8 / 9, 4)  # every word counts: 6 errors, then 2
+    plain = result.without_hesitations()
+    assert plain.refs == ["hm hm", "yes please"] and plain.hyps == ["", "yes police"]
+    assert plain.wer() == 3 / 4  # "hm" is not one of Whisper's hesitations: 2 deletions and 1 substitution
+    assert result.refs[0] == "uh um uh hm hm um"  # the result itself is unchanged
 
 
 def test_largest_differences_name_the_utterances_one_setting_loses() -> None:

@@ -12,7 +12,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +42,16 @@ def normalize(text: str) -> str:
     t = re.sub(r"[^a-z' ]", " ", t)
     words = [w.strip("'") for w in t.split()]
     return " ".join(_ABBREVIATIONS.get(w, w) for w in words if w)
+
+
+HESITATIONS = frozenset({"hmm", "mm", "mhm", "mmm", "uh", "um"})
+"""The words Whisper's own evaluation normalizer (``EnglishTextNormalizer``) drops from references and results
+before scoring: the second WER figure follows that convention, the first counts every word."""
+
+
+def without_hesitations(text: str) -> str:
+    """A normalized text with the hesitation words (``HESITATIONS``) left out."""
+    return " ".join(w for w in text.split() if w not in HESITATIONS)
 
 
 def repeats(text: str) -> bool:
@@ -84,6 +94,11 @@ class SettingResult:
         refs, hyps = zip(*pairs, strict=True)
         return float(jiwer.wer(list(refs), list(hyps)))
 
+    def without_hesitations(self) -> SettingResult:
+        """The same results scored with hesitation words left out of references and results."""
+        return replace(self, refs=[without_hesitations(r) for r in self.refs],
+                       hyps=[without_hesitations(h) for h in self.hyps])
+
     def errors(self) -> list[tuple[int, int]]:
         """Per utterance: (word errors, reference words)."""
         import jiwer
@@ -103,6 +118,7 @@ class SettingResult:
         exact_short = [r == h for r, h, k in zip(self.refs, self.hyps, self.kinds, strict=True) if k == "short"]
         return {
             "wer_percent": round(100 * self.wer(), 2),
+            "wer_without_hesitations_percent": round(100 * self.without_hesitations().wer(), 2),
             "wer_sentences_percent": round(100 * self.wer("sentence"), 2),
             "wer_short_percent": round(100 * self.wer("short"), 2),
             "short_exact_percent": round(100 * sum(exact_short) / max(1, len(exact_short)), 1),
@@ -257,6 +273,10 @@ def run_wer_bench(split: str = "test", models: tuple[str, ...] = ("tiny.en",),
         report[f"{model} fast_minus_stock_wer_points"] = round(fast["wer_percent"] - stock["wer_percent"], 2)
         report[f"{model} fast_minus_stock_95_percent_interval"] = paired_difference_interval(
             results[f"{model} fast"], results[f"{model} stock"])
+        report[f"{model} fast_minus_stock_without_hesitations_wer_points"] = round(
+            fast["wer_without_hesitations_percent"] - stock["wer_without_hesitations_percent"], 2)
+        report[f"{model} fast_minus_stock_without_hesitations_95_percent_interval"] = paired_difference_interval(
+            results[f"{model} fast"].without_hesitations(), results[f"{model} stock"].without_hesitations())
         report[f"{model} fast_over_stock_time"] = round(fast["median_ms"] / max(stock["median_ms"], 1e-6), 2)
         report[f"{model} fast_worse_than_stock"] = largest_differences(
             results[f"{model} fast"], results[f"{model} stock"])
