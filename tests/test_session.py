@@ -483,7 +483,10 @@ def test_slow_recognition_fills_the_line_with_comfort_noise(hello_pcm) -> None:
     audible = [i for i, level in enumerate(levels) if level > 0]
     assert audible, "dead air while the recognizer was slow"
     assert max(levels) < 400  # soft
-    assert audible[0] / 8000 >= 1.0  # only after a second of waiting (end of speech + recognition)
+    # only after about a second of waiting (comfort_noise_after): it starts 1.005 s into the bot's audio on a quiet
+    # machine, and the bot's timeline runs a frame or two short of the clock under load (0.986 s in a fresh-clone
+    # CI run), so the bound leaves room for that and still fails noise that starts early
+    assert audible[0] / 8000 >= 0.8, audible[0] / 8000
 
 
 def test_a_lost_line_ends_the_call_as_interrupted_without_spinning(services_factory) -> None:
